@@ -1,0 +1,209 @@
+//! The [`Builder`] and the settings it validates.
+
+use std::time::Duration;
+
+use crate::{Manager, Pool};
+
+/// Which idle connection a checkout takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleOrder {
+    /// The most recently returned one (the default): a small hot set stays warm and the rest
+    /// ages out through `idle_timeout`.
+    #[default]
+    Lifo,
+    /// The least recently returned one: use spreads evenly over every idle connection.
+    Fifo,
+}
+
+/// Why [`Builder::build`] or [`Pool::resize`](crate::Pool::resize) refused a setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_size` was 0: such a pool could never hand out a connection.
+    #[error("max_size must be at least 1")]
+    ZeroMaxSize,
+    /// `min_idle` was larger than `max_size`.
+    #[error("min_idle ({min_idle}) must not exceed max_size ({max_size})")]
+    MinIdleAboveMax {
+        /// The requested `min_idle`.
+        min_idle: usize,
+        /// The requested `max_size`.
+        max_size: usize,
+    },
+}
+
+/// The settings of a pool. Defaults are documented on each [`Builder`] method.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub max_size: usize,
+    pub min_idle: usize,
+    pub wait_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub check_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    pub check_interval: Duration,
+    pub idle_order: IdleOrder,
+    pub reap_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_size: 10,
+            min_idle: 0,
+            wait_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            check_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            check_interval: Duration::from_millis(500),
+            idle_order: IdleOrder::Lifo,
+            reap_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// How often the maintenance task looks for expired connections: the configured interval,
+    /// but never more than half the idle timeout or the lifetime, so an expiry is noticed
+    /// within 1.5 times its setting.
+    pub(crate) fn effective_reap_interval(&self) -> Duration {
+        let mut every = self.reap_interval;
+        for limit in [self.idle_timeout, self.max_lifetime].into_iter().flatten() {
+            every = every.min(limit / 2);
+        }
+        every.max(Duration::from_millis(1))
+    }
+}
+
+/// Configures and builds a [`Pool`]. Made by [`Pool::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// # use pool::{Manager, Pool};
+/// # struct Nop;
+/// # impl Manager for Nop {
+/// #     type Connection = ();
+/// #     type Error = std::io::Error;
+/// #     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// #     async fn check(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+/// # }
+/// let pool = Pool::builder(Nop)
+///     .max_size(16)
+///     .min_idle(2)
+///     .wait_timeout(Duration::from_secs(2))
+///     .build()
+///     .expect("valid settings");
+/// assert_eq!(pool.status().max_size, 16);
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<M: Manager> {
+    manager: M,
+    config: Config,
+}
+
+impl<M: Manager> std::fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Manager> Builder<M> {
+    pub(crate) fn new(manager: M) -> Self {
+        Builder {
+            manager,
+            config: Config::default(),
+        }
+    }
+
+    /// The most connections that may exist at once, counting those being opened. Default 10.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.config.max_size = max_size;
+        self
+    }
+
+    /// Idle connections kept ready in the background, within `max_size`. Default 0.
+    pub fn min_idle(mut self, min_idle: usize) -> Self {
+        self.config.min_idle = min_idle;
+        self
+    }
+
+    /// How long [`Pool::get`] waits in line for a connection when the pool is at `max_size`.
+    /// Default 30 s.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.config.wait_timeout = timeout;
+        self
+    }
+
+    /// How long one [`Manager::connect`] may take. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one [`Manager::check`] may take. Default 5 s.
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.config.check_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection idle for longer than this, but only while more than `min_idle`
+    /// are idle. `None` keeps idle connections forever. Default 10 min.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection this long after it was opened (when it is idle or comes back).
+    /// Each connection's lifetime is shortened by a random jitter of up to 2.5 % so that
+    /// connections opened together do not all expire together. `None` keeps them forever.
+    /// Default 30 min.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.config.max_lifetime = lifetime;
+        self
+    }
+
+    /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
+    /// bypass window); `Duration::ZERO` checks on every checkout. Default 500 ms.
+    pub fn check_interval(mut self, interval: Duration) -> Self {
+        self.config.check_interval = interval;
+        self
+    }
+
+    /// Which idle connection a checkout takes. Default [`IdleOrder::Lifo`].
+    pub fn idle_order(mut self, order: IdleOrder) -> Self {
+        self.config.idle_order = order;
+        self
+    }
+
+    /// How often the background task closes expired connections and refills `min_idle`;
+    /// never more than half of `idle_timeout` or `max_lifetime`. Default 30 s.
+    pub fn reap_interval(mut self, interval: Duration) -> Self {
+        self.config.reap_interval = interval;
+        self
+    }
+
+    /// Builds the pool. It opens no connection itself; when called inside a Tokio runtime it
+    /// starts the background task that keeps `min_idle` filled and closes expired connections,
+    /// otherwise that task starts with the first checkout.
+    ///
+    /// # Errors
+    /// [`BuildError::ZeroMaxSize`] or [`BuildError::MinIdleAboveMax`].
+    pub fn build(self) -> Result<Pool<M>, BuildError> {
+        validate(self.config.max_size, self.config.min_idle)?;
+        Ok(Pool::from_parts(self.manager, self.config))
+    }
+}
+
+pub(crate) fn validate(max_size: usize, min_idle: usize) -> Result<(), BuildError> {
+    if max_size == 0 {
+        return Err(BuildError::ZeroMaxSize);
+    }
+    if min_idle > max_size {
+        return Err(BuildError::MinIdleAboveMax { min_idle, max_size });
+    }
+    Ok(())
+}

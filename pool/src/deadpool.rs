@@ -1,0 +1,1 @@
+//! Runs any [`Manager`](crate::Manager) inside a `deadpool::managed::Pool` (work in progress).

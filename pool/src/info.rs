@@ -1,0 +1,72 @@
+//! [`ConnInfo`]: what the pool knows about one connection.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Facts the pool keeps about a connection; see [`Pooled::info`](crate::Pooled::info) and
+/// [`Pool::retain`](crate::Pool::retain).
+///
+/// Times are [`tokio::time::Instant`]s, so they follow a paused test clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub(crate) created: Instant,
+    pub(crate) last_used: Instant,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) uses: u64,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(now: Instant, lifetime: Option<Duration>) -> Self {
+        ConnInfo {
+            created: now,
+            last_used: now,
+            expires: lifetime.map(|l| now + l),
+            uses: 0,
+        }
+    }
+
+    /// When the connection was opened.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// When the connection last came back to the pool (or was opened or checked).
+    pub fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
+    /// When `max_lifetime` (less its jitter) retires the connection, if it is set.
+    pub fn expires(&self) -> Option<Instant> {
+        self.expires
+    }
+
+    /// How many times the connection has been checked out.
+    pub fn uses(&self) -> u64 {
+        self.uses
+    }
+
+    /// Time since the connection was opened.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
+}
+
+/// A lifetime shortened by a random jitter of up to 2.5 % (HikariCP's variance), so that
+/// connections opened together do not all expire together.
+pub(crate) fn jittered(lifetime: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    // RandomState is seeded per thread and stepped per instance: enough randomness for a jitter,
+    // without a dependency.
+    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let span = lifetime / 40;
+    let span_nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
+    if span_nanos == 0 {
+        return lifetime;
+    }
+    lifetime - Duration::from_nanos(random % span_nanos)
+}

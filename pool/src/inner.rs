@@ -1,0 +1,242 @@
+//! The pool's shared core: taking connections in and out, opening and discarding them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::info::{ConnInfo, jittered};
+use crate::state::{Grant, Live, Place, State};
+use crate::status::Metrics;
+use crate::{Manager, maintain};
+
+/// Everything the handles of one pool share.
+pub(crate) struct Shared<M: Manager> {
+    pub manager: M,
+    pub config: Config,
+    pub metrics: Metrics,
+    state: Mutex<State<M::Connection>>,
+    maintenance_started: AtomicBool,
+}
+
+/// How a connect ended, as sent to the caller that asked for it.
+pub(crate) enum Connected<C, E> {
+    Conn(Live<C>),
+    Failed(E),
+    TimedOut,
+}
+
+impl<M: Manager> Shared<M> {
+    pub fn new(manager: M, config: Config) -> Self {
+        let state = State::new(config.max_size, config.min_idle);
+        Shared {
+            manager,
+            config,
+            metrics: Metrics::default(),
+            state: Mutex::new(state),
+            maintenance_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Locks the state. Nothing panics while holding it, so a poisoned lock still holds
+    /// consistent state and is used as it is.
+    pub fn lock(&self) -> MutexGuard<'_, State<M::Connection>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the background task once, when a runtime is at hand.
+    pub fn ensure_maintenance(self: &Arc<Self>) {
+        if self.maintenance_started.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.maintenance_started.swap(true, Ordering::AcqRel)
+        {
+            runtime.spawn(maintain::run(Arc::downgrade(self)));
+        }
+    }
+
+    /// Carries out a [`Place`] once the lock is released; a grant whose waiter has gone is
+    /// placed again, so nothing is lost to a caller that gave up.
+    pub fn act(self: &Arc<Self>, mut place: Place<M::Connection>) {
+        loop {
+            match place {
+                Place::Done => return,
+                Place::Discard(live) => return self.close_conn(live.conn),
+                Place::Hand(waiter, grant) => match waiter.tx.send(grant) {
+                    Ok(()) => return,
+                    Err(grant) => place = self.replace(grant),
+                },
+            }
+        }
+    }
+
+    /// Takes back a grant nobody received.
+    pub fn replace(&self, grant: Grant<M::Connection>) -> Place<M::Connection> {
+        let mut state = self.lock();
+        let place = match grant {
+            Grant::Conn(live) => state.place_conn(live),
+            Grant::Slot => state.release_slot(),
+        };
+        state.debug_check();
+        place
+    }
+
+    /// Puts a healthy connection into the pool (to the oldest waiter, or idle).
+    pub fn place(self: &Arc<Self>, live: Live<M::Connection>) {
+        let place = {
+            let mut state = self.lock();
+            let place = state.place_conn(live);
+            state.debug_check();
+            place
+        };
+        self.act(place);
+    }
+
+    /// Frees one slot (to the oldest waiter, or given up).
+    pub fn release_slot(self: &Arc<Self>) {
+        let place = self.replace(Grant::Slot);
+        self.act(place);
+    }
+
+    /// Drops a connection from the pool: its slot frees at once, then it is closed.
+    pub fn discard(self: &Arc<Self>, live: Live<M::Connection>) {
+        self.release_slot();
+        self.close_conn(live.conn);
+    }
+
+    /// A connection comes back from its user.
+    pub fn give_back(self: &Arc<Self>, mut live: Live<M::Connection>, marked_broken: bool) {
+        if marked_broken || self.manager.is_broken(&mut live.conn) {
+            Metrics::bump(&self.metrics.broken);
+            tracing::debug!("discarding a connection that came back broken");
+            return self.discard(live);
+        }
+        let now = Instant::now();
+        if live.info.expired(now) {
+            tracing::debug!("discarding a connection past its max_lifetime");
+            return self.discard(live);
+        }
+        live.info.last_used = now;
+        self.place(live);
+    }
+
+    /// Closes a connection through the manager, in a task of its own when a runtime is at
+    /// hand (the caller may be a `Drop`), else by dropping it.
+    pub fn close_conn(self: &Arc<Self>, conn: M::Connection) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let shared = Arc::clone(self);
+                runtime.spawn(async move {
+                    shared.manager.close(conn).await;
+                    Metrics::bump(&shared.metrics.closed);
+                });
+            }
+            Err(_) => {
+                drop(conn);
+                Metrics::bump(&self.metrics.closed);
+            }
+        }
+    }
+
+    /// Starts connects for slots already reserved (and counted in `connecting`); each new
+    /// connection goes to the oldest waiter or idle.
+    pub fn spawn_connects(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            tokio::spawn(connect(Arc::clone(self), None));
+        }
+    }
+
+    /// Reserves and starts the connects that refill `min_idle`.
+    pub fn refill(self: &Arc<Self>) {
+        let n = self.lock().reserve_refill();
+        self.spawn_connects(n);
+    }
+}
+
+/// Frees a reserved connect slot unless disarmed: runs when the connect fails, and also when
+/// `Manager::connect` panics or its task is aborted, so neither leaks a slot.
+struct ConnectSlot<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    armed: bool,
+}
+
+impl<M: Manager> Drop for ConnectSlot<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.lock().connecting -= 1;
+            self.shared.release_slot();
+        }
+    }
+}
+
+/// Opens one connection for a slot already reserved and counted in `connecting`, within the
+/// connect timeout. Runs as a task of its own: a caller that gives up never aborts it. The
+/// outcome goes to `reply`; when nobody is there to take a new connection, it goes into the
+/// pool.
+pub(crate) async fn connect<M: Manager>(
+    shared: Arc<Shared<M>>,
+    reply: Option<oneshot::Sender<Connected<M::Connection, M::Error>>>,
+) {
+    let mut slot = ConnectSlot {
+        shared: &shared,
+        armed: true,
+    };
+    let result =
+        tokio::time::timeout(shared.config.connect_timeout, shared.manager.connect()).await;
+    let outcome = match result {
+        Ok(Ok(conn)) => {
+            let now = Instant::now();
+            let lifetime = shared.config.max_lifetime.map(jittered);
+            Metrics::bump(&shared.metrics.created);
+            {
+                let mut state = shared.lock();
+                state.connecting -= 1;
+                state.last_connect_error = None;
+            }
+            slot.armed = false;
+            Connected::Conn(Live {
+                conn,
+                info: ConnInfo::new(now, lifetime),
+            })
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "pool connect failed");
+            Metrics::bump(&shared.metrics.connect_failures);
+            shared.lock().last_connect_error = Some(render(&error));
+            drop(slot);
+            Connected::Failed(error)
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?shared.config.connect_timeout, "pool connect timed out");
+            Metrics::bump(&shared.metrics.connect_failures);
+            shared.lock().last_connect_error = Some(format!(
+                "connect timed out after {:?}",
+                shared.config.connect_timeout
+            ));
+            drop(slot);
+            Connected::TimedOut
+        }
+    };
+    let unclaimed = match reply {
+        Some(reply) => reply.send(outcome).err(),
+        None => Some(outcome),
+    };
+    if let Some(Connected::Conn(live)) = unclaimed {
+        shared.place(live);
+    }
+}
+
+/// An error with its chain of causes, as one line.
+fn render(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

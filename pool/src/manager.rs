@@ -1,0 +1,62 @@
+//! The [`Manager`] trait: how the pool makes, checks and closes connections.
+
+use std::future::Future;
+
+/// Makes, checks and closes the connections a [`Pool`](crate::Pool) holds.
+///
+/// Implement it for any transport: the pool knows nothing of sockets. Write the async methods as
+/// plain `async fn`; the trait spells them `fn .. -> impl Future + Send` so that no checkout
+/// allocates a boxed future.
+///
+/// The pool calls the methods outside its lock, so they may take as long as they need; each
+/// call is bounded by the matching timeout of the [`Builder`](crate::Builder).
+///
+/// A complete template for a line-based TCP protocol is in the repository's
+/// `examples/custom_manager.rs`.
+///
+/// # What each method must guarantee
+/// - [`connect`](Manager::connect) runs in a task of its own, so a caller that gives up never
+///   aborts it: a connection that arrives late goes to the next waiter. It may be dropped at an
+///   `.await` when the pool's connect timeout fires or the runtime shuts down, and must leave
+///   nothing behind when it is.
+/// - [`check`](Manager::check) runs on checkout, unless the connection was used within the
+///   check interval. It should cost one cheap round trip at most. If its future is dropped (the
+///   caller gave up, or the check timeout fired) the pool discards the connection, since its
+///   state is then unknown.
+/// - [`is_broken`](Manager::is_broken) runs synchronously when a connection comes back: read a
+///   flag, never do I/O.
+/// - [`close`](Manager::close) is the graceful goodbye; it runs in a task of its own.
+pub trait Manager: Send + Sync + 'static {
+    /// The connection the pool hands out.
+    type Connection: Send + 'static;
+    /// The error `connect` and `check` report.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a new connection.
+    ///
+    /// # Errors
+    /// Whatever stopped the connection from being made; the caller that asked for it receives
+    /// it as [`PoolError::Connect`](crate::PoolError::Connect), and waiters that time out see
+    /// its text in [`TimeoutKind::Wait`](crate::TimeoutKind::Wait).
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
+
+    /// Health check run on checkout (skipped within the check interval).
+    ///
+    /// # Errors
+    /// Any error discards the connection; the caller is then given another one.
+    fn check(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Cheap synchronous test run when a connection comes back; true = discard it.
+    fn is_broken(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// Graceful close of a connection the pool is discarding.
+    fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
+        async move { drop(conn) }
+    }
+}

@@ -1,0 +1,347 @@
+//! [`Pool`]: checkout, close, resize, retain and status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::{Config, validate};
+use crate::handoff::Handoff;
+use crate::inner::{Connected, Shared, connect};
+use crate::state::{Grant, Live, Place};
+use crate::status::Metrics;
+use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status, TimeoutKind};
+
+/// A pool of connections made by a [`Manager`]. Cheap to clone: clones share one pool.
+pub struct Pool<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first move of a checkout, decided under the lock.
+enum Step<C> {
+    Idle(Live<C>),
+    Connect,
+    Full,
+    Wait(u64, oneshot::Receiver<Grant<C>>),
+}
+
+/// How readying a connection for its caller went.
+enum Ready<M: Manager> {
+    Out(Pooled<M>),
+    Discarded,
+}
+
+impl<M: Manager> Pool<M> {
+    /// Starts configuring a pool of connections made by `manager`.
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder::new(manager)
+    }
+
+    pub(crate) fn from_parts(manager: M, config: Config) -> Self {
+        let shared = Arc::new(Shared::new(manager, config));
+        shared.ensure_maintenance();
+        Pool { shared }
+    }
+
+    /// The manager this pool was built with.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+
+    /// Checks out a connection: an idle one that passes its check (skipped when it was used
+    /// within the check interval), else a new one while below `max_size`, else the first one
+    /// returned to the line of waiters, served in order, up to `wait_timeout`.
+    ///
+    /// Needs a Tokio runtime: connects run in tasks of their own.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`] says which timeout fired, and after a wait carries the last
+    /// connect error; [`PoolError::Connect`] when the connect made for this caller failed;
+    /// [`PoolError::Closed`] once [`close`](Pool::close) was called.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future at any point leaks nothing. A caller in line leaves
+    /// it, and a connection handed to it in that instant goes to the next waiter; a connect
+    /// started for it runs on and its connection goes to the next waiter or idle; a connection
+    /// dropped in the middle of its check is closed, since its state is unknown.
+    pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.checkout(true).await
+    }
+
+    /// Like [`get`](Pool::get), but never waits in line: when no connection is idle and the
+    /// pool is at `max_size` it fails at once with [`TimeoutKind::Wait`]. It still checks an
+    /// idle connection, or opens a new one when there is room.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`get`](Pool::get).
+    pub async fn try_get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.checkout(false).await
+    }
+
+    async fn checkout(&self, may_wait: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        shared.ensure_maintenance();
+        let mut deadline = None;
+        loop {
+            let (step, refill) = {
+                let mut state = shared.lock();
+                if state.closed {
+                    return Err(PoolError::Closed);
+                }
+                let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
+                    Step::Idle(live)
+                } else if state.reserve_connects(1) == 1 {
+                    Step::Connect
+                } else if !may_wait {
+                    Step::Full
+                } else {
+                    let (id, rx) = state.enqueue();
+                    Step::Wait(id, rx)
+                };
+                let refill = if state.min_idle > 0 {
+                    state.reserve_refill()
+                } else {
+                    0
+                };
+                state.debug_check();
+                (step, refill)
+            };
+            shared.spawn_connects(refill);
+            let live = match step {
+                Step::Idle(live) => live,
+                Step::Connect => return self.connect_for_caller().await,
+                Step::Full => return Err(self.wait_timed_out()),
+                Step::Wait(id, rx) => {
+                    let deadline = *deadline
+                        .get_or_insert_with(|| Instant::now() + shared.config.wait_timeout);
+                    let started = Instant::now();
+                    let mut handoff = Handoff::new(shared, rx, Some(id));
+                    let granted = tokio::time::timeout_at(deadline, handoff.recv()).await;
+                    shared.metrics.record_wait(started.elapsed());
+                    match granted {
+                        Err(_elapsed) => return Err(self.wait_timed_out()),
+                        Ok(None) => return Err(PoolError::Closed),
+                        Ok(Some(Grant::Conn(live))) => live,
+                        Ok(Some(Grant::Slot)) => {
+                            shared.lock().connecting += 1;
+                            return self.connect_for_caller().await;
+                        }
+                    }
+                }
+            };
+            if let Ready::Out(pooled) = self.ready(live).await? {
+                return Ok(pooled);
+            }
+        }
+    }
+
+    /// Readies a connection taken from the pool: retires it if expired, checks it unless it
+    /// was used within the check interval.
+    async fn ready(&self, mut live: Live<M::Connection>) -> Result<Ready<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let now = Instant::now();
+        if live.info.expired(now) {
+            tracing::debug!("discarding an idle connection past its max_lifetime");
+            shared.discard(live);
+            return Ok(Ready::Discarded);
+        }
+        if now.saturating_duration_since(live.info.last_used) >= shared.config.check_interval {
+            // Out of the pool for its check: if this future is dropped meanwhile, the guard
+            // closes the connection, whose state is then unknown.
+            let mut guard = Pooled::new(Arc::clone(shared), live);
+            Pooled::mark_broken(&mut guard);
+            let checked = tokio::time::timeout(
+                shared.config.check_timeout,
+                shared.manager.check(&mut guard),
+            )
+            .await;
+            match checked {
+                Ok(Ok(())) => {
+                    guard.unmark_broken(now);
+                    return Ok(Ready::Out(guard));
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "discarding a connection that failed its check");
+                    Metrics::bump(&shared.metrics.check_failures);
+                    drop(guard);
+                    return Ok(Ready::Discarded);
+                }
+                Err(_elapsed) => {
+                    tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
+                    Metrics::bump(&shared.metrics.check_failures);
+                    Metrics::bump(&shared.metrics.timeouts);
+                    drop(guard);
+                    return Err(PoolError::Timeout(TimeoutKind::Check));
+                }
+            }
+        }
+        live.info.uses += 1;
+        Ok(Ready::Out(Pooled::new(Arc::clone(shared), live)))
+    }
+
+    /// Opens a connection for this caller, whose slot is reserved and counted as connecting.
+    async fn connect_for_caller(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(connect(Arc::clone(shared), Some(tx)));
+        let mut handoff = Handoff::new(shared, rx, None);
+        match handoff.recv().await {
+            Some(Connected::Conn(mut live)) => {
+                live.info.uses += 1;
+                Ok(Pooled::new(Arc::clone(shared), live))
+            }
+            Some(Connected::Failed(error)) => Err(PoolError::Connect(error)),
+            Some(Connected::TimedOut) => {
+                Metrics::bump(&shared.metrics.timeouts);
+                Err(PoolError::Timeout(TimeoutKind::Connect))
+            }
+            None => Err(PoolError::ConnectPanicked),
+        }
+    }
+
+    fn wait_timed_out(&self) -> PoolError<M::Error> {
+        Metrics::bump(&self.shared.metrics.timeouts);
+        let last_connect_error = self.shared.lock().last_connect_error.clone();
+        tracing::debug!(?last_connect_error, "timed out waiting for a connection");
+        PoolError::Timeout(TimeoutKind::Wait { last_connect_error })
+    }
+
+    /// A consistent snapshot of sizes and counters. Takes the lock briefly.
+    pub fn status(&self) -> Status {
+        let state = self.shared.lock();
+        let size = state.slots - state.connecting;
+        Status {
+            max_size: state.max_size,
+            size,
+            idle: state.idle.len(),
+            in_use: size - state.idle.len(),
+            connecting: state.connecting,
+            waiting: state.waiters.len(),
+            counters: self.shared.metrics.snapshot(),
+        }
+    }
+
+    /// True once [`close`](Pool::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    /// Closes the pool: later checkouts fail with [`PoolError::Closed`], every waiter fails
+    /// with it at once, idle connections are closed through [`Manager::close`] (this future
+    /// resolves when they are), and checked-out connections are closed when they come back.
+    /// Calling it again does nothing more.
+    ///
+    /// # Cancel safety
+    /// The pool is closed at the first poll. Dropping the future afterwards does not stop the
+    /// idle connections from being closed: that runs in a task of its own.
+    pub async fn close(&self) {
+        let (idle, waiters) = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            let idle: Vec<_> = state.idle.drain(..).collect();
+            state.slots -= idle.len();
+            let waiters: Vec<_> = state.waiters.drain(..).collect();
+            (idle, waiters)
+        };
+        // Each waiter's channel closes: it wakes with `Closed`.
+        drop(waiters);
+        tracing::debug!(idle = idle.len(), "pool closed");
+        let shared = Arc::clone(&self.shared);
+        let closing = tokio::spawn(async move {
+            let closes = idle.into_iter().map(|live| shared.manager.close(live.conn));
+            let count = futures::future::join_all(closes).await.len();
+            shared
+                .metrics
+                .closed
+                .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+        });
+        let _ = closing.await;
+    }
+
+    /// Changes `max_size`. Growing hands the new slots to waiters at once; shrinking closes
+    /// idle connections above the new size now, and checked-out ones as they come back.
+    ///
+    /// # Errors
+    /// [`BuildError::ZeroMaxSize`], or [`BuildError::MinIdleAboveMax`] when `min_idle` would
+    /// exceed the new size.
+    pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
+        let (evicted, grants) = {
+            let mut state = self.shared.lock();
+            validate(max_size, state.min_idle)?;
+            state.max_size = max_size;
+            let excess = state.slots.saturating_sub(max_size);
+            let mut evicted = Vec::new();
+            if excess > 0 {
+                let mut left = excess;
+                evicted = state.evict(|_, _| {
+                    let pick = left > 0;
+                    left = left.saturating_sub(1);
+                    pick
+                });
+            }
+            let mut grants = Vec::new();
+            while state.slots < state.max_size && !state.waiters.is_empty() {
+                if let Some(waiter) = state.waiters.pop_front() {
+                    state.slots += 1;
+                    grants.push(Place::Hand(waiter, Grant::Slot));
+                }
+            }
+            state.debug_check();
+            (evicted, grants)
+        };
+        for place in grants {
+            self.shared.act(place);
+        }
+        for live in evicted {
+            self.shared.close_conn(live.conn);
+        }
+        Ok(())
+    }
+
+    /// Keeps only the idle connections for which `keep` returns true; the others are closed
+    /// and their slots freed. `keep` runs outside the pool's lock. Checked-out connections
+    /// are not visited. Returns how many were removed.
+    pub fn retain(&self, mut keep: impl FnMut(&mut M::Connection, &ConnInfo) -> bool) -> usize {
+        let idle: Vec<_> = self.shared.lock().idle.drain(..).collect();
+        let mut removed = 0;
+        for mut live in idle {
+            if keep(&mut live.conn, &live.info) {
+                self.shared.place(live);
+            } else {
+                removed += 1;
+                self.shared.discard(live);
+            }
+        }
+        if removed > 0 {
+            self.shared.refill();
+        }
+        removed
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// The wait timeout this pool was built with.
+    pub fn wait_timeout(&self) -> Duration {
+        self.shared.config.wait_timeout
+    }
+}

@@ -1,0 +1,112 @@
+//! [`Pooled`]: the guard handed to the user, which returns its connection on drop.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::inner::Shared;
+use crate::state::Live;
+use crate::{ConnInfo, Manager};
+
+/// A checked-out connection. Derefs (mutably) to it and returns it to the pool on drop.
+///
+/// Its methods are associated functions (`Pooled::detach(conn)`), so they never shadow a
+/// method of the connection.
+pub struct Pooled<M: Manager> {
+    shared: Arc<Shared<M>>,
+    live: Option<Live<M::Connection>>,
+    broken: bool,
+}
+
+impl<M: Manager> Pooled<M> {
+    pub(crate) fn new(shared: Arc<Shared<M>>, live: Live<M::Connection>) -> Self {
+        Pooled {
+            shared,
+            live: Some(live),
+            broken: false,
+        }
+    }
+
+    /// Marks the connection broken: when dropped it is closed instead of returned, and its
+    /// slot frees for a fresh one. Use it after an error that leaves the connection's state
+    /// unknown (a request cut off halfway, say).
+    pub fn mark_broken(this: &mut Self) {
+        this.broken = true;
+    }
+
+    /// A connection that passed its check on checkout goes out healthy.
+    pub(crate) fn unmark_broken(&mut self, now: Instant) {
+        self.broken = false;
+        if let Some(live) = self.live.as_mut() {
+            live.info.last_used = now;
+            live.info.uses += 1;
+        }
+    }
+
+    /// Takes the connection out of the pool for good. Its slot frees at once; the pool will
+    /// neither check nor close it.
+    pub fn detach(mut this: Self) -> M::Connection {
+        let live = this.take();
+        this.shared.release_slot();
+        live.conn
+    }
+
+    /// What the pool knows about this connection.
+    pub fn info(this: &Self) -> ConnInfo {
+        this.live().info
+    }
+
+    fn live(&self) -> &Live<M::Connection> {
+        match &self.live {
+            Some(live) => live,
+            // `live` is emptied only by `detach` and `drop`, which consume the guard.
+            None => unreachable!("a Pooled guard is used after its connection left"),
+        }
+    }
+
+    fn take(&mut self) -> Live<M::Connection> {
+        match self.live.take() {
+            Some(live) => live,
+            None => unreachable!("a Pooled guard is used after its connection left"),
+        }
+    }
+}
+
+impl<M: Manager> Deref for Pooled<M> {
+    type Target = M::Connection;
+
+    fn deref(&self) -> &M::Connection {
+        &self.live().conn
+    }
+}
+
+impl<M: Manager> DerefMut for Pooled<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        match &mut self.live {
+            Some(live) => &mut live.conn,
+            None => unreachable!("a Pooled guard is used after its connection left"),
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Pooled<M>
+where
+    M::Connection: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("conn", &self.live().conn)
+            .field("info", &self.live().info)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl<M: Manager> Drop for Pooled<M> {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            self.shared.give_back(live, self.broken);
+        }
+    }
+}
