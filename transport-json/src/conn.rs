@@ -1,1 +1,324 @@
-//! Work in progress.
+//! [`Conn`]: one TCP connection that many tasks pipeline requests through at once.
+//!
+//! ```no_run
+//! use transport_json::conn::{Conn, ConnectOptions};
+//!
+//! # async fn run() -> Result<(), transport_json::conn::Error> {
+//! let conn = Conn::connect(&ConnectOptions::new("127.0.0.1:3000")).await?;
+//! let resp = conn.request("world").await?;
+//! println!("{}: {}", resp.ts, resp.val);
+//! conn.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! [`Conn::connect`] splits the socket between two tasks. The *writer* owns the write half: it
+//! takes every request queued at that moment into one buffer and writes it at once, so a burst
+//! of callers costs one write, not one each. The *reader* owns the read half: it decodes each
+//! response with [`JsonCodec`](crate::codec::JsonCodec) and hands it to the caller waiting for
+//! its `Uid`, whatever order the server answers in.
+//!
+//! The waiting callers sit in a table keyed by `Uid`, under a lock held only to insert, remove
+//! or drain entries. A caller encodes its own request before it takes the lock, so the
+//! connection's tasks only copy bytes and route.
+//!
+//! # Every request ends exactly once
+//!
+//! With its response; with [`Error::Server`] when the response carries `Err`; with
+//! [`Error::Timeout`] after the request timeout; or with [`Error::Closed`] naming the
+//! [`CloseCause`] when the connection stops. When either task stops, the connection is closed:
+//! every pending request fails at once with the cause and [`Conn::is_closed`] turns true. A
+//! response for a `Uid` nobody waits for (its caller timed out or left) is counted by
+//! [`Conn::unknown_responses`] and dropped; it never harms the connection.
+
+mod error;
+mod options;
+mod shared;
+mod tasks;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Encoder;
+
+pub use error::{CloseCause, Error};
+pub use options::ConnectOptions;
+
+use crate::codec::JsonCodec;
+use crate::{Message, Resp};
+use options::Ends;
+use shared::Shared;
+
+/// A multiplexed client connection. Cheap to clone: clones share the connection, and any
+/// number of tasks may have requests in flight on it at once.
+///
+/// When the last clone is dropped the connection stops: its tasks end and the socket closes.
+#[derive(Clone)]
+pub struct Conn {
+    inner: Arc<Inner>,
+}
+
+/// What the handles share; the tasks see only [`Shared`].
+struct Inner {
+    shared: Arc<Shared>,
+    ends: Ends,
+    max_frame: usize,
+    request_timeout: Option<Duration>,
+    permits: Option<Semaphore>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No handle left means no caller left: stop both tasks.
+        self.shared.fail(CloseCause::Shutdown);
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("local_addr", &self.inner.ends.local)
+            .field("peer_addr", &self.inner.ends.peer)
+            .field("closed", &self.is_closed())
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a request's pending entry if its caller leaves before the request ends.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    uid: String,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.forget(&self.uid, self.id);
+        }
+    }
+}
+
+impl Conn {
+    /// Resolves `options.addr`, connects within `options.connect_timeout`, sets the socket
+    /// options, and starts the connection's reader and writer tasks.
+    ///
+    /// Needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when resolving, connecting or setting a socket option failed;
+    /// [`Error::ConnectTimeout`] when the connect timeout fired.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future before it completes closes any socket it opened and
+    /// starts no task.
+    pub async fn connect(options: &ConnectOptions) -> Result<Conn, Error> {
+        let stream = options.open().await?;
+        let ends = Ends::of(&stream).map_err(|source| Error::Connect {
+            addr: options.addr.clone(),
+            source,
+        })?;
+        let (read, write) = stream.into_split();
+        let (shared, rx) = Shared::new();
+        let shared = Arc::new(shared);
+        tokio::spawn(tasks::write_loop(Arc::clone(&shared), rx, write));
+        tokio::spawn(tasks::read_loop(
+            Arc::clone(&shared),
+            read,
+            options.max_frame,
+        ));
+        tracing::debug!(local = %ends.local, peer = %ends.peer, "connected");
+        Ok(Conn {
+            inner: Arc::new(Inner {
+                shared,
+                ends,
+                max_frame: options.max_frame,
+                request_timeout: options.request_timeout,
+                permits: options.max_in_flight.map(|max| Semaphore::new(max.max(1))),
+            }),
+        })
+    }
+
+    /// Sends `message` and waits for its response.
+    ///
+    /// An empty `Uid` is replaced by one the connection makes up (unique among the requests
+    /// in flight); the response carries it. A `Uid` you choose must not be in flight already.
+    ///
+    /// # Errors
+    /// [`Error::Server`] when the response carries `Err`; [`Error::Timeout`] when no response
+    /// came within the request timeout (waiting for an in-flight slot included);
+    /// [`Error::DuplicateUid`] when the `Uid` is already in flight; [`Error::RequestTooLarge`]
+    /// or [`Error::Encode`] when the request cannot be sent; [`Error::Closed`] with the cause
+    /// when the connection is closed or closes before the response.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future removes the request's pending entry at once, so
+    /// [`pending`](Conn::pending) drops back and the `Uid` is free again. If the request was
+    /// already queued it is still written; its late response is counted by
+    /// [`unknown_responses`](Conn::unknown_responses) and dropped.
+    pub async fn send(&self, message: Message) -> Result<Resp, Error> {
+        match self.inner.request_timeout {
+            None => self.exchange(message).await,
+            Some(limit) => tokio::time::timeout(limit, self.exchange(message))
+                .await
+                .unwrap_or(Err(Error::Timeout(limit))),
+        }
+    }
+
+    /// Sends `val` under a `Uid` the connection makes up, and waits for the response.
+    ///
+    /// # Errors
+    /// As [`send`](Conn::send), except that it never fails with [`Error::DuplicateUid`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`send`](Conn::send).
+    pub async fn request(&self, val: impl Into<String>) -> Result<Resp, Error> {
+        self.send(Message {
+            uid: String::new(),
+            val: val.into(),
+        })
+        .await
+    }
+
+    async fn exchange(&self, mut message: Message) -> Result<Resp, Error> {
+        let shared = &*self.inner.shared;
+        if shared.is_closed() {
+            return Err(Error::Closed(shared.refusal()));
+        }
+        let _permit = match &self.inner.permits {
+            // The semaphore is never closed; an error would mean it was, so refuse.
+            Some(permits) => Some(
+                permits
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::Closed(shared.refusal()))?,
+            ),
+            None => None,
+        };
+        let generated = message.uid.is_empty();
+        let (id, reply) = loop {
+            if generated {
+                message.uid = shared.next_uid();
+            }
+            let frame = self.encode(&message)?;
+            match shared.register(message.uid.clone(), frame) {
+                Ok(registered) => break registered,
+                // A made-up uid met a caller's uid in flight: make up another.
+                Err(Error::DuplicateUid(_)) if generated => continue,
+                Err(err) => return Err(err),
+            }
+        };
+        let mut guard = PendingGuard {
+            shared,
+            uid: message.uid,
+            id,
+            armed: true,
+        };
+        let reply = reply.await;
+        // Whoever completed the reply (the reader or a failure) removed the entry already.
+        guard.armed = false;
+        match reply {
+            Ok(Ok(resp)) => match resp.err {
+                Some(text) => Err(Error::Server(text)),
+                None => Ok(resp),
+            },
+            Ok(Err(cause)) => Err(Error::Closed(cause)),
+            // Only if the entry vanished unanswered, which the table's rules exclude.
+            Err(_) => Err(Error::Closed(shared.refusal())),
+        }
+    }
+
+    /// Encodes one request, refusing one longer than the maximum frame.
+    fn encode(&self, message: &Message) -> Result<tokio_util::bytes::Bytes, Error> {
+        let max = self.inner.max_frame;
+        let mut buf = BytesMut::with_capacity(message.uid.len() + message.val.len() + 24);
+        JsonCodec::<Resp, Message>::with_max_frame(max)
+            .encode(message, &mut buf)
+            .map_err(Error::Encode)?;
+        // The frame the server measures runs from `{` to `}`: the newline is not part of it.
+        let len = buf.len().saturating_sub(1);
+        if len > max {
+            return Err(Error::RequestTooLarge { len, max });
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Closes the connection gracefully and waits until it has stopped.
+    ///
+    /// New requests are refused at once (with [`CloseCause::Shutdown`]) and
+    /// [`is_closed`](Conn::is_closed) turns true. Requests already queued are written, the
+    /// socket's write side is shut down (the server sees end of input), and requests in flight
+    /// still get their responses; the connection stops when none is left pending, or when the
+    /// server closes its side (anything then still pending fails with
+    /// [`CloseCause::ClosedByPeer`]). Each request in flight is bounded by its request
+    /// timeout; with no request timeout, bound the wait with [`tokio::time::timeout`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future stops only the wait. The close goes on in the
+    /// connection's tasks.
+    pub async fn close(&self) {
+        self.inner.shared.begin_close();
+        self.closed().await;
+    }
+
+    /// Waits until the connection has stopped (both of its tasks ended), for whatever reason.
+    /// It does not itself close the connection.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) {
+        self.inner.shared.wait_done().await;
+    }
+
+    /// True once the connection refuses new requests: it failed, stopped, or is closing.
+    /// Reads a flag; no I/O.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+
+    /// Why the connection stopped; `None` while it runs (or is still closing gracefully).
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        self.inner.shared.close_cause()
+    }
+
+    /// How many requests wait for their responses now.
+    pub fn pending(&self) -> usize {
+        self.inner.shared.pending()
+    }
+
+    /// How many responses came for a `Uid` nobody waited for (late, forgotten or made up),
+    /// and were dropped.
+    pub fn unknown_responses(&self) -> u64 {
+        self.inner.shared.unknown()
+    }
+
+    /// How many batched writes the writer made: fewer than the requests sent when callers
+    /// queue requests faster than the socket takes them.
+    pub fn write_batches(&self) -> u64 {
+        self.inner.shared.batches()
+    }
+
+    /// Time since the last request was queued or the last response arrived (or since the
+    /// connect). Follows Tokio's clock.
+    pub fn idle_for(&self) -> Duration {
+        self.inner.shared.idle_for()
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.ends.local
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.ends.peer
+    }
+}

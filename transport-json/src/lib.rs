@@ -14,4 +14,6 @@ pub mod manager;
 pub mod server;
 pub mod wire;
 
+pub use conn::{CloseCause, Conn, ConnectOptions, Error};
+pub use manager::JsonManager;
 pub use wire::{Message, Resp};

@@ -1,0 +1,251 @@
+//! [`ConnectOptions`]: where to connect and how to set up the socket.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+
+use super::Error;
+use crate::codec::DEFAULT_MAX_FRAME;
+
+/// Where and how [`Conn::connect`](super::Conn::connect) connects.
+///
+/// Start from [`ConnectOptions::new`] (or [`Default`], which targets `127.0.0.1:3000`) and
+/// chain the setters, or assign the public fields:
+///
+/// ```
+/// use std::time::Duration;
+/// use transport_json::conn::ConnectOptions;
+///
+/// let options = ConnectOptions::new("127.0.0.1:3000")
+///     .request_timeout(Some(Duration::from_secs(2)))
+///     .max_in_flight(Some(512));
+/// assert!(options.nodelay);
+/// assert_eq!(options.linger, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// `host:port`, resolved with Tokio's resolver on every connect; each resolved address is
+    /// tried in turn. Default `127.0.0.1:3000`.
+    pub addr: String,
+    /// How long resolving and opening the TCP connection may take in all. Default 5 s.
+    pub connect_timeout: Duration,
+    /// `TCP_NODELAY`: send small requests at once instead of waiting (Nagle). Default true:
+    /// the writer already batches what is queued.
+    pub nodelay: bool,
+    /// Idle time before the first TCP keepalive probe (Linux `tcp_keepalive_time`); `None`
+    /// leaves keepalive off. Default 60 s.
+    pub keepalive_time: Option<Duration>,
+    /// Time between keepalive probes (`tcp_keepalive_intvl`); `None` keeps the system's.
+    /// Default 10 s.
+    pub keepalive_interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped (`tcp_keepalive_probes`); `None`
+    /// keeps the system's. Default 3.
+    pub keepalive_retries: Option<u32>,
+    /// `SO_LINGER`. `None` (the default) leaves the system's behaviour: a close sends a FIN
+    /// and the kernel delivers what is left in the background. `Some(ZERO)` resets the
+    /// connection on close; ask for it only if you know you want it.
+    pub linger: Option<Duration>,
+    /// How long one request may take from the call to its response, waiting for an in-flight
+    /// slot included; `None` waits forever. Default 30 s.
+    pub request_timeout: Option<Duration>,
+    /// The most requests pending on the connection at once; more wait for a slot (within
+    /// their request timeout). `None` (the default) sets no bound; `Some(0)` counts as 1.
+    pub max_in_flight: Option<usize>,
+    /// The longest frame accepted from the server and the longest request sent (newline
+    /// included). Default [`DEFAULT_MAX_FRAME`] (1 MiB).
+    pub max_frame: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            addr: "127.0.0.1:3000".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            nodelay: true,
+            keepalive_time: Some(Duration::from_secs(60)),
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_retries: Some(3),
+            linger: None,
+            request_timeout: Some(Duration::from_secs(30)),
+            max_in_flight: None,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults, connecting to `addr` (`host:port`).
+    pub fn new(addr: impl Into<String>) -> Self {
+        ConnectOptions {
+            addr: addr.into(),
+            ..ConnectOptions::default()
+        }
+    }
+
+    /// Sets [`addr`](ConnectOptions::addr).
+    #[must_use]
+    pub fn addr(mut self, addr: impl Into<String>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// Sets [`connect_timeout`](ConnectOptions::connect_timeout).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`nodelay`](ConnectOptions::nodelay).
+    #[must_use]
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Sets the three keepalive knobs at once; `time: None` turns keepalive off.
+    #[must_use]
+    pub fn keepalive(
+        mut self,
+        time: Option<Duration>,
+        interval: Option<Duration>,
+        retries: Option<u32>,
+    ) -> Self {
+        self.keepalive_time = time;
+        self.keepalive_interval = interval;
+        self.keepalive_retries = retries;
+        self
+    }
+
+    /// Sets [`linger`](ConnectOptions::linger).
+    #[must_use]
+    pub fn linger(mut self, linger: Option<Duration>) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets [`request_timeout`](ConnectOptions::request_timeout).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_in_flight`](ConnectOptions::max_in_flight).
+    #[must_use]
+    pub fn max_in_flight(mut self, max: Option<usize>) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Sets [`max_frame`](ConnectOptions::max_frame).
+    #[must_use]
+    pub fn max_frame(mut self, max: usize) -> Self {
+        self.max_frame = max;
+        self
+    }
+
+    /// Resolves the address and opens a configured TCP stream, within the connect timeout.
+    pub(crate) async fn open(&self) -> Result<TcpStream, Error> {
+        let dial = async {
+            let mut last = None;
+            for addr in tokio::net::lookup_host(&self.addr).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
+            }))
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, dial).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(self.connect_error(source)),
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    addr: self.addr.clone(),
+                    timeout: self.connect_timeout,
+                });
+            }
+        };
+        self.configure(&stream)
+            .map_err(|source| self.connect_error(source))?;
+        Ok(stream)
+    }
+
+    fn connect_error(&self, source: io::Error) -> Error {
+        Error::Connect {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    /// Applies `nodelay`, keepalive and linger to a connected stream.
+    fn configure(&self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(self.nodelay)?;
+        let sock = SockRef::from(stream);
+        if let Some(time) = self.keepalive_time {
+            sock.set_tcp_keepalive(&self.keepalive_params(time))?;
+        }
+        if let Some(linger) = self.linger {
+            sock.set_linger(Some(linger))?;
+        }
+        Ok(())
+    }
+
+    #[cfg_attr(
+        not(any(
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "ios",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "netbsd",
+            target_os = "windows",
+        )),
+        allow(unused_mut)
+    )]
+    fn keepalive_params(&self, time: Duration) -> TcpKeepalive {
+        let mut params = TcpKeepalive::new().with_time(time);
+        #[cfg(any(
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "ios",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "netbsd",
+            target_os = "windows",
+        ))]
+        {
+            if let Some(interval) = self.keepalive_interval {
+                params = params.with_interval(interval);
+            }
+            if let Some(retries) = self.keepalive_retries {
+                params = params.with_retries(retries);
+            }
+        }
+        params
+    }
+}
+
+/// The two ends of a connected stream, kept for [`Conn::local_addr`](super::Conn::local_addr)
+/// and [`Conn::peer_addr`](super::Conn::peer_addr).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ends {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+impl Ends {
+    pub(crate) fn of(stream: &TcpStream) -> io::Result<Ends> {
+        Ok(Ends {
+            local: stream.local_addr()?,
+            peer: stream.peer_addr()?,
+        })
+    }
+}
