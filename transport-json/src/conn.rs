@@ -17,7 +17,7 @@
 //! [`Conn::connect`] splits the socket between two tasks. The *writer* owns the write half: it
 //! takes every request queued at that moment into one buffer and writes it at once, so a burst
 //! of callers costs one write, not one each. The *reader* owns the read half: it decodes each
-//! response with [`JsonCodec`](crate::codec::JsonCodec) and hands it to the caller waiting for
+//! response with [`JsonCodec`] and hands it to the caller waiting for
 //! its `Uid`, whatever order the server answers in.
 //!
 //! The waiting callers sit in a table keyed by `Uid`, under a lock held only to insert, remove
