@@ -1,0 +1,189 @@
+//! Behaviour 2: waiters are served in the order they came; a waiter that gave up is skipped and
+//! the connection it would have had goes to the next one (mobc #63). Also the idle order.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::poll;
+use pool::{IdleOrder, Pool};
+use support::Mock;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+fn pool_of(mock: &Mock, max_size: usize) -> Pool<Mock> {
+    Pool::builder(mock.clone())
+        .max_size(max_size)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid settings")
+}
+
+/// Waits until `n` callers are in line.
+async fn until_waiting(pool: &Pool<Mock>, n: usize) {
+    for _ in 0..1000 {
+        if pool.status().waiting == n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("expected {n} waiters, have {}", pool.status().waiting);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_fifo() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1);
+    let held = pool.get().await.expect("the only connection");
+    let (served, mut order) = mpsc::unbounded_channel();
+    const WAITERS: usize = 20;
+    for i in 0..WAITERS {
+        let waiter = pool.clone();
+        let served = served.clone();
+        tokio::spawn(async move {
+            let conn = waiter.get().await.expect("served in turn");
+            served.send((i, conn.id)).expect("test alive");
+            // Hold it across a scheduler turn, so later waiters really wait.
+            tokio::task::yield_now().await;
+            drop(conn);
+        });
+        until_waiting(&pool, i + 1).await;
+    }
+    drop(held);
+    for expected in 0..WAITERS {
+        let (i, id) = order.recv().await.expect("every waiter is served");
+        assert_eq!(i, expected, "waiters must be served in arrival order");
+        assert_eq!(id, 0, "the one connection is handed from waiter to waiter");
+    }
+    assert_eq!(mock.connects(), 1);
+    assert_eq!(pool.status().waiting, 0);
+}
+
+/// The connection was already handed to a waiter that then gave up before it looked: it goes
+/// to the next waiter, not to the idle list, and no connect is made for it.
+#[tokio::test(start_paused = true)]
+async fn connection_of_a_waiter_that_gave_up_goes_to_the_next() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1);
+    let held = pool.get().await.expect("the only connection");
+    let mut first = Box::pin(pool.get());
+    let mut second = Box::pin(pool.get());
+    assert!(poll!(first.as_mut()).is_pending());
+    assert!(poll!(second.as_mut()).is_pending());
+    assert_eq!(pool.status().waiting, 2);
+
+    // The return hands the connection to `first` ...
+    drop(held);
+    assert_eq!(pool.status().waiting, 1);
+    // ... which gives up without ever seeing it.
+    drop(first);
+
+    let conn = second.await.expect("the next waiter is served");
+    assert_eq!(conn.id, 0, "the same connection, passed on");
+    assert_eq!(mock.connects(), 1, "no connect was needed");
+    let status = pool.status();
+    assert_eq!((status.waiting, status.in_use, status.idle), (0, 1, 0));
+}
+
+/// A waiter whose own deadline passed leaves the line: the next return skips it.
+#[tokio::test(start_paused = true)]
+async fn waiter_that_timed_out_is_skipped() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1);
+    let held = pool.get().await.expect("the only connection");
+    let impatient = {
+        let pool = pool.clone();
+        tokio::spawn(
+            async move { tokio::time::timeout(Duration::from_millis(50), pool.get()).await },
+        )
+    };
+    until_waiting(&pool, 1).await;
+    let patient = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|conn| conn.id) })
+    };
+    until_waiting(&pool, 2).await;
+
+    let started = Instant::now();
+    assert!(
+        impatient.await.expect("task").is_err(),
+        "gave up after 50 ms"
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+    assert_eq!(pool.status().waiting, 1, "the impatient one left the line");
+
+    drop(held);
+    let id = patient
+        .await
+        .expect("task")
+        .expect("the patient one is served");
+    assert_eq!(id, 0);
+    assert_eq!(mock.connects(), 1);
+}
+
+/// Many waiters, every other one gives up while in line; the rest are still served in order.
+#[tokio::test(start_paused = true)]
+async fn waiters_that_gave_up_do_not_disturb_the_order() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1);
+    let held = pool.get().await.expect("the only connection");
+    let mut line = Vec::new();
+    for _ in 0..10 {
+        let mut waiter = Box::pin(pool.get());
+        assert!(poll!(waiter.as_mut()).is_pending());
+        line.push(Some(waiter));
+    }
+    for slot in line.iter_mut().step_by(2) {
+        *slot = None; // gives up
+    }
+    assert_eq!(pool.status().waiting, 5);
+    drop(held);
+    let mut served = Vec::new();
+    for (i, waiter) in line.into_iter().enumerate() {
+        if let Some(mut waiter) = waiter {
+            let conn = waiter.as_mut().await.expect("served");
+            served.push(i);
+            drop(conn);
+        }
+    }
+    assert_eq!(served, vec![1, 3, 5, 7, 9]);
+    assert_eq!(mock.connects(), 1);
+}
+
+async fn idle_ids(pool: &Pool<Mock>, n: usize) -> Vec<u64> {
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        conns.push(pool.get().await.expect("a connection"));
+    }
+    conns.iter().map(|c| c.id).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_order_lifo_takes_the_last_returned() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 3);
+    let conns = [
+        pool.get().await.expect("0"),
+        pool.get().await.expect("1"),
+        pool.get().await.expect("2"),
+    ];
+    drop(conns); // returned in order 0, 1, 2
+    assert_eq!(idle_ids(&pool, 3).await, vec![2, 1, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_order_fifo_takes_the_first_returned() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(3)
+        .idle_order(IdleOrder::Fifo)
+        .build()
+        .expect("valid settings");
+    let conns = [
+        pool.get().await.expect("0"),
+        pool.get().await.expect("1"),
+        pool.get().await.expect("2"),
+    ];
+    drop(conns);
+    assert_eq!(idle_ids(&pool, 3).await, vec![0, 1, 2]);
+}
