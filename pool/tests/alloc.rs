@@ -1,37 +1,44 @@
 //! Behaviour 11: a checkout and return on the fast path (an idle connection used within the
 //! check interval) makes no heap allocation.
 //!
-//! A counting global allocator wraps the system one. Only allocations made on this test's own
-//! thread while counting is switched on are counted, so the test harness and other threads
-//! cannot disturb the count.
+//! A counting global allocator wraps the system one. Only allocations made on the measuring
+//! thread while it has counting switched on are counted, into that thread's own counter, so
+//! the test harness, other tests and other threads cannot disturb the count.
 
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use pool::Pool;
 use support::Mock;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note_allocation() {
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Relaxed);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
-// SAFETY: `unsafe` is needed here only because `GlobalAlloc` is an unsafe trait; this is the
-// one place in the workspace that uses it. Every call is forwarded unchanged to `System`, which
-// upholds the trait's contract; the counting itself touches only an atomic and a
-// const-initialised thread-local `Cell` without destructor, neither of which allocates.
+/// Counts, on this thread, the allocations `f` makes on it.
+fn allocations_in<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = ALLOCATIONS.with(Cell::get);
+    COUNTING.with(|c| c.set(true));
+    let out = f();
+    COUNTING.with(|c| c.set(false));
+    (ALLOCATIONS.with(Cell::get) - before, out)
+}
+
+// SAFETY: `unsafe` is needed here only because `GlobalAlloc` is an unsafe trait (a test file is
+// its own crate, so the library's `#![forbid(unsafe_code)]` is untouched). Every call is
+// forwarded unchanged to `System`, which upholds the trait's contract; the counting touches
+// only const-initialised thread-local `Cell`s without destructors, which never allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_allocation();
@@ -60,15 +67,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Counts the allocations `f` makes on this thread.
-fn allocations_in<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    let before = ALLOCATIONS.load(Relaxed);
-    COUNTING.with(|c| c.set(true));
-    let out = f();
-    COUNTING.with(|c| c.set(false));
-    (ALLOCATIONS.load(Relaxed) - before, out)
-}
-
 #[test]
 fn counting_allocator_sees_allocations() {
     let (count, v) = allocations_in(|| std::hint::black_box(vec![1u8; 64]));
@@ -96,7 +94,7 @@ fn get_and_drop_on_the_fast_path_does_not_allocate() {
         }
         assert_eq!(mock.connects(), 1);
 
-        let before = ALLOCATIONS.load(Relaxed);
+        let before = ALLOCATIONS.with(Cell::get);
         COUNTING.with(|c| c.set(true));
         for _ in 0..1000 {
             let conn = pool.get().await.expect("the idle connection");
@@ -104,7 +102,7 @@ fn get_and_drop_on_the_fast_path_does_not_allocate() {
             drop(conn);
         }
         COUNTING.with(|c| c.set(false));
-        let count = ALLOCATIONS.load(Relaxed) - before;
+        let count = ALLOCATIONS.with(Cell::get) - before;
 
         assert_eq!(count, 0, "{count} allocations in 1000 fast-path checkouts");
         assert_eq!(mock.checks(), 0, "the fast path: no check");

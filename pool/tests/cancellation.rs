@@ -29,9 +29,15 @@ impl Lcg {
 /// Asserts the pool is at rest and accounts for every connection: nothing checked out, nobody
 /// in line, nothing connecting, within max_size, and exactly the connections the mock has alive.
 async fn assert_at_rest(pool: &Pool<Mock>, mock: &Mock) {
-    mock.until("connects and closes finished", || {
+    // Closes of discarded connections run in tasks of their own, a little after the discard;
+    // a leaked connection would keep `live` above `size` for good, and this wait time out.
+    mock.until("every connection is in the pool or closed", || {
         let status = pool.status();
-        status.connecting == 0 && mock.in_flight() == 0 && mock.closes() == mock.closes_started()
+        status.connecting == 0
+            && mock.in_flight() == 0
+            && mock.closes() == mock.closes_started()
+            && mock.live() == status.size
+            && status.counters.closed == mock.closes() as u64
     })
     .await;
     let status = pool.status();
@@ -39,11 +45,6 @@ async fn assert_at_rest(pool: &Pool<Mock>, mock: &Mock) {
     assert_eq!(status.waiting, 0, "a waiter leaked: {status:?}");
     assert!(status.size <= status.max_size, "{status:?}");
     assert_eq!(status.idle, status.size, "{status:?}");
-    assert_eq!(
-        mock.live(),
-        status.size,
-        "connections alive outside the pool"
-    );
     assert_eq!(
         mock.connected() - mock.closes(),
         status.size,
@@ -56,7 +57,7 @@ async fn assert_at_rest(pool: &Pool<Mock>, mock: &Mock) {
 /// broken). Connects take 10 ms and every checkout checks, taking 5 ms.
 #[tokio::test(start_paused = true)]
 async fn gets_dropped_at_random_points_leak_nothing() {
-    let mock = Mock::with_limit(MAX);
+    let mock = Mock::new();
     mock.set_connect(Plan::ok().after(Duration::from_millis(10)));
     mock.set_check(Plan::ok().after(Duration::from_millis(5)));
     let pool = Pool::builder(mock.clone())
@@ -78,18 +79,31 @@ async fn gets_dropped_at_random_points_leak_nothing() {
             let hold = Duration::from_millis(rng.below(4));
             let break_it = rng.below(8) == 0;
             let start_after = Duration::from_millis(rng.below(10));
+            let timer_first = rng.below(2) == 0;
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(start_after).await;
-                match tokio::time::timeout(give_up, pool.get()).await {
-                    Ok(Ok(mut conn)) => {
+                // Half the callers race the deadline after their checkout (a checkout that
+                // completes in the same instant wins), half before it (the checkout is dropped
+                // even when a connection was handed to it in that instant).
+                let got = if timer_first {
+                    tokio::select! {
+                        biased;
+                        () = tokio::time::sleep(give_up) => None,
+                        got = pool.get() => Some(got),
+                    }
+                } else {
+                    tokio::time::timeout(give_up, pool.get()).await.ok()
+                };
+                match got {
+                    Some(Ok(mut conn)) => {
                         tokio::time::sleep(hold).await;
                         if break_it {
                             Pooled::mark_broken(&mut conn);
                         }
                         (1, 0, 0)
                     }
-                    Ok(Err(error)) => panic!("no checkout should fail here: {error:?}"),
-                    Err(_gave_up) => (0, 1, usize::from(mock.in_flight() > 0)),
+                    Some(Err(error)) => panic!("no checkout should fail here: {error:?}"),
+                    None => (0, 1, usize::from(mock.in_flight() > 0)),
                 }
             }));
         }
@@ -110,7 +124,13 @@ async fn gets_dropped_at_random_points_leak_nothing() {
         "no cancellation hit a connect in flight"
     );
     assert!(mock.checks_cancelled() > 0, "no cancellation hit a check");
-    assert_eq!(mock.limit_breaches(), 0);
+    // Discarded connections free their slot before their close runs, so a connect may
+    // overlap a close; but connects themselves never exceed the slots.
+    assert!(
+        mock.max_in_flight() <= MAX,
+        "{} connects at once",
+        mock.max_in_flight()
+    );
 
     // The next get succeeds at once.
     mock.set_check(Plan::ok());
@@ -127,7 +147,7 @@ async fn gets_dropped_at_random_points_leak_nothing() {
 /// pseudo-random number of times (with scheduler turns between) and then dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gets_dropped_after_random_polls_leak_nothing_on_many_threads() {
-    let mock = Mock::with_limit(MAX);
+    let mock = Mock::new();
     mock.set_connect(Plan::ok().yielding(4));
     mock.set_check(Plan::ok().yielding(2));
     let pool = Pool::builder(mock.clone())
@@ -167,7 +187,13 @@ async fn gets_dropped_after_random_polls_leak_nothing_on_many_threads() {
     }
     assert!(served > 0 && served < 2000, "{served} served");
     assert_at_rest(&pool, &mock).await;
-    assert_eq!(mock.limit_breaches(), 0);
+    // Discarded connections free their slot before their close runs, so a connect may
+    // overlap a close; but connects themselves never exceed the slots.
+    assert!(
+        mock.max_in_flight() <= MAX,
+        "{} connects at once",
+        mock.max_in_flight()
+    );
     let conn = pool.try_get().await.expect("a connection, without waiting");
     drop(conn);
 }
