@@ -183,14 +183,14 @@ impl<M: Manager> Pool<M> {
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "discarding a connection that failed its check");
                     Metrics::bump(&shared.metrics.check_failures);
-                    drop(guard);
+                    shared.discard(Pooled::into_live(guard));
                     return Ok(Ready::Discarded);
                 }
                 Err(_elapsed) => {
                     tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
                     Metrics::bump(&shared.metrics.check_failures);
                     Metrics::bump(&shared.metrics.timeouts);
-                    drop(guard);
+                    shared.discard(Pooled::into_live(guard));
                     return Err(PoolError::Timeout(TimeoutKind::Check));
                 }
             }

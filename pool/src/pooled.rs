@@ -52,6 +52,12 @@ impl<M: Manager> Pooled<M> {
         live.conn
     }
 
+    /// Takes the connection back for the pool to discard, bypassing the return on drop (and
+    /// its `broken` count).
+    pub(crate) fn into_live(mut this: Self) -> Live<M::Connection> {
+        this.take()
+    }
+
     /// What the pool knows about this connection.
     pub fn info(this: &Self) -> ConnInfo {
         this.live().info

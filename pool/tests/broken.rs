@@ -86,6 +86,10 @@ async fn failing_check_is_closed_and_caller_gets_another() {
     assert_eq!(mock.checks(), 1);
     let status = pool.status();
     assert_eq!(status.counters.check_failures, 1);
+    assert_eq!(
+        status.counters.broken, 0,
+        "a failed check is counted once, as such"
+    );
     assert_eq!((status.size, status.in_use), (1, 1));
     drop(conn);
     mock.until_closes(1).await;

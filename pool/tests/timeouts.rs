@@ -104,6 +104,10 @@ async fn check_timeout_fires_at_its_time_and_says_check() {
     let status = pool.status();
     assert_eq!((status.size, status.in_use, status.idle), (0, 0, 0));
     assert_eq!(status.counters.check_failures, 1);
+    assert_eq!(
+        status.counters.broken, 0,
+        "a timed-out check is counted once, as such"
+    );
     assert_eq!(status.counters.timeouts, 1);
     let conn = pool.get().await.expect("a fresh connection");
     assert_eq!(conn.id, 1);
