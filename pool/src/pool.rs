@@ -143,7 +143,16 @@ impl<M: Manager> Pool<M> {
                         Ok(None) => return Err(PoolError::Closed),
                         Ok(Some(Grant::Conn(live))) => live,
                         Ok(Some(Grant::Slot)) => {
-                            shared.lock().connecting += 1;
+                            {
+                                let mut state = shared.lock();
+                                if state.closed {
+                                    // Granted just before the pool closed: open nothing.
+                                    state.slots -= 1;
+                                    state.debug_check();
+                                    return Err(PoolError::Closed);
+                                }
+                                state.connecting += 1;
+                            }
                             return self.connect_for_caller().await;
                         }
                     }

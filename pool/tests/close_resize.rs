@@ -143,6 +143,25 @@ async fn close_with_connects_in_flight_closes_them_on_arrival() {
     assert_eq!(mock.live(), 0);
 }
 
+/// A waiter was handed a free slot just before the pool closed, and looks at it only after:
+/// the closed pool opens no new connection for it, and it fails with `Closed`.
+#[tokio::test(start_paused = true)]
+async fn close_opens_no_connection_for_a_waiter_handed_a_slot() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1);
+    let mut held = pool.get().await.expect("connection 0");
+    let mut waiter = Box::pin(pool.get());
+    assert!(poll!(waiter.as_mut()).is_pending());
+    Pooled::mark_broken(&mut held);
+    drop(held); // its slot goes to the waiter, which has not looked yet
+    pool.close().await;
+    let result = waiter.await;
+    assert!(matches!(result, Err(PoolError::Closed)), "{result:?}");
+    assert_eq!(mock.connects(), 1, "no connect after close");
+    let status = pool.status();
+    assert_eq!((status.size, status.connecting, status.in_use), (0, 0, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn resize_shrinks_then_grows() {
     let mock = Mock::new();
