@@ -230,3 +230,24 @@ async fn expired_min_idle_connections_are_replaced() {
     mock.until_closes(2).await;
     assert_eq!((mock.closes_of(0), mock.closes_of(1)), (1, 1));
 }
+
+/// A connection past its lifetime is never handed out, even before the reaper comes by.
+#[tokio::test(start_paused = true)]
+async fn expired_idle_connection_is_not_handed_out() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(2)
+        .max_lifetime(Some(Duration::from_secs(100)))
+        .build()
+        .expect("valid settings");
+    let conn = pool.get().await.expect("connection 0");
+    let expires = Pooled::info(&conn).expires().expect("a lifetime is set");
+    drop(conn);
+    // The reaper runs every 30 s (the default); stop just between two of its rounds.
+    tokio::time::advance(expires - tokio::time::Instant::now()).await;
+    let conn = pool.get().await.expect("a fresh connection");
+    assert_eq!(conn.id, 1, "the expired one was discarded");
+    mock.until_closes(1).await;
+    assert_eq!(mock.closes_of(0), 1);
+    assert_eq!(pool.status().size, 1);
+}
