@@ -299,8 +299,8 @@ async fn killed_server_fails_in_flight_requests_and_the_same_pool_recovers_after
     // Kill the server with work in flight.
     let before = pool.status();
     let pairs_before_kill = done.load(Ordering::Relaxed);
-    server.kill();
     let killed_at = Instant::now();
+    server.kill();
 
     let mut request_errors = 0;
     let mut checkout_errors = 0;
