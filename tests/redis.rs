@@ -53,11 +53,14 @@ impl RedisServer {
             .spawn();
         let child = match child {
             Ok(child) => child,
-            Err(error) => panic!(
-                "cannot start `redis-server` ({error}). This test needs a real Redis server \
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!(
+                    "cannot start `redis-server` ({error}). This test needs a real Redis server \
                  binary on PATH and does not skip without one: install it with \
                  `apt-get install redis-server` (.ci/run does this)."
-            ),
+                )
+            }
         };
         RedisServer { child, port, dir }
     }
