@@ -1,0 +1,130 @@
+//! Everything at once, on two threads: failing connects and checks, broken returns, checkouts
+//! dropped at random points, resizes and retains, then `close()`. Afterwards every connection
+//! the manager made has been closed exactly once and every count is back to 0.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use futures::poll;
+use pool::{Pool, PoolError, Pooled};
+use support::{Mock, Plan};
+
+/// A small deterministic generator (an LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_then_close_closes_every_connection_exactly_once() {
+    let mock = Mock::new();
+    let mut rng = Lcg(3);
+    for _ in 0..4000 {
+        mock.push_connect(match rng.below(7) {
+            0 => Plan::fail("refused").yielding(2),
+            _ => Plan::ok().yielding(3),
+        });
+        mock.push_check(match rng.below(10) {
+            0 => Plan::fail("stale").yielding(1),
+            _ => Plan::ok().yielding(1),
+        });
+    }
+    let pool = Pool::builder(mock.clone())
+        .max_size(4)
+        .min_idle(1)
+        .check_interval(Duration::ZERO)
+        .wait_timeout(Duration::from_secs(60))
+        .build()
+        .expect("valid settings");
+
+    let detached = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..1500 {
+        let pool = pool.clone();
+        let detached = Arc::clone(&detached);
+        let polls = rng.below(30);
+        let action = rng.below(6);
+        tasks.push(tokio::spawn(async move {
+            let mut get = Box::pin(pool.get());
+            for _ in 0..polls {
+                if let std::task::Poll::Ready(got) = poll!(get.as_mut()) {
+                    match got {
+                        Ok(mut conn) => match action {
+                            0 => Pooled::mark_broken(&mut conn),
+                            1 => conn.broken = true,
+                            2 => {
+                                drop(Pooled::detach(conn));
+                                detached.fetch_add(1, SeqCst);
+                            }
+                            _ => tokio::task::yield_now().await,
+                        },
+                        Err(PoolError::Connect(_)) => {}
+                        Err(other) => panic!("unexpected checkout error {other:?}"),
+                    }
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let admin = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for size in [2, 6, 1, 4, 3, 5] {
+                for _ in 0..50 {
+                    tokio::task::yield_now().await;
+                }
+                pool.resize(size).expect("valid size");
+                pool.retain(|conn, _| conn.id % 5 != 0);
+            }
+        })
+    };
+    for task in tasks {
+        task.await.expect("task");
+    }
+    admin.await.expect("admin");
+
+    pool.close().await;
+    mock.until("every connection made is closed or detached", || {
+        pool.status().connecting == 0 && mock.in_flight() == 0 && mock.live() == 0
+    })
+    .await;
+    let status = pool.status();
+    assert_eq!(
+        (
+            status.size,
+            status.idle,
+            status.in_use,
+            status.connecting,
+            status.waiting
+        ),
+        (0, 0, 0, 0, 0),
+        "{status:?}"
+    );
+    // Detached connections are the user's: the pool never closes them. Every other one was
+    // closed by the pool, once.
+    let made = mock.connected() as u64;
+    let never_closed = (0..made).filter(|&id| mock.closes_of(id) == 0).count();
+    for id in 0..made {
+        assert!(mock.closes_of(id) <= 1, "connection {id} closed twice");
+    }
+    let detached = detached.load(SeqCst);
+    assert!(detached > 0);
+    assert_eq!(
+        never_closed, detached,
+        "a connection was dropped without its close"
+    );
+    assert_eq!(mock.closes() + detached, mock.connected());
+    assert!(mock.max_in_flight() <= 6);
+    assert!(mock.connect_failures() > 0 && mock.checks() > 0);
+}
