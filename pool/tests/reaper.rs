@@ -251,3 +251,27 @@ async fn expired_idle_connection_is_not_handed_out() {
     assert_eq!(mock.closes_of(0), 1);
     assert_eq!(pool.status().size, 1);
 }
+
+/// Built outside a runtime, the pool starts its background task with its first checkout.
+#[test]
+fn min_idle_fills_once_a_pool_built_outside_a_runtime_is_used() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(4)
+        .min_idle(2)
+        .build()
+        .expect("valid settings");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        run_for(Duration::from_millis(1)).await;
+        assert_eq!(mock.connects(), 0, "nothing runs before the first checkout");
+        drop(pool.get().await.expect("a connection"));
+        run_for(Duration::from_millis(1)).await;
+        let status = pool.status();
+        assert_eq!((status.idle, status.size), (2, 2));
+    });
+}
