@@ -40,6 +40,7 @@ pub(crate) struct Config {
     pub wait_timeout: Duration,
     pub connect_timeout: Duration,
     pub check_timeout: Duration,
+    pub close_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
     pub check_interval: Duration,
@@ -55,6 +56,7 @@ impl Default for Config {
             wait_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             check_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             check_interval: Duration::from_millis(500),
@@ -147,6 +149,13 @@ impl<M: Manager> Builder<M> {
     /// How long one [`Manager::check`] may take. Default 5 s.
     pub fn check_timeout(mut self, timeout: Duration) -> Self {
         self.config.check_timeout = timeout;
+        self
+    }
+
+    /// How long one [`Manager::close`] may take before the connection is simply dropped.
+    /// Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
         self
     }
 

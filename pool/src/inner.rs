@@ -109,7 +109,14 @@ impl<M: Manager> Shared<M> {
 
     /// A connection comes back from its user.
     pub fn give_back(self: &Arc<Self>, mut live: Live<M::Connection>, marked_broken: bool) {
-        if marked_broken || self.manager.is_broken(&mut live.conn) {
+        // A panicking `is_broken` counts as broken: the connection is discarded and its slot
+        // freed rather than leaked (the panic is not re-raised in a `Drop`).
+        let broken = marked_broken
+            || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.manager.is_broken(&mut live.conn)
+            }))
+            .unwrap_or(true);
+        if broken {
             Metrics::bump(&self.metrics.broken);
             tracing::debug!("discarding a connection that came back broken");
             return self.discard(live);
@@ -130,7 +137,10 @@ impl<M: Manager> Shared<M> {
             Ok(runtime) => {
                 let shared = Arc::clone(self);
                 runtime.spawn(async move {
-                    shared.manager.close(conn).await;
+                    let limit = shared.config.close_timeout;
+                    if tokio::time::timeout(limit, shared.manager.close(conn)).await.is_err() {
+                        tracing::warn!(timeout = ?limit, "close timed out; the connection was dropped");
+                    }
                     Metrics::bump(&shared.metrics.closed);
                 });
             }

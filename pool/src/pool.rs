@@ -216,6 +216,12 @@ impl<M: Manager> Pool<M> {
         let mut handoff = Handoff::new(shared, rx, None);
         match handoff.recv().await {
             Some(Connected::Conn(mut live)) => {
+                if shared.lock().closed {
+                    // The pool closed while this connect ran: the caller gets what any
+                    // caller of a closed pool gets, and the connection is closed.
+                    shared.discard(live);
+                    return Err(PoolError::Closed);
+                }
                 live.info.uses += 1;
                 Ok(Pooled::new(Arc::clone(shared), live))
             }
@@ -278,7 +284,14 @@ impl<M: Manager> Pool<M> {
         let shared = Arc::clone(&self.shared);
         let closing = tokio::spawn(async move {
             let closes = idle.into_iter().map(|live| shared.manager.close(live.conn));
-            let count = futures::future::join_all(closes).await.len();
+            let count = closes.len();
+            let limit = shared.config.close_timeout;
+            if tokio::time::timeout(limit, futures::future::join_all(closes))
+                .await
+                .is_err()
+            {
+                tracing::warn!(timeout = ?limit, "closing idle connections timed out; the rest were dropped");
+            }
             shared
                 .metrics
                 .closed

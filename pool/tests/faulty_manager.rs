@@ -175,3 +175,75 @@ async fn panicking_check_leaks_no_slot() {
     );
     assert_eq!(pool.get().await.expect("a fresh one").id, 1);
 }
+
+/// A manager whose `is_broken` panics, to show a return never leaks the slot.
+struct PanickyReturn;
+
+impl pool::Manager for PanickyReturn {
+    type Connection = u64;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<u64, std::io::Error> {
+        Ok(7)
+    }
+    async fn check(&self, _: &mut u64) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    fn is_broken(&self, _: &mut u64) -> bool {
+        panic!("scripted is_broken panic")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_is_broken_discards_the_connection_and_frees_its_slot() {
+    let pool = Pool::builder(PanickyReturn)
+        .max_size(1)
+        .build()
+        .expect("valid settings");
+    let conn = pool.get().await.expect("a connection");
+    drop(conn);
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.in_use, status.idle),
+        (0, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.counters.broken, 1);
+    // The slot is free: the next checkout opens a fresh connection at once.
+    let again = tokio::time::timeout(Duration::from_millis(1), pool.get())
+        .await
+        .expect("no wait")
+        .expect("a fresh connection");
+    assert_eq!(pool.status().counters.created, 2);
+    drop(again);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_close_is_bounded_by_close_timeout() {
+    let mock = Mock::new();
+    mock.set_close_delay(Duration::from_secs(3600));
+    let pool = Pool::builder(mock.clone())
+        .max_size(1)
+        .close_timeout(Duration::from_secs(2))
+        .build()
+        .expect("valid settings");
+    let mut conn = pool.get().await.expect("a connection");
+    pool::Pooled::mark_broken(&mut conn);
+    let started = Instant::now();
+    drop(conn);
+    mock.until(&"the pool counted the close".to_string(), || {
+        pool.status().counters.closed == 1
+    })
+    .await;
+    // `until` polls on a 1 ms tick of the paused clock.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took <= Duration::from_millis(2001),
+        "{took:?}"
+    );
+    assert_eq!(mock.closes(), 0, "the hanging close never finished");
+    assert_eq!(
+        mock.live(),
+        0,
+        "the connection was dropped when the close timed out"
+    );
+}
