@@ -230,7 +230,7 @@ async fn hanging_close_is_bounded_by_close_timeout() {
     pool::Pooled::mark_broken(&mut conn);
     let started = Instant::now();
     drop(conn);
-    mock.until(&"the pool counted the close".to_string(), || {
+    mock.until("the pool counted the close", || {
         pool.status().counters.closed == 1
     })
     .await;
