@@ -1,2 +1,455 @@
-//! placeholder, replaced by the benchmark issue
-fn main() {}
+//! Checkout throughput: our pool against deadpool 0.13, bb8 0.9 and the floor.
+//!
+//! Every pool holds trivial connections (a `u64`) whose health check returns at once, each with
+//! its default settings but `max_size`. The floor is the least any async pool can do: a tokio
+//! `Semaphore` for the slots plus a `std::sync::Mutex<Vec<u64>>` for the connections.
+//!
+//! Grid: `max_size` {4, 16} x tasks {1, 4, 16, 64} x hold {none, yield}. One criterion
+//! iteration is a batch of [`BATCH`] get+drop operations split evenly over the tasks, on a
+//! multi-threaded tokio runtime with 2 workers; `hold = yield` calls `yield_now` once while the
+//! connection is out. The four peers of a cell are the four functions of one criterion group,
+//! so they are measured back to back in the same run. At the end the bench prints a markdown
+//! table of ops/s and ratios (copied into `BENCHMARKS.md`), then a separate pass measures the
+//! wait of each `get` with 64 tasks on 4 connections and prints its p50/p99/max.
+//!
+//! Run: `cargo bench --bench checkout` (about 5 minutes); `BENCH_QUICK=1` for a smoke run.
+
+#![forbid(unsafe_code)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use tokio::runtime::Runtime;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// get+drop operations per criterion iteration, split over the tasks (divisible by each T).
+const BATCH: u64 = 4096;
+const MAX_SIZES: [usize; 2] = [4, 16];
+const TASKS: [usize; 4] = [1, 4, 16, 64];
+const HOLDS: [Hold; 2] = [Hold::None, Hold::Yield];
+const PEERS: [&str; 4] = ["ours", "deadpool", "bb8", "floor"];
+
+/// What a task does while it holds a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// Drops it at once.
+    None,
+    /// Yields to the scheduler once, then drops it.
+    Yield,
+}
+
+impl Hold {
+    fn name(self) -> &'static str {
+        match self {
+            Hold::None => "none",
+            Hold::Yield => "yield",
+        }
+    }
+}
+
+/// Numbers each connection made, so they are distinct.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+fn next_conn() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+// --- the four peers ----------------------------------------------------------------------
+
+/// Our pool's manager.
+struct Ours;
+
+impl pool::Manager for Ours {
+    type Connection = u64;
+    type Error = Infallible;
+    async fn connect(&self) -> Result<u64, Infallible> {
+        Ok(next_conn())
+    }
+    async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// deadpool's manager.
+struct Dead;
+
+impl deadpool::managed::Manager for Dead {
+    type Type = u64;
+    type Error = Infallible;
+    async fn create(&self) -> Result<u64, Infallible> {
+        Ok(next_conn())
+    }
+    async fn recycle(
+        &self,
+        _conn: &mut u64,
+        _metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Infallible> {
+        Ok(())
+    }
+}
+
+/// bb8's manager.
+struct Bb8;
+
+impl bb8::ManageConnection for Bb8 {
+    type Connection = u64;
+    type Error = Infallible;
+    async fn connect(&self) -> Result<u64, Infallible> {
+        Ok(next_conn())
+    }
+    async fn is_valid(&self, _conn: &mut u64) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn has_broken(&self, _conn: &mut u64) -> bool {
+        false
+    }
+}
+
+/// The floor: a semaphore for the slots and a locked stack of connections.
+#[derive(Clone)]
+struct Floor(Arc<FloorInner>);
+
+struct FloorInner {
+    permits: Semaphore,
+    conns: Mutex<Vec<u64>>,
+}
+
+impl Floor {
+    fn new(max_size: usize) -> Self {
+        Floor(Arc::new(FloorInner {
+            permits: Semaphore::new(max_size),
+            conns: Mutex::new((0..max_size).map(|_| next_conn()).collect()),
+        }))
+    }
+}
+
+/// A connection out of the floor; the connection goes back before the permit is released.
+struct FloorGuard<'a> {
+    conns: &'a Mutex<Vec<u64>>,
+    conn: u64,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for FloorGuard<'_> {
+    fn drop(&mut self) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.conn);
+    }
+}
+
+/// A pool under test: something that hands out a guard and takes it back on drop.
+trait Subject: Clone + Send + Sync + 'static {
+    type Guard<'a>: Send
+    where
+        Self: 'a;
+    fn checkout(&self) -> impl Future<Output = Self::Guard<'_>> + Send;
+}
+
+impl Subject for pool::Pool<Ours> {
+    type Guard<'a> = pool::Pooled<Ours>;
+    async fn checkout(&self) -> Self::Guard<'_> {
+        self.get().await.expect("our pool hands out a connection")
+    }
+}
+
+impl Subject for deadpool::managed::Pool<Dead> {
+    type Guard<'a> = deadpool::managed::Object<Dead>;
+    async fn checkout(&self) -> Self::Guard<'_> {
+        self.get().await.expect("deadpool hands out a connection")
+    }
+}
+
+impl Subject for bb8::Pool<Bb8> {
+    type Guard<'a> = bb8::PooledConnection<'a, Bb8>;
+    async fn checkout(&self) -> Self::Guard<'_> {
+        self.get().await.expect("bb8 hands out a connection")
+    }
+}
+
+impl Subject for Floor {
+    type Guard<'a> = FloorGuard<'a>;
+    async fn checkout(&self) -> FloorGuard<'_> {
+        let permit = self
+            .0
+            .permits
+            .acquire()
+            .await
+            .expect("the floor's semaphore is never closed");
+        let conn = self
+            .0
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .expect("a permit guarantees a connection");
+        FloorGuard {
+            conns: &self.0.conns,
+            conn,
+            _permit: permit,
+        }
+    }
+}
+
+/// The four peers of one cell, built fresh with the same `max_size`.
+struct Peers {
+    ours: pool::Pool<Ours>,
+    dead: deadpool::managed::Pool<Dead>,
+    bb8: bb8::Pool<Bb8>,
+    floor: Floor,
+}
+
+impl Peers {
+    fn build(rt: &Runtime, max_size: usize) -> Self {
+        let _entered = rt.enter();
+        Peers {
+            ours: pool::Pool::builder(Ours)
+                .max_size(max_size)
+                .build()
+                .expect("valid settings"),
+            dead: deadpool::managed::Pool::builder(Dead)
+                .max_size(max_size)
+                .build()
+                .expect("valid settings"),
+            bb8: rt
+                .block_on(bb8::Pool::builder().max_size(max_size as u32).build(Bb8))
+                .expect("valid settings"),
+            floor: Floor::new(max_size),
+        }
+    }
+
+    fn close(self, rt: &Runtime) {
+        rt.block_on(self.ours.close());
+        self.dead.close();
+    }
+}
+
+// --- the workload --------------------------------------------------------------------------
+
+/// One get+drop, holding the connection as `hold` says.
+async fn cycle<S: Subject>(subject: &S, hold: Hold) {
+    let guard = subject.checkout().await;
+    if hold == Hold::Yield {
+        tokio::task::yield_now().await;
+    }
+    black_box(&guard);
+    drop(guard);
+}
+
+/// Runs `iters` batches: `tasks` tasks each doing `iters * BATCH / tasks` get+drops. Returns
+/// the wall time from the first spawn to the last task's end.
+async fn run_batches<S: Subject>(subject: &S, tasks: usize, iters: u64, hold: Hold) -> Duration {
+    let per_task = iters * BATCH / tasks as u64;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let subject = subject.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    cycle(&subject, hold).await;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("a bench task panicked");
+    }
+    start.elapsed()
+}
+
+/// Benchmarks one peer in the current group, recording its samples for the summary.
+fn bench_peer<S: Subject>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    cell: &str,
+    name: &'static str,
+    subject: &S,
+    tasks: usize,
+    hold: Hold,
+) {
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let subject = subject.clone();
+            let cell = cell.to_owned();
+            async move {
+                let elapsed = run_batches(&subject, tasks, iters, hold).await;
+                support::record(&cell, name, iters, elapsed);
+                elapsed
+            }
+        });
+    });
+}
+
+fn cell_name(max_size: usize, tasks: usize, hold: Hold) -> String {
+    format!("checkout/max{max_size}/t{tasks}/{}", hold.name())
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn grid(c: &mut Criterion, rt: &Runtime) {
+    for max_size in MAX_SIZES {
+        for tasks in TASKS {
+            for hold in HOLDS {
+                let cell = cell_name(max_size, tasks, hold);
+                let peers = Peers::build(rt, max_size);
+                let mut group = c.benchmark_group(&cell);
+                group.throughput(Throughput::Elements(BATCH));
+                bench_peer(&mut group, rt, &cell, "ours", &peers.ours, tasks, hold);
+                bench_peer(&mut group, rt, &cell, "deadpool", &peers.dead, tasks, hold);
+                bench_peer(&mut group, rt, &cell, "bb8", &peers.bb8, tasks, hold);
+                bench_peer(&mut group, rt, &cell, "floor", &peers.floor, tasks, hold);
+                group.finish();
+                peers.close(rt);
+            }
+        }
+    }
+}
+
+// --- the summary ---------------------------------------------------------------------------
+
+/// Prints the ops/s of every measured cell with the ratios the issue asks for.
+fn print_summary() {
+    println!();
+    println!("## checkout: ops/s (get+drop) and ratios");
+    println!();
+    println!(
+        "| max | T | hold | ours | deadpool | bb8 | floor | ours/deadpool | ours/bb8 | ours/floor | target |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for max_size in MAX_SIZES {
+        for tasks in TASKS {
+            for hold in HOLDS {
+                let cell = cell_name(max_size, tasks, hold);
+                let rates: Vec<Option<f64>> = PEERS
+                    .iter()
+                    .map(|peer| support::throughput(&cell, peer, BATCH))
+                    .collect();
+                let [Some(ours), Some(dead), Some(bb8), Some(floor)] = rates[..] else {
+                    continue;
+                };
+                let target = if tasks == 1 {
+                    // Within 1.5x of the floor's time per op.
+                    verdict(ours / floor >= 1.0 / 1.5, "<=1.5x floor")
+                } else {
+                    verdict(ours / dead >= 1.5 && ours / bb8 >= 1.0, ">=1.5x dp, >=bb8")
+                };
+                println!(
+                    "| {max_size} | {tasks} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {target} |",
+                    hold.name(),
+                    support::rate(ours),
+                    support::rate(dead),
+                    support::rate(bb8),
+                    support::rate(floor),
+                    ours / dead,
+                    ours / bb8,
+                    ours / floor,
+                );
+            }
+        }
+    }
+    println!();
+}
+
+fn verdict(met: bool, what: &str) -> String {
+    format!("{} {what}", if met { "met" } else { "MISSED" })
+}
+
+// --- the wait-latency pass -----------------------------------------------------------------
+
+const LATENCY_TASKS: usize = 64;
+const LATENCY_MAX: usize = 4;
+const LATENCY_ROUNDS: usize = 3;
+
+/// Each of `tasks` tasks times `per_task` gets (from the call to the guard in hand).
+async fn wait_times<S: Subject>(
+    subject: &S,
+    tasks: usize,
+    per_task: usize,
+    hold: Hold,
+) -> Vec<Duration> {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let subject = subject.clone();
+            tokio::spawn(async move {
+                let mut waits = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let start = Instant::now();
+                    let guard = subject.checkout().await;
+                    waits.push(start.elapsed());
+                    if hold == Hold::Yield {
+                        tokio::task::yield_now().await;
+                    }
+                    drop(guard);
+                }
+                waits
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(tasks * per_task);
+    for handle in handles {
+        all.extend(handle.await.expect("a latency task panicked"));
+    }
+    all
+}
+
+/// Measures the wait per get with 64 tasks on 4 connections, peers interleaved round by
+/// round, and prints p50/p99/max for each.
+fn latency_pass(rt: &Runtime) {
+    let per_task = if support::quick() { 500 } else { 2000 };
+    println!("## checkout: wait per get, T = {LATENCY_TASKS}, max = {LATENCY_MAX}");
+    println!();
+    println!("| hold | pool | p50 us | p99 us | p99.9 us | max us | gets |");
+    println!("|---|---|---|---|---|---|---|");
+    for hold in HOLDS {
+        let peers = Peers::build(rt, LATENCY_MAX);
+        let mut waits: [Vec<Duration>; 4] = Default::default();
+        for _ in 0..LATENCY_ROUNDS {
+            rt.block_on(async {
+                let t = LATENCY_TASKS;
+                waits[0].extend(wait_times(&peers.ours, t, per_task, hold).await);
+                waits[1].extend(wait_times(&peers.dead, t, per_task, hold).await);
+                waits[2].extend(wait_times(&peers.bb8, t, per_task, hold).await);
+                waits[3].extend(wait_times(&peers.floor, t, per_task, hold).await);
+            });
+        }
+        for (peer, mut w) in PEERS.iter().zip(waits) {
+            w.sort_unstable();
+            println!(
+                "| {} | {peer} | {} | {} | {} | {} | {} |",
+                hold.name(),
+                support::micros(support::quantile(&w, 0.50)),
+                support::micros(support::quantile(&w, 0.99)),
+                support::micros(support::quantile(&w, 0.999)),
+                support::micros(support::quantile(&w, 1.0)),
+                w.len(),
+            );
+        }
+        peers.close(rt);
+    }
+    println!();
+}
+
+fn main() {
+    let rt = runtime();
+    let mut c = support::criterion();
+    grid(&mut c, &rt);
+    c.final_summary();
+    if !support::listing_or_testing() {
+        print_summary();
+        latency_pass(&rt);
+    }
+}
