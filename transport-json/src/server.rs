@@ -1,1 +1,317 @@
-//! Work in progress.
+//! A server for the protocol: accepts connections, answers each request with a [`Handler`]
+//! (by default the [`EchoHandler`]), and shuts down gracefully.
+//!
+//! ```
+//! use transport_json::server::{Server, ServerConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! // Runs until the future resolves; use `shutdown_signal()` to stop on Ctrl-C.
+//! server.serve(async {}).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behaviour
+//! - Connections: at most [`ServerConfig::max_connections`] are served at once. The server
+//!   stops accepting while at the cap, so further clients wait in the listen backlog until a
+//!   connection closes. Accepted sockets get `TCP_NODELAY` and TCP keepalive.
+//! - Requests: each connection reads requests and runs the handler for each concurrently, at
+//!   most [`ServerConfig::max_in_flight_per_conn`] at once; responses leave in the order they
+//!   are ready, each carrying its request's `Uid`. One writer per connection takes
+//!   every response that is ready and sends them in one write, then flushes.
+//! - Bad input: a request without a `Uid` is answered with `Err` set and the connection stays
+//!   open. Malformed JSON, a top-level value that is not an object, or a frame longer than
+//!   [`ServerConfig::max_frame`] logs a `tracing` warning and closes that connection (after
+//!   answering the requests it had already received); every other connection carries on.
+//! - Memory: every queue is bounded. A client that sends without reading its responses
+//!   stalls its own connection (the server stops reading from it), never the others.
+//! - Graceful shutdown: stop accepting and close the listener, stop reading new requests,
+//!   let the running requests finish and their responses flush, then close the connections.
+//!   Whatever has not finished after [`ServerConfig::shutdown_timeout`] is dropped.
+
+mod config;
+mod connection;
+mod handler;
+mod running;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use config::ServerConfig;
+pub use handler::{EchoHandler, Handler, HandlerFn, handler_fn, rfc3339_nanos};
+pub use running::RunningServer;
+
+/// A bound server, ready to [`serve`](Server::serve) or [`spawn`](Server::spawn).
+#[derive(Debug)]
+pub struct Server<H = EchoHandler> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    handler: Arc<H>,
+}
+
+impl Server<EchoHandler> {
+    /// Binds a listener to `addr` and makes an echo server of it.
+    ///
+    /// # Errors
+    /// Resolving or binding the address failed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes closes any listener it had bound.
+    pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
+        Self::from_listener(TcpListener::bind(addr).await?, config)
+    }
+
+    /// Makes an echo server of a listener that is already bound.
+    ///
+    /// # Errors
+    /// The listener's local address could not be read.
+    pub fn from_listener(listener: TcpListener, config: ServerConfig) -> io::Result<Self> {
+        Ok(Self {
+            local_addr: listener.local_addr()?,
+            listener,
+            config,
+            handler: Arc::new(EchoHandler),
+        })
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Replaces the handler.
+    pub fn with_handler<H2: Handler>(self, handler: H2) -> Server<H2> {
+        Server {
+            listener: self.listener,
+            local_addr: self.local_addr,
+            config: self.config,
+            handler: Arc::new(handler),
+        }
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (see the
+    /// [module documentation](self)) and returns.
+    ///
+    /// Errors on single connections (failed accepts included) are logged and never end the
+    /// server.
+    ///
+    /// # Errors
+    /// None at present; the `Result` leaves room for a fatal listener error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the server at once: the listener closes and every connection
+    /// is dropped without waiting for its running requests.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        self.run(shutdown, CancellationToken::new(), Arc::default())
+            .await
+    }
+
+    /// Runs the server in a background task and returns a handle to stop it.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn spawn(self) -> RunningServer {
+        let graceful = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let active = Arc::new(AtomicUsize::new(0));
+        let local_addr = self.local_addr;
+        let task = tokio::spawn(self.run(
+            graceful.clone().cancelled_owned(),
+            kill.clone(),
+            Arc::clone(&active),
+        ));
+        RunningServer::new(local_addr, graceful, kill, active, task)
+    }
+
+    /// The accept loop, then the shutdown: gracefully once `shutdown` resolves, at once if
+    /// `kill` is cancelled (before or during the graceful part).
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        kill: CancellationToken,
+        active: Arc<AtomicUsize>,
+    ) -> io::Result<()> {
+        let Server {
+            listener,
+            local_addr,
+            config,
+            handler,
+        } = self;
+        info!(%local_addr, "server listening");
+        // A permit per connection, taken before `accept`: at the cap we stop accepting rather
+        // than accept and drop, so waiting clients stay queued in the listen backlog.
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let stop = CancellationToken::new();
+        let mut connections = JoinSet::new();
+        let mut slot = None;
+        // After an accept error such as EMFILE, pause instead of spinning on it.
+        let mut paused_until: Option<Instant> = None;
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        tokio::pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                biased;
+                () = kill.cancelled() => {
+                    drop(listener);
+                    connections.shutdown().await;
+                    info!(%local_addr, "server aborted");
+                    return Ok(());
+                }
+                () = &mut shutdown => break,
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    log_join(joined);
+                }
+                () = tokio::time::sleep_until(paused_until.unwrap_or_else(Instant::now)),
+                    if paused_until.is_some() => paused_until = None,
+                permit = Arc::clone(&slots).acquire_owned(), if slot.is_none() => {
+                    // The semaphore is never closed, so this is always `Ok`.
+                    slot = permit.ok();
+                }
+                accepted = listener.accept(), if slot.is_some() && paused_until.is_none() => {
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            let Some(permit) = slot.take() else { continue };
+                            configure(&stream, peer, &config);
+                            let cx = connection::Context {
+                                handler: Arc::clone(&handler),
+                                max_frame: config.max_frame.max(1),
+                                max_in_flight: config.max_in_flight_per_conn.max(1),
+                                shutdown: stop.clone(),
+                                active: Arc::clone(&active),
+                            };
+                            connections.spawn(connection::serve(stream, peer, cx, permit));
+                        }
+                        Err(error) if is_connection_error(&error) => {
+                            debug!(%error, "accept failed for one connection");
+                        }
+                        Err(error) => {
+                            warn!(%error, ?backoff, "accept failed; pausing");
+                            paused_until = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Graceful: refuse new clients at once, tell every connection to stop reading, and
+        // wait for them to finish their running requests and flush.
+        drop(listener);
+        stop.cancel();
+        info!(%local_addr, connections = connections.len(), "server shutting down");
+        {
+            let drained = async {
+                while let Some(joined) = connections.join_next().await {
+                    log_join(joined);
+                }
+            };
+            tokio::select! {
+                () = drained => {}
+                () = kill.cancelled() => {}
+                () = tokio::time::sleep(config.shutdown_timeout) => {
+                    warn!(%local_addr, "shutdown timed out; dropping the remaining connections");
+                }
+            }
+        }
+        connections.shutdown().await;
+        info!(%local_addr, "server stopped");
+        Ok(())
+    }
+}
+
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Socket options for an accepted connection; failing to set one is not worth refusing it.
+fn configure(stream: &TcpStream, peer: SocketAddr, config: &ServerConfig) {
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%peer, %error, "could not set TCP_NODELAY");
+    }
+    if let Some(time) = config.tcp_keepalive {
+        let keepalive = socket2::TcpKeepalive::new().with_time(time);
+        if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+            debug!(%peer, %error, "could not set TCP keepalive");
+        }
+    }
+}
+
+/// Errors of `accept` that concern one incoming connection, not the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+fn log_join(joined: Result<(), JoinError>) {
+    if let Err(error) = joined
+        && error.is_panic()
+    {
+        warn!(%error, "a connection task panicked");
+    }
+}
+
+/// Resolves when the process is asked to stop: Ctrl-C, or `SIGTERM` on Unix.
+///
+/// If the signal handlers cannot be installed, it logs a warning and never resolves.
+///
+/// # Cancel safety
+/// Dropping the future stops listening for the signals; nothing else happens.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => info!("Ctrl-C received"),
+            Err(error) => {
+                warn!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+                info!("SIGTERM received");
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
