@@ -1,0 +1,78 @@
+//! The echo server of the original design, as a program: answers every
+//! `{"Uid":..,"Val":..}` with `{"Uid":..,"Val":"server: hello, "+Val,"Ts":<RFC 3339 UTC>}`.
+//!
+//! ```sh
+//! cargo run --release --example echo_server                 # listens on 127.0.0.1:3000
+//! cargo run --release --example echo_server -- --addr 0.0.0.0:4000
+//! ```
+//!
+//! It runs until Ctrl-C (or SIGTERM), then shuts down gracefully: it stops accepting, lets
+//! the requests in flight finish and their responses flush, and closes every connection.
+//! Talk to it with `cargo run --release --example client`, or with the original Go client.
+#![forbid(unsafe_code)]
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cli::{Flag, Spec};
+use transport_json::server::{Server, ServerConfig, shutdown_signal};
+
+static SPEC: Spec = Spec {
+    name: "echo_server",
+    about: "The JSON echo server: answers each request with \"server: hello, \" + Val.",
+    flags: &[
+        Flag {
+            name: "addr",
+            value: Some("ADDR"),
+            default: "127.0.0.1:3000",
+            help: "address to listen on",
+        },
+        Flag {
+            name: "max-connections",
+            value: Some("N"),
+            default: "1024",
+            help: "connections served at once",
+        },
+    ],
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = cli::parse(&SPEC);
+    let addr = args.value("addr");
+    let config = ServerConfig {
+        max_connections: args.positive("max-connections"),
+        ..ServerConfig::default()
+    };
+
+    let server = match Server::bind(addr, config).await {
+        Ok(server) => server,
+        Err(error) => return cli::fail(&format!("cannot listen on {addr}"), &error),
+    };
+    // No tracing subscriber is installed (the workspace does not depend on one), so the
+    // server's own `tracing` events are not shown: this program says what matters itself.
+    eprintln!(
+        "echo_server: listening on {}; Ctrl-C to stop",
+        server.local_addr()
+    );
+
+    let mut signalled = None;
+    let result = server
+        .serve(async {
+            shutdown_signal().await;
+            signalled = Some(Instant::now());
+            eprintln!("echo_server: shutting down: finishing the requests in flight");
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            let drained = signalled.map(|at| at.elapsed()).unwrap_or_default();
+            eprintln!("echo_server: stopped ({drained:.1?} to drain)");
+            ExitCode::SUCCESS
+        }
+        Err(error) => cli::fail("echo_server: failed", &error),
+    }
+}
