@@ -14,6 +14,8 @@ pub mod manager;
 pub mod server;
 pub mod wire;
 
+pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec};
 pub use conn::{CloseCause, Conn, ConnectOptions, Error};
 pub use manager::JsonManager;
+pub use server::{RunningServer, Server, ServerConfig};
 pub use wire::{Message, Resp};
