@@ -1,36 +1,207 @@
 //! The wire types: what a request and a response look like as JSON.
 //!
-//! Field names are exactly Go's default encoding of exported fields (`Uid`, `Val`, `Ts`); a
-//! missing field decodes as the empty string and unknown fields are ignored, as Go does.
+//! Field names are exactly Go's default encoding of exported fields (`Uid`, `Val`, `Ts`).
+//! Decoding follows Go's `encoding/json` rules for a struct of strings: a key matches its field
+//! ignoring ASCII case (`"uid"` fills `Uid`), a missing field or a `null` decodes as the empty
+//! string, unknown keys are ignored, and when a key repeats the last value wins.
 
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A request: `{"Uid":"..","Val":".."}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Message {
     /// Routes the response back to its caller; unique among the requests in flight on one
     /// connection.
-    #[serde(rename = "Uid", default)]
+    #[serde(rename = "Uid")]
     pub uid: String,
     /// The payload.
-    #[serde(rename = "Val", default)]
+    #[serde(rename = "Val")]
     pub val: String,
 }
 
 /// A response: `{"Uid":"..","Val":"..","Ts":".."}`, with `"Err"` when the server rejected
 /// the request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Resp {
     /// The `Uid` of the request this answers.
-    #[serde(rename = "Uid", default)]
+    #[serde(rename = "Uid")]
     pub uid: String,
     /// The payload.
-    #[serde(rename = "Val", default)]
+    #[serde(rename = "Val")]
     pub val: String,
     /// When the server answered: UTC, RFC 3339 with nanoseconds.
-    #[serde(rename = "Ts", default)]
+    #[serde(rename = "Ts")]
     pub ts: String,
     /// Why the server rejected the request; absent on success (Go peers ignore it).
-    #[serde(rename = "Err", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Err", skip_serializing_if = "Option::is_none")]
     pub err: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let [uid, val] = deserializer.deserialize_map(GoStruct {
+            fields: ["Uid", "Val"],
+        })?;
+        Ok(Message {
+            uid: uid.unwrap_or_default(),
+            val: val.unwrap_or_default(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Resp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let [uid, val, ts, err] = deserializer.deserialize_map(GoStruct {
+            fields: ["Uid", "Val", "Ts", "Err"],
+        })?;
+        Ok(Resp {
+            uid: uid.unwrap_or_default(),
+            val: val.unwrap_or_default(),
+            ts: ts.unwrap_or_default(),
+            err,
+        })
+    }
+}
+
+/// Reads a JSON object into `N` string fields by Go's rules; `None` for a field never set.
+struct GoStruct<const N: usize> {
+    fields: [&'static str; N],
+}
+
+impl<'de, const N: usize> Visitor<'de> for GoStruct<N> {
+    type Value = [Option<String>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a JSON object with string fields {:?}", self.fields)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+        while let Some(field) = map.next_key_seed(FieldName {
+            fields: &self.fields,
+        })? {
+            match field {
+                // Go leaves a field as it was on `null`.
+                Some(at) => {
+                    if let Some(value) = map.next_value::<Option<String>>()? {
+                        values[at] = Some(value);
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// Finds which field a key names, ignoring ASCII case, without allocating the key.
+struct FieldName<'a> {
+    fields: &'a [&'static str],
+}
+
+impl<'de> DeserializeSeed<'de> for FieldName<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for FieldName<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        // An exact match first, as Go prefers it; then any match ignoring case.
+        Ok(self
+            .fields
+            .iter()
+            .position(|name| *name == key)
+            .or_else(|| {
+                self.fields
+                    .iter()
+                    .position(|name| name.eq_ignore_ascii_case(key))
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(json: &str) -> Message {
+        serde_json::from_str(json).expect("decodes")
+    }
+
+    #[test]
+    fn keys_match_ignoring_case_as_go_does() {
+        assert_eq!(
+            message(r#"{"uid":"1","VAL":"x"}"#),
+            Message {
+                uid: "1".into(),
+                val: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn null_and_missing_fields_are_empty() {
+        assert_eq!(message(r#"{"Uid":null}"#), Message::default());
+        let resp: Resp = serde_json::from_str(r#"{"Uid":"7","Err":null}"#).expect("decodes");
+        assert_eq!(
+            resp,
+            Resp {
+                uid: "7".into(),
+                ..Resp::default()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_and_the_last_duplicate_wins() {
+        let m = message(r#"{"Uid":"1","Extra":{"a":[1,2,{"b":null}]},"Uid":"2","Val":"v"}"#);
+        assert_eq!(
+            m,
+            Message {
+                uid: "2".into(),
+                val: "v".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_non_string_field_is_an_error() {
+        assert!(serde_json::from_str::<Message>(r#"{"Uid":5}"#).is_err());
+        assert!(serde_json::from_str::<Message>(r#"[]"#).is_err());
+    }
+
+    #[test]
+    fn encodes_as_go_marshals() {
+        let m = Message {
+            uid: "1".into(),
+            val: "hello".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&m).expect("encodes"),
+            r#"{"Uid":"1","Val":"hello"}"#
+        );
+        let r = Resp {
+            uid: "1".into(),
+            val: "v".into(),
+            ts: "t".into(),
+            err: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).expect("encodes"),
+            r#"{"Uid":"1","Val":"v","Ts":"t"}"#
+        );
+    }
 }
