@@ -34,7 +34,7 @@ static SPEC: Spec = Spec {
         Flag {
             name: "requests",
             value: Some("N"),
-            default: "300000",
+            default: "200000",
             help: "requests to send in all",
         },
         Flag {
@@ -90,8 +90,9 @@ async fn main() -> ExitCode {
         Err(error) => return cli::fail(&format!("demo: cannot connect to {addr}"), &error),
     };
 
+    let plural = if pool_size == 1 { "" } else { "s" };
     println!(
-        "demo: echo server on {addr}; pool of {pool_size} connections; \
+        "demo: echo server on {addr}; pool of {pool_size} connection{plural}; \
          {requests} requests from {concurrency} tasks"
     );
     let next = Arc::new(AtomicUsize::new(0));
