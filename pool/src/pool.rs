@@ -103,6 +103,9 @@ impl<M: Manager> Pool<M> {
         shared.ensure_maintenance();
         let mut deadline = None;
         loop {
+            // The fast path's one clock read (the return makes the other): it decides whether
+            // an idle connection needs its check, or has expired.
+            let now = Instant::now();
             let (step, refill) = {
                 let mut state = shared.lock();
                 if state.closed {
@@ -127,21 +130,28 @@ impl<M: Manager> Pool<M> {
                 (step, refill)
             };
             shared.spawn_connects(refill);
-            let live = match step {
-                Step::Idle(live) => live,
+            let (live, now) = match step {
+                Step::Idle(live) => match self.fresh(live, now) {
+                    Ok(pooled) => return Ok(pooled),
+                    Err(live) => (live, now),
+                },
                 Step::Connect => return self.connect_for_caller().await,
                 Step::Full => return Err(self.wait_timed_out()),
                 Step::Wait(id, rx) => {
-                    let deadline = *deadline
-                        .get_or_insert_with(|| Instant::now() + shared.config.wait_timeout);
-                    let started = Instant::now();
+                    let deadline = *deadline.get_or_insert(now + shared.config.wait_timeout);
                     let mut handoff = Handoff::new(shared, rx, Some(id));
                     let granted = tokio::time::timeout_at(deadline, handoff.recv()).await;
-                    shared.metrics.record_wait(started.elapsed());
+                    let served = Instant::now();
+                    shared
+                        .metrics
+                        .record_wait(served.saturating_duration_since(now));
                     match granted {
                         Err(_elapsed) => return Err(self.wait_timed_out()),
                         Ok(None) => return Err(PoolError::Closed),
-                        Ok(Some(Grant::Conn(live))) => live,
+                        Ok(Some(Grant::Conn(live))) => match self.fresh(live, served) {
+                            Ok(pooled) => return Ok(pooled),
+                            Err(live) => (live, served),
+                        },
                         Ok(Some(Grant::Slot)) => {
                             {
                                 let mut state = shared.lock();
@@ -158,23 +168,43 @@ impl<M: Manager> Pool<M> {
                     }
                 }
             };
-            if let Ready::Out(pooled) = self.ready(live).await? {
+            if let Ready::Out(pooled) = self.ready(live, now).await? {
                 return Ok(pooled);
             }
         }
     }
 
-    /// Readies a connection taken from the pool: retires it if expired, checks it unless it
-    /// was used within the check interval.
-    async fn ready(&self, mut live: Live<M::Connection>) -> Result<Ready<M>, PoolError<M::Error>> {
+    /// The fast path: a connection used within the check interval and not expired goes out
+    /// as it is, with no `.await`; any other comes back for [`ready`](Self::ready).
+    fn fresh(
+        &self,
+        mut live: Live<M::Connection>,
+        now: Instant,
+    ) -> Result<Pooled<M>, Live<M::Connection>> {
+        if live.info.expired(now)
+            || now.saturating_duration_since(live.info.last_used)
+                >= self.shared.config.check_interval
+        {
+            return Err(live);
+        }
+        live.info.uses += 1;
+        Ok(Pooled::new(Arc::clone(&self.shared), live))
+    }
+
+    /// The slow path of a connection taken from the pool: retires it if expired, else checks
+    /// it (it was idle longer than the check interval).
+    async fn ready(
+        &self,
+        live: Live<M::Connection>,
+        now: Instant,
+    ) -> Result<Ready<M>, PoolError<M::Error>> {
         let shared = &self.shared;
-        let now = Instant::now();
         if live.info.expired(now) {
             tracing::debug!("discarding an idle connection past its max_lifetime");
             shared.discard(live);
             return Ok(Ready::Discarded);
         }
-        if now.saturating_duration_since(live.info.last_used) >= shared.config.check_interval {
+        {
             // Out of the pool for its check: if this future is dropped meanwhile, the guard
             // closes the connection, whose state is then unknown.
             let mut guard = Pooled::new(Arc::clone(shared), live);
@@ -187,25 +217,23 @@ impl<M: Manager> Pool<M> {
             match checked {
                 Ok(Ok(())) => {
                     guard.unmark_broken(now);
-                    return Ok(Ready::Out(guard));
+                    Ok(Ready::Out(guard))
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "discarding a connection that failed its check");
                     Metrics::bump(&shared.metrics.check_failures);
                     shared.discard(Pooled::into_live(guard));
-                    return Ok(Ready::Discarded);
+                    Ok(Ready::Discarded)
                 }
                 Err(_elapsed) => {
                     tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
                     Metrics::bump(&shared.metrics.check_failures);
                     Metrics::bump(&shared.metrics.timeouts);
                     shared.discard(Pooled::into_live(guard));
-                    return Err(PoolError::Timeout(TimeoutKind::Check));
+                    Err(PoolError::Timeout(TimeoutKind::Check))
                 }
             }
         }
-        live.info.uses += 1;
-        Ok(Ready::Out(Pooled::new(Arc::clone(shared), live)))
     }
 
     /// Opens a connection for this caller, whose slot is reserved and counted as connecting.
