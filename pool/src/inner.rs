@@ -107,16 +107,19 @@ impl<M: Manager> Shared<M> {
         self.close_conn(live.conn);
     }
 
+    /// Asks [`Manager::is_broken`]. A panicking `is_broken` counts as broken: the connection
+    /// is discarded and its slot freed rather than leaked (and the panic is not re-raised,
+    /// since this runs in `Drop`).
+    pub fn is_broken(&self, live: &mut Live<M::Connection>) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.manager.is_broken(&mut live.conn)
+        }))
+        .unwrap_or(true)
+    }
+
     /// A connection comes back from its user.
     pub fn give_back(self: &Arc<Self>, mut live: Live<M::Connection>, marked_broken: bool) {
-        // A panicking `is_broken` counts as broken: the connection is discarded and its slot
-        // freed rather than leaked (the panic is not re-raised in a `Drop`).
-        let broken = marked_broken
-            || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.manager.is_broken(&mut live.conn)
-            }))
-            .unwrap_or(true);
-        if broken {
+        if marked_broken || self.is_broken(&mut live) {
             Metrics::bump(&self.metrics.broken);
             tracing::debug!("discarding a connection that came back broken");
             return self.discard(live);

@@ -23,8 +23,8 @@ use std::future::Future;
 ///   check interval. It should cost one cheap round trip at most. If its future is dropped (the
 ///   caller gave up, or the check timeout fired) the pool discards the connection, since its
 ///   state is then unknown.
-/// - [`is_broken`](Manager::is_broken) runs synchronously when a connection comes back: read a
-///   flag, never do I/O.
+/// - [`is_broken`](Manager::is_broken) runs synchronously when a connection comes back and
+///   again when it is checked out: read a flag, never do I/O.
 /// - [`close`](Manager::close) is the graceful goodbye; it runs in a task of its own.
 pub trait Manager: Send + Sync + 'static {
     /// The connection the pool hands out.
@@ -49,7 +49,8 @@ pub trait Manager: Send + Sync + 'static {
         conn: &mut Self::Connection,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Cheap synchronous test run when a connection comes back; true = discard it.
+    /// Cheap synchronous test run when a connection comes back (and again on checkout, so a
+    /// connection that broke while idle is never handed out); true = discard it.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         false

@@ -174,8 +174,9 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// The fast path: a connection used within the check interval and not expired goes out
-    /// as it is, with no `.await`; any other comes back for [`ready`](Self::ready).
+    /// The fast path: a connection used within the check interval, not expired and not
+    /// reporting itself broken goes out as it is, with no `.await`; any other comes back for
+    /// [`ready`](Self::ready).
     fn fresh(
         &self,
         mut live: Live<M::Connection>,
@@ -184,6 +185,7 @@ impl<M: Manager> Pool<M> {
         if live.info.expired(now)
             || now.saturating_duration_since(live.info.last_used)
                 >= self.shared.config.check_interval
+            || self.shared.is_broken(&mut live)
         {
             return Err(live);
         }
@@ -191,16 +193,23 @@ impl<M: Manager> Pool<M> {
         Ok(Pooled::new(Arc::clone(&self.shared), live))
     }
 
-    /// The slow path of a connection taken from the pool: retires it if expired, else checks
-    /// it (it was idle longer than the check interval).
+    /// The slow path of a connection taken from the pool: retires it if expired or broken,
+    /// else checks it (it was idle longer than the check interval).
     async fn ready(
         &self,
-        live: Live<M::Connection>,
+        mut live: Live<M::Connection>,
         now: Instant,
     ) -> Result<Ready<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         if live.info.expired(now) {
             tracing::debug!("discarding an idle connection past its max_lifetime");
+            shared.discard(live);
+            return Ok(Ready::Discarded);
+        }
+        if shared.is_broken(&mut live) {
+            // It broke while idle (its peer went away, say): never handed out.
+            Metrics::bump(&shared.metrics.broken);
+            tracing::debug!("discarding an idle connection that reports itself broken");
             shared.discard(live);
             return Ok(Ready::Discarded);
         }

@@ -211,3 +211,21 @@ async fn broken_connection_is_never_handed_to_a_waiter() {
     mock.until_closes(1).await;
     assert_eq!(mock.closes_of(0), 1);
 }
+
+/// A connection that broke while idle (its peer went away) is never handed out, even inside
+/// the check interval where no check runs.
+#[tokio::test(start_paused = true)]
+async fn broken_while_idle_is_never_handed_out() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 2, Duration::from_secs(60));
+    drop(pool.get().await.expect("a connection"));
+    mock.set_broken(0);
+    let conn = pool.get().await.expect("a fresh connection");
+    assert_eq!(conn.id, 1, "the broken idle connection was handed out");
+    assert_eq!(mock.checks(), 0, "inside the check interval: no check ran");
+    mock.until_closes(1).await;
+    assert_eq!(mock.closes_of(0), 1);
+    let status = pool.status();
+    assert_eq!((status.size, status.in_use, status.idle), (1, 1, 0), "{status:?}");
+    assert_eq!(status.counters.broken, 1);
+}
