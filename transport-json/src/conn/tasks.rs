@@ -83,6 +83,13 @@ async fn write_batches(
             Some(Cmd::Frame(frame)) => buf.extend_from_slice(&frame),
             Some(Cmd::Close) => closing = true,
         }
+        // The writer woke for the first request, often before the callers running beside
+        // it (on the other worker) queued theirs: one yield lets them, so they share this
+        // write instead of each costing one. When nothing else is runnable the yield returns
+        // at once.
+        if !closing && rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
         // Coalesce: take everything already queued, up to the batch limit.
         while !closing && buf.len() < MAX_BATCH {
             match rx.try_recv() {
