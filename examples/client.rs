@@ -199,17 +199,9 @@ async fn run_task(
 
 /// Takes a connection for one request: checks one out, clones the handle and returns the
 /// guard at once, since a [`Conn`] carries any number of requests at a time (see
-/// `examples/demo.rs` for why). A connection that closed while idle is given back (the
-/// pool then discards it) and another taken, a few times at most.
+/// `examples/demo.rs` for why). A connection that closed while idle reports itself broken,
+/// so the pool never hands it out.
 async fn checkout(pool: &Pool<JsonManager>) -> Result<Conn, PoolError<Error>> {
-    let attempts = pool.status().max_size + 1;
-    let mut guard = pool.get().await?;
-    for _ in 1..attempts {
-        if !guard.is_closed() {
-            break;
-        }
-        drop(guard);
-        guard = pool.get().await?;
-    }
+    let guard = pool.get().await?;
     Ok(Conn::clone(&guard))
 }

@@ -197,19 +197,10 @@ async fn run_task(pool: Pool<JsonManager>, next: Arc<AtomicUsize>, requests: usi
 /// other tasks' requests on that connection, and the pool acts as the set of connections the
 /// load is spread over, each still checked and replaced by the pool when it breaks.
 ///
-/// A connection can close while idle in the pool, and a checkout within the pool's check
-/// interval does not look at it. So a closed one is returned here (dropping the guard of a
-/// closed connection makes the pool discard it) and another taken, a few times at most.
+/// A connection that closed while idle reports itself broken, so the pool never hands it
+/// out: no retry is needed here.
 async fn checkout(pool: &Pool<JsonManager>) -> Result<Conn, PoolError<Error>> {
-    let attempts = pool.status().max_size + 1;
-    let mut guard = pool.get().await?;
-    for _ in 1..attempts {
-        if !guard.is_closed() {
-            break;
-        }
-        drop(guard);
-        guard = pool.get().await?;
-    }
+    let guard = pool.get().await?;
     Ok(Conn::clone(&guard))
 }
 

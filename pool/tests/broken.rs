@@ -226,6 +226,10 @@ async fn broken_while_idle_is_never_handed_out() {
     mock.until_closes(1).await;
     assert_eq!(mock.closes_of(0), 1);
     let status = pool.status();
-    assert_eq!((status.size, status.in_use, status.idle), (1, 1, 0), "{status:?}");
+    assert_eq!(
+        (status.size, status.in_use, status.idle),
+        (1, 1, 0),
+        "{status:?}"
+    );
     assert_eq!(status.counters.broken, 1);
 }
