@@ -1,2 +1,425 @@
-//! placeholder, replaced by the benchmark issue
-fn main() {}
+//! Transport throughput: our multiplexed `Conn` and echo server against a raw baseline.
+//!
+//! Everything runs over loopback TCP in this process, on a multi-threaded tokio runtime with 2
+//! workers. The raw baseline is the least code that speaks the same newline-delimited JSON: a
+//! hand-written client and server with a `BufReader`/`BufWriter` on each side, no `Uid` routing
+//! and no tasks per request, flushing once per batch (when nothing more is buffered to read).
+//! Both servers do the same work per request (parse, build `"server: hello, " + Val` with an
+//! RFC 3339 timestamp, encode).
+//!
+//! Modes (each a criterion group holding `raw` and `ours`, measured back to back):
+//! - `a_sequential`: one connection, one request at a time.
+//! - `b_pipelined_1conn`: one connection, 64 requests in flight (ours: 64 tasks sharing one
+//!   `Conn`; raw: one task keeping a window of 64).
+//! - `c_pipelined_4conn`: four connections with 64 in flight each.
+//! - `d_pool_get`: the load of (c) through `pool.get()` per request: a pool of 4 `Conn`s
+//!   (`JsonManager`, FIFO idle order so the requests spread over the four), 64 tasks with 4
+//!   requests in flight each; each request takes a connection from the pool, clones the
+//!   multiplexed `Conn` out of the guard and returns the guard before it awaits the response.
+//!   Its raw baseline is raw (c).
+//!
+//! At the end it prints a markdown table of messages/s and the ratio ours/raw.
+//!
+//! Run: `cargo bench --bench transport` (about 1 minute); `BENCH_QUICK=1` for a smoke run.
+
+#![forbid(unsafe_code)]
+
+mod support;
+
+use std::hint::black_box;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{Criterion, Throughput};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use transport_json::conn::ConnectOptions;
+use transport_json::server::{RunningServer, Server, ServerConfig, rfc3339_nanos};
+use transport_json::{Conn, JsonManager, Message, Resp};
+
+/// Round trips per iteration in sequential mode.
+const SEQ_BATCH: u64 = 256;
+/// Requests per connection per iteration in the pipelined modes.
+const PIPE_BATCH: u64 = 4096;
+/// Requests in flight per connection in the pipelined modes.
+const WINDOW: usize = 64;
+/// Connections in modes (c) and (d).
+const CONNS: usize = 4;
+/// Tasks in mode (d), and requests in flight per task there.
+const POOL_TASKS: usize = 64;
+const PER_TASK_IN_FLIGHT: usize = CONNS * WINDOW / POOL_TASKS;
+const VAL: &str = "hello";
+
+const MODES: [(&str, u64, f64); 4] = [
+    ("a_sequential", SEQ_BATCH, 0.9),
+    ("b_pipelined_1conn", PIPE_BATCH, 0.8),
+    ("c_pipelined_4conn", CONNS as u64 * PIPE_BATCH, 0.8),
+    ("d_pool_get", CONNS as u64 * PIPE_BATCH, 0.8),
+];
+
+// --- the raw baseline ----------------------------------------------------------------------
+
+/// The raw server: one task per connection, requests answered in order, one flush per batch.
+async fn raw_accept(listener: TcpListener) {
+    while let Ok((socket, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            if let Err(error) = raw_serve(socket).await {
+                eprintln!("raw server connection: {error}");
+            }
+        });
+    }
+}
+
+async fn raw_serve(socket: TcpStream) -> io::Result<()> {
+    socket.set_nodelay(true)?;
+    let (read, write) = socket.into_split();
+    let mut reader = BufReader::new(read);
+    let mut writer = BufWriter::new(write);
+    let mut line = String::new();
+    let mut out = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return writer.flush().await;
+        }
+        let req: Message = serde_json::from_str(&line).map_err(io::Error::other)?;
+        let resp = Resp {
+            uid: req.uid,
+            val: format!("server: hello, {}", req.val),
+            ts: rfc3339_nanos(SystemTime::now()),
+            err: None,
+        };
+        out.clear();
+        serde_json::to_writer(&mut out, &resp).map_err(io::Error::other)?;
+        out.push(b'\n');
+        writer.write_all(&out).await?;
+        if reader.buffer().is_empty() {
+            writer.flush().await?;
+        }
+    }
+}
+
+/// The raw client: one connection, driven by one task at a time.
+struct RawConn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+    line: String,
+    out: Vec<u8>,
+    next_uid: u64,
+}
+
+impl RawConn {
+    async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let (read, write) = socket.into_split();
+        Ok(RawConn {
+            reader: BufReader::new(read),
+            writer: BufWriter::new(write),
+            line: String::new(),
+            out: Vec::with_capacity(128),
+            next_uid: 0,
+        })
+    }
+
+    async fn write_one(&mut self) -> io::Result<()> {
+        self.next_uid += 1;
+        let req = Message {
+            uid: self.next_uid.to_string(),
+            val: VAL.to_owned(),
+        };
+        self.out.clear();
+        serde_json::to_writer(&mut self.out, &req).map_err(io::Error::other)?;
+        self.out.push(b'\n');
+        self.writer.write_all(&self.out).await
+    }
+
+    async fn read_one(&mut self) -> io::Result<()> {
+        self.line.clear();
+        if self.reader.read_line(&mut self.line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let resp: Resp = serde_json::from_str(&self.line).map_err(io::Error::other)?;
+        if let Some(err) = resp.err {
+            return Err(io::Error::other(err));
+        }
+        black_box(resp);
+        Ok(())
+    }
+
+    /// `n` round trips with up to `window` in flight; flushes once per batch of writes.
+    async fn run(&mut self, n: u64, window: usize) -> io::Result<()> {
+        let (mut sent, mut received) = (0, 0);
+        while sent < n && sent - received < window as u64 {
+            self.write_one().await?;
+            sent += 1;
+        }
+        self.writer.flush().await?;
+        while received < n {
+            self.read_one().await?;
+            received += 1;
+            if sent < n {
+                self.write_one().await?;
+                sent += 1;
+            }
+            if self.reader.buffer().is_empty() {
+                self.writer.flush().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type Shared<T> = Arc<tokio::sync::Mutex<T>>;
+
+/// Runs `n` round trips on each raw connection at once, `window` in flight on each.
+async fn raw_round(conns: &[Shared<RawConn>], n: u64, window: usize) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<JoinHandle<io::Result<()>>> = conns
+        .iter()
+        .map(|conn| {
+            let conn = Arc::clone(conn);
+            tokio::spawn(async move { conn.lock().await.run(n, window).await })
+        })
+        .collect();
+    for handle in handles {
+        handle
+            .await
+            .expect("a raw client task panicked")
+            .expect("raw round trips");
+    }
+    start.elapsed()
+}
+
+// --- ours ----------------------------------------------------------------------------------
+
+/// `tasks` tasks share `conn`, each making `per_task` requests one after another.
+async fn ours_shared(conns: &[Conn], tasks_per_conn: usize, per_task: u64) -> Duration {
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(conns.len() * tasks_per_conn);
+    for conn in conns {
+        for _ in 0..tasks_per_conn {
+            let conn = conn.clone();
+            handles.push(tokio::spawn(async move {
+                for _ in 0..per_task {
+                    black_box(conn.request(VAL).await.expect("a response"));
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.await.expect("a client task panicked");
+    }
+    start.elapsed()
+}
+
+/// Mode (d): 64 tasks, each keeping a few requests in flight, each request through `get()`.
+async fn ours_pool(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..POOL_TASKS)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                futures::stream::iter(0..per_task)
+                    .map(|_| {
+                        let pool = pool.clone();
+                        async move {
+                            let conn = {
+                                let guard = pool.get().await.expect("a pooled connection");
+                                Conn::clone(&guard)
+                            };
+                            conn.request(VAL).await.expect("a response")
+                        }
+                    })
+                    .buffer_unordered(PER_TASK_IN_FLIGHT)
+                    .for_each(|resp| {
+                        black_box(resp);
+                        async {}
+                    })
+                    .await;
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("a pool client task panicked");
+    }
+    start.elapsed()
+}
+
+// --- the setup -----------------------------------------------------------------------------
+
+struct Setup {
+    server: RunningServer,
+    raw_server: JoinHandle<()>,
+    ours: Vec<Conn>,
+    raw: Vec<Shared<RawConn>>,
+    pool: pool::Pool<JsonManager>,
+}
+
+impl Setup {
+    async fn start() -> io::Result<Self> {
+        let server = Server::bind("127.0.0.1:0", ServerConfig::default())
+            .await?
+            .spawn();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let raw_addr = listener.local_addr()?;
+        let raw_server = tokio::spawn(raw_accept(listener));
+        let options = ConnectOptions::new(server.local_addr().to_string());
+        let mut ours = Vec::with_capacity(CONNS);
+        let mut raw = Vec::with_capacity(CONNS);
+        for _ in 0..CONNS {
+            ours.push(Conn::connect(&options).await.map_err(io::Error::other)?);
+            raw.push(Arc::new(tokio::sync::Mutex::new(
+                RawConn::connect(raw_addr).await?,
+            )));
+        }
+        let pool = pool::Pool::builder(JsonManager::new(options))
+            .max_size(CONNS)
+            .idle_order(pool::IdleOrder::Fifo)
+            .build()
+            .map_err(io::Error::other)?;
+        Ok(Setup {
+            server,
+            raw_server,
+            ours,
+            raw,
+            pool,
+        })
+    }
+
+    async fn stop(self) {
+        self.pool.close().await;
+        for conn in &self.ours {
+            conn.close().await;
+        }
+        drop(self.raw);
+        self.raw_server.abort();
+        if let Err(error) = self.server.shutdown().await {
+            eprintln!("server shutdown: {error}");
+        }
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Benchmarks one side of a mode, recording its samples for the summary.
+fn bench_side<F, Fut>(group: &mut Group<'_>, rt: &Runtime, mode: &str, side: &str, run: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    group.bench_function(side, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let measured = run(iters);
+            async move {
+                let elapsed = measured.await;
+                support::record(mode, side, iters, elapsed);
+                elapsed
+            }
+        });
+    });
+}
+
+fn group_of<'a>(c: &'a mut Criterion, mode: &str, per_iter: u64) -> Group<'a> {
+    let mut group = c.benchmark_group(format!("transport/{mode}"));
+    group.throughput(Throughput::Elements(per_iter));
+    group
+}
+
+fn modes(c: &mut Criterion, rt: &Runtime, setup: &Setup) {
+    let mode = "a_sequential";
+    let mut group = group_of(c, mode, SEQ_BATCH);
+    bench_side(&mut group, rt, mode, "raw", |iters| {
+        raw_round(&setup.raw[..1], iters * SEQ_BATCH, 1)
+    });
+    bench_side(&mut group, rt, mode, "ours", |iters| {
+        ours_shared(&setup.ours[..1], 1, iters * SEQ_BATCH)
+    });
+    group.finish();
+
+    let mode = "b_pipelined_1conn";
+    let mut group = group_of(c, mode, PIPE_BATCH);
+    bench_side(&mut group, rt, mode, "raw", |iters| {
+        raw_round(&setup.raw[..1], iters * PIPE_BATCH, WINDOW)
+    });
+    bench_side(&mut group, rt, mode, "ours", |iters| {
+        ours_shared(&setup.ours[..1], WINDOW, iters * PIPE_BATCH / WINDOW as u64)
+    });
+    group.finish();
+
+    let mode = "c_pipelined_4conn";
+    let mut group = group_of(c, mode, CONNS as u64 * PIPE_BATCH);
+    bench_side(&mut group, rt, mode, "raw", |iters| {
+        raw_round(&setup.raw, iters * PIPE_BATCH, WINDOW)
+    });
+    bench_side(&mut group, rt, mode, "ours", |iters| {
+        ours_shared(&setup.ours, WINDOW, iters * PIPE_BATCH / WINDOW as u64)
+    });
+    group.finish();
+
+    let mode = "d_pool_get";
+    let mut group = group_of(c, mode, CONNS as u64 * PIPE_BATCH);
+    bench_side(&mut group, rt, mode, "raw", |iters| {
+        raw_round(&setup.raw, iters * PIPE_BATCH, WINDOW)
+    });
+    bench_side(&mut group, rt, mode, "ours", |iters| {
+        ours_pool(
+            &setup.pool,
+            iters * CONNS as u64 * PIPE_BATCH / POOL_TASKS as u64,
+        )
+    });
+    group.finish();
+}
+
+/// Prints messages/s of both sides of every measured mode and the ratio.
+fn print_summary() {
+    println!();
+    println!("## transport: round trips/s and ratio to the raw baseline");
+    println!();
+    println!("| mode | raw | ours | ours/raw | target |");
+    println!("|---|---|---|---|---|");
+    for (mode, per_iter, target) in MODES {
+        let (Some(raw), Some(ours)) = (
+            support::throughput(mode, "raw", per_iter),
+            support::throughput(mode, "ours", per_iter),
+        ) else {
+            continue;
+        };
+        let ratio = ours / raw;
+        let verdict = if ratio >= target { "met" } else { "MISSED" };
+        println!(
+            "| {mode} | {} | {} | {ratio:.2} | {verdict} >= {target} |",
+            support::rate(raw),
+            support::rate(ours),
+        );
+    }
+    println!();
+}
+
+fn main() {
+    let rt = runtime();
+    let setup = rt
+        .block_on(Setup::start())
+        .expect("servers and connections start");
+    let mut c = support::criterion();
+    modes(&mut c, &rt, &setup);
+    c.final_summary();
+    rt.block_on(setup.stop());
+    if !support::listing_or_testing() {
+        print_summary();
+    }
+}
