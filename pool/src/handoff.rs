@@ -1,71 +1,99 @@
-//! [`Handoff`]: the receiving end of a grant or a connect outcome, safe to drop at any point.
-//!
-//! A sender may hand over a connection in the very instant its receiver gives up. The guard
-//! closes its channel when dropped and takes back whatever had already arrived, so a caller
-//! that gives up never strands a connection or a slot.
+//! The two ways a checkout waits, both safe to drop at any point: [`Waiting`] for its turn in
+//! line, and [`Handoff`] for the outcome of a connect made for it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
 use crate::Manager;
 use crate::inner::{Connected, Shared};
-use crate::state::Grant;
+use crate::line::{Ticket, Wake};
 
-/// Something that, if never received, must go back to the pool.
-pub(crate) trait Reclaim<M: Manager> {
-    fn reclaim(self, shared: &Arc<Shared<M>>);
-}
-
-impl<M: Manager> Reclaim<M> for Grant<M::Connection> {
-    fn reclaim(self, shared: &Arc<Shared<M>>) {
-        let place = shared.replace(self);
-        shared.act(place);
-    }
-}
-
-impl<M: Manager> Reclaim<M> for Connected<M::Connection, M::Error> {
-    fn reclaim(self, shared: &Arc<Shared<M>>) {
-        // A failed connect already freed its slot; only a connection needs a home.
-        if let Connected::Conn(live) = self {
-            shared.place(live);
-        }
-    }
-}
-
-/// The receiving end; `waiter` is the caller's place in line, left when dropped.
-pub(crate) struct Handoff<'a, M: Manager, T: Reclaim<M>> {
+/// A caller's turn in line. Dropped before its outcome is taken, it leaves the line under
+/// the lock; a connection or slot granted to it in that instant goes to the next waiter.
+pub(crate) struct Waiting<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
-    rx: oneshot::Receiver<T>,
-    waiter: Option<u64>,
+    ticket: Option<Ticket>,
 }
 
-impl<'a, M: Manager, T: Reclaim<M>> Handoff<'a, M, T> {
-    pub fn new(shared: &'a Arc<Shared<M>>, rx: oneshot::Receiver<T>, waiter: Option<u64>) -> Self {
-        Handoff { shared, rx, waiter }
-    }
-
-    /// Waits for the message; `None` when the sender was dropped (the pool closed, or the
-    /// connect task died).
-    ///
-    /// Cancel safe: a message that arrives after this future is dropped is reclaimed when the
-    /// guard is.
-    pub async fn recv(&mut self) -> Option<T> {
-        let received = (&mut self.rx).await.ok();
-        // Served, or the pool closed: either way no longer in line.
-        self.waiter = None;
-        received
-    }
-}
-
-impl<M: Manager, T: Reclaim<M>> Drop for Handoff<'_, M, T> {
-    fn drop(&mut self) {
-        if let Some(id) = self.waiter.take() {
-            self.shared.lock().remove_waiter(id);
+impl<'a, M: Manager> Waiting<'a, M> {
+    pub fn new(shared: &'a Arc<Shared<M>>, ticket: Ticket) -> Self {
+        Waiting {
+            shared,
+            ticket: Some(ticket),
         }
+    }
+}
+
+impl<M: Manager> Future for Waiting<'_, M> {
+    type Output = Wake<M::Connection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(ticket) = self.ticket else {
+            // Polled again after it finished: nothing is owed.
+            return Poll::Ready(Wake::Closed);
+        };
+        let outcome = self.shared.lock().waiters.poll(ticket, cx);
+        if outcome.is_ready() {
+            self.ticket = None;
+        }
+        outcome
+    }
+}
+
+impl<M: Manager> Drop for Waiting<'_, M> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let place = {
+            let mut state = self.shared.lock();
+            let unclaimed = state.waiters.leave(ticket);
+            let place = unclaimed.map(|grant| match grant {
+                crate::state::Grant::Conn(live) => state.place_conn(live),
+                crate::state::Grant::Slot => state.release_slot(),
+            });
+            state.debug_check();
+            place
+        };
+        if let Some(place) = place {
+            self.shared.act(place);
+        }
+    }
+}
+
+/// The receiving end of a connect made for one caller. Dropped before the outcome arrives
+/// (the caller gave up), it closes its channel and places whatever had already arrived, so a
+/// connection made for a caller that left goes to the next waiter or idle.
+pub(crate) struct Handoff<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
+}
+
+impl<'a, M: Manager> Handoff<'a, M> {
+    pub fn new(
+        shared: &'a Arc<Shared<M>>,
+        rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
+    ) -> Self {
+        Handoff { shared, rx }
+    }
+
+    /// Waits for the outcome; `None` when the connect task died (a panic, or a runtime
+    /// shutdown).
+    pub async fn recv(&mut self) -> Option<Connected<M::Connection, M::Error>> {
+        (&mut self.rx).await.ok()
+    }
+}
+
+impl<M: Manager> Drop for Handoff<'_, M> {
+    fn drop(&mut self) {
         self.rx.close();
-        if let Ok(unclaimed) = self.rx.try_recv() {
-            unclaimed.reclaim(self.shared);
+        // A failed connect already freed its slot; only a connection needs a home.
+        if let Ok(Connected::Conn(live)) = self.rx.try_recv() {
+            self.shared.place(live);
         }
     }
 }

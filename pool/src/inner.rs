@@ -3,12 +3,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::info::{ConnInfo, jittered};
-use crate::state::{Grant, Live, Place, State};
+use crate::state::{Live, Place, State};
 use crate::status::Metrics;
 use crate::{Manager, maintain};
 
@@ -19,6 +19,10 @@ pub(crate) struct Shared<M: Manager> {
     pub metrics: Metrics,
     state: Mutex<State<M::Connection>>,
     maintenance_started: AtomicBool,
+    /// Wakes the maintenance task when a waiter's deadline is earlier than the one it sleeps
+    /// until. Shared with the task apart from `Shared`, so the task never keeps a dropped
+    /// pool alive.
+    pub sweeper: Arc<Notify>,
 }
 
 /// How a connect ended, as sent to the caller that asked for it.
@@ -37,6 +41,7 @@ impl<M: Manager> Shared<M> {
             metrics: Metrics::default(),
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
+            sweeper: Arc::new(Notify::new()),
         }
     }
 
@@ -54,32 +59,31 @@ impl<M: Manager> Shared<M> {
         if let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.maintenance_started.swap(true, Ordering::AcqRel)
         {
-            runtime.spawn(maintain::run(Arc::downgrade(self)));
+            runtime.spawn(maintain::run(
+                Arc::downgrade(self),
+                Arc::clone(&self.sweeper),
+            ));
         }
     }
 
-    /// Carries out a [`Place`] once the lock is released; a grant whose waiter has gone is
-    /// placed again, so nothing is lost to a caller that gave up.
-    pub fn act(self: &Arc<Self>, mut place: Place<M::Connection>) {
-        loop {
-            match place {
-                Place::Done => return,
-                Place::Discard(live) => return self.close_conn(live.conn),
-                Place::Hand(waiter, grant) => match waiter.tx.send(grant) {
-                    Ok(()) => return,
-                    Err(grant) => place = self.replace(grant),
-                },
+    /// Carries out a [`Place`] once the lock is released: wakes a served waiter, or closes a
+    /// discarded connection.
+    pub fn act(self: &Arc<Self>, place: Place<M::Connection>) {
+        match place {
+            Place::Done => {}
+            Place::Discard(live) => self.close_conn(live.conn),
+            Place::Wake(waker) => {
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
             }
         }
     }
 
-    /// Takes back a grant nobody received.
-    pub fn replace(&self, grant: Grant<M::Connection>) -> Place<M::Connection> {
+    /// Frees one slot (to the oldest waiter, or given up), under the lock.
+    fn free_slot(&self) -> Place<M::Connection> {
         let mut state = self.lock();
-        let place = match grant {
-            Grant::Conn(live) => state.place_conn(live),
-            Grant::Slot => state.release_slot(),
-        };
+        let place = state.release_slot();
         state.debug_check();
         place
     }
@@ -97,7 +101,7 @@ impl<M: Manager> Shared<M> {
 
     /// Frees one slot (to the oldest waiter, or given up).
     pub fn release_slot(self: &Arc<Self>) {
-        let place = self.replace(Grant::Slot);
+        let place = self.free_slot();
         self.act(place);
     }
 

@@ -66,6 +66,7 @@ mod error;
 mod handoff;
 mod info;
 mod inner;
+mod line;
 mod maintain;
 mod manager;
 mod pool;

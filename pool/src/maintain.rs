@@ -1,30 +1,51 @@
 //! The background task: closes expired connections and keeps `min_idle` filled.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::Manager;
 use crate::inner::Shared;
 
 /// Runs until the pool is closed or every handle to it is gone. It holds only a weak
-/// reference between ticks, so it never keeps a dropped pool alive.
-pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
+/// reference between rounds, so it never keeps a dropped pool alive.
+///
+/// Each round closes expired connections and refills `min_idle` (every reap interval), and
+/// times out the waiters whose deadline has passed: one timer for the whole line, instead of
+/// one per waiting caller. It sleeps until the next of the two, or until `sweeper` says a
+/// waiter with an earlier deadline joined.
+pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>, sweeper: Arc<Notify>) {
     let every = match pool.upgrade() {
         Some(shared) => shared.config.effective_reap_interval(),
         None => return,
     };
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first round runs at once: min_idle fills as soon as the pool is built.
+    let mut next_reap = Instant::now();
     loop {
-        // The first tick completes at once: min_idle fills as soon as the pool is built.
-        ticks.tick().await;
-        let Some(shared) = pool.upgrade() else { return };
-        if shared.lock().closed {
-            return;
-        }
-        reap(&shared, Instant::now());
-        shared.refill();
+        let wake_at = {
+            let Some(shared) = pool.upgrade() else { return };
+            let now = Instant::now();
+            if shared.lock().closed {
+                return;
+            }
+            if now >= next_reap {
+                reap(&shared, now);
+                shared.refill();
+                next_reap = now + every;
+            }
+            let (expired, next_deadline) = shared.lock().waiters.expire(now);
+            if !expired.is_empty() {
+                tracing::debug!(count = expired.len(), "waiters timed out");
+            }
+            for waker in expired {
+                waker.wake();
+            }
+            next_deadline.map_or(next_reap, |at| at.min(next_reap))
+        };
+        let sleep = std::pin::pin!(tokio::time::sleep_until(wake_at));
+        let told = std::pin::pin!(sweeper.notified());
+        futures::future::select(sleep, told).await;
     }
 }
 

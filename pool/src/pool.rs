@@ -7,8 +7,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::{Config, validate};
-use crate::handoff::Handoff;
+use crate::handoff::{Handoff, Waiting};
 use crate::inner::{Connected, Shared, connect};
+use crate::line::{Ticket, Wake};
 use crate::state::{Grant, Live, Place};
 use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status, TimeoutKind};
@@ -39,7 +40,8 @@ enum Step<C> {
     Idle(Live<C>),
     Connect,
     Full,
-    Wait(u64, oneshot::Receiver<Grant<C>>),
+    /// In line; true when the maintenance task must learn of this waiter's deadline.
+    Wait(Ticket, bool),
 }
 
 /// How readying a connection for its caller went.
@@ -118,8 +120,14 @@ impl<M: Manager> Pool<M> {
                 } else if !may_wait {
                     Step::Full
                 } else {
-                    let (id, rx) = state.enqueue();
-                    Step::Wait(id, rx)
+                    let wait = shared.config.wait_timeout;
+                    let at = *deadline.get_or_insert_with(|| deadline_after(now, wait));
+                    if at <= now {
+                        Step::Full
+                    } else {
+                        let (ticket, wake_sweeper) = state.waiters.join(at);
+                        Step::Wait(ticket, wake_sweeper)
+                    }
                 };
                 let refill = if state.min_idle > 0 {
                     state.reserve_refill()
@@ -137,22 +145,23 @@ impl<M: Manager> Pool<M> {
                 },
                 Step::Connect => return self.connect_for_caller().await,
                 Step::Full => return Err(self.wait_timed_out()),
-                Step::Wait(id, rx) => {
-                    let deadline = *deadline.get_or_insert(now + shared.config.wait_timeout);
-                    let mut handoff = Handoff::new(shared, rx, Some(id));
-                    let granted = tokio::time::timeout_at(deadline, handoff.recv()).await;
+                Step::Wait(ticket, wake_sweeper) => {
+                    if wake_sweeper {
+                        shared.sweeper.notify_one();
+                    }
+                    let outcome = Waiting::new(shared, ticket).await;
                     let served = Instant::now();
                     shared
                         .metrics
                         .record_wait(served.saturating_duration_since(now));
-                    match granted {
-                        Err(_elapsed) => return Err(self.wait_timed_out()),
-                        Ok(None) => return Err(PoolError::Closed),
-                        Ok(Some(Grant::Conn(live))) => match self.fresh(live, served) {
+                    match outcome {
+                        Wake::TimedOut => return Err(self.wait_timed_out()),
+                        Wake::Closed => return Err(PoolError::Closed),
+                        Wake::Granted(Grant::Conn(live)) => match self.fresh(live, served) {
                             Ok(pooled) => return Ok(pooled),
                             Err(live) => (live, served),
                         },
-                        Ok(Some(Grant::Slot)) => {
+                        Wake::Granted(Grant::Slot) => {
                             {
                                 let mut state = shared.lock();
                                 if state.closed {
@@ -250,7 +259,7 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
         tokio::spawn(connect(Arc::clone(shared), Some(tx)));
-        let mut handoff = Handoff::new(shared, rx, None);
+        let mut handoff = Handoff::new(shared, rx);
         match handoff.recv().await {
             Some(Connected::Conn(mut live)) => {
                 if shared.lock().closed {
@@ -312,11 +321,13 @@ impl<M: Manager> Pool<M> {
             state.closed = true;
             let idle: Vec<_> = state.idle.drain(..).collect();
             state.slots -= idle.len();
-            let waiters: Vec<_> = state.waiters.drain(..).collect();
+            let waiters = state.waiters.close_all();
             (idle, waiters)
         };
-        // Each waiter's channel closes: it wakes with `Closed`.
-        drop(waiters);
+        // Each waiter wakes with `Closed`.
+        for waker in waiters {
+            waker.wake();
+        }
         tracing::debug!(idle = idle.len(), "pool closed");
         let shared = Arc::clone(&self.shared);
         let closing = tokio::spawn(async move {
@@ -359,10 +370,13 @@ impl<M: Manager> Pool<M> {
                 });
             }
             let mut grants = Vec::new();
-            while state.slots < state.max_size && !state.waiters.is_empty() {
-                if let Some(waiter) = state.waiters.pop_front() {
-                    state.slots += 1;
-                    grants.push(Place::Hand(waiter, Grant::Slot));
+            while state.slots < state.max_size {
+                match state.waiters.serve(Grant::Slot) {
+                    Ok(waker) => {
+                        state.slots += 1;
+                        grants.push(Place::Wake(waker));
+                    }
+                    Err(_) => break,
                 }
             }
             state.debug_check();
@@ -403,4 +417,10 @@ impl<M: Manager> Pool<M> {
     pub fn wait_timeout(&self) -> Duration {
         self.shared.config.wait_timeout
     }
+}
+
+/// `now + wait`, or a far future for a wait too long to add (`Duration::MAX`, say).
+fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

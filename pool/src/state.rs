@@ -5,11 +5,11 @@
 //! released.
 
 use std::collections::VecDeque;
-
-use tokio::sync::oneshot;
+use std::task::Waker;
 
 use crate::IdleOrder;
 use crate::info::ConnInfo;
+use crate::line::Line;
 
 /// A connection with what the pool knows about it.
 pub(crate) struct Live<C> {
@@ -25,18 +25,12 @@ pub(crate) enum Grant<C> {
     Slot,
 }
 
-/// A caller waiting in line; `id`s grow, so the queue is sorted by id.
-pub(crate) struct Waiter<C> {
-    pub id: u64,
-    pub tx: oneshot::Sender<Grant<C>>,
-}
-
 /// What to do, outside the lock, after a move.
 pub(crate) enum Place<C> {
     /// Nothing more: the connection went idle or the slot was freed.
     Done,
-    /// Send this grant to this waiter; if it has gone, place the grant again.
-    Hand(Waiter<C>, Grant<C>),
+    /// A waiter was served: wake it.
+    Wake(Option<Waker>),
     /// Close this connection; its slot is already freed.
     Discard(Live<C>),
 }
@@ -52,28 +46,26 @@ pub(crate) enum Place<C> {
 /// - once `closed`, `idle` and `waiters` stay empty.
 pub(crate) struct State<C> {
     pub idle: VecDeque<Live<C>>,
-    pub waiters: VecDeque<Waiter<C>>,
+    pub waiters: Line<C>,
     pub slots: usize,
     pub connecting: usize,
     pub max_size: usize,
     pub min_idle: usize,
     pub closed: bool,
     pub last_connect_error: Option<String>,
-    next_waiter: u64,
 }
 
 impl<C> State<C> {
     pub fn new(max_size: usize, min_idle: usize) -> Self {
         State {
             idle: VecDeque::with_capacity(max_size),
-            waiters: VecDeque::new(),
+            waiters: Line::new(),
             slots: 0,
             connecting: 0,
             max_size,
             min_idle,
             closed: false,
             last_connect_error: None,
-            next_waiter: 0,
         }
     }
 
@@ -93,22 +85,6 @@ impl<C> State<C> {
         match order {
             IdleOrder::Lifo => self.idle.pop_back(),
             IdleOrder::Fifo => self.idle.pop_front(),
-        }
-    }
-
-    /// Joins the line; the receiver gets a [`Grant`], or an error when the pool closes.
-    pub fn enqueue(&mut self) -> (u64, oneshot::Receiver<Grant<C>>) {
-        let (tx, rx) = oneshot::channel();
-        let id = self.next_waiter;
-        self.next_waiter += 1;
-        self.waiters.push_back(Waiter { id, tx });
-        (id, rx)
-    }
-
-    /// Leaves the line, if still in it.
-    pub fn remove_waiter(&mut self, id: u64) {
-        if let Ok(at) = self.waiters.binary_search_by_key(&id, |w| w.id) {
-            self.waiters.remove(at);
         }
     }
 
@@ -138,10 +114,12 @@ impl<C> State<C> {
             self.slots -= 1;
             return Place::Discard(live);
         }
-        match self.waiters.pop_front() {
-            Some(waiter) => Place::Hand(waiter, Grant::Conn(live)),
-            None => {
-                self.idle.push_back(live);
+        match self.waiters.serve(Grant::Conn(live)) {
+            Ok(waker) => Place::Wake(waker),
+            Err(grant) => {
+                if let Grant::Conn(live) = grant {
+                    self.idle.push_back(live);
+                }
                 Place::Done
             }
         }
@@ -151,9 +129,9 @@ impl<C> State<C> {
     pub fn release_slot(&mut self) -> Place<C> {
         if !self.closed
             && self.slots <= self.max_size
-            && let Some(waiter) = self.waiters.pop_front()
+            && let Ok(waker) = self.waiters.serve(Grant::Slot)
         {
-            return Place::Hand(waiter, Grant::Slot);
+            return Place::Wake(waker);
         }
         self.slots -= 1;
         Place::Done
