@@ -55,6 +55,15 @@
 //!   `max_size` connects running (no thundering herd).
 //! - A returned connection goes straight to the oldest waiter; a waiter that gave up is
 //!   skipped and its connection goes to the next one.
+//! - A waiter is a slot in a slab under the pool's lock, not a channel, and one timer in the
+//!   pool's background task times out the whole line (at each waiter's own deadline), so
+//!   waiting allocates nothing and arms no timer per caller.
+//! - `is_broken` runs on return and again on checkout (it is a flag read), so a connection
+//!   whose peer went away while it sat idle is never handed out, even inside the check
+//!   interval.
+//! - The fast path reads the clock twice per checkout and return (to honour `check_interval`
+//!   from the last return, and `max_lifetime`): about 25 ns each on a VM's vDSO clock, the
+//!   main cost above a bare semaphore plus a locked `Vec` (see BENCHMARKS.md).
 //! - The lock guards a few field updates only: no `.await`, no manager call and no connection
 //!   drop happens while it is held. The fast path (an idle connection used within the check
 //!   interval) allocates nothing.
