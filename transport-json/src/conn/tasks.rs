@@ -85,9 +85,9 @@ async fn write_batches(
         }
         // The writer woke for the first request, often before the callers running beside
         // it (on the other worker) queued theirs: one yield lets them, so they share this
-        // write instead of each costing one. When nothing else is runnable the yield returns
-        // at once.
-        if !closing && rx.is_empty() {
+        // write instead of each costing one. Only when other requests are in flight: a lone
+        // caller (sequential round trips) has nobody to wait for.
+        if !closing && rx.is_empty() && shared.pending() > 1 {
             tokio::task::yield_now().await;
         }
         // Coalesce: take everything already queued, up to the batch limit.
