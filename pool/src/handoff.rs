@@ -14,9 +14,14 @@ use crate::line::{Ticket, Wake};
 
 /// A caller's turn in line. Dropped before its outcome is taken, it leaves the line under
 /// the lock; a connection or slot granted to it in that instant goes to the next waiter.
+///
+/// The caller joined the line with its task's waker in the same poll that first polls this
+/// future, so that first poll returns `Pending` without taking the lock: an outcome that
+/// arrived in between has already woken the task, and the next poll finds it.
 pub(crate) struct Waiting<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     ticket: Option<Ticket>,
+    first_poll: bool,
 }
 
 impl<'a, M: Manager> Waiting<'a, M> {
@@ -24,6 +29,7 @@ impl<'a, M: Manager> Waiting<'a, M> {
         Waiting {
             shared,
             ticket: Some(ticket),
+            first_poll: true,
         }
     }
 }
@@ -36,6 +42,9 @@ impl<M: Manager> Future for Waiting<'_, M> {
             // Polled again after it finished: nothing is owed.
             return Poll::Ready(Wake::Closed);
         };
+        if std::mem::take(&mut self.first_poll) {
+            return Poll::Pending;
+        }
         let outcome = self.shared.lock().waiters.poll(ticket, cx);
         if outcome.is_ready() {
             self.ticket = None;

@@ -70,11 +70,11 @@ impl<C> Line<C> {
         self.queue.is_empty()
     }
 
-    /// Joins the end of the line. True when the maintenance task must be woken to time this
+    /// Joins the end of the line; `waker` is woken when the wait ends. True when the maintenance task must be woken to time this
     /// waiter out: its deadline is earlier than any the task sleeps until.
-    pub fn join(&mut self, deadline: Instant) -> (Ticket, bool) {
+    pub fn join(&mut self, deadline: Instant, waker: Waker) -> (Ticket, bool) {
         let slot = Slot {
-            waker: None,
+            waker: Some(waker),
             outcome: None,
             deadline,
         };

@@ -1,6 +1,7 @@
 //! [`Pool`]: checkout, close, resize, retain and status.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -37,6 +38,7 @@ impl<M: Manager> std::fmt::Debug for Pool<M> {
 
 /// The first move of a checkout, decided under the lock.
 enum Step<C> {
+    Closed,
     Idle(Live<C>),
     Connect,
     Full,
@@ -108,37 +110,15 @@ impl<M: Manager> Pool<M> {
             // The fast path's one clock read (the return makes the other): it decides whether
             // an idle connection needs its check, or has expired.
             let now = Instant::now();
-            let (step, refill) = {
-                let mut state = shared.lock();
-                if state.closed {
-                    return Err(PoolError::Closed);
-                }
-                let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
-                    Step::Idle(live)
-                } else if state.reserve_connects(1) == 1 {
-                    Step::Connect
-                } else if !may_wait {
-                    Step::Full
-                } else {
-                    let wait = shared.config.wait_timeout;
-                    let at = *deadline.get_or_insert_with(|| deadline_after(now, wait));
-                    if at <= now {
-                        Step::Full
-                    } else {
-                        let (ticket, wake_sweeper) = state.waiters.join(at);
-                        Step::Wait(ticket, wake_sweeper)
-                    }
-                };
-                let refill = if state.min_idle > 0 {
-                    state.reserve_refill()
-                } else {
-                    0
-                };
-                state.debug_check();
-                (step, refill)
-            };
+            // Decided inside `poll_fn` for the task's waker: a caller that joins the line
+            // leaves its waker there at once, so its wait need not lock again to register it.
+            let (step, refill) = std::future::poll_fn(|cx| {
+                Poll::Ready(self.decide(now, may_wait, &mut deadline, cx))
+            })
+            .await;
             shared.spawn_connects(refill);
             let (live, now) = match step {
+                Step::Closed => return Err(PoolError::Closed),
                 Step::Idle(live) => match self.fresh(live, now) {
                     Ok(pooled) => return Ok(pooled),
                     Err(live) => (live, now),
@@ -181,6 +161,45 @@ impl<M: Manager> Pool<M> {
                 return Ok(pooled);
             }
         }
+    }
+
+    /// The first move of a checkout, under the lock: an idle connection, else a slot to
+    /// connect in, else a place in line (with `cx`'s waker) until `deadline`.
+    fn decide(
+        &self,
+        now: Instant,
+        may_wait: bool,
+        deadline: &mut Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> (Step<M::Connection>, usize) {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.closed {
+            return (Step::Closed, 0);
+        }
+        let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
+            Step::Idle(live)
+        } else if state.reserve_connects(1) == 1 {
+            Step::Connect
+        } else if !may_wait {
+            Step::Full
+        } else {
+            let wait = shared.config.wait_timeout;
+            let at = *deadline.get_or_insert_with(|| deadline_after(now, wait));
+            if at <= now {
+                Step::Full
+            } else {
+                let (ticket, wake_sweeper) = state.waiters.join(at, cx.waker().clone());
+                Step::Wait(ticket, wake_sweeper)
+            }
+        };
+        let refill = if state.min_idle > 0 {
+            state.reserve_refill()
+        } else {
+            0
+        };
+        state.debug_check();
+        (step, refill)
     }
 
     /// The fast path: a connection used within the check interval, not expired and not
