@@ -49,6 +49,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub use config::ServerConfig;
@@ -165,6 +166,7 @@ impl<H: Handler> Server<H> {
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let stop = CancellationToken::new();
         let mut connections = JoinSet::new();
+        let writers = TaskTracker::new();
         let mut slot = None;
         // After an accept error such as EMFILE, pause instead of spinning on it.
         let mut paused_until: Option<Instant> = None;
@@ -177,6 +179,9 @@ impl<H: Handler> Server<H> {
                 () = kill.cancelled() => {
                     drop(listener);
                     connections.shutdown().await;
+                    // Dropping a connection aborts its writer; wait until each is gone.
+                    writers.close();
+                    writers.wait().await;
                     info!(%local_addr, "server aborted");
                     return Ok(());
                 }
@@ -202,6 +207,7 @@ impl<H: Handler> Server<H> {
                                 max_in_flight: config.max_in_flight_per_conn.max(1),
                                 shutdown: stop.clone(),
                                 active: Arc::clone(&active),
+                                writers: writers.clone(),
                             };
                             connections.spawn(connection::serve(stream, peer, cx, permit));
                         }
@@ -238,6 +244,8 @@ impl<H: Handler> Server<H> {
             }
         }
         connections.shutdown().await;
+        writers.close();
+        writers.wait().await;
         info!(%local_addr, "server stopped");
         Ok(())
     }
