@@ -130,11 +130,16 @@ async fn read_requests<H: Handler>(
     // the other worker for every answer, which dominated a fast handler's cost. A handler
     // with heavy CPU work should spawn it itself. Dropping the connection drops them all.
     let mut in_flight = FuturesUnordered::new();
+    // Made once, not per turn of the loop: each would register with its notifier and
+    // deregister again for every request.
+    let shutdown = cx.shutdown.cancelled();
+    let writer_gone = tx.closed();
+    tokio::pin!(shutdown, writer_gone);
     let end = loop {
         tokio::select! {
             biased;
-            () = cx.shutdown.cancelled() => break ReadEnd::Shutdown,
-            () = tx.closed() => break ReadEnd::WriterGone,
+            () = &mut shutdown => break ReadEnd::Shutdown,
+            () = &mut writer_gone => break ReadEnd::WriterGone,
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             // Not reading while `max_in_flight` requests run is the backpressure: the socket's
             // receive buffer fills and TCP slows the client down.
