@@ -15,14 +15,16 @@
 //! # How it works
 //!
 //! [`Conn::connect`] splits the socket between two tasks. The *writer* owns the write half: it
-//! takes every request queued at that moment into one buffer and writes it at once, so a burst
-//! of callers costs one write, not one each. The *reader* owns the read half: it decodes each
+//! takes every request queued at that moment (one shared buffer) and writes it at once, so a
+//! burst of callers costs one write, not one each. The *reader* owns the read half: it decodes each
 //! response with [`JsonCodec`] and hands it to the caller waiting for
 //! its `Uid`, whatever order the server answers in.
 //!
 //! The waiting callers sit in a table keyed by `Uid`, under a lock held only to insert, remove
-//! or drain entries. A caller encodes its own request before it takes the lock, so the
-//! connection's tasks only copy bytes and route.
+//! or drain entries. A caller encodes its own request straight into the writer's buffer under
+//! that same lock (one small JSON object: no allocation, no copy, no queue), and wakes the
+//! writer only when the buffer was empty; the writer swaps the buffer for its own empty one,
+//! so the connection's tasks only write bytes and route.
 //!
 //! # Every request ends exactly once
 //!
@@ -43,6 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Encoder;
@@ -91,10 +94,20 @@ impl fmt::Debug for Conn {
     }
 }
 
+/// A request as it goes on the wire: a [`Message`] borrowed, so that a made-up `Uid` need
+/// not become a `String` first. Serializes exactly as [`Message`] does (a test checks it).
+#[derive(Serialize)]
+struct Request<'a> {
+    #[serde(rename = "Uid")]
+    uid: &'a str,
+    #[serde(rename = "Val")]
+    val: &'a str,
+}
+
 /// Removes a request's pending entry if its caller leaves before the request ends.
 struct PendingGuard<'a> {
     shared: &'a Shared,
-    uid: String,
+    uid: Arc<str>,
     id: u64,
     armed: bool,
 }
@@ -127,9 +140,8 @@ impl Conn {
             source,
         })?;
         let (read, write) = stream.into_split();
-        let (shared, rx) = Shared::new();
-        let shared = Arc::new(shared);
-        tokio::spawn(tasks::write_loop(Arc::clone(&shared), rx, write));
+        let shared = Arc::new(Shared::new());
+        tokio::spawn(tasks::write_loop(Arc::clone(&shared), write));
         tokio::spawn(tasks::read_loop(
             Arc::clone(&shared),
             read,
@@ -188,7 +200,7 @@ impl Conn {
         .await
     }
 
-    async fn exchange(&self, mut message: Message) -> Result<Resp, Error> {
+    async fn exchange(&self, message: Message) -> Result<Resp, Error> {
         let shared = &*self.inner.shared;
         if shared.is_closed() {
             return Err(Error::Closed(shared.refusal()));
@@ -204,21 +216,24 @@ impl Conn {
             None => None,
         };
         let generated = message.uid.is_empty();
-        let (id, reply) = loop {
-            if generated {
-                message.uid = shared.next_uid();
-            }
-            let frame = self.encode(&message)?;
-            match shared.register(message.uid.clone(), frame) {
-                Ok(registered) => break registered,
+        let (uid, id, reply) = loop {
+            let uid: Arc<str> = if generated {
+                shared.next_uid()
+            } else {
+                Arc::from(message.uid.as_str())
+            };
+            let encode = |out: &mut BytesMut| self.encode(&uid, &message.val, out);
+            match shared.register(&uid, encode) {
+                Ok((id, reply)) => break (uid, id, reply),
                 // A made-up uid met a caller's uid in flight: make up another.
                 Err(Error::DuplicateUid(_)) if generated => continue,
                 Err(err) => return Err(err),
             }
         };
+        drop(message);
         let mut guard = PendingGuard {
             shared,
-            uid: message.uid,
+            uid,
             id,
             armed: true,
         };
@@ -236,19 +251,21 @@ impl Conn {
         }
     }
 
-    /// Encodes one request, refusing one longer than the maximum frame.
-    fn encode(&self, message: &Message) -> Result<tokio_util::bytes::Bytes, Error> {
+    /// Appends one request's frame to `out`, refusing one longer than the maximum frame.
+    /// On error `out` is left as it was.
+    fn encode(&self, uid: &str, val: &str, out: &mut BytesMut) -> Result<(), Error> {
         let max = self.inner.max_frame;
-        let mut buf = BytesMut::with_capacity(message.uid.len() + message.val.len() + 24);
-        JsonCodec::<Resp, Message>::with_max_frame(max)
-            .encode(message, &mut buf)
+        let start = out.len();
+        JsonCodec::<Resp, Request<'_>>::with_max_frame(max)
+            .encode(&Request { uid, val }, out)
             .map_err(Error::Encode)?;
         // The frame the server measures runs from `{` to `}`: the newline is not part of it.
-        let len = buf.len().saturating_sub(1);
+        let len = (out.len() - start).saturating_sub(1);
         if len > max {
+            out.truncate(start);
             return Err(Error::RequestTooLarge { len, max });
         }
-        Ok(buf.freeze())
+        Ok(())
     }
 
     /// Closes the connection gracefully and waits until it has stopped.
@@ -320,5 +337,23 @@ impl Conn {
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.ends.peer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+    use crate::Message;
+
+    #[test]
+    fn request_serializes_as_message() {
+        for (uid, val) in [("1", "hello"), ("", ""), ("a\"b", "line\nbreak \u{1F600}")] {
+            let message = Message {
+                uid: uid.to_owned(),
+                val: val.to_owned(),
+            };
+            let ours = serde_json::to_string(&Request { uid, val }).expect("encode");
+            assert_eq!(ours, serde_json::to_string(&message).expect("encode"));
+        }
     }
 }

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
-use tokio_util::bytes::Bytes;
+use tokio_util::bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use super::{CloseCause, Error};
@@ -18,13 +18,17 @@ use crate::Resp;
 /// What a request's waiter receives: its response, or why the connection stopped.
 pub(crate) type Reply = Result<Resp, CloseCause>;
 
-/// What the writer task is asked to do.
-#[derive(Debug)]
-pub(crate) enum Cmd {
-    /// Write one encoded request.
-    Frame(Bytes),
-    /// Write what came before, half-close the socket and stop.
-    Close,
+/// The output buffer's starting size (and the size the writer's own buffer goes back to).
+pub(crate) const OUT_CAPACITY: usize = 8 * 1024;
+
+/// What the writer gets when it asks for the queued output.
+pub(crate) enum Take {
+    /// Only one request is queued but others are in flight: yield once, so that the callers
+    /// running beside the writer queue theirs, then take without asking again.
+    WaitForCompany,
+    /// The queued output was swapped into the writer's buffer. With `closing`, nothing more
+    /// will be queued: write it, half-close and stop.
+    Output { closing: bool },
 }
 
 /// One pending request.
@@ -40,10 +44,18 @@ struct Waiter {
 /// Invariants (checked in debug builds by [`State::check`]):
 /// - once `closed` is set, `pending` is empty and nothing is added to it again;
 /// - while `closing` (or `closed`), nothing is added to `pending`;
-/// - every entry of `pending` had its frame queued to the writer, under this lock, before
-///   any `Cmd::Close`, so a graceful close writes every request it then waits for.
+/// - every entry of `pending` had its frame appended to `out` under this lock, before
+///   `closing` was set; the writer swaps `out` out under this lock and sees `closing` in the
+///   same section, so a graceful close writes every request it then waits for;
+/// - `out` holds whole frames only;
+/// - whenever `out` is not empty, the writer has been woken (`Shared::wake`) since it last
+///   took `out`: a caller that finds `out` empty wakes it after appending.
 struct State {
-    pending: HashMap<String, Waiter>,
+    pending: HashMap<Arc<str>, Waiter>,
+    /// Encoded requests not yet taken by the writer.
+    out: BytesMut,
+    /// How many frames `out` holds.
+    queued: usize,
     closing: bool,
     closed: Option<CloseCause>,
     next_id: u64,
@@ -52,6 +64,7 @@ struct State {
 impl State {
     fn check(&self) {
         debug_assert!(self.closed.is_none() || self.pending.is_empty());
+        debug_assert!(self.out.is_empty() == (self.queued == 0));
     }
 }
 
@@ -60,8 +73,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Mirrors `state.closing || state.closed.is_some()` for a lock-free `is_closed`.
     flag: AtomicBool,
-    /// The writer's queue. Sends happen under the `state` lock (see the invariants).
-    tx: mpsc::UnboundedSender<Cmd>,
+    /// Wakes the writer: output was queued into an empty buffer, or a close began.
+    pub(crate) wake: Notify,
     /// Cancelled when the connection fails or the last handle goes: both tasks stop.
     pub(crate) stop: CancellationToken,
     /// Signalled when a closing connection has no pending request left: the reader may stop.
@@ -78,18 +91,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state for a connection with two tasks, and the writer's end of the queue.
-    pub(crate) fn new() -> (Shared, mpsc::UnboundedReceiver<Cmd>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Shared {
+    /// Shared state for a connection with two tasks.
+    pub(crate) fn new() -> Shared {
+        Shared {
             state: Mutex::new(State {
                 pending: HashMap::new(),
+                out: BytesMut::with_capacity(OUT_CAPACITY),
+                queued: 0,
                 closing: false,
                 closed: None,
                 next_id: 0,
             }),
             flag: AtomicBool::new(false),
-            tx,
+            wake: Notify::new(),
             stop: CancellationToken::new(),
             drained: Notify::new(),
             tasks: AtomicUsize::new(2),
@@ -99,8 +113,7 @@ impl Shared {
             batches: AtomicU64::new(0),
             epoch: Instant::now(),
             last_activity: AtomicU64::new(0),
-        };
-        (shared, rx)
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -108,44 +121,74 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A fresh `Uid` for a request that came without one.
-    pub(crate) fn next_uid(&self) -> String {
-        self.next_uid.fetch_add(1, Ordering::Relaxed).to_string()
+    /// A fresh `Uid` for a request that came without one: the next number, in decimal.
+    pub(crate) fn next_uid(&self) -> Arc<str> {
+        decimal(self.next_uid.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Adds a pending entry for `uid` and queues its frame, or says why not.
+    /// Adds a pending entry for `uid` and has `encode` append its frame to the output
+    /// buffer, or says why not (leaving the buffer as it was).
+    ///
+    /// `encode` runs under the lock, so that the frame goes straight into the buffer the
+    /// writer takes: it must only encode, and must leave the buffer as it found it when it
+    /// fails. Its errors come first, as when callers encoded before registering.
     pub(crate) fn register(
         &self,
-        uid: String,
-        frame: Bytes,
+        uid: &Arc<str>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>,
     ) -> Result<(u64, oneshot::Receiver<Reply>), Error> {
-        let mut state = self.lock();
-        if let Some(cause) = &state.closed {
-            return Err(Error::Closed(cause.clone()));
-        }
-        if state.closing {
-            return Err(Error::Closed(CloseCause::Shutdown));
-        }
-        let id = state.next_id;
         let (tx, rx) = oneshot::channel();
-        match state.pending.entry(uid) {
-            Entry::Occupied(entry) => return Err(Error::DuplicateUid(entry.key().clone())),
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let start = state.out.len();
+        encode(&mut state.out)?;
+        let refused = if let Some(cause) = &state.closed {
+            Some(Error::Closed(cause.clone()))
+        } else if state.closing {
+            Some(Error::Closed(CloseCause::Shutdown))
+        } else {
+            None
+        };
+        let id = state.next_id;
+        let refused = refused.or_else(|| match state.pending.entry(Arc::clone(uid)) {
+            Entry::Occupied(entry) => Some(Error::DuplicateUid(entry.key().to_string())),
             Entry::Vacant(entry) => {
-                let key = entry.key().clone();
                 entry.insert(Waiter { id, tx });
-                if self.tx.send(Cmd::Frame(frame)).is_err() {
-                    // The writer is gone and is about to fail the connection.
-                    state.pending.remove(&key);
-                    let cause = state.closed.clone().unwrap_or(CloseCause::Shutdown);
-                    return Err(Error::Closed(cause));
-                }
+                None
             }
+        });
+        if let Some(err) = refused {
+            state.out.truncate(start);
+            return Err(err);
         }
         state.next_id += 1;
+        state.queued += 1;
         state.check();
-        drop(state);
+        drop(guard);
+        if start == 0 {
+            // The writer took everything before this frame: it needs waking.
+            self.wake.notify_one();
+        }
         self.touch();
         Ok((id, rx))
+    }
+
+    /// Swaps the queued output into `buf` (which must be empty) for the writer, unless
+    /// `may_wait` and the writer should first give other callers a chance to queue theirs.
+    pub(crate) fn take_output(&self, buf: &mut BytesMut, may_wait: bool) -> Take {
+        debug_assert!(buf.is_empty());
+        let mut state = self.lock();
+        // One request queued while others are in flight: their callers, woken by the same
+        // read batch, are probably about to queue theirs.
+        if may_wait && !state.closing && state.queued == 1 && state.pending.len() > 1 {
+            return Take::WaitForCompany;
+        }
+        std::mem::swap(&mut state.out, buf);
+        state.queued = 0;
+        state.check();
+        Take::Output {
+            closing: state.closing,
+        }
     }
 
     /// Removes the entry of a request whose caller left (dropped or timed out), unless it
@@ -166,7 +209,7 @@ impl Shared {
     pub(crate) fn route(&self, resp: Resp) {
         self.touch();
         let mut state = self.lock();
-        let waiter = state.pending.remove(&resp.uid);
+        let waiter = state.pending.remove(resp.uid.as_str());
         let drained = state.closing && state.pending.is_empty();
         drop(state);
         let delivered = match waiter {
@@ -203,6 +246,9 @@ impl Shared {
         self.flag.store(true, Ordering::Release);
         let cause = state.closed.clone().unwrap_or(CloseCause::Shutdown);
         let waiters = std::mem::take(&mut state.pending);
+        // Nothing queued will be written any more.
+        state.out = BytesMut::new();
+        state.queued = 0;
         state.check();
         drop(state);
         for waiter in waiters.into_values() {
@@ -220,10 +266,11 @@ impl Shared {
         }
         state.closing = true;
         self.flag.store(true, Ordering::Release);
-        // Queued under the lock: after every frame of a pending request (see `State`).
-        let _ = self.tx.send(Cmd::Close);
         let drained = state.pending.is_empty();
         drop(state);
+        // The writer takes what is queued, sees `closing` under the same lock, and
+        // half-closes after writing it (see `State`).
+        self.wake.notify_one();
         if drained {
             self.drained.notify_one();
         }
@@ -285,5 +332,45 @@ impl Shared {
     pub(crate) fn idle_for(&self) -> Duration {
         let last = self.epoch + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed));
         Instant::now().saturating_duration_since(last)
+    }
+}
+
+/// `n` in decimal, made without the formatting machinery: one allocation.
+fn decimal(mut n: u64) -> Arc<str> {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is below 10, so the cast keeps it whole.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written, so this never falls back.
+    Arc::from(std::str::from_utf8(&digits[start..]).unwrap_or("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_matches_to_string() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(&*decimal(n), n.to_string());
+        }
     }
 }

@@ -1,21 +1,20 @@
-//! The two tasks of a connection: the writer, which batches queued requests into one write,
-//! and the reader, which routes each response to its waiter.
+//! The two tasks of a connection: the writer, which writes the requests queued in the shared
+//! output buffer in one go, and the reader, which routes each response to its waiter.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::FramedRead;
 
 use super::CloseCause;
-use super::shared::{Cmd, Shared};
+use super::shared::{OUT_CAPACITY, Shared, Take};
 use crate::codec::JsonCodec;
 use crate::{Message, Resp};
 
-/// A batch stops taking queued requests once it holds this many bytes; the rest go in the
+/// A batch ends with the first request that brings it to this many bytes; the rest go in the
 /// next write.
 const MAX_BATCH: usize = 256 * 1024;
 
@@ -46,71 +45,60 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Owns the write half. Takes every request queued at the moment into one buffer and writes
-/// it with one `write_all`, so N callers that queue together cost one system call (mostly),
-/// not N. With `TCP_NODELAY` on, the batch leaves at once.
-pub(crate) async fn write_loop(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
-    mut half: OwnedWriteHalf,
-) {
+/// Owns the write half. Callers encode their requests into one shared buffer; the writer
+/// swaps that buffer for its own empty one and writes it with one `write_all`, so N callers
+/// that queue together cost one system call (mostly), not N. With `TCP_NODELAY` on, the
+/// batch leaves at once.
+pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf) {
     let mut guard = TaskGuard {
         shared: Arc::clone(&shared),
         exit: Exit::Failed(CloseCause::Shutdown),
     };
-    guard.exit = match write_batches(&shared, &mut rx, &mut half).await {
+    guard.exit = match write_batches(&shared, &mut half).await {
         Ok(()) => Exit::Graceful,
         Err(cause) => Exit::Failed(cause),
     };
 }
 
-async fn write_batches(
-    shared: &Shared,
-    rx: &mut mpsc::UnboundedReceiver<Cmd>,
-    half: &mut OwnedWriteHalf,
-) -> Result<(), CloseCause> {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+async fn write_batches(shared: &Shared, half: &mut OwnedWriteHalf) -> Result<(), CloseCause> {
+    let mut buf = BytesMut::with_capacity(OUT_CAPACITY);
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             () = shared.stop.cancelled() => return Err(CloseCause::Shutdown),
-            cmd = rx.recv() => cmd,
-        };
-        let mut closing = false;
-        match first {
-            // `Shared` holds the sender: this happens only while it is dropped.
-            None => return Err(CloseCause::Shutdown),
-            Some(Cmd::Frame(frame)) => buf.extend_from_slice(&frame),
-            Some(Cmd::Close) => closing = true,
+            () = shared.wake.notified() => {}
         }
         // The writer woke for the first request, often before the callers running beside
         // it (on the other worker) queued theirs: one yield lets them, so they share this
         // write instead of each costing one. Only when other requests are in flight: a lone
         // caller (sequential round trips) has nobody to wait for.
-        if !closing && rx.is_empty() && shared.pending() > 1 {
-            tokio::task::yield_now().await;
-        }
-        // Coalesce: take everything already queued, up to the batch limit.
-        while !closing && buf.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Cmd::Frame(frame)) => buf.extend_from_slice(&frame),
-                Ok(Cmd::Close) => closing = true,
-                Err(_) => break,
+        let closing = match shared.take_output(&mut buf, true) {
+            Take::Output { closing } => closing,
+            Take::WaitForCompany => {
+                tokio::task::yield_now().await;
+                match shared.take_output(&mut buf, false) {
+                    Take::Output { closing } => closing,
+                    // Not asked for without `may_wait`.
+                    Take::WaitForCompany => false,
+                }
             }
-        }
-        if !buf.is_empty() {
+        };
+        let mut rest = &buf[..];
+        while !rest.is_empty() {
+            let batch = &rest[..batch_len(rest)];
             tokio::select! {
                 biased;
                 () = shared.stop.cancelled() => return Err(CloseCause::Shutdown),
-                written = half.write_all(&buf) => {
+                written = half.write_all(batch) => {
                     written.map_err(|e| CloseCause::Io(Arc::new(e)))?;
                 }
             }
             shared.count_batch();
-            buf.clear();
-            if buf.capacity() > KEEP_CAPACITY {
-                buf = BytesMut::with_capacity(8 * 1024);
-            }
+            rest = &rest[batch.len()..];
+        }
+        buf.clear();
+        if buf.capacity() > KEEP_CAPACITY {
+            buf = BytesMut::with_capacity(OUT_CAPACITY);
         }
         if closing {
             // Half-close: the server reads to the end, answers what it has, then closes.
@@ -121,6 +109,19 @@ async fn write_batches(
             }
             return Ok(());
         }
+    }
+}
+
+/// How many bytes of `queued` (whole frames) go in the next write: all of them, or up to the
+/// end of the frame that reaches [`MAX_BATCH`]. A frame ends at its newline, the only one in
+/// it (JSON text escapes the newlines inside strings).
+fn batch_len(queued: &[u8]) -> usize {
+    if queued.len() <= MAX_BATCH {
+        return queued.len();
+    }
+    match queued[MAX_BATCH - 1..].iter().position(|&b| b == b'\n') {
+        Some(at) => MAX_BATCH + at,
+        None => queued.len(),
     }
 }
 
@@ -149,4 +150,24 @@ pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_fram
         }
     };
     guard.exit = Exit::Failed(cause);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_BATCH, batch_len};
+
+    #[test]
+    fn batches_end_with_the_frame_that_reaches_the_limit() {
+        let frame = |len: usize| {
+            let mut f = vec![b'x'; len - 1];
+            f.push(b'\n');
+            f
+        };
+        let small = [frame(10), frame(20)].concat();
+        assert_eq!(batch_len(&small), 30);
+        let exact = frame(MAX_BATCH);
+        assert_eq!(batch_len(&[exact.clone(), frame(5)].concat()), MAX_BATCH);
+        let over = [frame(MAX_BATCH - 3), frame(10), frame(7)].concat();
+        assert_eq!(batch_len(&over), MAX_BATCH + 7);
+    }
 }
