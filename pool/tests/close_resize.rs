@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{BuildError, Pool, PoolError, Pooled};
-use support::{Mock, Plan};
+use support::{Mock, Plan, until_waiting};
 use tokio::time::Instant;
 
 fn pool_of(mock: &Mock, max_size: usize) -> Pool<Mock> {
@@ -25,16 +25,6 @@ async fn take(pool: &Pool<Mock>, n: usize) -> Vec<Pooled<Mock>> {
         conns.push(pool.get().await.expect("a connection"));
     }
     conns
-}
-
-async fn until_waiting(pool: &Pool<Mock>, n: usize) {
-    for _ in 0..1000 {
-        if pool.status().waiting == n {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("expected {n} waiters, have {}", pool.status().waiting);
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{IdleOrder, Pool};
-use support::Mock;
+use support::{Mock, until_waiting};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -17,17 +17,6 @@ fn pool_of(mock: &Mock, max_size: usize) -> Pool<Mock> {
         .wait_timeout(Duration::from_secs(10))
         .build()
         .expect("valid settings")
-}
-
-/// Waits until `n` callers are in line.
-async fn until_waiting(pool: &Pool<Mock>, n: usize) {
-    for _ in 0..1000 {
-        if pool.status().waiting == n {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("expected {n} waiters, have {}", pool.status().waiting);
 }
 
 #[tokio::test(start_paused = true)]

@@ -494,3 +494,14 @@ impl Manager for Mock {
         self.0.events.notify_waiters();
     }
 }
+
+/// Waits until `n` callers are in line (bounded: panics after 1000 yields).
+pub async fn until_waiting(pool: &pool::Pool<Mock>, n: usize) {
+    for _ in 0..1000 {
+        if pool.status().waiting == n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("expected {n} waiters, have {}", pool.status().waiting);
+}
