@@ -80,14 +80,6 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Frees one slot (to the oldest waiter, or given up), under the lock.
-    fn free_slot(&self) -> Place<M::Connection> {
-        let mut state = self.lock();
-        let place = state.release_slot();
-        state.debug_check();
-        place
-    }
-
     /// Puts a healthy connection into the pool (to the oldest waiter, or idle).
     pub fn place(self: &Arc<Self>, live: Live<M::Connection>) {
         let place = {
@@ -101,7 +93,12 @@ impl<M: Manager> Shared<M> {
 
     /// Frees one slot (to the oldest waiter, or given up).
     pub fn release_slot(self: &Arc<Self>) {
-        let place = self.free_slot();
+        let place = {
+            let mut state = self.lock();
+            let place = state.release_slot();
+            state.debug_check();
+            place
+        };
         self.act(place);
     }
 

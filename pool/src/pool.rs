@@ -431,13 +431,6 @@ impl<M: Manager> Pool<M> {
     }
 }
 
-impl<M: Manager> Pool<M> {
-    /// The wait timeout this pool was built with.
-    pub fn wait_timeout(&self) -> Duration {
-        self.shared.config.wait_timeout
-    }
-}
-
 /// `now + wait`, or a far future for a wait too long to add (`Duration::MAX`, say).
 fn deadline_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
