@@ -19,6 +19,10 @@
 //!   multiplexed `Conn` out of the guard and returns the guard before it awaits the response.
 //!   Its raw baseline is raw (c).
 //!
+//! With `BENCH_SPLIT=1`, modes (a) and (b) also runs the mixed pairs that tell the client's share of the
+//! cost from the server's: `raw_client_ours_server` (the raw client against our server) and
+//! `ours_client_raw_server` (our `Conn` against the raw server).
+//!
 //! At the end it prints a markdown table of messages/s and the ratio ours/raw.
 //!
 //! Run: `cargo bench --bench transport` (about 1 minute); `BENCH_QUICK=1` for a smoke run.
@@ -289,6 +293,10 @@ struct Setup {
     raw_server: JoinHandle<()>,
     ours: Vec<Conn>,
     raw: Vec<Shared<RawConn>>,
+    /// The raw client connected to our server (for `BENCH_SPLIT`).
+    raw_to_ours: Vec<Shared<RawConn>>,
+    /// Our client connected to the raw server (for `BENCH_SPLIT`).
+    ours_to_raw: Vec<Conn>,
     pool: pool::Pool<JsonManager>,
 }
 
@@ -309,6 +317,14 @@ impl Setup {
                 RawConn::connect(raw_addr).await?,
             )));
         }
+        let raw_to_ours = vec![Arc::new(tokio::sync::Mutex::new(
+            RawConn::connect(server.local_addr()).await?,
+        ))];
+        let ours_to_raw = vec![
+            Conn::connect(&ConnectOptions::new(raw_addr.to_string()))
+                .await
+                .map_err(io::Error::other)?,
+        ];
         let pool = pool::Pool::builder(JsonManager::new(options))
             .max_size(CONNS)
             .idle_order(pool::IdleOrder::Fifo)
@@ -319,16 +335,19 @@ impl Setup {
             raw_server,
             ours,
             raw,
+            raw_to_ours,
+            ours_to_raw,
             pool,
         })
     }
 
     async fn stop(self) {
         self.pool.close().await;
-        for conn in &self.ours {
+        for conn in self.ours.iter().chain(&self.ours_to_raw) {
             conn.close().await;
         }
         drop(self.raw);
+        drop(self.raw_to_ours);
         self.raw_server.abort();
         if let Err(error) = self.server.shutdown().await {
             eprintln!("server shutdown: {error}");
@@ -379,6 +398,14 @@ fn modes(c: &mut Criterion, rt: &Runtime, setup: &Setup) {
     bench_side(&mut group, rt, mode, "ours", |iters| {
         ours_shared(&setup.ours[..1], 1, iters * SEQ_BATCH)
     });
+    if std::env::var_os("BENCH_SPLIT").is_some() {
+        bench_side(&mut group, rt, mode, "raw_client_ours_server", |iters| {
+            raw_round(&setup.raw_to_ours, iters * SEQ_BATCH, 1)
+        });
+        bench_side(&mut group, rt, mode, "ours_client_raw_server", |iters| {
+            ours_shared(&setup.ours_to_raw, 1, iters * SEQ_BATCH)
+        });
+    }
     group.finish();
 
     let mode = "b_pipelined_1conn";
@@ -392,6 +419,14 @@ fn modes(c: &mut Criterion, rt: &Runtime, setup: &Setup) {
     bench_side(&mut group, rt, mode, "ours_window", |iters| {
         ours_window(&setup.ours[..1], iters * PIPE_BATCH, WINDOW)
     });
+    if std::env::var_os("BENCH_SPLIT").is_some() {
+        bench_side(&mut group, rt, mode, "raw_client_ours_server", |iters| {
+            raw_round(&setup.raw_to_ours, iters * PIPE_BATCH, WINDOW)
+        });
+        bench_side(&mut group, rt, mode, "ours_client_raw_server", |iters| {
+            ours_shared(&setup.ours_to_raw, WINDOW, iters * PIPE_BATCH / WINDOW as u64)
+        });
+    }
     group.finish();
 
     let mode = "c_pipelined_4conn";
@@ -432,6 +467,8 @@ fn print_summary() {
         for (side, label) in [
             ("ours", ""),
             ("ours_window", " (ours: one task, window 64)"),
+            ("raw_client_ours_server", " (raw client, our server)"),
+            ("ours_client_raw_server", " (our client, raw server)"),
         ] {
             let (Some(raw), Some(ours)) = (
                 support::throughput(mode, "raw", per_iter),
