@@ -424,7 +424,11 @@ fn modes(c: &mut Criterion, rt: &Runtime, setup: &Setup) {
             raw_round(&setup.raw_to_ours, iters * PIPE_BATCH, WINDOW)
         });
         bench_side(&mut group, rt, mode, "ours_client_raw_server", |iters| {
-            ours_shared(&setup.ours_to_raw, WINDOW, iters * PIPE_BATCH / WINDOW as u64)
+            ours_shared(
+                &setup.ours_to_raw,
+                WINDOW,
+                iters * PIPE_BATCH / WINDOW as u64,
+            )
         });
     }
     group.finish();

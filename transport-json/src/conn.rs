@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
@@ -56,7 +56,7 @@ pub use options::ConnectOptions;
 use crate::codec::JsonCodec;
 use crate::{Message, Resp};
 use options::Ends;
-use shared::Shared;
+use shared::{Failure, Shared};
 
 /// A multiplexed client connection. Cheap to clone: clones share the connection, and any
 /// number of tasks may have requests in flight on it at once.
@@ -140,7 +140,7 @@ impl Conn {
             source,
         })?;
         let (read, write) = stream.into_split();
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(options.request_timeout));
         tokio::spawn(tasks::write_loop(Arc::clone(&shared), write));
         tokio::spawn(tasks::read_loop(
             Arc::clone(&shared),
@@ -166,7 +166,9 @@ impl Conn {
     ///
     /// # Errors
     /// [`Error::Server`] when the response carries `Err`; [`Error::Timeout`] when no response
-    /// came within the request timeout (waiting for an in-flight slot included);
+    /// came within the request timeout (see
+    /// [`ConnectOptions::request_timeout`] for its precision), or no in-flight slot freed
+    /// within it;
     /// [`Error::DuplicateUid`] when the `Uid` is already in flight; [`Error::RequestTooLarge`]
     /// or [`Error::Encode`] when the request cannot be sent; [`Error::Closed`] with the cause
     /// when the connection is closed or closes before the response.
@@ -177,12 +179,15 @@ impl Conn {
     /// already queued it is still written; its late response is counted by
     /// [`unknown_responses`](Conn::unknown_responses) and dropped.
     pub async fn send(&self, message: Message) -> Result<Resp, Error> {
-        match self.inner.request_timeout {
-            None => self.exchange(message).await,
-            Some(limit) => tokio::time::timeout(limit, self.exchange(message))
-                .await
-                .unwrap_or(Err(Error::Timeout(limit))),
+        let shared = &*self.inner.shared;
+        if shared.is_closed() {
+            return Err(Error::Closed(shared.refusal()));
         }
+        let _permit = match &self.inner.permits {
+            Some(permits) => Some(self.in_flight_slot(permits).await?),
+            None => None,
+        };
+        self.exchange(message).await
     }
 
     /// Sends `val` under a `Uid` the connection makes up, and waits for the response.
@@ -200,21 +205,30 @@ impl Conn {
         .await
     }
 
+    /// A slot under `max_in_flight`: at once if one is free, else within the request timeout.
+    async fn in_flight_slot<'a>(
+        &self,
+        permits: &'a Semaphore,
+    ) -> Result<SemaphorePermit<'a>, Error> {
+        let shared = &*self.inner.shared;
+        // The semaphore is never closed; an error would mean it was, so refuse.
+        let closed = |_| Error::Closed(shared.refusal());
+        match permits.try_acquire() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::Closed) => Err(Error::Closed(shared.refusal())),
+            Err(TryAcquireError::NoPermits) => match self.inner.request_timeout {
+                None => permits.acquire().await.map_err(closed),
+                Some(limit) => tokio::time::timeout(limit, permits.acquire())
+                    .await
+                    .map_err(|_| Error::Timeout(limit))?
+                    .map_err(closed),
+            },
+        }
+    }
+
+    /// Registers the request, queues its frame and waits for its reply.
     async fn exchange(&self, message: Message) -> Result<Resp, Error> {
         let shared = &*self.inner.shared;
-        if shared.is_closed() {
-            return Err(Error::Closed(shared.refusal()));
-        }
-        let _permit = match &self.inner.permits {
-            // The semaphore is never closed; an error would mean it was, so refuse.
-            Some(permits) => Some(
-                permits
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::Closed(shared.refusal()))?,
-            ),
-            None => None,
-        };
         let generated = message.uid.is_empty();
         let (uid, id, reply) = loop {
             let uid: Arc<str> = if generated {
@@ -245,7 +259,10 @@ impl Conn {
                 Some(text) => Err(Error::Server(text)),
                 None => Ok(resp),
             },
-            Ok(Err(cause)) => Err(Error::Closed(cause)),
+            Ok(Err(Failure::Closed(cause))) => Err(Error::Closed(cause)),
+            Ok(Err(Failure::TimedOut)) => Err(Error::Timeout(
+                self.inner.request_timeout.unwrap_or(Duration::ZERO),
+            )),
             // Only if the entry vanished unanswered, which the table's rules exclude.
             Err(_) => Err(Error::Closed(shared.refusal())),
         }

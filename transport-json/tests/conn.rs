@@ -295,6 +295,37 @@ async fn request_timeout_returns_timeout_and_clears_pending() {
 }
 
 #[tokio::test]
+async fn request_timeout_never_fires_early_and_fires_again_after_an_idle_spell() {
+    bounded(async {
+        let (addr, _server) = serve_one(silent).await;
+        let limit = Duration::from_millis(40);
+        let conn = Conn::connect(&options(addr).request_timeout(Some(limit)))
+            .await
+            .expect("connect");
+        // The first timeout leaves nothing pending, so the connection stops sweeping; the
+        // later requests must start it again, each on its own.
+        for round in 0..3 {
+            let started = tokio::time::Instant::now();
+            let err = conn
+                .request(format!("r{round}"))
+                .await
+                .expect_err("no answer");
+            assert!(
+                matches!(err, Error::Timeout(after) if after == limit),
+                "{err:?}"
+            );
+            let waited = started.elapsed();
+            assert!(
+                waited >= limit,
+                "round {round}: timed out early, after {waited:?}"
+            );
+            assert_eq!(conn.pending(), 0);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn dropped_futures_leave_no_pending_entry() {
     bounded(async {
         const N: usize = 100;

@@ -49,8 +49,13 @@ pub struct ConnectOptions {
     /// and the kernel delivers what is left in the background. `Some(ZERO)` resets the
     /// connection on close; ask for it only if you know you want it.
     pub linger: Option<Duration>,
-    /// How long one request may take from the call to its response, waiting for an in-flight
-    /// slot included; `None` waits forever. Default 30 s.
+    /// How long one request may wait for its response once queued; `None` waits forever.
+    /// Default 30 s. The connection enforces it with one sweep of its pending requests every
+    /// eighth of the timeout (1 ms at least), not a timer per request, so a request fails
+    /// between the timeout and one eighth past it. With [`max_in_flight`] set, the wait for
+    /// an in-flight slot is bounded by the same limit on its own.
+    ///
+    /// [`max_in_flight`]: ConnectOptions::max_in_flight
     pub request_timeout: Option<Duration>,
     /// The most requests pending on the connection at once; more wait for a slot (within
     /// their request timeout). `None` (the default) sets no bound; `Some(0)` counts as 1.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -15,8 +16,39 @@ use tokio_util::sync::CancellationToken;
 use super::{CloseCause, Error};
 use crate::Resp;
 
-/// What a request's waiter receives: its response, or why the connection stopped.
-pub(crate) type Reply = Result<Resp, CloseCause>;
+/// What a request's waiter receives: its response, or why it got none.
+pub(crate) type Reply = Result<Resp, Failure>;
+
+/// Why a request got no response.
+pub(crate) enum Failure {
+    /// The connection stopped.
+    Closed(CloseCause),
+    /// The request timeout passed (found by the reader's sweep).
+    TimedOut,
+}
+
+/// How the request timeout is enforced: one sweep of the pending table every `every`, not a
+/// timer per request. A request registered during sweep interval `r` has waited more than the
+/// timeout once `ticks` more sweeps have begun; it fails at that sweep, so between the timeout
+/// and one interval (an eighth of the timeout, or 1 ms) past it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sweep {
+    pub(crate) every: Duration,
+    ticks: u64,
+}
+
+impl Sweep {
+    /// The sweep for `timeout`.
+    pub(crate) fn for_timeout(timeout: Duration) -> Sweep {
+        let every = (timeout / 8).max(Duration::from_millis(1));
+        // ceil(timeout / every) whole intervals, plus the one the request was registered in.
+        let whole = timeout.as_nanos().div_ceil(every.as_nanos().max(1));
+        Sweep {
+            every,
+            ticks: u64::try_from(whole).unwrap_or(u64::MAX).saturating_add(1),
+        }
+    }
+}
 
 /// The output buffer's starting size (and the size the writer's own buffer goes back to).
 pub(crate) const OUT_CAPACITY: usize = 8 * 1024;
@@ -36,6 +68,8 @@ struct Waiter {
     /// Tells this request apart from a later one that reuses its `Uid`, so that a stale drop
     /// guard never removes its successor's entry.
     id: u64,
+    /// The sweep interval it was registered in (see [`Sweep`]).
+    tick: u64,
     tx: oneshot::Sender<Reply>,
 }
 
@@ -51,7 +85,7 @@ struct Waiter {
 /// - whenever `out` is not empty, the writer has been woken (`Shared::wake`) since it last
 ///   took `out`: a caller that finds `out` empty wakes it after appending.
 struct State {
-    pending: HashMap<Arc<str>, Waiter>,
+    pending: HashMap<Arc<str>, Waiter, BuildHasherDefault<UidHasher>>,
     /// Encoded requests not yet taken by the writer.
     out: BytesMut,
     /// How many frames `out` holds.
@@ -59,6 +93,11 @@ struct State {
     closing: bool,
     closed: Option<CloseCause>,
     next_id: u64,
+    /// Sweeps begun so far.
+    tick: u64,
+    /// Whether the reader is sweeping: on from the first request after an idle spell, off
+    /// again at the first sweep that finds nothing pending.
+    sweeping: bool,
 }
 
 impl State {
@@ -82,6 +121,10 @@ pub(crate) struct Shared {
     /// Tasks still running; when it reaches 0, `done` turns true.
     tasks: AtomicUsize,
     done: watch::Sender<bool>,
+    /// The request timeout's sweep, if there is a request timeout.
+    pub(crate) sweep: Option<Sweep>,
+    /// Wakes the reader to start sweeping: a request was registered while it was not.
+    pub(crate) arm: Notify,
     next_uid: AtomicU64,
     unknown: AtomicU64,
     batches: AtomicU64,
@@ -91,16 +134,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state for a connection with two tasks.
-    pub(crate) fn new() -> Shared {
+    /// Shared state for a connection with two tasks, whose requests time out after
+    /// `request_timeout`.
+    pub(crate) fn new(request_timeout: Option<Duration>) -> Shared {
         Shared {
             state: Mutex::new(State {
-                pending: HashMap::new(),
+                pending: HashMap::default(),
                 out: BytesMut::with_capacity(OUT_CAPACITY),
                 queued: 0,
                 closing: false,
                 closed: None,
                 next_id: 0,
+                tick: 0,
+                sweeping: false,
             }),
             flag: AtomicBool::new(false),
             wake: Notify::new(),
@@ -108,6 +154,8 @@ impl Shared {
             drained: Notify::new(),
             tasks: AtomicUsize::new(2),
             done: watch::Sender::new(false),
+            sweep: request_timeout.map(Sweep::for_timeout),
+            arm: Notify::new(),
             next_uid: AtomicU64::new(1),
             unknown: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -150,10 +198,11 @@ impl Shared {
             None
         };
         let id = state.next_id;
+        let tick = state.tick;
         let refused = refused.or_else(|| match state.pending.entry(Arc::clone(uid)) {
             Entry::Occupied(entry) => Some(Error::DuplicateUid(entry.key().to_string())),
             Entry::Vacant(entry) => {
-                entry.insert(Waiter { id, tx });
+                entry.insert(Waiter { id, tick, tx });
                 None
             }
         });
@@ -163,13 +212,17 @@ impl Shared {
         }
         state.next_id += 1;
         state.queued += 1;
+        let arm = self.sweep.is_some() && !state.sweeping;
+        state.sweeping |= arm;
         state.check();
         drop(guard);
         if start == 0 {
             // The writer took everything before this frame: it needs waking.
             self.wake.notify_one();
         }
-        self.touch();
+        if arm {
+            self.arm.notify_one();
+        }
         Ok((id, rx))
     }
 
@@ -205,9 +258,37 @@ impl Shared {
         }
     }
 
+    /// One sweep of the request timeout: fails every request registered `ticks` sweeps ago
+    /// or earlier with [`Failure::TimedOut`]. Returns whether to go on sweeping (something is
+    /// still pending).
+    pub(crate) fn sweep(&self) -> bool {
+        let Some(sweep) = self.sweep else {
+            return false;
+        };
+        let mut state = self.lock();
+        state.tick += 1;
+        let now = state.tick;
+        let expired: Vec<Waiter> = state
+            .pending
+            .extract_if(|_, waiter| now - waiter.tick >= sweep.ticks)
+            .map(|(_, waiter)| waiter)
+            .collect();
+        let go_on = !state.pending.is_empty();
+        state.sweeping = go_on;
+        let drained = state.closing && !go_on;
+        drop(state);
+        for waiter in expired {
+            // A caller that left at the same moment no longer listens: nothing to do.
+            let _ = waiter.tx.send(Err(Failure::TimedOut));
+        }
+        if drained {
+            self.drained.notify_one();
+        }
+        go_on
+    }
+
     /// Hands a response to its waiter; a response nobody waits for is counted and dropped.
     pub(crate) fn route(&self, resp: Resp) {
-        self.touch();
         let mut state = self.lock();
         let waiter = state.pending.remove(resp.uid.as_str());
         let drained = state.closing && state.pending.is_empty();
@@ -252,7 +333,7 @@ impl Shared {
         state.check();
         drop(state);
         for waiter in waiters.into_values() {
-            let _ = waiter.tx.send(Err(cause.clone()));
+            let _ = waiter.tx.send(Err(Failure::Closed(cause.clone())));
         }
         self.stop.cancel();
     }
@@ -309,8 +390,10 @@ impl Shared {
         let _ = done.wait_for(|done| *done).await;
     }
 
+    /// Counts one write of queued requests (and records the activity).
     pub(crate) fn count_batch(&self) {
         self.batches.fetch_add(1, Ordering::Relaxed);
+        self.touch();
     }
 
     pub(crate) fn batches(&self) -> u64 {
@@ -321,17 +404,54 @@ impl Shared {
         self.unknown.load(Ordering::Relaxed)
     }
 
-    /// Records activity now (a request queued or a response received).
-    fn touch(&self) {
+    /// Records activity now: called once per write of queued requests and once per read
+    /// batch of responses, not per request (a clock read is not free).
+    pub(crate) fn touch(&self) {
         let since = Instant::now().saturating_duration_since(self.epoch);
         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
         self.last_activity.fetch_max(nanos, Ordering::Relaxed);
     }
 
-    /// Time since the last request was queued or response received (or since the connect).
+    /// Time since the last write of requests or read of responses (or since the connect).
     pub(crate) fn idle_for(&self) -> Duration {
         let last = self.epoch + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed));
         Instant::now().saturating_duration_since(last)
+    }
+}
+
+/// The pending table's hasher: a multiply-rotate over 8-byte words with a final mix, several
+/// times cheaper than the default SipHash for short `Uid`s. It does not resist chosen
+/// collisions, and need not: only the connection's own callers choose the keys (a server can
+/// only look keys up), so colliding `Uid`s would slow nobody but the caller choosing them.
+#[derive(Default)]
+pub(crate) struct UidHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for UidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(word);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(MIX);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(MIX);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(23) ^ u64::from(i)).wrapping_mul(MIX);
+    }
+
+    fn finish(&self) -> u64 {
+        // Spread the high bits into the low ones the table indexes by.
+        let x = self.0 ^ (self.0 >> 32);
+        x.wrapping_mul(MIX) ^ (x >> 29)
     }
 }
 
@@ -354,7 +474,41 @@ fn decimal(mut n: u64) -> Arc<str> {
 
 #[cfg(test)]
 mod tests {
-    use super::decimal;
+    use super::{Sweep, UidHasher, decimal};
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    use std::time::Duration;
+
+    #[test]
+    fn sweep_fails_a_request_between_the_timeout_and_one_interval_past_it() {
+        for ms in [1, 3, 7, 8, 100, 30_000] {
+            let timeout = Duration::from_millis(ms);
+            let sweep = Sweep::for_timeout(timeout);
+            // Registered just before a sweep began, failed `ticks` sweeps later: waited
+            // (ticks - 1) intervals at least, ticks intervals at most.
+            let least = sweep.every * u32::try_from(sweep.ticks - 1).expect("few ticks");
+            let most = sweep.every * u32::try_from(sweep.ticks).expect("few ticks");
+            assert!(least >= timeout, "{ms} ms: fails early, after {least:?}");
+            assert!(
+                most <= timeout + timeout / 8 + Duration::from_millis(1),
+                "{ms} ms: fails late, after {most:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uid_hashes_of_counters_do_not_collide_in_the_low_bits() {
+        let hasher = BuildHasherDefault::<UidHasher>::default();
+        let low: HashSet<u64> = (0..4096u64)
+            .map(|n| hasher.hash_one(&*decimal(n)) & 0xfff)
+            .collect();
+        // A uniform hash of 4096 keys into 4096 buckets fills about 63 % of them.
+        assert!(
+            low.len() > 2400,
+            "only {} distinct low-bit patterns",
+            low.len()
+        );
+    }
 
     #[test]
     fn decimal_matches_to_string() {

@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use std::task::Poll;
+
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::FramedRead;
 
@@ -134,22 +137,79 @@ pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_fram
         exit: Exit::Failed(CloseCause::Shutdown),
     };
     let mut frames = FramedRead::new(half, JsonCodec::<Resp, Message>::with_max_frame(max_frame));
+    // Made once, not per response: each would register with its notifier and deregister
+    // again for every frame.
+    let stop = shared.stop.cancelled();
+    let drained = shared.drained.notified();
+    let arm = shared.arm.notified();
+    // The request timeout's sweep: one timer for the connection, reset once per interval
+    // while requests are pending, idle otherwise.
+    let every = shared.sweep.map(|sweep| sweep.every);
+    let tick = tokio::time::sleep(every.unwrap_or_default());
+    tokio::pin!(stop, drained, arm, tick);
+    let mut sweeping = false;
     let cause = loop {
         tokio::select! {
             biased;
-            () = shared.stop.cancelled() => break CloseCause::Shutdown,
-            () = shared.drained.notified() => break CloseCause::Shutdown,
-            next = frames.next() => match next {
-                Some(Ok(resp)) => shared.route(resp),
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "bad response from the server; closing the connection");
-                    break CloseCause::from(err);
+            () = &mut stop => break CloseCause::Shutdown,
+            () = &mut drained => break CloseCause::Shutdown,
+            () = &mut arm, if every.is_some() && !sweeping => {
+                arm.set(shared.arm.notified());
+                sweeping = true;
+                let next = Instant::now() + every.unwrap_or_default();
+                tick.as_mut().reset(next);
+            }
+            () = &mut tick, if sweeping => {
+                sweeping = shared.sweep();
+                if sweeping {
+                    let next = tick.deadline() + every.unwrap_or_default();
+                    tick.as_mut().reset(next);
                 }
-                None => break CloseCause::ClosedByPeer,
+            }
+            read = route_batch(&shared, &mut frames) => match read {
+                // The end of what one read brought: record the activity once.
+                Ok(()) => shared.touch(),
+                Err(cause) => break cause,
             },
         }
     };
     guard.exit = Exit::Failed(cause);
+}
+
+/// The most responses routed in one turn of the reader's loop, so that a long burst still
+/// lets it look at its other duties (stop, sweep) now and then.
+const ROUTE_BATCH: usize = 128;
+
+/// Routes every response that is ready (up to [`ROUTE_BATCH`]); waits only while none is.
+/// Fails with the cause to close the connection for: end of stream or bad input.
+async fn route_batch(
+    shared: &Shared,
+    frames: &mut FramedRead<OwnedReadHalf, JsonCodec<Resp, Message>>,
+) -> Result<(), CloseCause> {
+    let mut routed = 0;
+    std::future::poll_fn(|cx| {
+        loop {
+            match frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(resp))) => {
+                    shared.route(resp);
+                    routed += 1;
+                    if routed == ROUTE_BATCH {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    tracing::warn!(error = %err, "bad response from the server; closing the connection");
+                    return Poll::Ready(Err(CloseCause::from(err)));
+                }
+                Poll::Ready(None) => return Poll::Ready(Err(CloseCause::ClosedByPeer)),
+                // The socket has our waker: come back when more arrives, or now if this
+                // turn routed something.
+                Poll::Pending if routed > 0 => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
