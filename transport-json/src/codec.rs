@@ -30,12 +30,17 @@
 //!
 //! # How it frames
 //!
-//! The decoder runs a small scanner over the buffered bytes: it tracks the nesting depth of
-//! `{`/`[`, whether it is inside a string, and whether the previous byte was a backslash, so
-//! braces and escaped quotes inside strings do not confuse it. Its state survives between calls
-//! to [`decode`](Decoder::decode): when a large frame arrives in many reads, each byte is
-//! scanned once, not once per read. Only when a complete top-level object has been delimited
-//! does the decoder hand exactly that slice to [`serde_json::from_slice`].
+//! At the start of a frame the decoder first parses the buffered bytes directly: when the
+//! whole frame is there (the common case: a read brings many frames), that one parse decodes
+//! it and finds where it ends. When it is not (the frame is cut by the end of the buffer, or
+//! is not valid JSON), a small scanner takes over: it tracks the nesting depth of `{`/`[`,
+//! whether it is inside a string, and whether the previous byte was a backslash, so braces
+//! and escaped quotes inside strings do not confuse it. Its state survives between calls to
+//! [`decode`](Decoder::decode): when a large frame arrives in many reads, each byte is
+//! scanned once, not once per read (the direct parse is tried once per frame, at its start).
+//! When the scanner has delimited a complete top-level object, the decoder hands exactly that
+//! slice to [`serde_json::from_slice`]; an invalid frame is thus consumed whole before its
+//! error is reported.
 //!
 //! Only objects are accepted at top level. Whitespace between objects is skipped and does not
 //! count towards any frame.
@@ -152,8 +157,9 @@ impl<In, Out> JsonCodec<In, Out> {
         self.max
     }
 
-    /// The total number of bytes the scanner has examined (whitespace included). Exposed so
-    /// tests can check that scanning is linear in the input.
+    /// The total number of bytes the scanner has examined (whitespace included; frames
+    /// decoded by the direct parse are not scanned). Exposed so tests can check that
+    /// scanning is linear in the input.
     #[doc(hidden)]
     pub fn scanned_bytes(&self) -> u64 {
         self.scanned
@@ -258,6 +264,17 @@ impl<In: DeserializeOwned, Out> Decoder for JsonCodec<In, Out> {
             };
             if first != b'{' {
                 return Err(CodecError::NotAnObject { found: first });
+            }
+            // The common case, a whole frame already buffered, costs one parse: serde_json
+            // finds the frame's end as it goes. Anything else (an incomplete frame, bad
+            // JSON) takes the scanner below, which resumes across calls, so a frame that
+            // arrives in pieces is parsed in full only once, and a bad one is consumed.
+            let limit = buf.len().min(self.max);
+            let mut values = serde_json::Deserializer::from_slice(&buf[..limit]).into_iter();
+            if let Some(Ok(item)) = values.next() {
+                let len = values.byte_offset();
+                buf.advance(len);
+                return Ok(Some(item));
             }
             self.scanned += 1;
             self.scan = Scan {
