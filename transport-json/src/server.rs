@@ -20,8 +20,8 @@
 //!   connection closes. Accepted sockets get `TCP_NODELAY` and TCP keepalive.
 //! - Requests: each connection reads requests and runs the handler for each concurrently, at
 //!   most [`ServerConfig::max_in_flight_per_conn`] at once; responses leave in the order they
-//!   are ready, each carrying its request's `Uid`. One writer per connection takes
-//!   every response that is ready and sends them in one write, then flushes.
+//!   are ready, each carrying its request's `Uid`. A connection writes every response that is
+//!   ready in one write, once it has no complete request left to read.
 //! - Bad input: a request without a `Uid` is answered with `Err` set and the connection stays
 //!   open. Malformed JSON, a top-level value that is not an object, or a frame longer than
 //!   [`ServerConfig::max_frame`] logs a `tracing` warning and closes that connection (after
@@ -49,7 +49,6 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub use config::ServerConfig;
@@ -166,7 +165,6 @@ impl<H: Handler> Server<H> {
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let stop = CancellationToken::new();
         let mut connections = JoinSet::new();
-        let writers = TaskTracker::new();
         let mut slot = None;
         // After an accept error such as EMFILE, pause instead of spinning on it.
         let mut paused_until: Option<Instant> = None;
@@ -178,10 +176,9 @@ impl<H: Handler> Server<H> {
                 biased;
                 () = kill.cancelled() => {
                     drop(listener);
+                    // Aborts every connection's task and waits until each is gone: a
+                    // connection's task owns its socket, so every socket is closed then.
                     connections.shutdown().await;
-                    // Dropping a connection aborts its writer; wait until each is gone.
-                    writers.close();
-                    writers.wait().await;
                     info!(%local_addr, "server aborted");
                     return Ok(());
                 }
@@ -207,7 +204,6 @@ impl<H: Handler> Server<H> {
                                 max_in_flight: config.max_in_flight_per_conn.max(1),
                                 shutdown: stop.clone(),
                                 active: Arc::clone(&active),
-                                writers: writers.clone(),
                             };
                             connections.spawn(connection::serve(stream, peer, cx, permit));
                         }
@@ -244,8 +240,6 @@ impl<H: Handler> Server<H> {
             }
         }
         connections.shutdown().await;
-        writers.close();
-        writers.wait().await;
         info!(%local_addr, "server stopped");
         Ok(())
     }

@@ -1,39 +1,59 @@
-//! One accepted connection: a reader that decodes requests and runs the handler for each, and a
-//! writer that batches the responses.
+//! One accepted connection, served by one task with no channel and no helper task.
 //!
-//! The reader and the requests it runs share the connection's task; the writer has a task of
-//! its own, aborted when the connection's task is dropped, so the server still drops the
-//! whole connection (socket, queued responses, running handlers) by dropping one task. The
-//! writer's own task is a measured choice: joined into the reader's task, sequential round
-//! trips ran at half the rate (see BENCHMARKS.md).
+//! The task runs one poll loop over the socket (the shape of a plain buffered server: read,
+//! answer everything buffered, write once, read again):
+//!
+//! 1. decode every complete request in the input buffer and start its handler. The handler's
+//!    future is polled once at once, in a reused box: a handler that answers at once (the
+//!    echo) costs no allocation, no queue and no wake-up, and its response is encoded straight
+//!    into the output buffer. Only a future still pending goes into a `FuturesUnordered`;
+//! 2. encode every response of those that is ready;
+//! 3. write the output buffer once no complete request is left to decode (or when the bounds
+//!    below stop the decoding), and keep writing while the socket takes it;
+//! 4. read more input, and start over; wait when neither the socket nor a handler is ready.
+//!
+//! Dropping the task drops the whole connection at once: socket, buffers, running handlers.
+//!
+//! Earlier versions ran a writer of their own (first joined into this task with `select!`,
+//! then in a task of its own, fed by a channel). Against the raw baseline of
+//! `benches/transport.rs` the writer task cost a quarter of the pipelined rate (0.74-0.82 of the
+//! raw server) in channel sends, wake-ups of the other task and the per-request
+//! `FuturesUnordered` node; the `select!` join before it halved the sequential rate. This loop
+//! does what the raw server does per request (parse, answer, encode into a buffer, one write
+//! per batch); see BENCHMARKS.md for the numbers.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{self, Poll, ready};
 use std::time::SystemTime;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio_util::bytes::BytesMut;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::handler::{Handler, rfc3339_nanos};
 use crate::codec::{CodecError, JsonCodec};
 use crate::wire::{Message, Resp};
 
-/// The most responses the writer takes off its queue for one write.
-const WRITE_BATCH: usize = 256;
-/// A write buffer grown past this (by a huge response) is given back after use.
-const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// Room made in the input buffer before a read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Output past this many bytes stops decoding until it is written: a long burst of input still
+/// gets its answers out, and a client that does not read holds at most this much (plus one
+/// response) in our buffer.
+const OUTPUT_HIGH: usize = 64 * 1024;
+/// A buffer grown past this (by a huge request or response) is given back once empty.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// What a connection needs from the server.
 pub(super) struct Context<H> {
@@ -44,20 +64,17 @@ pub(super) struct Context<H> {
     pub(super) shutdown: CancellationToken,
     /// The server's count of open connections.
     pub(super) active: Arc<AtomicUsize>,
-    /// Where the connections' writer tasks run, so that an abort can wait until every one
-    /// is gone (and its socket closed).
-    pub(super) writers: TaskTracker,
 }
 
-/// Why the reader stopped.
+/// Why the connection stopped reading.
 #[derive(Debug, Clone, Copy)]
 enum ReadEnd {
     /// The client closed its side.
     Eof,
     /// The server is shutting down.
     Shutdown,
-    /// The writer failed, so answers can no longer be delivered.
-    WriterGone,
+    /// A write failed, so answers can no longer be delivered.
+    WriteFailed,
     /// Bad input or a failed read: framing is lost.
     Failed,
 }
@@ -79,7 +96,7 @@ impl Drop for Active {
 }
 
 /// Serves one connection until the client leaves, the input goes bad, or the server shuts
-/// down; then lets the requests already running finish, flushes their responses and closes.
+/// down; then lets the requests already running finish, writes their responses and closes.
 ///
 /// `_slot` is the connection's place under the server's connection cap, freed on return.
 pub(super) async fn serve<H: Handler>(
@@ -90,75 +107,260 @@ pub(super) async fn serve<H: Handler>(
 ) {
     let _active = Active::enter(Arc::clone(&cx.active));
     debug!(%peer, "connection opened");
-    let (read, write) = stream.into_split();
-    // One queued response per in-flight request at most: a handler that finishes while the
-    // queue is full waits, and holds its in-flight slot while it waits, so the reader stops
-    // reading. A client that does not read its responses thus stalls only itself.
-    let (tx, rx) = mpsc::channel(cx.max_in_flight);
-    // The writer runs in a task of its own, aborted with the connection if the connection's
-    // task is dropped (server shutdown or abort).
-    let mut writer = AbortOnDrop(cx.writers.spawn(write_responses(write, rx)));
-    let end = read_requests(read, peer, &cx, tx).await;
-    let written = match (&mut writer.0).await {
-        Ok(result) => result,
-        Err(join) => Err(io::Error::other(join)),
+    let mut conn = Connection {
+        handler: &*cx.handler,
+        start: answer::<H>,
+        peer,
+        stream,
+        codec: JsonCodec::with_max_frame(cx.max_frame),
+        input: BytesMut::new(),
+        eof: false,
+        output: BytesMut::new(),
+        unwritten: 0,
+        in_flight: FuturesUnordered::new(),
+        spare: None,
+        max_in_flight: cx.max_in_flight,
+        end: None,
+        write_error: None,
+        closed: false,
     };
-    match written {
-        Ok(()) => debug!(%peer, ?end, "connection closed"),
-        Err(error) => debug!(%peer, ?end, %error, "connection closed: write failed"),
+    let mut shutdown = pin!(cx.shutdown.cancelled());
+    let end = std::future::poll_fn(|task| {
+        // Polled once per wake-up, not per request: polling it takes the token's locks.
+        if conn.end.is_none() && shutdown.as_mut().poll(task).is_ready() {
+            conn.end = Some(ReadEnd::Shutdown);
+        }
+        conn.poll_serve(task)
+    })
+    .await;
+    match conn.write_error {
+        None => debug!(%peer, ?end, "connection closed"),
+        Some(error) => debug!(%peer, ?end, %error, "connection closed: write failed"),
     }
 }
 
-/// Decodes requests and runs the handler on each, at most `max_in_flight` at once.
+/// The state of one connection; see the module documentation for the loop.
 ///
-/// Returns when it stops reading and every request it started has been answered (or could
-/// not be, because the writer is gone). Dropping `tx` on return is what tells the writer that
-/// no more responses will come.
-async fn read_requests<H: Handler>(
-    read: OwnedReadHalf,
+/// `F` is the type of [`answer`]'s future, named by `start`.
+struct Connection<'h, H, F> {
+    handler: &'h H,
+    start: fn(&'h H, Message) -> F,
     peer: SocketAddr,
-    cx: &Context<H>,
-    tx: mpsc::Sender<Resp>,
-) -> ReadEnd {
-    let mut frames = FramedRead::new(
-        read,
-        JsonCodec::<Message, Resp>::with_max_frame(cx.max_frame),
-    );
-    // The requests of one connection run concurrently inside the connection's own task (a
-    // slow request never holds back the ones behind it, and responses leave as they finish),
-    // not in a task each: a spawn per request cost a scheduler round trip and a wake-up of
-    // the other worker for every answer, which dominated a fast handler's cost. A handler
-    // with heavy CPU work should spawn it itself. Dropping the connection drops them all.
-    let mut in_flight = FuturesUnordered::new();
-    // Made once, not per turn of the loop: each would register with its notifier and
-    // deregister again for every request.
-    let shutdown = cx.shutdown.cancelled();
-    let writer_gone = tx.closed();
-    tokio::pin!(shutdown, writer_gone);
-    let end = loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break ReadEnd::Shutdown,
-            () = &mut writer_gone => break ReadEnd::WriterGone,
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            // Not reading while `max_in_flight` requests run is the backpressure: the socket's
-            // receive buffer fills and TCP slows the client down.
-            frame = frames.next(), if in_flight.len() < cx.max_in_flight => match frame {
-                Some(Ok(req)) => {
-                    in_flight.push(answer(Arc::clone(&cx.handler), req, tx.clone()));
-                }
-                None => break ReadEnd::Eof,
-                Some(Err(error)) => {
-                    log_read_error(peer, &error);
-                    break ReadEnd::Failed;
-                }
-            },
+    stream: TcpStream,
+    codec: JsonCodec<Message, Resp>,
+    /// Bytes read and not yet decoded.
+    input: BytesMut,
+    /// The client closed its side; what is left in `input` is all there will be.
+    eof: bool,
+    /// Encoded responses not yet written.
+    output: BytesMut,
+    /// How many responses `output` holds (counted until it is written out completely).
+    /// Invariant: 0 whenever `output` is empty.
+    unwritten: usize,
+    /// Requests whose handler did not answer on its first poll.
+    in_flight: FuturesUnordered<Pin<Box<F>>>,
+    /// A finished request's box, reused for the next request.
+    spare: Option<Pin<Box<F>>>,
+    max_in_flight: usize,
+    /// Why reading stopped; `None` while reading.
+    end: Option<ReadEnd>,
+    /// The write that failed; responses are dropped from then on.
+    write_error: Option<io::Error>,
+    /// The write side has been shut down.
+    closed: bool,
+}
+
+/// What stopped [`Connection::take_requests`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Took {
+    /// No complete request is left in the input: read more.
+    NeedInput,
+    /// `max_in_flight` or the output bound is reached: write first.
+    Full,
+    /// Reading has stopped.
+    Stopped,
+}
+
+impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
+    /// The loop of the module documentation. Returns `Pending` only after every source it
+    /// waits on (socket, running handlers) has registered the waker; returns once reading has
+    /// stopped, every request has been answered, and the write side is shut down (or failed).
+    fn poll_serve(&mut self, task: &mut task::Context<'_>) -> Poll<ReadEnd> {
+        loop {
+            let took = self.take_requests(task);
+            self.collect_answers(task);
+            self.poll_write_out(task);
+            if let Some(end) = self.end
+                && self.in_flight.is_empty()
+                && self.output.is_empty()
+            {
+                return self.poll_close(task).map(|()| end);
+            }
+            if took == Took::NeedInput && self.poll_fill(task).is_ready() {
+                continue;
+            }
+            // Room freed by a complete write (or by a response that failed to encode) lets the
+            // requests still buffered in `input` in: decode them now, nothing would wake us
+            // for them.
+            if took == Took::Full && self.end.is_none() && self.has_room() {
+                continue;
+            }
+            // Waiting now: every running handler was polled until pending, any output left is
+            // blocked on the socket, and reading is blocked on the socket (`NeedInput`), on
+            // those two (`Full`), or over.
+            return Poll::Pending;
         }
-    };
-    // Requests already received are answered even when the rest of the input is bad: their
-    // responses are valid, and the client learns of the close right after them.
-    while in_flight.next().await.is_some() {}
-    end
+    }
+
+    /// Whether another request may start: the running and the unwritten ones stay under
+    /// `max_in_flight`, and the output under its bound. Not reading beyond that is the
+    /// backpressure: the socket's receive buffer fills and TCP slows the client down, so a
+    /// client that does not read its responses stalls only itself.
+    fn has_room(&self) -> bool {
+        self.in_flight.len() + self.unwritten < self.max_in_flight
+            && self.output.len() < OUTPUT_HIGH
+    }
+
+    /// Decodes and starts requests while there is room.
+    fn take_requests(&mut self, task: &mut task::Context<'_>) -> Took {
+        loop {
+            if self.end.is_some() {
+                return Took::Stopped;
+            }
+            if !self.has_room() {
+                return Took::Full;
+            }
+            let decoded = if self.eof {
+                self.codec.decode_eof(&mut self.input)
+            } else {
+                self.codec.decode(&mut self.input)
+            };
+            match decoded {
+                Ok(Some(req)) => self.start_request(req, task),
+                Ok(None) if self.eof => self.end = Some(ReadEnd::Eof),
+                Ok(None) => {
+                    if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
+                        self.input = BytesMut::new();
+                    }
+                    return Took::NeedInput;
+                }
+                Err(error) => {
+                    // Requests already started are still answered: their responses are valid,
+                    // and the client learns of the close right after them.
+                    log_read_error(self.peer, &error);
+                    self.end = Some(ReadEnd::Failed);
+                }
+            }
+        }
+    }
+
+    /// Runs a request's handler up to its first pending point.
+    fn start_request(&mut self, req: Message, task: &mut task::Context<'_>) {
+        let future = (self.start)(self.handler, req);
+        let mut boxed = match self.spare.take() {
+            Some(mut spare) => {
+                spare.set(future);
+                spare
+            }
+            None => Box::pin(future),
+        };
+        match boxed.as_mut().poll(task) {
+            Poll::Ready(resp) => {
+                self.encode(resp);
+                self.spare = Some(boxed);
+            }
+            // The set polls a new future before it waits, so it registers its own waker.
+            Poll::Pending => self.in_flight.push(boxed),
+        }
+    }
+
+    /// Encodes every finished response; leaves the running ones with the waker registered.
+    fn collect_answers(&mut self, task: &mut task::Context<'_>) {
+        while !self.in_flight.is_empty() {
+            match self.in_flight.poll_next_unpin(task) {
+                Poll::Ready(Some(resp)) => self.encode(resp),
+                Poll::Ready(None) | Poll::Pending => return,
+            }
+        }
+    }
+
+    fn encode(&mut self, resp: Resp) {
+        if self.write_error.is_some() {
+            return;
+        }
+        // A `Resp` is all strings: encoding cannot fail, but if it ever did, losing one
+        // answer is better than losing the connection.
+        match self.codec.encode(resp, &mut self.output) {
+            Ok(()) => self.unwritten += 1,
+            Err(error) => {
+                warn!(peer = %self.peer, %error, "could not encode a response; dropped it")
+            }
+        }
+    }
+
+    /// Writes `output` while the socket takes it; leaves the waker registered if it could not
+    /// write everything. A failed write ends reading and drops the output.
+    fn poll_write_out(&mut self, task: &mut task::Context<'_>) {
+        while !self.output.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(task, &self.output) {
+                Poll::Ready(Ok(0)) => return self.fail_write(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.output.advance(n);
+                    if self.output.is_empty() {
+                        self.unwritten = 0;
+                        if self.output.capacity() > KEEP_BUFFER {
+                            self.output = BytesMut::new();
+                        }
+                    }
+                }
+                Poll::Ready(Err(error)) => return self.fail_write(error),
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn fail_write(&mut self, error: io::Error) {
+        self.write_error = Some(error);
+        self.output = BytesMut::new();
+        self.unwritten = 0;
+        self.end.get_or_insert(ReadEnd::WriteFailed);
+    }
+
+    /// Reads what the socket has into `input`. `Ready` when something changed: bytes came,
+    /// the client closed its side (`eof`), or the read failed (reading ends).
+    fn poll_fill(&mut self, task: &mut task::Context<'_>) -> Poll<()> {
+        if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
+            self.input.reserve(READ_CHUNK);
+        }
+        loop {
+            let read = match ready!(self.stream.poll_read_ready(task)) {
+                Ok(()) => self.stream.try_read_buf(&mut self.input),
+                Err(error) => Err(error),
+            };
+            match read {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                // Readiness was stale; `poll_read_ready` now waits for the next.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => {
+                    log_read_error(self.peer, &CodecError::Io(error));
+                    self.end = Some(ReadEnd::Failed);
+                }
+            }
+            return Poll::Ready(());
+        }
+    }
+
+    /// Shuts the write side down once, so the client sees the end of the responses.
+    fn poll_close(&mut self, task: &mut task::Context<'_>) -> Poll<()> {
+        if self.write_error.is_none() && !self.closed {
+            if let Err(error) = ready!(Pin::new(&mut self.stream).poll_shutdown(task)) {
+                self.write_error = Some(error);
+            }
+            self.closed = true;
+        }
+        Poll::Ready(())
+    }
 }
 
 fn log_read_error(peer: SocketAddr, error: &CodecError) {
@@ -174,26 +376,24 @@ fn log_read_error(peer: SocketAddr, error: &CodecError) {
     }
 }
 
-/// Runs the handler for one request and queues its response.
-async fn answer<H: Handler>(handler: Arc<H>, req: Message, tx: mpsc::Sender<Resp>) {
-    let resp = if req.uid.is_empty() {
-        rejection(String::new(), "request has no Uid")
-    } else {
-        let uid = req.uid.clone();
-        // A panicking handler must not leave its caller waiting for an answer forever.
-        match AssertUnwindSafe(handler.handle(req)).catch_unwind().await {
-            Ok(mut resp) => {
-                resp.uid = uid;
-                resp
-            }
-            Err(_) => {
-                warn!(%uid, "handler panicked; answering with an error");
-                rejection(uid, "internal server error")
-            }
+/// Runs the handler for one request and returns its response, or the rejection when the
+/// request has no `Uid` or the handler panics.
+async fn answer<H: Handler>(handler: &H, req: Message) -> Resp {
+    if req.uid.is_empty() {
+        return rejection(String::new(), "request has no Uid");
+    }
+    let uid = req.uid.clone();
+    // A panicking handler must not leave its caller waiting for an answer forever.
+    match AssertUnwindSafe(handler.handle(req)).catch_unwind().await {
+        Ok(mut resp) => {
+            resp.uid = uid;
+            resp
         }
-    };
-    // The writer is gone only when the connection is closing: nobody to answer.
-    let _ = tx.send(resp).await;
+        Err(_) => {
+            warn!(%uid, "handler panicked; answering with an error");
+            rejection(uid, "internal server error")
+        }
+    }
 }
 
 fn rejection(uid: String, why: &str) -> Resp {
@@ -202,40 +402,5 @@ fn rejection(uid: String, why: &str) -> Resp {
         val: String::new(),
         ts: rfc3339_nanos(SystemTime::now()),
         err: Some(why.to_owned()),
-    }
-}
-
-/// Writes responses as they come: everything queued goes out in one write, then the next
-/// batch. Closes the write side once every sender is gone and the queue is empty.
-async fn write_responses(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Resp>,
-) -> io::Result<()> {
-    let mut codec = JsonCodec::<Message, Resp>::new();
-    let mut buf = BytesMut::new();
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        for resp in batch.drain(..) {
-            // A `Resp` is all strings: encoding cannot fail, but if it ever did, losing one
-            // answer is better than losing the connection.
-            if let Err(error) = codec.encode(resp, &mut buf) {
-                warn!(%error, "could not encode a response; dropped it");
-            }
-        }
-        write.write_all_buf(&mut buf).await?;
-        write.flush().await?;
-        if buf.capacity() > KEEP_WRITE_BUFFER {
-            buf = BytesMut::new();
-        }
-    }
-    write.shutdown().await
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
