@@ -34,7 +34,7 @@ use std::time::SystemTime;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::bytes::{Buf, BytesMut};
@@ -332,23 +332,21 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
         if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
             self.input.reserve(READ_CHUNK);
         }
-        loop {
-            let read = match ready!(self.stream.poll_read_ready(task)) {
-                Ok(()) => self.stream.try_read_buf(&mut self.input),
-                Err(error) => Err(error),
-            };
-            match read {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                // Readiness was stale; `poll_read_ready` now waits for the next.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => {
-                    log_read_error(self.peer, &CodecError::Io(error));
-                    self.end = Some(ReadEnd::Failed);
-                }
+        // Through `AsyncRead` (the future is cancel safe and made afresh per call): a read that
+        // does not fill the buffer tells tokio the socket is drained, so the next poll waits
+        // for readiness instead of making a read that would block. `poll_read_ready` and
+        // `try_read_buf` made that extra syscall once per batch, about 10 % of the cost per
+        // request with batches of 64.
+        let read = pin!(self.stream.read_buf(&mut self.input)).poll(task);
+        match ready!(read) {
+            Ok(0) => self.eof = true,
+            Ok(_) => {}
+            Err(error) => {
+                log_read_error(self.peer, &CodecError::Io(error));
+                self.end = Some(ReadEnd::Failed);
             }
-            return Poll::Ready(());
         }
+        Poll::Ready(())
     }
 
     /// Shuts the write side down once, so the client sees the end of the responses.
