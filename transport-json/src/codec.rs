@@ -30,7 +30,10 @@
 //!
 //! # How it frames
 //!
-//! At the start of a frame the decoder first parses the buffered bytes directly: when the
+//! At the start of a frame the decoder first tries the type's own fast path
+//! ([`WireDecode::decode_plain`]: for [`Message`](crate::Message) and
+//! [`Resp`](crate::Resp), an object of plain string fields, with no escapes, as every peer
+//! here and Go write them). Otherwise it parses the buffered bytes with serde_json: when the
 //! whole frame is there (the common case: a read brings many frames), that one parse decodes
 //! it and finds where it ends. When it is not (the frame is cut by the end of the buffer, or
 //! is not valid JSON), a small scanner takes over: it tracks the nesting depth of `{`/`[`,
@@ -247,7 +250,21 @@ fn is_json_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-impl<In: DeserializeOwned, Out> Decoder for JsonCodec<In, Out> {
+/// A type [`JsonCodec`] decodes frames into. [`Message`](crate::Message) and
+/// [`Resp`](crate::Resp) implement it with a fast path for their plain form; any other
+/// `DeserializeOwned` type needs only an empty `impl WireDecode for MyType {}`.
+pub trait WireDecode: DeserializeOwned {
+    /// Decodes the frame at the start of `bytes` (which starts with `{`) without serde, when
+    /// it has a plain form the type knows; returns the value and the frame's length in
+    /// bytes. Returns `None` (the default) to leave the frame to serde_json. When it returns
+    /// a value, it must be exactly what serde_json decodes from that frame.
+    fn decode_plain(bytes: &[u8]) -> Option<(Self, usize)> {
+        let _ = bytes;
+        None
+    }
+}
+
+impl<In: WireDecode, Out> Decoder for JsonCodec<In, Out> {
     type Item = In;
     type Error = CodecError;
 
@@ -270,6 +287,10 @@ impl<In: DeserializeOwned, Out> Decoder for JsonCodec<In, Out> {
             // JSON) takes the scanner below, which resumes across calls, so a frame that
             // arrives in pieces is parsed in full only once, and a bad one is consumed.
             let limit = buf.len().min(self.max);
+            if let Some((item, len)) = In::decode_plain(&buf[..limit]) {
+                buf.advance(len);
+                return Ok(Some(item));
+            }
             let mut values = serde_json::Deserializer::from_slice(&buf[..limit]).into_iter();
             if let Some(Ok(item)) = values.next() {
                 let len = values.byte_offset();
