@@ -333,8 +333,25 @@ impl<In: WireDecode, Out> Decoder for JsonCodec<In, Out> {
     }
 }
 
-impl<In, Out: Serialize> JsonCodec<In, Out> {
+/// A type [`JsonCodec`] encodes. [`Message`](crate::Message) and [`Resp`](crate::Resp)
+/// implement it with a fast path for values whose strings need no escaping; any other
+/// `Serialize` type needs only an empty `impl WireEncode for MyType {}`.
+pub trait WireEncode: Serialize {
+    /// Appends the value's JSON to `dst` without serde when it can, exactly as serde_json
+    /// would write it, and returns true; returns false (the default), having written
+    /// nothing, to leave it to serde_json.
+    fn encode_plain(&self, dst: &mut BytesMut) -> bool {
+        let _ = dst;
+        false
+    }
+}
+
+impl<In, Out: WireEncode> JsonCodec<In, Out> {
     fn encode_ref(&mut self, item: &Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        if item.encode_plain(dst) {
+            dst.put_u8(b'\n');
+            return Ok(());
+        }
         let start = dst.len();
         if let Err(e) = serde_json::to_writer(BufMut::writer(&mut *dst), item) {
             dst.truncate(start);
@@ -345,7 +362,7 @@ impl<In, Out: Serialize> JsonCodec<In, Out> {
     }
 }
 
-impl<In, Out: Serialize> Encoder<Out> for JsonCodec<In, Out> {
+impl<In, Out: WireEncode> Encoder<Out> for JsonCodec<In, Out> {
     type Error = CodecError;
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -353,7 +370,7 @@ impl<In, Out: Serialize> Encoder<Out> for JsonCodec<In, Out> {
     }
 }
 
-impl<In, Out: Serialize> Encoder<&Out> for JsonCodec<In, Out> {
+impl<In, Out: WireEncode> Encoder<&Out> for JsonCodec<In, Out> {
     type Error = CodecError;
 
     fn encode(&mut self, item: &Out, dst: &mut BytesMut) -> Result<(), CodecError> {

@@ -53,7 +53,7 @@ use tokio_util::codec::Encoder;
 pub use error::{CloseCause, Error};
 pub use options::ConnectOptions;
 
-use crate::codec::JsonCodec;
+use crate::codec::{JsonCodec, WireEncode};
 use crate::{Message, Resp};
 use options::Ends;
 use shared::{Failure, Shared};
@@ -102,6 +102,12 @@ struct Request<'a> {
     uid: &'a str,
     #[serde(rename = "Val")]
     val: &'a str,
+}
+
+impl WireEncode for Request<'_> {
+    fn encode_plain(&self, dst: &mut BytesMut) -> bool {
+        crate::wire::put_plain_object(dst, &[("Uid", self.uid), ("Val", self.val)], None)
+    }
 }
 
 /// Removes a request's pending entry if its caller leaves before the request ends.

@@ -32,7 +32,7 @@ pub mod manager;
 pub mod server;
 pub mod wire;
 
-pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec, WireDecode};
+pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec, WireDecode, WireEncode};
 pub use conn::{CloseCause, Conn, ConnectOptions, Error};
 pub use manager::JsonManager;
 pub use server::{RunningServer, Server, ServerConfig};

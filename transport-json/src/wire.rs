@@ -10,7 +10,9 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::WireDecode;
+use tokio_util::bytes::{BufMut, BytesMut};
+
+use crate::codec::{WireDecode, WireEncode};
 
 /// A request: `{"Uid":"..","Val":".."}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -95,6 +97,53 @@ impl WireDecode for Resp {
             len,
         ))
     }
+}
+
+impl WireEncode for Message {
+    fn encode_plain(&self, dst: &mut BytesMut) -> bool {
+        put_plain_object(dst, &[("Uid", &self.uid), ("Val", &self.val)], None)
+    }
+}
+
+impl WireEncode for Resp {
+    fn encode_plain(&self, dst: &mut BytesMut) -> bool {
+        put_plain_object(
+            dst,
+            &[("Uid", &self.uid), ("Val", &self.val), ("Ts", &self.ts)],
+            self.err.as_deref().map(|err| ("Err", err)),
+        )
+    }
+}
+
+/// The fast path of encoding: when no value needs escaping (no `"`, `\\` or control
+/// character, the only bytes serde_json escapes), appends `{"Key":"value",...}` as serde_json
+/// writes it (keys in order, no whitespace) and returns true; otherwise writes nothing and
+/// returns false. `last` is an optional field written after the others.
+pub(crate) fn put_plain_object(
+    dst: &mut BytesMut,
+    fields: &[(&str, &str)],
+    last: Option<(&str, &str)>,
+) -> bool {
+    let all = || fields.iter().chain(last.iter());
+    if all().any(|(_, value)| string_end(value.as_bytes()).is_some()) {
+        return false;
+    }
+    dst.reserve(2 + all().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
+    let mut sep = b'{';
+    for (key, value) in all() {
+        dst.put_u8(sep);
+        dst.put_u8(b'"');
+        dst.put_slice(key.as_bytes());
+        dst.put_slice(b"\":\"");
+        dst.put_slice(value.as_bytes());
+        dst.put_u8(b'"');
+        sep = b',';
+    }
+    if sep == b'{' {
+        dst.put_u8(b'{');
+    }
+    dst.put_u8(b'}');
+    true
 }
 
 /// The fast path of decoding: an object at the start of `bytes` whose keys are plain strings

@@ -1,11 +1,14 @@
-//! The decoder's fast path for plain frames ([`WireDecode::decode_plain`]) must decode exactly
-//! what serde_json decodes, or step aside: checked on generated frames (plain and not, with
-//! random whitespace, escapes, nulls, numbers, nested values, odd key cases and single-byte
-//! corruptions) against serde_json on the same bytes.
+//! The codec's fast paths for plain frames must do exactly what serde_json does, or step
+//! aside. Decoding ([`WireDecode::decode_plain`]) is checked on generated frames (plain and
+//! not, with random whitespace, escapes, nulls, numbers, nested values, odd key cases and
+//! single-byte corruptions) against serde_json on the same bytes; encoding
+//! ([`WireEncode::encode_plain`]) on generated values against serde_json's output.
 
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
-use transport_json::{Message, Resp, WireDecode};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Encoder;
+use transport_json::{JsonCodec, Message, Resp, WireDecode, WireEncode};
 
 /// What serde_json makes of the object at the start of `bytes`, and its length.
 fn by_serde<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, usize)> {
@@ -91,8 +94,49 @@ fn damaged() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Mostly printable text, sometimes with bytes serde_json escapes, sometimes any text.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[ -~]{0,20}",
+        1 => "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é€😀]{0,8}",
+        1 => any::<String>(),
+    ]
+}
+
+/// The codec writes what serde_json writes, plus the newline; plain values take the fast path.
+fn encodes_as_serde<T: WireEncode>(value: &T, plain: bool) -> Result<(), TestCaseError> {
+    let mut ours = BytesMut::new();
+    JsonCodec::<Resp, T>::new()
+        .encode(value, &mut ours)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut expected = serde_json::to_vec(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    expected.push(b'\n');
+    prop_assert_eq!(&ours[..], &expected[..]);
+    let mut fast = BytesMut::new();
+    prop_assert_eq!(value.encode_plain(&mut fast), plain);
+    prop_assert!(
+        plain || fast.is_empty(),
+        "a refused fast path wrote {:?}",
+        fast
+    );
+    Ok(())
+}
+
+fn is_plain(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn plain_encoding_writes_what_serde_writes(
+        uid in text(), val in text(), ts in text(), err in prop::option::of(text()),
+    ) {
+        let plain = [&uid, &val, &ts].into_iter().chain(err.as_ref()).all(|s| is_plain(s));
+        encodes_as_serde(&Resp { uid: uid.clone(), val: val.clone(), ts, err }, plain)?;
+        encodes_as_serde(&Message { uid: uid.clone(), val: val.clone() }, is_plain(&uid) && is_plain(&val))?;
+    }
 
     #[test]
     fn plain_decoding_of_a_resp_agrees_with_serde(bytes in prop_oneof![object(), damaged()]) {
