@@ -39,6 +39,7 @@ mod error;
 mod options;
 mod shared;
 mod tasks;
+mod uid;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,6 +58,7 @@ use crate::codec::{JsonCodec, WireEncode};
 use crate::{Message, Resp};
 use options::Ends;
 use shared::{Failure, Shared};
+use uid::Key;
 
 /// A multiplexed client connection. Cheap to clone: clones share the connection, and any
 /// number of tasks may have requests in flight on it at once.
@@ -113,7 +115,7 @@ impl WireEncode for Request<'_> {
 /// Removes a request's pending entry if its caller leaves before the request ends.
 struct PendingGuard<'a> {
     shared: &'a Shared,
-    uid: Arc<str>,
+    uid: Key,
     id: u64,
     armed: bool,
 }
@@ -185,15 +187,7 @@ impl Conn {
     /// already queued it is still written; its late response is counted by
     /// [`unknown_responses`](Conn::unknown_responses) and dropped.
     pub async fn send(&self, message: Message) -> Result<Resp, Error> {
-        let shared = &*self.inner.shared;
-        if shared.is_closed() {
-            return Err(Error::Closed(shared.refusal()));
-        }
-        let _permit = match &self.inner.permits {
-            Some(permits) => Some(self.in_flight_slot(permits).await?),
-            None => None,
-        };
-        self.exchange(message).await
+        self.call(&message.uid, &message.val).await
     }
 
     /// Sends `val` under a `Uid` the connection makes up, and waits for the response.
@@ -203,12 +197,21 @@ impl Conn {
     ///
     /// # Cancel safety
     /// Cancel safe, as [`send`](Conn::send).
-    pub async fn request(&self, val: impl Into<String>) -> Result<Resp, Error> {
-        self.send(Message {
-            uid: String::new(),
-            val: val.into(),
-        })
-        .await
+    pub async fn request(&self, val: impl AsRef<str>) -> Result<Resp, Error> {
+        self.call("", val.as_ref()).await
+    }
+
+    /// A request under `uid` (made up if empty): an in-flight slot, then the exchange.
+    async fn call(&self, uid: &str, val: &str) -> Result<Resp, Error> {
+        let shared = &*self.inner.shared;
+        if shared.is_closed() {
+            return Err(Error::Closed(shared.refusal()));
+        }
+        let _permit = match &self.inner.permits {
+            Some(permits) => Some(self.in_flight_slot(permits).await?),
+            None => None,
+        };
+        self.exchange(uid, val).await
     }
 
     /// A slot under `max_in_flight`: at once if one is free, else within the request timeout.
@@ -233,24 +236,28 @@ impl Conn {
     }
 
     /// Registers the request, queues its frame and waits for its reply.
-    async fn exchange(&self, message: Message) -> Result<Resp, Error> {
+    async fn exchange(&self, uid: &str, val: &str) -> Result<Resp, Error> {
         let shared = &*self.inner.shared;
-        let generated = message.uid.is_empty();
+        let generated = uid.is_empty();
         let (uid, id, reply) = loop {
-            let uid: Arc<str> = if generated {
+            let key = if generated {
                 shared.next_uid()
             } else {
-                Arc::from(message.uid.as_str())
+                Key::of(uid)
             };
-            let encode = |out: &mut BytesMut| self.encode(&uid, &message.val, out);
-            match shared.register(&uid, encode) {
-                Ok((id, reply)) => break (uid, id, reply),
+            let mut digits = [0; 20];
+            let text = match &key {
+                Key::Num(n) if generated => uid::decimal(*n, &mut digits),
+                _ => uid,
+            };
+            let encode = |out: &mut BytesMut| self.encode(text, val, out);
+            match shared.register(&key, encode) {
+                Ok((id, reply)) => break (key, id, reply),
                 // A made-up uid met a caller's uid in flight: make up another.
                 Err(Error::DuplicateUid(_)) if generated => continue,
                 Err(err) => return Err(err),
             }
         };
-        drop(message);
         let mut guard = PendingGuard {
             shared,
             uid,

@@ -1,11 +1,8 @@
 //! The state the [`Conn`](super::Conn) handles, the reader and the writer share: the table of
 //! pending requests, the closed flag and the counters.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot, watch};
@@ -13,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
+use super::uid::{Key, Table};
 use super::{CloseCause, Error};
 use crate::Resp;
 
@@ -85,7 +83,7 @@ struct Waiter {
 /// - whenever `out` is not empty, the writer has been woken (`Shared::wake`) since it last
 ///   took `out`: a caller that finds `out` empty wakes it after appending.
 struct State {
-    pending: HashMap<Arc<str>, Waiter, BuildHasherDefault<UidHasher>>,
+    pending: Table<Waiter>,
     /// Encoded requests not yet taken by the writer.
     out: BytesMut,
     /// How many frames `out` holds.
@@ -139,7 +137,7 @@ impl Shared {
     pub(crate) fn new(request_timeout: Option<Duration>) -> Shared {
         Shared {
             state: Mutex::new(State {
-                pending: HashMap::default(),
+                pending: Table::new(),
                 out: BytesMut::with_capacity(OUT_CAPACITY),
                 queued: 0,
                 closing: false,
@@ -169,9 +167,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A fresh `Uid` for a request that came without one: the next number, in decimal.
-    pub(crate) fn next_uid(&self) -> Arc<str> {
-        decimal(self.next_uid.fetch_add(1, Ordering::Relaxed))
+    /// A fresh `Uid` for a request that came without one: the next number.
+    pub(crate) fn next_uid(&self) -> Key {
+        Key::Num(self.next_uid.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Adds a pending entry for `uid` and has `encode` append its frame to the output
@@ -182,7 +180,7 @@ impl Shared {
     /// fails. Its errors come first, as when callers encoded before registering.
     pub(crate) fn register(
         &self,
-        uid: &Arc<str>,
+        uid: &Key,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>,
     ) -> Result<(u64, oneshot::Receiver<Reply>), Error> {
         let (tx, rx) = oneshot::channel();
@@ -199,12 +197,12 @@ impl Shared {
         };
         let id = state.next_id;
         let tick = state.tick;
-        let refused = refused.or_else(|| match state.pending.entry(Arc::clone(uid)) {
-            Entry::Occupied(entry) => Some(Error::DuplicateUid(entry.key().to_string())),
-            Entry::Vacant(entry) => {
-                entry.insert(Waiter { id, tick, tx });
-                None
-            }
+        let refused = refused.or_else(|| {
+            state
+                .pending
+                .insert(uid, Waiter { id, tick, tx })
+                .err()
+                .map(|_| Error::DuplicateUid(uid.text()))
         });
         if let Some(err) = refused {
             state.out.truncate(start);
@@ -246,11 +244,9 @@ impl Shared {
 
     /// Removes the entry of a request whose caller left (dropped or timed out), unless it
     /// has already been answered or belongs to a later request with the same `Uid`.
-    pub(crate) fn forget(&self, uid: &str, id: u64) {
+    pub(crate) fn forget(&self, uid: &Key, id: u64) {
         let mut state = self.lock();
-        if state.pending.get(uid).is_some_and(|w| w.id == id) {
-            state.pending.remove(uid);
-        }
+        state.pending.remove_if(uid, |w| w.id == id);
         let drained = state.closing && state.pending.is_empty();
         drop(state);
         if drained {
@@ -268,11 +264,9 @@ impl Shared {
         let mut state = self.lock();
         state.tick += 1;
         let now = state.tick;
-        let expired: Vec<Waiter> = state
+        let expired = state
             .pending
-            .extract_if(|_, waiter| now - waiter.tick >= sweep.ticks)
-            .map(|(_, waiter)| waiter)
-            .collect();
+            .take_expired(|waiter| now - waiter.tick >= sweep.ticks);
         let go_on = !state.pending.is_empty();
         state.sweeping = go_on;
         let drained = state.closing && !go_on;
@@ -290,7 +284,7 @@ impl Shared {
     /// Hands a response to its waiter; a response nobody waits for is counted and dropped.
     pub(crate) fn route(&self, resp: Resp) {
         let mut state = self.lock();
-        let waiter = state.pending.remove(resp.uid.as_str());
+        let waiter = state.pending.take(&resp.uid);
         let drained = state.closing && state.pending.is_empty();
         drop(state);
         let delivered = match waiter {
@@ -326,13 +320,13 @@ impl Shared {
         }
         self.flag.store(true, Ordering::Release);
         let cause = state.closed.clone().unwrap_or(CloseCause::Shutdown);
-        let waiters = std::mem::take(&mut state.pending);
+        let waiters = state.pending.take_all();
         // Nothing queued will be written any more.
         state.out = BytesMut::new();
         state.queued = 0;
         state.check();
         drop(state);
-        for waiter in waiters.into_values() {
+        for waiter in waiters {
             let _ = waiter.tx.send(Err(Failure::Closed(cause.clone())));
         }
         self.stop.cancel();
@@ -419,64 +413,9 @@ impl Shared {
     }
 }
 
-/// The pending table's hasher: a multiply-rotate over 8-byte words with a final mix, several
-/// times cheaper than the default SipHash for short `Uid`s. It does not resist chosen
-/// collisions, and need not: only the connection's own callers choose the keys (a server can
-/// only look keys up), so colliding `Uid`s would slow nobody but the caller choosing them.
-#[derive(Default)]
-pub(crate) struct UidHasher(u64);
-
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl Hasher for UidHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(word);
-            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(MIX);
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(MIX);
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.0 = (self.0.rotate_left(23) ^ u64::from(i)).wrapping_mul(MIX);
-    }
-
-    fn finish(&self) -> u64 {
-        // Spread the high bits into the low ones the table indexes by.
-        let x = self.0 ^ (self.0 >> 32);
-        x.wrapping_mul(MIX) ^ (x >> 29)
-    }
-}
-
-/// `n` in decimal, made without the formatting machinery: one allocation.
-fn decimal(mut n: u64) -> Arc<str> {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // `n % 10` is below 10, so the cast keeps it whole.
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written, so this never falls back.
-    Arc::from(std::str::from_utf8(&digits[start..]).unwrap_or("0"))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Sweep, UidHasher, decimal};
-    use std::collections::HashSet;
-    use std::hash::{BuildHasher, BuildHasherDefault};
+    use super::Sweep;
     use std::time::Duration;
 
     #[test]
@@ -493,38 +432,6 @@ mod tests {
                 most <= timeout + timeout / 8 + Duration::from_millis(1),
                 "{ms} ms: fails late, after {most:?}"
             );
-        }
-    }
-
-    #[test]
-    fn uid_hashes_of_counters_do_not_collide_in_the_low_bits() {
-        let hasher = BuildHasherDefault::<UidHasher>::default();
-        let low: HashSet<u64> = (0..4096u64)
-            .map(|n| hasher.hash_one(&*decimal(n)) & 0xfff)
-            .collect();
-        // A uniform hash of 4096 keys into 4096 buckets fills about 63 % of them.
-        assert!(
-            low.len() > 2400,
-            "only {} distinct low-bit patterns",
-            low.len()
-        );
-    }
-
-    #[test]
-    fn decimal_matches_to_string() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            u64::from(u32::MAX),
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
-            assert_eq!(&*decimal(n), n.to_string());
         }
     }
 }
