@@ -171,6 +171,9 @@ fn plain_object<const N: usize>(
             return None;
         }
         let (key, next) = plain_str(bytes, at + 1)?;
+        if !is_text(key) {
+            return None;
+        }
         at = skip_ws(bytes, next);
         if bytes.get(at) != Some(&b':') {
             return None;
@@ -180,8 +183,12 @@ fn plain_object<const N: usize>(
         match bytes.get(at)? {
             b'"' => {
                 let (value, next) = plain_str(bytes, at + 1)?;
-                if let Some(field) = field {
-                    values[field] = Some(value.to_owned());
+                match field {
+                    Some(field) => {
+                        values[field] = Some(std::str::from_utf8(value).ok()?.to_owned())
+                    }
+                    None if !is_text(value) => return None,
+                    None => {}
                 }
                 at = next;
             }
@@ -197,16 +204,21 @@ fn plain_object<const N: usize>(
     }
 }
 
-/// The string whose contents start at `start`, if plain, and the index after its closing
-/// quote.
-fn plain_str(bytes: &[u8], start: usize) -> Option<(&str, usize)> {
+/// The contents of the plain string that starts at `start` (not yet checked as UTF-8), and
+/// the index after its closing quote.
+fn plain_str(bytes: &[u8], start: usize) -> Option<(&[u8], usize)> {
     let rest = bytes.get(start..)?;
     let len = string_end(rest)?;
     if rest[len] != b'"' {
         return None;
     }
-    let text = std::str::from_utf8(&rest[..len]).ok()?;
-    Some((text, start + len + 1))
+    Some((&rest[..len], start + len + 1))
+}
+
+/// Whether a string's contents are valid UTF-8, as serde_json requires: ASCII, the usual
+/// case, is checked word by word.
+fn is_text(contents: &[u8]) -> bool {
+    contents.is_ascii() || std::str::from_utf8(contents).is_ok()
 }
 
 /// The index of the first `"`, `\\` or control character in `bytes`: eight bytes at a time
@@ -249,12 +261,15 @@ fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
 
 /// Which of `fields` a key names, by Go's rule: an exact match first, then any match
 /// ignoring ASCII case.
-fn field_index(fields: &[&'static str], key: &str) -> Option<usize> {
-    fields.iter().position(|name| *name == key).or_else(|| {
-        fields
-            .iter()
-            .position(|name| name.eq_ignore_ascii_case(key))
-    })
+fn field_index(fields: &[&'static str], key: &[u8]) -> Option<usize> {
+    fields
+        .iter()
+        .position(|name| name.as_bytes() == key)
+        .or_else(|| {
+            fields
+                .iter()
+                .position(|name| name.as_bytes().eq_ignore_ascii_case(key))
+        })
 }
 
 struct GoStruct<const N: usize> {
@@ -310,7 +325,7 @@ impl Visitor<'_> for FieldName<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(field_index(self.fields, key))
+        Ok(field_index(self.fields, key.as_bytes()))
     }
 }
 
