@@ -1,26 +1,40 @@
-//! One accepted connection, served by one task with no channel and no helper task.
+//! One accepted connection, served by one task: no channel, no writer task.
 //!
-//! The task runs one poll loop over the socket (the shape of a plain buffered server: read,
-//! answer everything buffered, write once, read again):
+//! The task runs one poll loop, in the shape of the plain buffered server of
+//! `benches/transport.rs` (read, answer everything buffered, write once, read again):
 //!
-//! 1. decode every complete request in the input buffer and start its handler. The handler's
-//!    future is polled once at once, in a reused box: a handler that answers at once (the
-//!    echo) costs no allocation, no queue and no wake-up, and its response is encoded straight
-//!    into the output buffer. Only a future still pending goes into a `FuturesUnordered`;
-//! 2. encode every response of those that is ready;
-//! 3. write the output buffer once no complete request is left to decode (or when the bounds
-//!    below stop the decoding), and keep writing while the socket takes it;
-//! 4. read more input, and start over; wait when neither the socket nor a handler is ready.
+//! 1. decode each complete request in the input buffer and start its handler. The handler's
+//!    future is polled once at once, in a box reused from one request to the next; if it
+//!    answers then (the echo handler always does), its response is encoded straight into the
+//!    output buffer: no allocation, no queue, no wake-up. Only a future still pending goes
+//!    into a `FuturesUnordered`, with its `Uid`;
+//! 2. encode each response of those that is ready;
+//! 3. write the output buffer once no complete request is left in the input (or a bound below
+//!    stops the decoding), and keep writing while the socket takes it;
+//! 4. read more input and start over; wait when neither the socket nor a handler can go on.
 //!
-//! Dropping the task drops the whole connection at once: socket, buffers, running handlers.
+//! Bounds: at most `max_in_flight` requests running or answered but not yet written, and no
+//! decoding while the output holds [`OUTPUT_HIGH`] bytes; past either the connection stops
+//! reading, so a client that does not read its answers stalls only itself. A graceful shutdown
+//! stops reading, lets the running requests finish, writes their answers and shuts the write
+//! side down; bad input does the same after the requests before it. Dropping the task (an
+//! abort) drops the whole connection at once: socket, buffers, running handlers.
 //!
-//! Earlier versions ran a writer of their own (first joined into this task with `select!`,
-//! then in a task of its own, fed by a channel). Against the raw baseline of
-//! `benches/transport.rs` the writer task cost a quarter of the pipelined rate (0.74-0.82 of the
-//! raw server) in channel sends, wake-ups of the other task and the per-request
-//! `FuturesUnordered` node; the `select!` join before it halved the sequential rate. This loop
-//! does what the raw server does per request (parse, answer, encode into a buffer, one write
-//! per batch); see BENCHMARKS.md for the numbers.
+//! # Why one loop
+//!
+//! The previous design ran a writer of its own, in a task fed by a channel, beside a reader
+//! that pushed every request into the `FuturesUnordered`. Against the raw server of the
+//! benchmark (raw client on both; `BENCH_SPLIT=1`, ratio in the same run) it reached 0.70-0.83
+//! pipelined (64 in flight on one connection); an earlier `select!` join of the two halves in
+//! one task had halved the sequential rate. A single task was not the cost (the raw server is
+//! one): the per-request machinery was (a set node, a channel send and a wake-up of the writer
+//! per answer, the `select!` rotation). This loop reaches 0.88-1.00 pipelined and 1.0
+//! sequential in the same runs (quick runs on a loaded 2-core VM; an out-of-tree harness that
+//! alternates 8 rounds of each: 0.75 -> 1.06 pipelined, 0.99 -> 1.00 sequential). In CPU, a
+//! single-thread run of the raw client against this server costs 0.89 times the same run
+//! against the raw server, where the previous design cost 1.40 times (batches of 64, both
+//! with the codec's plain-frame fast paths). Reading through `AsyncRead` rather than
+//! `try_read_buf` matters: see [`Connection::poll_fill`].
 
 use std::future::Future;
 use std::io;
