@@ -23,17 +23,21 @@
 //! # Why one loop
 //!
 //! The previous design ran a writer of its own, in a task fed by a channel, beside a reader
-//! that pushed every request into the `FuturesUnordered`. Against the raw server of the
-//! benchmark (raw client on both; `BENCH_SPLIT=1`, ratio in the same run) it reached 0.70-0.83
-//! pipelined (64 in flight on one connection); an earlier `select!` join of the two halves in
-//! one task had halved the sequential rate. A single task was not the cost (the raw server is
-//! one): the per-request machinery was (a set node, a channel send and a wake-up of the writer
-//! per answer, the `select!` rotation). This loop reaches 0.88-1.00 pipelined and 1.0
-//! sequential in the same runs (quick runs on a loaded 2-core VM; an out-of-tree harness that
-//! alternates 8 rounds of each: 0.75 -> 1.06 pipelined, 0.99 -> 1.00 sequential). In CPU, a
-//! single-thread run of the raw client against this server costs 0.89 times the same run
-//! against the raw server, where the previous design cost 1.40 times (batches of 64, both
-//! with the codec's plain-frame fast paths). Reading through `AsyncRead` rather than
+//! that pushed every request into the `FuturesUnordered`; an earlier `select!` join of the two
+//! halves in one task had halved the sequential rate. A single task was not the cost (the raw
+//! server of the benchmark is one): the per-request machinery was (a set node, a channel send
+//! and a wake-up of the writer per answer, the `select!` rotation). Measured with the
+//! benchmark's `BENCH_SPLIT=1` rows (the raw client against each server, ratio to the raw pair
+//! in the same run; quick runs on a 2-core VM shared with other builds; both servers built
+//! from the same tree), previous design -> this loop:
+//!
+//! - pipelined, 64 in flight on one connection: 0.77-0.83 -> 0.88-1.02 (1.03-1.23 in three
+//!   runs of the bench on a quieter machine);
+//! - sequential: 0.88-1.18 -> 1.01-1.11 (0.95-1.10), the raw rate itself moving by 20 %.
+//!
+//! In CPU, a single-thread run of the raw client against this server costs 0.89 times the
+//! same run against the raw server; against the previous design, 1.40 times (batches of 64,
+//! both with the codec's plain-frame fast paths). Reading through `AsyncRead` rather than
 //! `try_read_buf` matters: see [`Connection::poll_fill`].
 
 use std::future::Future;
