@@ -108,7 +108,7 @@ struct Request<'a> {
 
 impl WireEncode for Request<'_> {
     fn encode_plain(&self, dst: &mut BytesMut) -> bool {
-        crate::wire::put_plain_object(dst, &[("Uid", self.uid), ("Val", self.val)], None)
+        crate::wire::plain::put_plain_object(dst, &[("Uid", self.uid), ("Val", self.val)], None)
     }
 }
 
