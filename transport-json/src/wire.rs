@@ -42,29 +42,52 @@ pub struct Resp {
     pub err: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let [uid, val] = deserializer.deserialize_map(GoStruct {
-            fields: ["Uid", "Val"],
-        })?;
-        Ok(Message {
+/// The fields of a [`Message`] in wire order, as both decoders look for them.
+const MESSAGE_FIELDS: [&str; 2] = ["Uid", "Val"];
+/// The fields of a [`Resp`] in wire order.
+const RESP_FIELDS: [&str; 4] = ["Uid", "Val", "Ts", "Err"];
+
+impl Message {
+    /// The message from its fields as decoded (in [`MESSAGE_FIELDS`] order): a field never
+    /// set is empty.
+    fn from_fields([uid, val]: [Option<String>; 2]) -> Message {
+        Message {
             uid: uid.unwrap_or_default(),
             val: val.unwrap_or_default(),
-        })
+        }
+    }
+}
+
+impl Resp {
+    /// The response from its fields as decoded (in [`RESP_FIELDS`] order): a string field
+    /// never set is empty, `Err` stays absent.
+    fn from_fields([uid, val, ts, err]: [Option<String>; 4]) -> Resp {
+        Resp {
+            uid: uid.unwrap_or_default(),
+            val: val.unwrap_or_default(),
+            ts: ts.unwrap_or_default(),
+            err,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(GoStruct {
+                fields: MESSAGE_FIELDS,
+            })
+            .map(Message::from_fields)
     }
 }
 
 impl<'de> Deserialize<'de> for Resp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let [uid, val, ts, err] = deserializer.deserialize_map(GoStruct {
-            fields: ["Uid", "Val", "Ts", "Err"],
-        })?;
-        Ok(Resp {
-            uid: uid.unwrap_or_default(),
-            val: val.unwrap_or_default(),
-            ts: ts.unwrap_or_default(),
-            err,
-        })
+        deserializer
+            .deserialize_map(GoStruct {
+                fields: RESP_FIELDS,
+            })
+            .map(Resp::from_fields)
     }
 }
 

@@ -5,34 +5,20 @@
 
 use tokio_util::bytes::{BufMut, BytesMut};
 
-use super::{Message, Resp, field_index};
+use super::{MESSAGE_FIELDS, Message, RESP_FIELDS, Resp, field_index};
 use crate::codec::{WireDecode, WireEncode};
 
 impl WireDecode for Message {
     fn decode_plain(bytes: &[u8]) -> Option<(Self, usize)> {
-        let ([uid, val], len) = plain_object(bytes, &["Uid", "Val"])?;
-        Some((
-            Message {
-                uid: uid.unwrap_or_default(),
-                val: val.unwrap_or_default(),
-            },
-            len,
-        ))
+        let (fields, len) = plain_object(bytes, &MESSAGE_FIELDS)?;
+        Some((Message::from_fields(fields), len))
     }
 }
 
 impl WireDecode for Resp {
     fn decode_plain(bytes: &[u8]) -> Option<(Self, usize)> {
-        let ([uid, val, ts, err], len) = plain_object(bytes, &["Uid", "Val", "Ts", "Err"])?;
-        Some((
-            Resp {
-                uid: uid.unwrap_or_default(),
-                val: val.unwrap_or_default(),
-                ts: ts.unwrap_or_default(),
-                err,
-            },
-            len,
-        ))
+        let (fields, len) = plain_object(bytes, &RESP_FIELDS)?;
+        Some((Resp::from_fields(fields), len))
     }
 }
 
