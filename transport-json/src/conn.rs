@@ -143,10 +143,7 @@ impl Conn {
     /// starts no task.
     pub async fn connect(options: &ConnectOptions) -> Result<Conn, Error> {
         let stream = options.open().await?;
-        let ends = Ends::of(&stream).map_err(|source| Error::Connect {
-            addr: options.addr.clone(),
-            source,
-        })?;
+        let ends = Ends::of(&stream).map_err(|source| options.connect_error(source))?;
         let (read, write) = stream.into_split();
         let shared = Arc::new(Shared::new(options.request_timeout));
         tokio::spawn(tasks::write_loop(Arc::clone(&shared), write));
@@ -240,15 +237,12 @@ impl Conn {
         let shared = &*self.inner.shared;
         let generated = uid.is_empty();
         let (uid, id, reply) = loop {
-            let key = if generated {
-                shared.next_uid()
-            } else {
-                Key::of(uid)
-            };
             let mut digits = [0; 20];
-            let text = match &key {
-                Key::Num(n) if generated => uid::decimal(*n, &mut digits),
-                _ => uid,
+            let (key, text) = if generated {
+                let n = shared.next_uid();
+                (Key::Num(n), crate::decimal::decimal(n, &mut digits))
+            } else {
+                (Key::of(uid), uid)
             };
             let encode = |out: &mut BytesMut| self.encode(text, val, out);
             match shared.register(&key, encode) {

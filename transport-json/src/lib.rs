@@ -33,6 +33,7 @@
 
 pub mod codec;
 pub mod conn;
+mod decimal;
 pub mod manager;
 pub mod server;
 pub mod wire;

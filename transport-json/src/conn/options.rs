@@ -183,7 +183,8 @@ impl ConnectOptions {
         Ok(stream)
     }
 
-    fn connect_error(&self, source: io::Error) -> Error {
+    /// [`Error::Connect`] for this address.
+    pub(crate) fn connect_error(&self, source: io::Error) -> Error {
         Error::Connect {
             addr: self.addr.clone(),
             source,

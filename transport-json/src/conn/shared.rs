@@ -168,8 +168,8 @@ impl Shared {
     }
 
     /// A fresh `Uid` for a request that came without one: the next number.
-    pub(crate) fn next_uid(&self) -> Key {
-        Key::Num(self.next_uid.fetch_add(1, Ordering::Relaxed))
+    pub(crate) fn next_uid(&self) -> u64 {
+        self.next_uid.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Adds a pending entry for `uid` and has `encode` append its frame to the output

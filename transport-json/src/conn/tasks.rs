@@ -2,7 +2,6 @@
 //! output buffer in one go, and the reader, which routes each response to its waiter.
 
 use std::sync::Arc;
-
 use std::task::Poll;
 
 use futures::StreamExt;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::decimal::decimal;
 use crate::wire::{Message, Resp};
 
 /// Answers requests. The server calls it once per request, concurrently for the requests of
@@ -150,21 +151,10 @@ pub fn rfc3339_nanos(t: SystemTime) -> String {
 
 /// Appends `n` in decimal, zero-padded on the left to `width` digits (more if it needs them).
 fn push_padded(out: &mut String, n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let start = at.min(digits.len().saturating_sub(width));
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
-    }
+    let mut buf = [0; 20];
+    let digits = decimal(n, &mut buf);
+    out.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    out.push_str(digits);
 }
 
 /// The proleptic Gregorian date of the day `days` after 1970-01-01 (Howard Hinnant's
