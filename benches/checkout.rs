@@ -292,14 +292,6 @@ fn cell_name(max_size: usize, tasks: usize, hold: Hold) -> String {
     format!("checkout/max{max_size}/t{tasks}/{}", hold.name())
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 fn grid(c: &mut Criterion, rt: &Runtime) {
     for max_size in MAX_SIZES {
         for tasks in TASKS {
@@ -444,7 +436,7 @@ fn latency_pass(rt: &Runtime) {
 }
 
 fn main() {
-    let rt = runtime();
+    let rt = support::runtime();
     let mut c = support::criterion();
     grid(&mut c, &rt);
     c.final_summary();

@@ -349,14 +349,6 @@ impl Setup {
     }
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 /// Benchmarks one side of a mode, recording its samples for the summary.
@@ -487,7 +479,7 @@ fn print_summary() {
 }
 
 fn main() {
-    let rt = runtime();
+    let rt = support::runtime();
     let setup = rt
         .block_on(Setup::start())
         .expect("servers and connections start");

@@ -14,6 +14,16 @@ use std::time::Duration;
 
 use criterion::Criterion;
 
+/// The runtime every bench runs on: tokio's multi-threaded scheduler with 2 workers, as the
+/// issue specifies.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Criterion settings for this repository's benches: short, since the grids are large, and
 /// shorter still with `BENCH_QUICK=1` (a smoke run, numbers not worth quoting).
 pub fn criterion() -> Criterion {
