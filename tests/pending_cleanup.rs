@@ -6,12 +6,9 @@ mod support;
 use std::time::Duration;
 
 use pool::Pool;
-use support::{
-    STALL, bounded, chain, echoed, options, pool_with, recv_n, spawn_server, stalling_handler,
-    until,
-};
+use support::{STALL, bounded, chain, echoed, options, pool_with, recv_n, stalling_server, until};
 use tokio::sync::{mpsc, watch};
-use transport_json::server::{RunningServer, ServerConfig};
+use transport_json::server::RunningServer;
 use transport_json::{Error, JsonManager, Message};
 
 const STALLED: usize = 20;
@@ -25,14 +22,7 @@ struct Setup {
 
 /// A stalling server and a one-connection pool whose requests time out after `timeout`.
 async fn setup(timeout: Duration) -> Setup {
-    let (arrived_tx, arrived) = mpsc::unbounded_channel();
-    let (release, release_rx) = watch::channel(false);
-    let server = spawn_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        ServerConfig::default(),
-        stalling_handler(arrived_tx, release_rx),
-    )
-    .await;
+    let (server, arrived, release) = stalling_server().await;
     let pool = pool_with(
         options(server.local_addr()).request_timeout(Some(timeout)),
         1,

@@ -9,12 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{
-    STALL, bounded, chain, checkout, echoed, is_server_gone, pool_to, recv_n, spawn_server,
-    stalling_handler, within,
+    STALL, bounded, chain, checkout, echoed, is_server_gone, pool_to, recv_n, stalling_server,
+    within,
 };
-use tokio::sync::{mpsc, watch};
 use transport_json::Message;
-use transport_json::server::{RunningServer, Server, ServerConfig};
+use transport_json::server::{Server, ServerConfig};
 
 /// How soon after the kill every request in flight must have failed. The request timeout is
 /// far longer (20 s), so only the connection's failure can end them this soon.
@@ -35,23 +34,6 @@ async fn rebind(addr: SocketAddr) -> Server {
         }
     }
     panic!("{addr} still in use: {last:?}");
-}
-
-/// Starts the stalling server on an ephemeral port.
-async fn stalling_server() -> (
-    RunningServer,
-    mpsc::UnboundedReceiver<String>,
-    watch::Sender<bool>,
-) {
-    let (arrived_tx, arrived) = mpsc::unbounded_channel();
-    let (release, release_rx) = watch::channel(false);
-    let server = spawn_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        ServerConfig::default(),
-        stalling_handler(arrived_tx, release_rx),
-    )
-    .await;
-    (server, arrived, release)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,6 +145,24 @@ pub fn stalling_handler(
     })
 }
 
+/// Starts a server with the [`stalling_handler`] on an ephemeral port; returns it with the
+/// receiver of the stalled `Uid`s and the sender that releases them.
+pub async fn stalling_server() -> (
+    RunningServer,
+    mpsc::UnboundedReceiver<String>,
+    watch::Sender<bool>,
+) {
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    let (release, release_rx) = watch::channel(false);
+    let server = spawn_server(
+        "127.0.0.1:0".parse().expect("addr"),
+        ServerConfig::default(),
+        stalling_handler(arrived_tx, release_rx),
+    )
+    .await;
+    (server, arrived, release)
+}
+
 /// The `Val` the [`stalling_handler`] holds back.
 pub const STALL: &str = "stall";
 
