@@ -46,6 +46,9 @@ pub(crate) struct Config {
     pub check_interval: Duration,
     pub idle_order: IdleOrder,
     pub reap_interval: Duration,
+    pub fail_fast: bool,
+    pub backoff_first: Duration,
+    pub backoff_max: Duration,
 }
 
 impl Default for Config {
@@ -62,11 +65,30 @@ impl Default for Config {
             check_interval: Duration::from_millis(500),
             idle_order: IdleOrder::Lifo,
             reap_interval: Duration::from_secs(30),
+            fail_fast: false,
+            backoff_first: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
         }
     }
 }
 
 impl Config {
+    /// The pause before a caller's next connect after `failures` failed ones (1 or more):
+    /// exponential from `backoff_first`, capped at `backoff_max`, with equal jitter.
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        let full = self
+            .backoff_first
+            .saturating_mul(1u32 << doublings)
+            .min(self.backoff_max);
+        let half = full / 2;
+        let spread = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
+        if spread == 0 {
+            return full;
+        }
+        half + Duration::from_nanos(crate::info::random() % (spread + 1))
+    }
+
     /// How often the maintenance task looks for expired connections: the configured interval,
     /// but never more than half the idle timeout or the lifetime, so an expiry is noticed
     /// within 1.5 times its setting.
@@ -192,6 +214,27 @@ impl<M: Manager> Builder<M> {
     /// never more than half of `idle_timeout` or `max_lifetime`. Default 30 s.
     pub fn reap_interval(mut self, interval: Duration) -> Self {
         self.config.reap_interval = interval;
+        self
+    }
+
+    /// Fails [`Pool::get`] with [`PoolError::Connect`](crate::PoolError::Connect) on the first
+    /// failed connect made for it, instead of retrying. Default `false`: a failed connect (or
+    /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
+    /// still without a connection then gets
+    /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
+    /// and HikariCP do, so a server restart does not fail the first caller.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.config.fail_fast = fail_fast;
+        self
+    }
+
+    /// The pause after a caller's failed connect before it tries again: `first` after the
+    /// first failure, doubling with each further one up to `max`, each pause drawn at random
+    /// between half of it and all of it (so callers that failed together do not retry
+    /// together), and never past the caller's `wait_timeout`. Default 50 ms and 1 s.
+    pub fn connect_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.config.backoff_first = first;
+        self.config.backoff_max = max;
         self
     }
 

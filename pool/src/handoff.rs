@@ -1,59 +1,67 @@
-//! The two ways a checkout waits, both safe to drop at any point: [`Waiting`] for its turn in
+//! The two ways a checkout waits, both safe to drop at any point: [`wait`] for its turn in
 //! line, and [`Handoff`] for the outcome of a connect made for it.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::Manager;
 use crate::inner::{Connected, Shared};
 use crate::line::{Ticket, Wake};
+use crate::state::Grant;
 
-/// A caller's turn in line. Dropped before its outcome is taken, it leaves the line under
-/// the lock; a connection or slot granted to it in that instant goes to the next waiter.
+/// Waits for the caller's turn in line, until `deadline`.
+///
+/// The wait holds its own timer: a deadline never depends on a background task, which may
+/// have died with the runtime that started it (a pool shared by several runtimes, one after
+/// another or at once). Only callers that wait arm a timer; the checkout fast path arms none.
 ///
 /// The caller joined the line with its task's waker in the same poll that first polls this
-/// future, so that first poll returns `Pending` without taking the lock: an outcome that
-/// arrived in between has already woken the task, and the next poll finds it.
-pub(crate) struct Waiting<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
-    ticket: Option<Ticket>,
-    first_poll: bool,
-}
-
-impl<'a, M: Manager> Waiting<'a, M> {
-    pub fn new(shared: &'a Arc<Shared<M>>, ticket: Ticket) -> Self {
-        Waiting {
-            shared,
-            ticket: Some(ticket),
-            first_poll: true,
-        }
-    }
-}
-
-impl<M: Manager> Future for Waiting<'_, M> {
-    type Output = Wake<M::Connection>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(ticket) = self.ticket else {
-            // Polled again after it finished: nothing is owed.
-            return Poll::Ready(Wake::Closed);
-        };
-        if std::mem::take(&mut self.first_poll) {
+/// future, so that first poll returns `Pending` without taking the lock (it only arms the
+/// timer): an outcome that arrived in between has already woken the task, and the next poll
+/// finds it.
+///
+/// Dropped before its outcome is taken, the wait leaves the line under the lock; a connection
+/// or slot granted to it in that instant goes to the next waiter.
+pub(crate) async fn wait<M: Manager>(
+    shared: &Arc<Shared<M>>,
+    ticket: Ticket,
+    deadline: Instant,
+) -> Wake<M::Connection> {
+    let mut turn = Turn {
+        shared,
+        ticket: Some(ticket),
+    };
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let mut first_poll = true;
+    let outcome = std::future::poll_fn(|cx| {
+        let expired = timer.as_mut().poll(cx).is_ready();
+        if std::mem::take(&mut first_poll) && !expired {
             return Poll::Pending;
         }
-        let outcome = self.shared.lock().waiters.poll(ticket, cx);
-        if outcome.is_ready() {
-            self.ticket = None;
+        let mut state = shared.lock();
+        if expired {
+            Poll::Ready(state.waiters.time_out(ticket))
+        } else {
+            state.waiters.poll(ticket, cx)
         }
-        outcome
-    }
+    })
+    .await;
+    // The line has let go of the ticket: nothing to leave.
+    turn.ticket = None;
+    outcome
 }
 
-impl<M: Manager> Drop for Waiting<'_, M> {
+/// A place in line that is left, under the lock, when its wait is dropped.
+struct Turn<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    ticket: Option<Ticket>,
+}
+
+impl<M: Manager> Drop for Turn<'_, M> {
     fn drop(&mut self) {
         let Some(ticket) = self.ticket.take() else {
             return;
@@ -62,8 +70,8 @@ impl<M: Manager> Drop for Waiting<'_, M> {
             let mut state = self.shared.lock();
             let unclaimed = state.waiters.leave(ticket);
             let place = unclaimed.map(|grant| match grant {
-                crate::state::Grant::Conn(live) => state.place_conn(live),
-                crate::state::Grant::Slot => state.release_slot(),
+                Grant::Conn(live) => state.place_conn(live),
+                Grant::Slot => state.release_slot(),
             });
             state.debug_check();
             place

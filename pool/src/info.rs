@@ -59,14 +59,18 @@ impl ConnInfo {
 /// A lifetime shortened by a random jitter of up to 2.5 % (HikariCP's variance), so that
 /// connections opened together do not all expire together.
 pub(crate) fn jittered(lifetime: Duration) -> Duration {
-    use std::hash::BuildHasher;
-    // RandomState is seeded per thread and stepped per instance: enough randomness for a jitter,
-    // without a dependency.
-    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let random = random();
     let span = lifetime / 40;
     let span_nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
     if span_nanos == 0 {
         return lifetime;
     }
     lifetime - Duration::from_nanos(random % span_nanos)
+}
+
+/// A random number for jitter. RandomState is seeded per thread and stepped per instance:
+/// enough randomness for a jitter, without a dependency.
+pub(crate) fn random() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -18,11 +18,8 @@ pub(crate) struct Shared<M: Manager> {
     pub config: Config,
     pub metrics: Metrics,
     state: Mutex<State<M::Connection>>,
+    /// True while a maintenance task runs (in whichever runtime started it).
     maintenance_started: AtomicBool,
-    /// Wakes the maintenance task when a waiter's deadline is earlier than the one it sleeps
-    /// until. Shared with the task apart from `Shared`, so the task never keeps a dropped
-    /// pool alive.
-    pub sweeper: Arc<Notify>,
 }
 
 /// How a connect ended, as sent to the caller that asked for it.
@@ -41,7 +38,6 @@ impl<M: Manager> Shared<M> {
             metrics: Metrics::default(),
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
-            sweeper: Arc::new(Notify::new()),
         }
     }
 
@@ -51,19 +47,22 @@ impl<M: Manager> Shared<M> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts the background task once, when a runtime is at hand.
+    /// Starts the background task when none runs and a runtime is at hand: on the first
+    /// checkout, and again after the runtime that ran it shut down.
     pub fn ensure_maintenance(self: &Arc<Self>) {
-        if self.maintenance_started.load(Ordering::Relaxed) {
+        if self.maintenance_started.load(Ordering::Acquire) {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.maintenance_started.swap(true, Ordering::AcqRel)
         {
-            runtime.spawn(maintain::run(
-                Arc::downgrade(self),
-                Arc::clone(&self.sweeper),
-            ));
+            runtime.spawn(maintain::run(Arc::downgrade(self)));
         }
+    }
+
+    /// The maintenance task is gone (its runtime shut down): the next checkout starts one.
+    pub fn maintenance_stopped(&self) {
+        self.maintenance_started.store(false, Ordering::Release);
     }
 
     /// Carries out a [`Place`] once the lock is released: wakes a served waiter, or closes a

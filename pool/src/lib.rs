@@ -55,9 +55,19 @@
 //!   `max_size` connects running (no thundering herd).
 //! - A returned connection goes straight to the oldest waiter; a waiter that gave up is
 //!   skipped and its connection goes to the next one.
-//! - A waiter is a slot in a slab under the pool's lock, not a channel, and one timer in the
-//!   pool's background task times out the whole line (at each waiter's own deadline), so
-//!   waiting allocates nothing and arms no timer per caller.
+//! - A waiter is a slot in a slab under the pool's lock, not a channel, so waiting allocates
+//!   nothing. Each waiter times itself out with its own timer, armed only when it waits (the
+//!   fast path arms none): a deadline must never depend on a background task, which dies with
+//!   the runtime that started it when a pool outlives its first runtime (a static pool shared
+//!   by several `#[tokio::test]`s). The background task (reaping, `min_idle`) restarts in
+//!   whichever runtime next checks out.
+//! - A caller whose connection turns out bad on checkout (failed check, expired, broken)
+//!   keeps that connection's slot and opens a fresh one, so it never loses its place in line
+//!   to callers that came after it.
+//! - A failed connect is retried with capped exponential backoff and jitter within the
+//!   caller's `wait_timeout` (as bb8 and HikariCP do), so a server restart does not fail the
+//!   first caller; `fail_fast(true)` reports the first failure instead. Only `max_size`
+//!   connects run at once however many callers retry.
 //! - `is_broken` runs on return and again on checkout (it is a flag read), so a connection
 //!   whose peer went away while it sat idle is never handed out, even inside the check
 //!   interval.

@@ -3,13 +3,12 @@
 //! A waiter is a slot in a slab that the pool's lock guards, not a channel: joining, being
 //! served and leaving allocate nothing once the slab has grown to the longest line seen, and
 //! a waiter that leaves (its future dropped) takes itself out of the line under the lock, so
-//! a grant is never sent to a caller that is gone. The one timer for every waiter's deadline
-//! lives in the maintenance task ([`Line::expire`]), not in each wait.
+//! a grant is never sent to a caller that is gone. Each waiter times itself out (its wait
+//! holds the timer, see [`crate::handoff`]) and leaves through [`Line::time_out`], so a
+//! deadline never depends on a background task that may be gone with its runtime.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
-
-use tokio::time::Instant;
 
 use crate::state::Grant;
 
@@ -33,7 +32,6 @@ pub(crate) struct Ticket {
 struct Slot<C> {
     waker: Option<Waker>,
     outcome: Option<Wake<C>>,
-    deadline: Instant,
 }
 
 /// The waiting callers.
@@ -46,8 +44,6 @@ pub(crate) struct Line<C> {
     slab: Vec<Option<Slot<C>>>,
     free: Vec<usize>,
     next_id: u64,
-    /// The deadline the maintenance task sleeps until, if it was told of one.
-    sweep_at: Option<Instant>,
 }
 
 impl<C> Line<C> {
@@ -57,7 +53,6 @@ impl<C> Line<C> {
             slab: Vec::new(),
             free: Vec::new(),
             next_id: 0,
-            sweep_at: None,
         }
     }
 
@@ -70,13 +65,11 @@ impl<C> Line<C> {
         self.queue.is_empty()
     }
 
-    /// Joins the end of the line; `waker` is woken when the wait ends. True when the maintenance task must be woken to time this
-    /// waiter out: its deadline is earlier than any the task sleeps until.
-    pub fn join(&mut self, deadline: Instant, waker: Waker) -> (Ticket, bool) {
+    /// Joins the end of the line; `waker` is woken when the wait ends.
+    pub fn join(&mut self, waker: Waker) -> Ticket {
         let slot = Slot {
             waker: Some(waker),
             outcome: None,
-            deadline,
         };
         let key = match self.free.pop() {
             Some(key) => {
@@ -94,11 +87,7 @@ impl<C> Line<C> {
         };
         self.next_id += 1;
         self.queue.push_back(ticket);
-        let wake_sweeper = self.sweep_at.is_none_or(|at| deadline < at);
-        if wake_sweeper {
-            self.sweep_at = Some(deadline);
-        }
-        (ticket, wake_sweeper)
+        ticket
     }
 
     /// The outcome, once there is one (the slot is then freed); else keeps the waker.
@@ -125,15 +114,27 @@ impl<C> Line<C> {
     /// Leaves the line for good (the wait was dropped). Returns a grant that had arrived but
     /// was never taken, for the pool to place again.
     pub fn leave(&mut self, ticket: Ticket) -> Option<Grant<C>> {
+        match self.take(ticket)? {
+            Wake::Granted(grant) => Some(grant),
+            Wake::Closed | Wake::TimedOut => None,
+        }
+    }
+
+    /// The waiter's deadline passed: it leaves the line with [`Wake::TimedOut`], unless an
+    /// outcome reached it first, which it then takes (a connection granted in the same instant
+    /// is used, not bounced).
+    pub fn time_out(&mut self, ticket: Ticket) -> Wake<C> {
+        self.take(ticket).unwrap_or(Wake::TimedOut)
+    }
+
+    /// Takes the ticket out of the queue and frees its slot; returns its outcome, if any.
+    fn take(&mut self, ticket: Ticket) -> Option<Wake<C>> {
         if let Ok(at) = self.queue.binary_search_by_key(&ticket.id, |t| t.id) {
             self.queue.remove(at);
         }
         let slot = self.slab.get_mut(ticket.key).and_then(Option::take);
         self.free.push(ticket.key);
-        match slot?.outcome? {
-            Wake::Granted(grant) => Some(grant),
-            Wake::Closed | Wake::TimedOut => None,
-        }
+        slot?.outcome
     }
 
     /// Hands `grant` to the oldest waiter and returns its waker to wake once the lock is
@@ -152,30 +153,6 @@ impl<C> Line<C> {
             .into_iter()
             .filter_map(|t| self.settle(t, Wake::Closed))
             .collect()
-    }
-
-    /// Fails the waiters whose deadline has passed with [`Wake::TimedOut`] and returns their
-    /// wakers; remembers and returns the next deadline to sleep until.
-    pub fn expire(&mut self, now: Instant) -> (Vec<Waker>, Option<Instant>) {
-        let mut expired = Vec::new();
-        let mut next: Option<Instant> = None;
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for ticket in std::mem::take(&mut self.queue) {
-            let deadline = self.slab[ticket.key].as_ref().map_or(now, |s| s.deadline);
-            if deadline <= now {
-                expired.push(ticket);
-            } else {
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
-                kept.push_back(ticket);
-            }
-        }
-        self.queue = kept;
-        self.sweep_at = next;
-        let wakers = expired
-            .into_iter()
-            .filter_map(|t| self.settle(t, Wake::TimedOut))
-            .collect();
-        (wakers, next)
     }
 
     fn settle(&mut self, ticket: Ticket, outcome: Wake<C>) -> Option<Waker> {

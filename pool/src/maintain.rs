@@ -1,8 +1,7 @@
 //! The background task: closes expired connections and keeps `min_idle` filled.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Manager;
@@ -11,41 +10,49 @@ use crate::inner::Shared;
 /// Runs until the pool is closed or every handle to it is gone. It holds only a weak
 /// reference between rounds, so it never keeps a dropped pool alive.
 ///
-/// Each round closes expired connections and refills `min_idle` (every reap interval), and
-/// times out the waiters whose deadline has passed: one timer for the whole line, instead of
-/// one per waiting caller. It sleeps until the next of the two, or until `sweeper` says a
-/// waiter with an earlier deadline joined.
-pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>, sweeper: Arc<Notify>) {
+/// Each round (every reap interval) closes expired connections and refills `min_idle`. The
+/// task lives in the runtime that started it; when that runtime shuts down, the task's
+/// [`Running`] mark is dropped with it and the next checkout, from whatever runtime, starts
+/// the task again ([`Shared::ensure_maintenance`]). Nothing a caller waits for depends on
+/// this task: each waiter times itself out.
+pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
+    let mut running = Running {
+        pool: pool.clone(),
+        armed: true,
+    };
     let every = match pool.upgrade() {
         Some(shared) => shared.config.effective_reap_interval(),
         None => return,
     };
-    // The first round runs at once: min_idle fills as soon as the pool is built.
-    let mut next_reap = Instant::now();
     loop {
-        let wake_at = {
+        {
             let Some(shared) = pool.upgrade() else { return };
-            let now = Instant::now();
             if shared.lock().closed {
+                // Ended for good: a closed pool needs no maintenance, so the mark stays set.
+                running.armed = false;
                 return;
             }
-            if now >= next_reap {
-                reap(&shared, now);
-                shared.refill();
-                next_reap = now + every;
-            }
-            let (expired, next_deadline) = shared.lock().waiters.expire(now);
-            if !expired.is_empty() {
-                tracing::debug!(count = expired.len(), "waiters timed out");
-            }
-            for waker in expired {
-                waker.wake();
-            }
-            next_deadline.map_or(next_reap, |at| at.min(next_reap))
-        };
-        let sleep = std::pin::pin!(tokio::time::sleep_until(wake_at));
-        let told = std::pin::pin!(sweeper.notified());
-        futures::future::select(sleep, told).await;
+            reap(&shared, Instant::now());
+            shared.refill();
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Marks the maintenance task as running; dropped with the task (its runtime shut down, or
+/// the pool is gone), it clears the mark so that the next checkout starts a new one.
+struct Running<M: Manager> {
+    pool: Weak<Shared<M>>,
+    armed: bool,
+}
+
+impl<M: Manager> Drop for Running<M> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(shared) = self.pool.upgrade()
+        {
+            shared.maintenance_stopped();
+        }
     }
 }
 

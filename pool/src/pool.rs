@@ -8,10 +8,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::{Config, validate};
-use crate::handoff::{Handoff, Waiting};
+use crate::handoff::{self, Handoff};
 use crate::inner::{Connected, Shared, connect};
 use crate::line::{Ticket, Wake};
-use crate::state::{Grant, Live, Place};
+use crate::state::{Grant, Kept, Live, Place};
 use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status, TimeoutKind};
 
@@ -42,14 +42,18 @@ enum Step<C> {
     Idle(Live<C>),
     Connect,
     Full,
-    /// In line; true when the maintenance task must learn of this waiter's deadline.
-    Wait(Ticket, bool),
+    /// In line.
+    Wait(Ticket),
 }
 
-/// How readying a connection for its caller went.
-enum Ready<M: Manager> {
+/// Where handing a connection to its caller left the caller.
+enum Next<M: Manager> {
+    /// It has its connection.
     Out(Pooled<M>),
-    Discarded,
+    /// It holds a slot, counted as connecting: open a connection in it.
+    Connect,
+    /// It holds nothing: decide again.
+    Again,
 }
 
 impl<M: Manager> Pool<M> {
@@ -71,13 +75,18 @@ impl<M: Manager> Pool<M> {
 
     /// Checks out a connection: an idle one that passes its check (skipped when it was used
     /// within the check interval), else a new one while below `max_size`, else the first one
-    /// returned to the line of waiters, served in order, up to `wait_timeout`.
+    /// returned to the line of waiters, served in order, up to `wait_timeout`. A connection
+    /// that fails its check is closed and the caller opens a fresh one in its slot, keeping
+    /// its place; a connect that fails is retried with backoff until `wait_timeout` (see
+    /// [`Builder::fail_fast`]).
     ///
-    /// Needs a Tokio runtime: connects run in tasks of their own.
+    /// Needs a Tokio runtime (any one: a pool may be used from several, one after another or
+    /// at once): connects run in tasks of their own.
     ///
     /// # Errors
-    /// [`PoolError::Timeout`] says which timeout fired, and after a wait carries the last
-    /// connect error; [`PoolError::Connect`] when the connect made for this caller failed;
+    /// [`PoolError::Timeout`] says which timeout fired, and after a wait (or failed connects
+    /// retried until `wait_timeout`) carries the last connect error; [`PoolError::Connect`]
+    /// when the connect made for this caller failed and the pool fails fast;
     /// [`PoolError::Closed`] once [`close`](Pool::close) was called.
     ///
     /// # Cancel safety
@@ -91,7 +100,8 @@ impl<M: Manager> Pool<M> {
 
     /// Like [`get`](Pool::get), but never waits in line: when no connection is idle and the
     /// pool is at `max_size` it fails at once with [`TimeoutKind::Wait`]. It still checks an
-    /// idle connection, or opens a new one when there is room.
+    /// idle connection, or opens a new one when there is room (once: a failed connect is
+    /// returned as [`PoolError::Connect`], not retried).
     ///
     /// # Errors
     /// As [`get`](Pool::get).
@@ -105,60 +115,90 @@ impl<M: Manager> Pool<M> {
     async fn checkout(&self, may_wait: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
-        let mut deadline = None;
+        // The fast path's one clock read (the return makes the other): it decides whether an
+        // idle connection needs its check, or has expired, and starts the caller's deadline.
+        let mut now = Instant::now();
+        let deadline = if may_wait {
+            deadline_after(now, shared.config.wait_timeout)
+        } else {
+            now
+        };
+        let mut failed_connects = 0;
         loop {
-            // The fast path's one clock read (the return makes the other): it decides whether
-            // an idle connection needs its check, or has expired.
-            let now = Instant::now();
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line
             // leaves its waker there at once, so its wait need not lock again to register it.
-            let (step, refill) = std::future::poll_fn(|cx| {
-                Poll::Ready(self.decide(now, may_wait, &mut deadline, cx))
-            })
-            .await;
+            let (step, refill) =
+                std::future::poll_fn(|cx| Poll::Ready(self.decide(now, may_wait, deadline, cx)))
+                    .await;
             shared.spawn_connects(refill);
-            let (live, now) = match step {
+            let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
+                Step::Full => return Err(self.wait_timed_out()),
+                Step::Connect => Next::Connect,
                 Step::Idle(live) => match self.fresh(live, now) {
                     Ok(pooled) => return Ok(pooled),
-                    Err(live) => (live, now),
+                    Err(live) => self.ready(live, now).await?,
                 },
-                Step::Connect => return self.connect_for_caller().await,
-                Step::Full => return Err(self.wait_timed_out()),
-                Step::Wait(ticket, wake_sweeper) => {
-                    if wake_sweeper {
-                        shared.sweeper.notify_one();
-                    }
-                    let outcome = Waiting::new(shared, ticket).await;
+                Step::Wait(ticket) => {
+                    let outcome = handoff::wait(shared, ticket, deadline).await;
                     let served = Instant::now();
                     shared
                         .metrics
                         .record_wait(served.saturating_duration_since(now));
+                    now = served;
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
-                        Wake::Granted(Grant::Conn(live)) => match self.fresh(live, served) {
+                        Wake::Granted(Grant::Conn(live)) => match self.fresh(live, now) {
                             Ok(pooled) => return Ok(pooled),
-                            Err(live) => (live, served),
+                            Err(live) => self.ready(live, now).await?,
                         },
                         Wake::Granted(Grant::Slot) => {
-                            {
-                                let mut state = shared.lock();
-                                if state.closed {
-                                    // Granted just before the pool closed: open nothing.
-                                    state.slots -= 1;
-                                    state.debug_check();
-                                    return Err(PoolError::Closed);
-                                }
-                                state.connecting += 1;
+                            let mut state = shared.lock();
+                            if state.closed {
+                                // Granted just before the pool closed: open nothing.
+                                state.slots -= 1;
+                                state.debug_check();
+                                return Err(PoolError::Closed);
                             }
-                            return self.connect_for_caller().await;
+                            state.connecting += 1;
+                            Next::Connect
                         }
                     }
                 }
             };
-            if let Ready::Out(pooled) = self.ready(live, now).await? {
-                return Ok(pooled);
+            match next {
+                Next::Out(pooled) => return Ok(pooled),
+                Next::Again => now = Instant::now(),
+                Next::Connect => {
+                    let error = match self.connect_for_caller().await {
+                        Ok(pooled) => return Ok(pooled),
+                        Err(error) => error,
+                    };
+                    let retry = may_wait
+                        && !shared.config.fail_fast
+                        && matches!(
+                            error,
+                            PoolError::Connect(_) | PoolError::Timeout(TimeoutKind::Connect)
+                        );
+                    if !retry {
+                        if error.is_timeout() {
+                            Metrics::bump(&shared.metrics.timeouts);
+                        }
+                        return Err(error);
+                    }
+                    // The slot went back with the failed connect (to the oldest waiter, who
+                    // tries next); this caller pauses, then decides again within its deadline.
+                    failed_connects += 1;
+                    let pause = shared.config.backoff(failed_connects);
+                    tracing::debug!(?pause, failed_connects, "retrying a failed connect");
+                    tokio::time::sleep_until(deadline_after(Instant::now(), pause).min(deadline))
+                        .await;
+                    now = Instant::now();
+                    if now >= deadline {
+                        return Err(self.wait_timed_out());
+                    }
+                }
             }
         }
     }
@@ -169,7 +209,7 @@ impl<M: Manager> Pool<M> {
         &self,
         now: Instant,
         may_wait: bool,
-        deadline: &mut Option<Instant>,
+        deadline: Instant,
         cx: &mut Context<'_>,
     ) -> (Step<M::Connection>, usize) {
         let shared = &self.shared;
@@ -181,17 +221,10 @@ impl<M: Manager> Pool<M> {
             Step::Idle(live)
         } else if state.reserve_connects(1) == 1 {
             Step::Connect
-        } else if !may_wait {
+        } else if !may_wait || deadline <= now {
             Step::Full
         } else {
-            let wait = shared.config.wait_timeout;
-            let at = *deadline.get_or_insert_with(|| deadline_after(now, wait));
-            if at <= now {
-                Step::Full
-            } else {
-                let (ticket, wake_sweeper) = state.waiters.join(at, cx.waker().clone());
-                Step::Wait(ticket, wake_sweeper)
-            }
+            Step::Wait(state.waiters.join(cx.waker().clone()))
         };
         let refill = if state.min_idle > 0 {
             state.reserve_refill()
@@ -222,54 +255,69 @@ impl<M: Manager> Pool<M> {
     }
 
     /// The slow path of a connection taken from the pool: retires it if expired or broken,
-    /// else checks it (it was idle longer than the check interval).
+    /// else checks it (it was idle longer than the check interval). A caller whose connection
+    /// is retired keeps its slot to open a fresh one ([`State::keep_slot`]), so a bad
+    /// connection handed to the first waiter never sends it to the back of the line.
+    ///
+    /// [`State::keep_slot`]: crate::state::State::keep_slot
     async fn ready(
         &self,
         mut live: Live<M::Connection>,
         now: Instant,
-    ) -> Result<Ready<M>, PoolError<M::Error>> {
+    ) -> Result<Next<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         if live.info.expired(now) {
             tracing::debug!("discarding an idle connection past its max_lifetime");
-            shared.discard(live);
-            return Ok(Ready::Discarded);
+            return self.replace(live);
         }
         if shared.is_broken(&mut live) {
             // It broke while idle (its peer went away, say): never handed out.
             Metrics::bump(&shared.metrics.broken);
             tracing::debug!("discarding an idle connection that reports itself broken");
-            shared.discard(live);
-            return Ok(Ready::Discarded);
+            return self.replace(live);
         }
-        {
-            // Out of the pool for its check: if this future is dropped meanwhile, the guard
-            // closes the connection, whose state is then unknown.
-            let mut guard = Pooled::new(Arc::clone(shared), live);
-            Pooled::mark_broken(&mut guard);
-            let checked = tokio::time::timeout(
-                shared.config.check_timeout,
-                shared.manager.check(&mut guard),
-            )
-            .await;
-            match checked {
-                Ok(Ok(())) => {
-                    guard.unmark_broken(now);
-                    Ok(Ready::Out(guard))
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "discarding a connection that failed its check");
-                    Metrics::bump(&shared.metrics.check_failures);
-                    shared.discard(Pooled::into_live(guard));
-                    Ok(Ready::Discarded)
-                }
-                Err(_elapsed) => {
-                    tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
-                    Metrics::bump(&shared.metrics.check_failures);
-                    Metrics::bump(&shared.metrics.timeouts);
-                    shared.discard(Pooled::into_live(guard));
-                    Err(PoolError::Timeout(TimeoutKind::Check))
-                }
+        // Out of the pool for its check: if this future is dropped meanwhile, the guard
+        // closes the connection, whose state is then unknown.
+        let mut guard = Pooled::new(Arc::clone(shared), live);
+        Pooled::mark_broken(&mut guard);
+        let checked = tokio::time::timeout(
+            shared.config.check_timeout,
+            shared.manager.check(&mut guard),
+        )
+        .await;
+        match checked {
+            Ok(Ok(())) => {
+                guard.unmark_broken(now);
+                Ok(Next::Out(guard))
             }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "discarding a connection that failed its check");
+                Metrics::bump(&shared.metrics.check_failures);
+                self.replace(Pooled::into_live(guard))
+            }
+            Err(_elapsed) => {
+                tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
+                Metrics::bump(&shared.metrics.check_failures);
+                Metrics::bump(&shared.metrics.timeouts);
+                shared.discard(Pooled::into_live(guard));
+                Err(PoolError::Timeout(TimeoutKind::Check))
+            }
+        }
+    }
+
+    /// Closes a connection its caller will not use, keeping its slot for the caller.
+    fn replace(&self, live: Live<M::Connection>) -> Result<Next<M>, PoolError<M::Error>> {
+        let kept = {
+            let mut state = self.shared.lock();
+            let kept = state.keep_slot();
+            state.debug_check();
+            kept
+        };
+        self.shared.close_conn(live.conn);
+        match kept {
+            Kept::Connect => Ok(Next::Connect),
+            Kept::Again => Ok(Next::Again),
+            Kept::Closed => Err(PoolError::Closed),
         }
     }
 
@@ -291,10 +339,7 @@ impl<M: Manager> Pool<M> {
                 Ok(Pooled::new(Arc::clone(shared), live))
             }
             Some(Connected::Failed(error)) => Err(PoolError::Connect(error)),
-            Some(Connected::TimedOut) => {
-                Metrics::bump(&shared.metrics.timeouts);
-                Err(PoolError::Timeout(TimeoutKind::Connect))
-            }
+            Some(Connected::TimedOut) => Err(PoolError::Timeout(TimeoutKind::Connect)),
             None => Err(PoolError::ConnectPanicked),
         }
     }

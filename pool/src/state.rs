@@ -35,6 +35,16 @@ pub(crate) enum Place<C> {
     Discard(Live<C>),
 }
 
+/// What [`State::keep_slot`] left the caller with.
+pub(crate) enum Kept {
+    /// The slot, counted as connecting: open a connection in it.
+    Connect,
+    /// Nothing: decide again (an idle connection is there, or the pool shrank).
+    Again,
+    /// Nothing: the pool is closed.
+    Closed,
+}
+
 /// The pool's locked state.
 ///
 /// Invariants (checked by [`State::debug_check`] in debug builds):
@@ -135,6 +145,24 @@ impl<C> State<C> {
         }
         self.slots -= 1;
         Place::Done
+    }
+
+    /// A caller dropped the connection it was handed (it failed its check, expired, or
+    /// reported itself broken) and keeps that connection's slot to open a fresh one, so it
+    /// keeps its place ahead of later callers. When an idle connection is there (nobody waits
+    /// then) or the pool shrank below its slot count, the slot is given up instead and the
+    /// caller decides again.
+    pub fn keep_slot(&mut self) -> Kept {
+        if self.closed {
+            self.slots -= 1;
+            return Kept::Closed;
+        }
+        if !self.idle.is_empty() || self.slots > self.max_size {
+            self.slots -= 1;
+            return Kept::Again;
+        }
+        self.connecting += 1;
+        Kept::Connect
     }
 
     /// Takes the idle connections the predicate picks, oldest first, freeing their slots.

@@ -125,10 +125,11 @@ async fn broken_return_frees_the_slot_at_once_for_a_waiter() {
     assert_eq!((status.size, status.in_use, status.waiting), (1, 1, 0));
 }
 
-/// A failing check on a full pool: the slot of the failed connection frees at once and the
-/// waiter in line gets a fresh connection; the caller whose check failed waits its turn.
+/// A failing check on a full pool: the connection is closed and its caller keeps the slot to
+/// open a fresh one at once, ahead of the waiter that came after it (first come, first
+/// served); that waiter gets the fresh connection when the checker returns it.
 #[tokio::test(start_paused = true)]
-async fn failing_check_frees_the_slot_for_a_waiter() {
+async fn failing_check_keeps_the_callers_slot() {
     let mock = Mock::new();
     mock.set_close_delay(Duration::from_secs(3600));
     let pool = pool_of(&mock, 1, Duration::ZERO);
@@ -139,8 +140,8 @@ async fn failing_check_frees_the_slot_for_a_waiter() {
     let checker = {
         let pool = pool.clone();
         tokio::spawn(async move {
-            let conn = pool.get().await.expect("served in turn");
-            (conn.id, Instant::now())
+            let conn = pool.get().await.expect("served first");
+            (conn.id, Instant::now(), conn)
         })
     };
     tokio::task::yield_now().await;
@@ -150,30 +151,33 @@ async fn failing_check_frees_the_slot_for_a_waiter() {
     assert_eq!(pool.status().waiting, 1);
 
     let started = Instant::now();
-    let conn = waiter.await.expect("a fresh connection");
+    let (id, served, conn) = checker.await.expect("task");
     assert_eq!(
-        started.elapsed(),
+        id, 1,
+        "a fresh connection for the caller whose check failed"
+    );
+    assert_eq!(
+        served - started,
         Duration::from_millis(10),
         "only the check's time"
     );
-    assert_eq!(conn.id, 1);
     assert_eq!(mock.closes(), 0, "connection 0 is still closing");
-    tokio::task::yield_now().await;
+    assert_eq!(mock.closes_started(), 1);
     let status = pool.status();
     assert_eq!(
         (status.size, status.in_use, status.waiting),
         (1, 1, 1),
-        "the checker is now in line"
+        "the later caller is still in line"
     );
     assert_eq!(status.counters.check_failures, 1);
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     let returned = Instant::now();
     drop(conn);
-    let (id, served) = checker.await.expect("task");
-    assert_eq!(id, 1, "connection 0 is never handed out again");
+    let conn = waiter.await.expect("served in turn");
+    assert_eq!(conn.id, 1, "connection 0 is never handed out again");
     // Handed over at once, then checked (the interval is zero) in the check's 10 ms.
-    assert_eq!(served - returned, Duration::from_millis(10));
+    assert_eq!(returned.elapsed(), Duration::from_millis(10));
     assert_eq!(mock.connects(), 2);
 }
 

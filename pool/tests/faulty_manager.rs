@@ -100,7 +100,13 @@ async fn many_panicking_connects_leak_no_slot() {
 async fn hanging_connect_leaks_no_slot() {
     let mock = Mock::new();
     mock.set_connect(Plan::hang());
-    let pool = pool_of(&mock, 2);
+    let pool = Pool::builder(mock.clone())
+        .max_size(2)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .wait_timeout(Duration::from_secs(5))
+        .fail_fast(true)
+        .build()
+        .expect("valid settings");
     let mut callers = Vec::new();
     for _ in 0..6 {
         let pool = pool.clone();
@@ -123,6 +129,43 @@ async fn hanging_connect_leaks_no_slot() {
     assert!(mock.max_in_flight() <= 2);
     mock.set_connect(Plan::ok());
     drop(pool.get().await.expect("connects work again"));
+}
+
+/// With retries (the default), callers of a pool whose connects hang retry within their
+/// wait timeout, never more than `max_size` connects at once, and then fail with the wait
+/// timeout carrying the last connect error; no slot leaks.
+#[tokio::test(start_paused = true)]
+async fn hanging_connects_are_retried_within_the_wait_timeout() {
+    let mock = Mock::new();
+    mock.set_connect(Plan::hang());
+    let wait = Duration::from_secs(5);
+    let pool = pool_of(&mock, 2);
+    let mut callers = Vec::new();
+    for _ in 0..6 {
+        let pool = pool.clone();
+        callers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            (pool.get().await.map(|_| ()), started.elapsed())
+        }));
+    }
+    for caller in callers {
+        let (result, elapsed) = caller.await.expect("task");
+        match result {
+            Err(PoolError::Timeout(TimeoutKind::Wait {
+                last_connect_error: Some(error),
+            })) => assert!(error.contains("connect timed out"), "{error}"),
+            other => panic!("expected a wait timeout with the connect error, got {other:?}"),
+        }
+        // A connect begun before the deadline may run to its own timeout.
+        assert!(elapsed <= wait + CONNECT_TIMEOUT, "{elapsed:?}");
+    }
+    assert!(mock.connects() > 2, "connects were retried");
+    assert!(
+        mock.max_in_flight() <= 2,
+        "never more than max_size connects"
+    );
+    assert_no_slot_held(&pool);
+    assert_eq!(mock.in_flight(), 0, "every hung connect was dropped");
 }
 
 /// A connect that hangs in the background (no caller waits for it, as when filling min_idle)

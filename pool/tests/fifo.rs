@@ -176,3 +176,46 @@ async fn idle_order_fifo_takes_the_first_returned() {
     drop(conns);
     assert_eq!(idle_ids(&pool, 3).await, vec![0, 1, 2]);
 }
+
+/// Three callers in line; the connection handed to the first fails its check. The first keeps
+/// its place (it opens a fresh connection in the slot at once), so they are served in the
+/// order they came.
+#[tokio::test(start_paused = true)]
+async fn waiter_keeps_its_place_when_its_connection_fails_its_check() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(1)
+        .check_interval(Duration::ZERO)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid settings");
+    let held = pool.get().await.expect("the only connection");
+    mock.fail_checks_of(held.id);
+    let (served, mut order) = mpsc::unbounded_channel();
+    for i in 0..3 {
+        let waiter = pool.clone();
+        let served = served.clone();
+        tokio::spawn(async move {
+            let conn = waiter.get().await.expect("served in turn");
+            served.send((i, conn.id)).expect("test alive");
+            tokio::task::yield_now().await;
+            drop(conn);
+        });
+        until_waiting(&pool, i + 1).await;
+    }
+    drop(held);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(order.recv().await.expect("every waiter is served"));
+    }
+    assert_eq!(
+        got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "first come, first served"
+    );
+    assert!(
+        got.iter().all(|(_, id)| *id == 1),
+        "connection 0 never went out"
+    );
+    assert_eq!(pool.status().counters.check_failures, 1);
+}

@@ -47,7 +47,7 @@ async fn storm(
 }
 
 #[tokio::test(start_paused = true)]
-async fn server_down_then_back_fails_fast_then_recovers() {
+async fn server_down_then_back_times_out_naming_the_cause_then_recovers() {
     let mock = Mock::new();
     let pool = pool_of(&mock);
     // Up: a few connections in use, then idle.
@@ -60,28 +60,16 @@ async fn server_down_then_back_fails_fast_then_recovers() {
     }
     mock.set_connect(Plan::fail(REFUSED).after(Duration::from_millis(400)));
     let results = storm(&pool, 30).await;
-    let (mut refused, mut timed_out) = (0, 0);
     for (result, elapsed) in &results {
         match result {
-            Err(PoolError::Connect(error)) => {
-                assert_eq!(error.0, REFUSED);
-                refused += 1;
-            }
             Err(PoolError::Timeout(TimeoutKind::Wait {
                 last_connect_error: Some(text),
-            })) => {
-                assert_eq!(text, REFUSED, "the wait timeout names the cause");
-                timed_out += 1;
-            }
-            other => panic!("expected a refusal or a wait timeout naming it, got {other:?}"),
+            })) => assert_eq!(text, REFUSED, "the wait timeout names the cause"),
+            other => panic!("expected a wait timeout naming the refusal, got {other:?}"),
         }
-        // A caller waits at most WAIT in line, then at most one connect.
+        // Connects are retried within WAIT; one begun before the deadline may run past it.
         assert!(*elapsed <= WAIT + CONNECT, "{elapsed:?}");
     }
-    assert!(
-        refused > 0 && timed_out > 0,
-        "{refused} refused, {timed_out} timed out"
-    );
     assert!(
         mock.max_in_flight() <= MAX,
         "{} connects at once",

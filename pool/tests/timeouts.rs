@@ -1,5 +1,8 @@
 //! Behaviour 3: each timeout fires at its configured time and says which one fired; a wait
 //! that ran out while connects were failing carries the last connect error (bb8 #141).
+//!
+//! These pools fail fast, so each connect's own outcome reaches its caller; retried connects
+//! (the default) are proved in `connect_retry.rs`.
 
 mod support;
 
@@ -20,6 +23,7 @@ fn pool_of(mock: &Mock, max_size: usize) -> Pool<Mock> {
         .connect_timeout(CONNECT)
         .check_timeout(CHECK)
         .check_interval(Duration::ZERO)
+        .fail_fast(true)
         .build()
         .expect("valid settings")
 }
