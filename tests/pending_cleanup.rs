@@ -21,10 +21,14 @@ struct Setup {
 }
 
 /// A stalling server and a one-connection pool whose requests time out after `timeout`.
+/// The connection does not close itself when every pending request stalls past the timeout
+/// (that is tests/conn_liveness.rs): here the stalled requests' clean-up is under test.
 async fn setup(timeout: Duration) -> Setup {
     let (server, arrived, release) = stalling_server().await;
     let pool = pool_with(
-        options(server.local_addr()).request_timeout(Some(timeout)),
+        options(server.local_addr())
+            .request_timeout(Some(timeout))
+            .close_unresponsive(false),
         1,
     );
     Setup {

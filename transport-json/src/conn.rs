@@ -34,6 +34,18 @@
 //! every pending request fails at once with the cause and [`Conn::is_closed`] turns true. A
 //! response for a `Uid` nobody waits for (its caller timed out or left) is counted by
 //! [`Conn::unknown_responses`] and dropped; it never harms the connection.
+//!
+//! # A connection that stops answering is closed
+//!
+//! When a request times out and the server answered none of the requests pending on the
+//! connection for the whole request timeout (counted from when the oldest timed-out request
+//! was sent or the last answer came, whichever is later), the connection is taken for dead:
+//! it closes with [`CloseCause::Unresponsive`], the timed-out requests fail with
+//! [`Error::Timeout`], every other pending one with [`Error::Closed`], and a pool discards it.
+//! A response for a `Uid` nobody waits for is no answer: a server that only sends those (or
+//! works through a backlog of requests whose callers gave up) is as dead as a silent one. The
+//! request timeout's sweep checks the rule, so it costs nothing per request; turn it off with
+//! [`ConnectOptions::close_unresponsive`].
 
 mod error;
 mod options;
@@ -145,7 +157,10 @@ impl Conn {
         let stream = options.open().await?;
         let ends = Ends::of(&stream).map_err(|source| options.connect_error(source))?;
         let (read, write) = stream.into_split();
-        let shared = Arc::new(Shared::new(options.request_timeout));
+        let shared = Arc::new(Shared::new(
+            options.request_timeout,
+            options.close_unresponsive,
+        ));
         tokio::spawn(tasks::write_loop(Arc::clone(&shared), write));
         tokio::spawn(tasks::read_loop(
             Arc::clone(&shared),
@@ -347,8 +362,9 @@ impl Conn {
         self.inner.shared.batches()
     }
 
-    /// Time since the last request was queued or the last response arrived (or since the
-    /// connect). Follows Tokio's clock.
+    /// Time since the last request was written or the last response to a pending request
+    /// arrived (or since the connect); responses for a `Uid` nobody waits for do not count.
+    /// Follows Tokio's clock.
     pub fn idle_for(&self) -> Duration {
         self.inner.shared.idle_for()
     }

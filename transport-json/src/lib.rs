@@ -25,6 +25,15 @@
 //!   bounded by `max_in_flight_per_conn` and a 64 KiB output cap, so a client that floods or
 //!   never reads stalls only itself (measured: a spawn per request, a separate writer task or
 //!   a `select!` join of reader and writer each cost 20-50 % against the raw server).
+//! - A [`Conn`] on which a request times out while the server answered no pending request
+//!   for the whole request timeout closes itself ([`CloseCause::Unresponsive`]); responses
+//!   for `Uid`s nobody waits for count as no answer, neither for this rule nor for the idle
+//!   time `check` reads. Without it a connection to a hung server, or to one answering only
+//!   stray `Uid`s, stayed pooled forever (measured: 200 requests from 16 tasks took 144 s, all
+//!   timing out, on one connection never replaced). The timeout's sweep checks it, so it adds
+//!   no timer and no clock read per request; it is on by default, and
+//!   [`ConnectOptions::close_unresponsive`] turns it off for servers with legitimately slow
+//!   requests.
 //! - The pool's `check` for a [`JsonManager`] reads the closed flag and does a real round trip
 //!   only after the connection has been idle for a while; `is_broken` reads the flag, so a
 //!   connection whose server went away is never handed out.

@@ -34,10 +34,13 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 ///
 /// - `connect` dials with [`options`](JsonManager::options).
 /// - `check` fails a connection whose closed flag is set, without I/O; it sends a real
-///   request ([`PING_VAL`]) only when the connection has been idle (no request queued and no
-///   response received) for [`check_idle`](JsonManager::check_idle) or longer. Any
-///   response, even one carrying `Err`, proves the connection alive.
-/// - `is_broken` reads the closed flag.
+///   request ([`PING_VAL`]) only when the connection has been idle (no request written and
+///   no response to a pending request received: responses for a `Uid` nobody waits for do
+///   not count) for [`check_idle`](JsonManager::check_idle) or longer. The ping's response,
+///   even one carrying `Err`, proves the connection alive.
+/// - `is_broken` reads the closed flag. A connection whose server stopped answering sets it
+///   itself (see [`ConnectOptions::close_unresponsive`]), so the pool discards it and opens a
+///   fresh one.
 /// - `close` closes the connection gracefully, waiting at most [`CLOSE_GRACE`].
 #[derive(Debug, Clone)]
 pub struct JsonManager {

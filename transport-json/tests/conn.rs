@@ -278,9 +278,15 @@ async fn request_timeout_returns_timeout_and_clears_pending() {
     bounded(async {
         let (addr, _server) = serve_one(silent).await;
         let limit = Duration::from_millis(100);
-        let conn = Conn::connect(&options(addr).request_timeout(Some(limit)))
-            .await
-            .expect("connect");
+        // Off: a silent server is unresponsive, which closes the connection by default
+        // (tests/liveness.rs); here only the timeout is under test.
+        let conn = Conn::connect(
+            &options(addr)
+                .request_timeout(Some(limit))
+                .close_unresponsive(false),
+        )
+        .await
+        .expect("connect");
         let calls = (0..5).map(|i| conn.request(format!("v{i}")));
         for result in futures::future::join_all(calls).await {
             match result.expect_err("no answer") {
@@ -289,7 +295,10 @@ async fn request_timeout_returns_timeout_and_clears_pending() {
             }
         }
         assert_eq!(conn.pending(), 0);
-        assert!(!conn.is_closed(), "a timeout does not close the connection");
+        assert!(
+            !conn.is_closed(),
+            "with close_unresponsive off, a timeout does not close the connection"
+        );
     })
     .await;
 }
@@ -299,9 +308,14 @@ async fn request_timeout_never_fires_early_and_fires_again_after_an_idle_spell()
     bounded(async {
         let (addr, _server) = serve_one(silent).await;
         let limit = Duration::from_millis(40);
-        let conn = Conn::connect(&options(addr).request_timeout(Some(limit)))
-            .await
-            .expect("connect");
+        // Off, so that the silent server's connection outlives its first timeout.
+        let conn = Conn::connect(
+            &options(addr)
+                .request_timeout(Some(limit))
+                .close_unresponsive(false),
+        )
+        .await
+        .expect("connect");
         // The first timeout leaves nothing pending, so the connection stops sweeping; the
         // later requests must start it again, each on its own.
         for round in 0..3 {

@@ -27,6 +27,12 @@ pub enum CloseCause {
     /// every handle to it was dropped.
     #[error("the connection was closed by this side")]
     Shutdown,
+    /// Requests timed out and the server answered none of the requests pending on the
+    /// connection for the whole request timeout (the duration): it is taken for dead. Only
+    /// with [`ConnectOptions::close_unresponsive`](super::ConnectOptions::close_unresponsive)
+    /// on (the default). Responses to `Uid`s nobody waits for do not count as answers.
+    #[error("the server answered no pending request within the request timeout of {0:?}")]
+    Unresponsive(Duration),
 }
 
 /// Why [`Conn::connect`](super::Conn::connect) or a request failed.

@@ -23,6 +23,7 @@ use crate::codec::DEFAULT_MAX_FRAME;
 ///     .request_timeout(Some(Duration::from_secs(2)))
 ///     .max_in_flight(Some(512));
 /// assert!(options.nodelay);
+/// assert!(options.close_unresponsive);
 /// assert_eq!(options.linger, None);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,19 @@ pub struct ConnectOptions {
     ///
     /// [`max_in_flight`]: ConnectOptions::max_in_flight
     pub request_timeout: Option<Duration>,
+    /// Whether the connection closes itself, with [`CloseCause::Unresponsive`], when a request
+    /// times out and no pending request was answered during the whole request timeout (counted
+    /// from when the oldest timed-out request was sent or the last answer came, whichever is
+    /// later). Its pending requests then fail with [`Error::Closed`], new ones are refused, and
+    /// a pool discards it, so a connection to a hung server, or to one that only sends
+    /// `Uid`s nobody waits for, does not linger. Default true. Checked by the request
+    /// timeout's sweep, so it needs a [`request_timeout`]; turn it off when some requests
+    /// legitimately take longer than the timeout while nothing else is in flight (a timeout
+    /// then leaves the connection open).
+    ///
+    /// [`request_timeout`]: ConnectOptions::request_timeout
+    /// [`CloseCause::Unresponsive`]: super::CloseCause::Unresponsive
+    pub close_unresponsive: bool,
     /// The most requests pending on the connection at once; more wait for a slot (within
     /// their request timeout). `None` (the default) sets no bound; `Some(0)` counts as 1.
     pub max_in_flight: Option<usize>,
@@ -76,6 +90,7 @@ impl Default for ConnectOptions {
             keepalive_retries: Some(3),
             linger: None,
             request_timeout: Some(Duration::from_secs(30)),
+            close_unresponsive: true,
             max_in_flight: None,
             max_frame: DEFAULT_MAX_FRAME,
         }
@@ -137,6 +152,13 @@ impl ConnectOptions {
     #[must_use]
     pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`close_unresponsive`](ConnectOptions::close_unresponsive).
+    #[must_use]
+    pub fn close_unresponsive(mut self, close: bool) -> Self {
+        self.close_unresponsive = close;
         self
     }
 

@@ -51,6 +51,17 @@ impl Sweep {
 /// The output buffer's starting size (and the size the writer's own buffer goes back to).
 pub(crate) const OUT_CAPACITY: usize = 8 * 1024;
 
+/// What one sweep of the request timeout found.
+pub(crate) enum Swept {
+    /// Nothing is pending: stop sweeping until a request arms the sweep again.
+    Idle,
+    /// Requests are still pending: sweep again one interval on.
+    Pending,
+    /// A request timed out and no pending request was answered during the whole timeout: the
+    /// sweep failed the connection with this cause (see [`Shared::sweep`]).
+    Unresponsive(CloseCause),
+}
+
 /// What the writer gets when it asks for the queued output.
 pub(crate) enum Take {
     /// Only one request is queued but others are in flight: yield once, so that the callers
@@ -93,6 +104,9 @@ struct State {
     next_id: u64,
     /// Sweeps begun so far.
     tick: u64,
+    /// The sweep interval in which a pending request was last answered (0 before any):
+    /// the liveness rule's clock, in the same ticks as the request timeout's.
+    answered: u64,
     /// Whether the reader is sweeping: on from the first request after an idle spell, off
     /// again at the first sweep that finds nothing pending.
     sweeping: bool,
@@ -121,6 +135,9 @@ pub(crate) struct Shared {
     done: watch::Sender<bool>,
     /// The request timeout's sweep, if there is a request timeout.
     pub(crate) sweep: Option<Sweep>,
+    /// The request timeout, when the connection closes itself once unresponsive
+    /// ([`ConnectOptions::close_unresponsive`](super::ConnectOptions::close_unresponsive)).
+    unresponsive: Option<Duration>,
     /// Wakes the reader to start sweeping: a request was registered while it was not.
     pub(crate) arm: Notify,
     next_uid: AtomicU64,
@@ -133,8 +150,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Shared state for a connection with two tasks, whose requests time out after
-    /// `request_timeout`.
-    pub(crate) fn new(request_timeout: Option<Duration>) -> Shared {
+    /// `request_timeout`, and which closes itself once unresponsive if `close_unresponsive`.
+    pub(crate) fn new(request_timeout: Option<Duration>, close_unresponsive: bool) -> Shared {
         Shared {
             state: Mutex::new(State {
                 pending: Table::new(),
@@ -144,6 +161,7 @@ impl Shared {
                 closed: None,
                 next_id: 0,
                 tick: 0,
+                answered: 0,
                 sweeping: false,
             }),
             flag: AtomicBool::new(false),
@@ -153,6 +171,7 @@ impl Shared {
             tasks: AtomicUsize::new(2),
             done: watch::Sender::new(false),
             sweep: request_timeout.map(Sweep::for_timeout),
+            unresponsive: request_timeout.filter(|_| close_unresponsive),
             arm: Notify::new(),
             next_uid: AtomicU64::new(1),
             unknown: AtomicU64::new(0),
@@ -255,11 +274,18 @@ impl Shared {
     }
 
     /// One sweep of the request timeout: fails every request registered `ticks` sweeps ago
-    /// or earlier with [`Failure::TimedOut`]. Returns whether to go on sweeping (something is
-    /// still pending).
-    pub(crate) fn sweep(&self) -> bool {
+    /// or earlier with [`Failure::TimedOut`].
+    ///
+    /// The liveness rule rides on it, at no cost per request: when requests expire and no
+    /// pending request was answered in the last `ticks` sweeps either, nothing was answered
+    /// for the whole timeout since the later of the oldest expired request and the last
+    /// answer (the sweeps ran without a break since that request was registered, as it was
+    /// pending). The connection is then failed with [`CloseCause::Unresponsive`] before the
+    /// expired callers hear of their timeout, so a caller that sees [`Failure::TimedOut`]
+    /// already finds the connection closed (a pool discards it on return).
+    pub(crate) fn sweep(&self) -> Swept {
         let Some(sweep) = self.sweep else {
-            return false;
+            return Swept::Idle;
         };
         let mut state = self.lock();
         state.tick += 1;
@@ -267,10 +293,26 @@ impl Shared {
         let expired = state
             .pending
             .take_expired(|waiter| now - waiter.tick >= sweep.ticks);
+        let unresponsive = self
+            .unresponsive
+            .filter(|_| !expired.is_empty() && now - state.answered >= sweep.ticks);
         let go_on = !state.pending.is_empty();
         state.sweeping = go_on;
         let drained = state.closing && !go_on;
         drop(state);
+        let swept = match unresponsive {
+            Some(timeout) => {
+                tracing::warn!(
+                    ?timeout,
+                    "no pending request answered within the request timeout; closing the connection"
+                );
+                let cause = CloseCause::Unresponsive(timeout);
+                self.fail(cause.clone());
+                Swept::Unresponsive(cause)
+            }
+            None if go_on => Swept::Pending,
+            None => Swept::Idle,
+        };
         for waiter in expired {
             // A caller that left at the same moment no longer listens: nothing to do.
             let _ = waiter.tx.send(Err(Failure::TimedOut));
@@ -278,13 +320,19 @@ impl Shared {
         if drained {
             self.drained.notify_one();
         }
-        go_on
+        swept
     }
 
     /// Hands a response to its waiter; a response nobody waits for is counted and dropped.
-    pub(crate) fn route(&self, resp: Resp) {
+    /// Returns whether it answered a pending request: only such a response proves the server
+    /// alive (for the liveness rule and for [`idle_for`](Shared::idle_for)).
+    pub(crate) fn route(&self, resp: Resp) -> bool {
         let mut state = self.lock();
         let waiter = state.pending.take(&resp.uid);
+        let answered = waiter.is_some();
+        if answered {
+            state.answered = state.tick;
+        }
         let drained = state.closing && state.pending.is_empty();
         drop(state);
         let delivered = match waiter {
@@ -298,6 +346,7 @@ impl Shared {
         if drained {
             self.drained.notify_one();
         }
+        answered
     }
 
     /// Stops the connection for `cause` (the first cause recorded wins): fails every pending
@@ -399,14 +448,15 @@ impl Shared {
     }
 
     /// Records activity now: called once per write of queued requests and once per read
-    /// batch of responses, not per request (a clock read is not free).
+    /// batch that answered a pending request, not per request (a clock read is not free).
     pub(crate) fn touch(&self) {
         let since = Instant::now().saturating_duration_since(self.epoch);
         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
         self.last_activity.fetch_max(nanos, Ordering::Relaxed);
     }
 
-    /// Time since the last write of requests or read of responses (or since the connect).
+    /// Time since the last write of requests or the last read that answered a pending request
+    /// (or since the connect).
     pub(crate) fn idle_for(&self) -> Duration {
         let last = self.epoch + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed));
         Instant::now().saturating_duration_since(last)

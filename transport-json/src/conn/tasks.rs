@@ -12,7 +12,7 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::FramedRead;
 
 use super::CloseCause;
-use super::shared::{OUT_CAPACITY, Shared, Take};
+use super::shared::{OUT_CAPACITY, Shared, Swept, Take};
 use crate::codec::JsonCodec;
 use crate::{Message, Resp};
 
@@ -158,16 +158,20 @@ pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_fram
                 let next = Instant::now() + every.unwrap_or_default();
                 tick.as_mut().reset(next);
             }
-            () = &mut tick, if sweeping => {
-                sweeping = shared.sweep();
-                if sweeping {
+            () = &mut tick, if sweeping => match shared.sweep() {
+                Swept::Pending => {
                     let next = tick.deadline() + every.unwrap_or_default();
                     tick.as_mut().reset(next);
                 }
-            }
+                Swept::Idle => sweeping = false,
+                // The sweep failed the connection already.
+                Swept::Unresponsive(cause) => break cause,
+            },
             read = route_batch(&shared, &mut frames) => match read {
-                // The end of what one read brought: record the activity once.
-                Ok(()) => shared.touch(),
+                // The end of what one read brought: record the activity once, and only if
+                // it answered a pending request (stray `Uid`s prove nothing).
+                Ok(true) => shared.touch(),
+                Ok(false) => {}
                 Err(cause) => break cause,
             },
         }
@@ -180,20 +184,22 @@ pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_fram
 const ROUTE_BATCH: usize = 128;
 
 /// Routes every response that is ready (up to [`ROUTE_BATCH`]); waits only while none is.
-/// Fails with the cause to close the connection for: end of stream or bad input.
+/// Returns whether any of them answered a pending request. Fails with the cause to close
+/// the connection for: end of stream or bad input.
 async fn route_batch(
     shared: &Shared,
     frames: &mut FramedRead<OwnedReadHalf, JsonCodec<Resp, Message>>,
-) -> Result<(), CloseCause> {
+) -> Result<bool, CloseCause> {
     let mut routed = 0;
+    let mut answered = false;
     std::future::poll_fn(|cx| {
         loop {
             match frames.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(resp))) => {
-                    shared.route(resp);
+                    answered |= shared.route(resp);
                     routed += 1;
                     if routed == ROUTE_BATCH {
-                        return Poll::Ready(Ok(()));
+                        return Poll::Ready(Ok(answered));
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
@@ -203,7 +209,7 @@ async fn route_batch(
                 Poll::Ready(None) => return Poll::Ready(Err(CloseCause::ClosedByPeer)),
                 // The socket has our waker: come back when more arrives, or now if this
                 // turn routed something.
-                Poll::Pending if routed > 0 => return Poll::Ready(Ok(())),
+                Poll::Pending if routed > 0 => return Poll::Ready(Ok(answered)),
                 Poll::Pending => return Poll::Pending,
             }
         }
