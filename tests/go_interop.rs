@@ -6,6 +6,9 @@
 //! - `tests/go/server.go` is the original design's server: a `json.Decoder` per connection, each
 //!   request answered from its own goroutine after a small random delay through a mutex-guarded
 //!   `json.Encoder` (one object plus `\n` per response), so responses leave out of order.
+//! - `tests/go/utf8.go` writes requests and responses whose `Val` is not valid UTF-8 by hand
+//!   (`json.Marshal` would replace the bad bytes itself) and reads each one with Go's own
+//!   `json.Decoder`, the reference for what it means: we must decode it the same way.
 //!
 //! Both programs use only Go's standard library and are built once per test binary with the
 //! `go` on `PATH`, into this crate's `CARGO_TARGET_TMPDIR`. `GOCACHE`, `GOPATH` and `HOME`
@@ -44,6 +47,11 @@ static CLIENT: GoProgram = GoProgram {
 
 static SERVER: GoProgram = GoProgram {
     name: "server",
+    binary: OnceCell::const_new(),
+};
+
+static UTF8: GoProgram = GoProgram {
+    name: "utf8",
     binary: OnceCell::const_new(),
 };
 
@@ -116,15 +124,22 @@ struct GoServer {
 impl GoServer {
     /// Starts the Go server on an ephemeral loopback port and reads the address it bound.
     async fn start() -> GoServer {
-        let binary = SERVER.binary().await;
+        let args = [
+            "-addr",
+            "127.0.0.1:0",
+            "-max-delay",
+            "1ms",
+            "-exit-on-stdin-eof",
+        ];
+        GoServer::spawn(&SERVER, &args).await
+    }
+
+    /// Starts a Go program that listens on an ephemeral loopback port, prints
+    /// `listening <address>` first and exits when its stdin closes; reads the address.
+    async fn spawn(program: &'static GoProgram, args: &[&str]) -> GoServer {
+        let binary = program.binary().await;
         let mut child = Command::new(binary)
-            .args([
-                "-addr",
-                "127.0.0.1:0",
-                "-max-delay",
-                "1ms",
-                "-exit-on-stdin-eof",
-            ])
+            .args(args)
             // The server exits when this pipe closes, even if this process dies without
             // running its destructors.
             .stdin(Stdio::piped())
@@ -452,6 +467,146 @@ async fn one_conn_pipelines_1000_requests_the_go_server_answers_out_of_order() -
 
     within(Duration::from_secs(10), "conn close", conn.close()).await;
     assert!(conn.is_closed());
+    drop(go);
+    Ok(())
+}
+
+/// One of `tests/go/utf8.go`'s cases: a request frame whose `Val` is not valid UTF-8, written
+/// by hand, and the `Val` Go's `json.Decoder` reads from it.
+struct Utf8Case {
+    frame: Vec<u8>,
+    go_val: String,
+}
+
+/// The cases of `tests/go/utf8.go`, as its `-cases` mode prints them.
+async fn utf8_cases() -> Vec<Utf8Case> {
+    let binary = UTF8.binary().await;
+    let run = Command::new(binary)
+        .arg("-cases")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = within(Duration::from_secs(30), "utf8 -cases", run)
+        .await
+        .expect("run utf8 -cases");
+    assert!(
+        output.status.success(),
+        "utf8 -cases failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hex = |text: &str| -> Vec<u8> {
+        assert!(text.len().is_multiple_of(2), "odd hex {text:?}");
+        (0..text.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+            .collect()
+    };
+    let cases: Vec<Utf8Case> = String::from_utf8(output.stdout)
+        .expect("hex is ASCII")
+        .lines()
+        .map(|line| {
+            let (frame, val) = line.split_once(' ').expect("two fields");
+            Utf8Case {
+                frame: hex(frame),
+                go_val: String::from_utf8(hex(val)).expect("Go decodes to UTF-8"),
+            }
+        })
+        .collect();
+    assert!(cases.len() > 100, "only {} cases", cases.len());
+    cases
+}
+
+#[tokio::test]
+async fn strings_that_are_not_utf8_decode_as_go_decodes_them() {
+    use tokio_util::bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+    use transport_json::JsonCodec;
+
+    let cases = utf8_cases().await;
+    let mut not_utf8 = 0;
+    for (i, case) in cases.iter().enumerate() {
+        not_utf8 += usize::from(std::str::from_utf8(&case.frame).is_err());
+        let expected = Message {
+            uid: i.to_string(),
+            val: case.go_val.clone(),
+        };
+        // Whole (the plain path when the frame has no escape), and a byte at a time (the
+        // scanner, then serde_json).
+        for chunk in [case.frame.len(), 1] {
+            let mut codec = JsonCodec::<Message, Resp>::new();
+            let mut buf = BytesMut::new();
+            let mut decoded = Vec::new();
+            for piece in case.frame.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(message) = codec.decode(&mut buf).unwrap_or_else(|error| {
+                    panic!(
+                        "case {i} {:?}: {error}",
+                        String::from_utf8_lossy(&case.frame)
+                    )
+                }) {
+                    decoded.push(message);
+                }
+            }
+            assert_eq!(
+                decoded,
+                std::slice::from_ref(&expected),
+                "case {i} {:?} in chunks of {chunk}",
+                String::from_utf8_lossy(&case.frame)
+            );
+        }
+    }
+    assert!(not_utf8 > 100, "only {not_utf8} cases are not UTF-8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_client_sending_strings_that_are_not_utf8_is_answered_as_go_reads_them() -> TestResult {
+    let client = UTF8.binary().await;
+    let server = Server::bind("127.0.0.1:0", ServerConfig::default())
+        .await?
+        .spawn();
+    let addr = server.local_addr().to_string();
+    let run = Command::new(client)
+        .args(["-addr", &addr])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = within(Duration::from_secs(60), "the Go utf8 client", run).await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.lines().any(|line| line.starts_with("ok ")),
+        "the Go client failed ({}):\n{stdout}{stderr}",
+        output.status
+    );
+    within(
+        Duration::from_secs(10),
+        "server shutdown",
+        server.shutdown(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_conn_reads_go_responses_that_are_not_utf8_as_go_does() -> TestResult {
+    let cases = utf8_cases().await;
+    let go = GoServer::spawn(&UTF8, &["-listen", "127.0.0.1:0"]).await;
+    let options =
+        ConnectOptions::new(go.addr.clone()).request_timeout(Some(Duration::from_secs(20)));
+    let conn = Conn::connect(&options).await?;
+    let answers = within(
+        Duration::from_secs(30),
+        "a request per case",
+        futures::future::join_all((0..cases.len()).map(|i| conn.request(i.to_string()))),
+    )
+    .await;
+    for (i, (answer, case)) in answers.into_iter().zip(&cases).enumerate() {
+        let resp = answer.unwrap_or_else(|error| panic!("case {i}: {error}"));
+        assert_eq!(resp.val, case.go_val, "case {i}");
+    }
+    assert!(!conn.is_closed(), "the connection is still open");
+    within(Duration::from_secs(10), "conn close", conn.close()).await;
     drop(go);
     Ok(())
 }

@@ -48,6 +48,18 @@
 //! Only objects are accepted at top level. Whitespace between objects is skipped and does not
 //! count towards any frame.
 //!
+//! # Strings that are not UTF-8
+//!
+//! Inside a string, bytes that are not valid UTF-8 are read as Go's `encoding/json` reads
+//! them, not refused: each such byte becomes U+FFFD (so `"\xe2\x82"`, a `€` cut short, is two
+//! U+FFFD, not the one `String::from_utf8_lossy` would write), and a `\u` escape of a UTF-16
+//! surrogate that is not half of a pair becomes U+FFFD too. Go is the protocol's reference and
+//! its peers send such strings (`string` in Go is any bytes); refusing them closed the
+//! connection over one bad byte. Outside strings an invalid byte is still bad JSON. Both paths
+//! apply the rule: the plain path as it copies a string, the serde path by reading a frame
+//! that serde_json refused again with its strings rewritten, so a valid frame costs nothing
+//! more.
+//!
 //! # Limits
 //!
 //! A frame is the bytes from an object's `{` to its matching `}`. It may be at most
@@ -73,6 +85,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+
+pub(crate) mod go_utf8;
 
 /// The default maximum frame length: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
@@ -257,7 +271,9 @@ pub trait WireDecode: DeserializeOwned {
     /// Decodes the frame at the start of `bytes` (which starts with `{`) without serde, when
     /// it has a plain form the type knows; returns the value and the frame's length in
     /// bytes. Returns `None` (the default) to leave the frame to serde_json. When it returns
-    /// a value, it must be exactly what serde_json decodes from that frame.
+    /// a value, it must be exactly what the codec's serde path decodes from that frame:
+    /// serde_json, with strings that are not valid UTF-8 read as Go reads them (see
+    /// [Strings that are not UTF-8](self#strings-that-are-not-utf-8)).
     fn decode_plain(bytes: &[u8]) -> Option<(Self, usize)> {
         let _ = bytes;
         None
@@ -311,10 +327,10 @@ impl<In: WireDecode, Out> Decoder for JsonCodec<In, Out> {
         let limit = buf.len().min(self.max);
         match self.scan_frame(&buf[..limit]) {
             Some(len) => {
-                let parsed = serde_json::from_slice(&buf[..len]);
+                let parsed = parse_frame(&buf[..len]);
                 buf.advance(len);
                 self.scan = Scan::default();
-                parsed.map(Some).map_err(CodecError::Json)
+                parsed.map(Some)
             }
             None if self.scan.pos >= self.max => Err(CodecError::FrameTooLong { max: self.max }),
             None => Ok(None),
@@ -331,6 +347,16 @@ impl<In: WireDecode, Out> Decoder for JsonCodec<In, Out> {
             }),
         }
     }
+}
+
+/// Parses one delimited frame. A frame serde_json refuses is parsed again with its strings
+/// read as Go reads them ([`go_utf8::coerce_strings`]), when that changes anything: valid
+/// frames never pay for the rule. The error is then the second parse's.
+fn parse_frame<In: DeserializeOwned>(frame: &[u8]) -> Result<In, CodecError> {
+    serde_json::from_slice(frame).or_else(|error| match go_utf8::coerce_strings(frame) {
+        Some(coerced) => serde_json::from_slice(&coerced).map_err(CodecError::Json),
+        None => Err(CodecError::Json(error)),
+    })
 }
 
 /// A type [`JsonCodec`] encodes. [`Message`](crate::Message) and [`Resp`](crate::Resp)

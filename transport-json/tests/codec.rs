@@ -5,11 +5,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::StreamExt;
+use serde::{Deserialize, Deserializer};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use transport_json::codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec};
-use transport_json::{Message, Resp};
+use transport_json::{Message, Resp, WireDecode};
 
 type ServerCodec = JsonCodec<Message, Resp>;
 
@@ -264,10 +265,126 @@ fn top_level_values_that_are_not_objects_are_rejected() {
     );
 }
 
+/// A [`Message`] decoded by serde_json alone: no fast path.
+#[derive(Debug, PartialEq)]
+struct BySerde(Message);
+
+impl<'de> Deserialize<'de> for BySerde {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Message::deserialize(deserializer).map(BySerde)
+    }
+}
+
+impl WireDecode for BySerde {}
+
+/// Decodes `frame` whole and byte by byte, on the plain path (when the frame allows it) and on
+/// the serde path; every way must give the one value.
+fn decode_every_way(frame: &[u8]) -> Message {
+    let whole = decode_all(frame).expect("decodes whole");
+    assert_eq!(whole.len(), 1, "one value");
+    let byte_by_byte = decode_in_chunks(&mut ServerCodec::new(), frame, 1).expect("decodes");
+    assert_eq!(byte_by_byte, whole, "byte by byte");
+    for chunk in [frame.len(), 1] {
+        let mut codec = JsonCodec::<BySerde, Resp>::new();
+        let mut buf = BytesMut::new();
+        let mut by_serde = Vec::new();
+        for piece in frame.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(BySerde(m)) = codec.decode(&mut buf).expect("serde path decodes") {
+                by_serde.push(m);
+            }
+        }
+        assert_eq!(by_serde, whole, "serde path, in chunks of {chunk}");
+    }
+    whole.into_iter().next().expect("one value")
+}
+
+/// Strings that are not valid UTF-8, and what Go 1.19's `json.Unmarshal` makes of them (from
+/// a run of Go's decoder): one U+FFFD per bad byte, also in a sequence cut short.
+const GO_DECODES: [(&[u8], &str); 9] = [
+    (b"\xff\xfe", "\u{FFFD}\u{FFFD}"),
+    (b"\x80", "\u{FFFD}"),
+    (b"\xe2\x82", "\u{FFFD}\u{FFFD}"),
+    (b"\xe2\x82x", "\u{FFFD}\u{FFFD}x"),
+    (b"\xf0\x9f\x98", "\u{FFFD}\u{FFFD}\u{FFFD}"),
+    (b"\xed\xa0\x80", "\u{FFFD}\u{FFFD}\u{FFFD}"),
+    (b"\xc0\x80", "\u{FFFD}\u{FFFD}"),
+    (b"\xf4\x90\x80\x80", "\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}"),
+    (
+        b"ok \xe2\x82\xac \xe2\x82 \xf0\x9f\x98\x80",
+        "ok \u{20AC} \u{FFFD}\u{FFFD} \u{1F600}",
+    ),
+];
+
 #[test]
-fn invalid_utf8_inside_a_frame_is_a_json_error() {
-    let err = decode_all(b"{\"Uid\":\"\xff\xfe\"}").unwrap_err();
-    assert!(matches!(err, CodecError::Json(_)), "{err:?}");
+fn invalid_utf8_inside_a_string_is_replaced_byte_by_byte_as_go_does() {
+    for (raw, go) in GO_DECODES {
+        let case = String::from_utf8_lossy(raw);
+        let frame = |prefix: &[u8], suffix: &[u8]| [prefix, raw, suffix].concat();
+        // Plain: the fast path.
+        let plain = frame(b"{\"Uid\":\"1\",\"Val\":\"", b"\"}");
+        assert_eq!(decode_every_way(&plain), msg("1", go), "{case:?}");
+        // With an escape: serde_json.
+        let escaped = frame(b"{\"Uid\":\"1\",\"Val\":\"\\t", b"\"}");
+        assert_eq!(
+            decode_every_way(&escaped),
+            msg("1", &format!("\t{go}")),
+            "{case:?}"
+        );
+        // In a key, which then names no field, and in an unknown field's value.
+        let key = frame(b"{\"Uid\":\"1\",\"Val", b"\":\"k\",\"Val\":\"v\"}");
+        assert_eq!(decode_every_way(&key), msg("1", "v"), "{case:?}");
+        let unknown = frame(b"{\"Uid\":\"1\",\"X\":\"", b"\",\"Val\":\"v\"}");
+        assert_eq!(decode_every_way(&unknown), msg("1", "v"), "{case:?}");
+    }
+}
+
+#[test]
+fn unpaired_surrogate_escapes_are_replaced_as_go_does() {
+    // What Go 1.19's `json.Unmarshal` makes of each (from a run of Go's decoder).
+    for (escaped, go) in [
+        (r#"\ud800"#, "\u{FFFD}"),
+        (r#"\ud800x"#, "\u{FFFD}x"),
+        (r#"\udc00"#, "\u{FFFD}"),
+        (r#"\ud800\u0041"#, "\u{FFFD}A"),
+        (r#"\ud800\ud800\udc00"#, "\u{FFFD}\u{10000}"),
+        (r#"\udc00\ud800"#, "\u{FFFD}\u{FFFD}"),
+        (r#"\ud800\\u"#, "\u{FFFD}\\u"),
+        (r#"\ud83d\ude00"#, "\u{1F600}"),
+        (r#"\uDBFF\uDFFF"#, "\u{10FFFF}"),
+    ] {
+        let frame = format!(r#"{{"Uid":"1","Val":"{escaped}","X":"{escaped}"}}"#);
+        assert_eq!(
+            decode_every_way(frame.as_bytes()),
+            msg("1", go),
+            "{escaped}"
+        );
+    }
+}
+
+#[test]
+fn invalid_utf8_outside_strings_is_still_a_json_error() {
+    for bad in [
+        &b"{\xff\"Uid\":\"1\"}"[..],
+        b"{\"Uid\":\"1\"\xe2\x82}",
+        b"{\"Uid\":\xff}",
+        b"{\"Uid\":\"1\",\"X\":[\"\xff\",\xff]}",
+    ] {
+        let mut codec = ServerCodec::new();
+        let mut buf = BytesMut::from(bad);
+        buf.extend_from_slice(br#"{"Uid":"next"}"#);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(
+            matches!(err, CodecError::Json(_)),
+            "{:?}: {err:?}",
+            String::from_utf8_lossy(bad)
+        );
+        // The bad frame is consumed, as any other bad JSON.
+        assert_eq!(
+            codec.decode(&mut buf).expect("decodes"),
+            Some(msg("next", ""))
+        );
+    }
 }
 
 #[test]

@@ -279,6 +279,38 @@ async fn malformed_json_closes_only_that_connection() {
 }
 
 #[tokio::test]
+async fn invalid_utf8_in_a_request_is_answered_with_replacement_characters_as_go_reads_it() {
+    let server = start(ServerConfig::default()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    // A plain frame, one with an escape (serde_json's path), and one with an unpaired
+    // surrogate escape; Go decodes each bad byte, and the surrogate, as U+FFFD.
+    client
+        .send(b"{\"Uid\":\"1\",\"Val\":\"a\xff\xe2\x82b\"}")
+        .await;
+    client
+        .send(b"{\"Uid\":\"2\",\"Val\":\"\\n\xf0\x9f\x98\"}")
+        .await;
+    client.send(br#"{"Uid":"3","Val":"\udc00!"}"#).await;
+    let mut answers: Vec<(String, String)> = Vec::new();
+    for _ in 0..3 {
+        let resp = client.recv().await;
+        assert_eq!(resp.err, None, "{resp:?}");
+        answers.push((resp.uid, resp.val));
+    }
+    answers.sort();
+    let expected = [
+        ("1", "server: hello, a\u{FFFD}\u{FFFD}\u{FFFD}b"),
+        ("2", "server: hello, \n\u{FFFD}\u{FFFD}\u{FFFD}"),
+        ("3", "server: hello, \u{FFFD}!"),
+    ]
+    .map(|(uid, val)| (uid.to_owned(), val.to_owned()));
+    assert_eq!(answers, expected);
+    // The connection stays open.
+    client.echo("after").await;
+    server.shutdown().await.expect("stops");
+}
+
+#[tokio::test]
 async fn over_long_frame_closes_only_that_connection() {
     let config = ServerConfig {
         max_frame: 1024,

@@ -1,11 +1,13 @@
 //! The fast paths of the wire types: [`Message`] and [`Resp`] frames whose strings need no
-//! escaping are decoded and encoded by hand, byte for byte as serde_json does (the property
-//! tests in `tests/wire_plain.rs` check it against serde_json); any other frame is left to
-//! serde_json. Measured: the response decode was most of a client's per-request cost.
+//! escaping are decoded and encoded by hand, byte for byte as serde_json does, with bytes that
+//! are not UTF-8 read as Go reads them (the property tests in `tests/wire_plain.rs` check it
+//! against serde_json and that rule); any other frame is left to serde_json. Measured: the
+//! response decode was most of a client's per-request cost.
 
 use tokio_util::bytes::{BufMut, BytesMut};
 
 use super::{MESSAGE_FIELDS, Message, RESP_FIELDS, Resp, field_index};
+use crate::codec::go_utf8;
 use crate::codec::{WireDecode, WireEncode};
 
 impl WireDecode for Message {
@@ -70,13 +72,14 @@ pub(crate) fn put_plain_object(
 }
 
 /// The fast path of decoding: an object at the start of `bytes` whose keys are plain strings
-/// and whose values are plain strings or `null` (plain: no backslash, no control character,
-/// valid UTF-8), with JSON whitespace anywhere between tokens. Fills the fields by the same
-/// rules as the serde impls (exact key first, then ignoring ASCII case; `null` leaves a field
-/// as it was; unknown keys ignored; the last duplicate wins) and returns them with the
-/// object's length. Anything else (escapes, numbers, nested values, bad syntax, or the end of
-/// `bytes` before the closing brace) returns `None`, and serde_json decodes the frame, or
-/// reports its error, as before.
+/// and whose values are plain strings or `null` (plain: no backslash, no control character),
+/// with JSON whitespace anywhere between tokens. Fills the fields by the same rules as the
+/// serde impls (exact key first, then ignoring ASCII case; `null` leaves a field as it was;
+/// unknown keys ignored; the last duplicate wins) and returns them with the object's length.
+/// A string that is not UTF-8 is read as Go reads it ([`go_utf8::lossy`]); a key that is not
+/// names no field either way, since the field names are ASCII. Anything else (escapes,
+/// numbers, nested values, bad syntax, or the end of `bytes` before the closing brace)
+/// returns `None`, and the serde path decodes the frame, or reports its error.
 fn plain_object<const N: usize>(
     bytes: &[u8],
     fields: &[&'static str; N],
@@ -94,9 +97,6 @@ fn plain_object<const N: usize>(
             return None;
         }
         let (key, next) = plain_str(bytes, at + 1)?;
-        if !is_text(key) {
-            return None;
-        }
         at = skip_ws(bytes, next);
         if bytes.get(at) != Some(&b':') {
             return None;
@@ -106,12 +106,8 @@ fn plain_object<const N: usize>(
         match bytes.get(at)? {
             b'"' => {
                 let (value, next) = plain_str(bytes, at + 1)?;
-                match field {
-                    Some(field) => {
-                        values[field] = Some(std::str::from_utf8(value).ok()?.to_owned())
-                    }
-                    None if !is_text(value) => return None,
-                    None => {}
+                if let Some(field) = field {
+                    values[field] = Some(text(value));
                 }
                 at = next;
             }
@@ -138,10 +134,12 @@ fn plain_str(bytes: &[u8], start: usize) -> Option<(&[u8], usize)> {
     Some((&rest[..len], start + len + 1))
 }
 
-/// Whether a string's contents are valid UTF-8, as serde_json requires: ASCII, the usual
-/// case, is checked word by word.
-fn is_text(contents: &[u8]) -> bool {
-    contents.is_ascii() || std::str::from_utf8(contents).is_ok()
+/// A plain string's contents as text; bytes that are not UTF-8 are read as Go reads them.
+fn text(contents: &[u8]) -> String {
+    match std::str::from_utf8(contents) {
+        Ok(text) => text.to_owned(),
+        Err(_) => go_utf8::lossy(contents),
+    }
 }
 
 /// The index of the first `"`, `\\` or control character in `bytes`: eight bytes at a time
