@@ -1,5 +1,6 @@
 //! The server over real loopback TCP, driven by raw clients: the echo format, Go's stream
-//! forms, bad input, out-of-order answers, the connection cap, shutdown and abort.
+//! forms, bad input, out-of-order answers, the connection cap when every connection is busy,
+//! shutdown and abort (the timeouts and the eviction of idle connections: `server_timeouts.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -188,8 +189,14 @@ async fn over_long_frame_closes_only_that_connection() {
     let mut long = Client::connect(server.local_addr()).await;
     long.send(br#"{"Uid":"long","Val":""#).await;
     long.send(&[b'x'; 4096]).await;
-    // The frame never ends: the server must not wait for it.
-    assert!(long.until_closed().await.is_empty());
+    // The frame never ends: the server must not wait for it. It says why it closes.
+    let answered = long.until_closed().await;
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0].uid, "", "the frame's Uid is not known");
+    assert_eq!(
+        answered[0].err.as_deref(),
+        Some("frame too large: more than 1024 bytes")
+    );
 
     // A frame within the limit is fine.
     let val = "y".repeat(900);
@@ -468,29 +475,46 @@ async fn a_flood_of_requests_is_read_only_max_in_flight_at_a_time() {
 }
 
 #[tokio::test]
-async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
+async fn at_the_cap_with_every_connection_busy_a_new_client_waits_for_one_to_go_idle() {
+    let (handler, mut arrivals) = gated();
     let config = ServerConfig {
         max_connections: 2,
         ..ServerConfig::default()
     };
-    let server = start(config).await;
+    let server = start_with(config, handler).await;
     let mut first = Client::connect(server.local_addr()).await;
     let mut second = Client::connect(server.local_addr()).await;
-    first.echo("1").await;
-    second.echo("2").await;
+    first.send(br#"{"Uid":"1"}"#).await;
+    let (_, release_first) = within("a request", arrivals.recv()).await.expect("arrives");
+    second.send(br#"{"Uid":"2"}"#).await;
+    let (_, release_second) = within("a request", arrivals.recv()).await.expect("arrives");
     assert_eq!(server.active_connections(), 2);
 
-    // The kernel completes the handshake, but the server does not take the connection.
+    // Both connections have a request in flight: none may be closed for the newcomer. The
+    // kernel completes its handshake, but the server does not serve it.
     let mut third = Client::connect(server.local_addr()).await;
     third.send(br#"{"Uid":"3","Val":"waiting"}"#).await;
     let early = timeout(Duration::from_millis(300), third.frames.next()).await;
     assert!(early.is_err(), "served over the cap: {early:?}");
+    assert!(arrivals.try_recv().is_err(), "served over the cap");
     assert_eq!(server.active_connections(), 2);
 
-    drop(first);
-    let resp = third.recv().await;
-    assert_eq!(resp.uid, "3");
-    second.echo("still").await;
+    // The first is answered and goes idle: it makes room for the third.
+    release_first.send(()).expect("the handler waits");
+    assert_eq!(first.recv().await.uid, "1");
+    let (uid, release_third) = within("the third's request", arrivals.recv())
+        .await
+        .expect("arrives");
+    assert_eq!(uid, "3");
+    release_third.send(()).expect("the handler waits");
+    assert_eq!(third.recv().await.uid, "3");
+    assert!(
+        first.until_closed().await.is_empty(),
+        "the first was closed"
+    );
+    release_second.send(()).expect("the handler waits");
+    assert_eq!(second.recv().await.uid, "2");
+    assert_eq!(server.active_connections(), 2);
 }
 
 #[tokio::test]
