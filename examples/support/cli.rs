@@ -1,5 +1,5 @@
 //! What the examples share: a small hand-written flag parser (`--name value`, `--name=value`,
-//! `--switch`, `--help`; numbers, and timeouts in seconds or `off`) and the printing of an error with its whole `source()` chain.
+//! `--switch`, `--help`) and the printing of an error with its whole `source()` chain.
 //!
 //! Each example includes this file with `#[path = "support/cli.rs"] mod cli;` and uses only
 //! part of it, hence the `allow(dead_code)`.
@@ -10,7 +10,6 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::time::Duration;
 
 /// One flag an example accepts.
 pub struct Flag {
@@ -111,6 +110,25 @@ impl Args {
         }
     }
 
+    /// The value of a flag as a timeout: seconds (`30`, `0.25`) or `off` for none; exits with
+    /// status 2 on anything else, zero included.
+    pub fn timeout(&self, name: &str) -> Option<std::time::Duration> {
+        let value = self.value(name);
+        if value == "off" {
+            return None;
+        }
+        match value
+            .parse::<f64>()
+            .map(std::time::Duration::try_from_secs_f64)
+        {
+            Ok(Ok(timeout)) if !timeout.is_zero() => Some(timeout),
+            _ => usage_error(
+                self.spec,
+                &format!("--{name} {value:?}: expected seconds above 0 (such as 30 or 0.5) or off"),
+            ),
+        }
+    }
+
     /// The value of a flag parsed as `T`; exits with status 2 when it does not parse.
     pub fn parsed<T: FromStr>(&self, name: &str) -> T
     where
@@ -129,22 +147,6 @@ impl Args {
             usage_error(self.spec, &format!("--{name} must be at least 1"));
         }
         n
-    }
-
-    /// The value of a flag as a timeout: seconds (`30`, `0.25`) or `off` for none; exits with
-    /// status 2 on anything else, zero included.
-    pub fn timeout(&self, name: &str) -> Option<Duration> {
-        let value = self.value(name);
-        if value == "off" {
-            return None;
-        }
-        match value.parse::<f64>().map(Duration::try_from_secs_f64) {
-            Ok(Ok(timeout)) if !timeout.is_zero() => Some(timeout),
-            _ => usage_error(
-                self.spec,
-                &format!("--{name} {value:?}: expected seconds above 0 (such as 30 or 0.5) or off"),
-            ),
-        }
     }
 
     /// Whether a switch was given.
