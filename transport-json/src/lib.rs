@@ -25,21 +25,6 @@
 //!   bounded by `max_in_flight_per_conn` and a 64 KiB output cap, so a client that floods or
 //!   never reads stalls only itself (measured: a spawn per request, a separate writer task or
 //!   a `select!` join of reader and writer each cost 20-50 % against the raw server).
-//! - The server bounds what a client may hold without doing its part: an idle timeout
-//!   (15 min, longer than the pool's 10 min idle timeout so the client side retires first), a
-//!   frame timeout (30 s for a frame begun, the slow-send defence) and a write timeout (60 s
-//!   without the socket taking a byte, nginx's `send_timeout`). All three share one timer per
-//!   connection, set to the earliest deadline and reset only when that deadline moves earlier:
-//!   a connection going from request to request reads the clock once per wake-up and touches
-//!   the timer wheel about once per timeout period, not per request.
-//! - At the connection cap the server closes the connection idle the longest to serve a new
-//!   client (idle: no request in flight; a frame begun counts as idle), as a cache evicts its
-//!   least recently used entry: 70 silent clients can no longer lock out the 71st. Busy
-//!   connections are never closed for it; when all are busy the new client waits. The accept
-//!   loop finds the idlest by scanning one atomic idle stamp per connection, only at the cap.
-//!   A request that arrives on the chosen connection just as it is chosen is still answered
-//!   if it was read; one still in the kernel's buffer is lost with the close, the race every
-//!   keep-alive close has.
 //! - The pool's `check` for a [`JsonManager`] reads the closed flag and does a real round trip
 //!   only after the connection has been idle for a while; `is_broken` reads the flag, so a
 //!   connection whose server went away is never handed out.

@@ -41,6 +41,23 @@
 //! - Graceful shutdown: stop accepting and close the listener, stop reading new requests,
 //!   let the running requests finish and their responses flush, then close the connections.
 //!   Whatever has not finished after [`ServerConfig::shutdown_timeout`] is dropped.
+//!
+//! # Decisions
+//! - The server bounds what a client may hold without doing its part: an idle timeout
+//!   (15 min, longer than the pool's 10 min idle timeout so the client side retires first), a
+//!   frame timeout (30 s for a frame begun, the slow-send defence) and a write timeout (60 s
+//!   without the socket taking a byte, nginx's `send_timeout`). All three share one timer per
+//!   connection, set to the earliest deadline and reset only when that deadline moves earlier:
+//!   a connection going from request to request reads the clock at most once per wake-up and
+//!   touches the timer wheel about once per timeout period, not per request.
+//! - At the connection cap the server closes the connection idle the longest to serve a new
+//!   client (idle: no request in flight; a frame begun counts as idle), as a cache evicts its
+//!   least recently used entry: 70 silent clients can no longer lock out the 71st. Busy
+//!   connections are never closed for it; when all are busy the new client waits. The accept
+//!   loop finds the idlest by scanning one atomic idle stamp per connection, only at the cap.
+//!   A request that arrives on the chosen connection just as it is chosen is still answered
+//!   if it was read; one still in the kernel's buffer is lost with the close, the race every
+//!   keep-alive close has.
 
 mod config;
 mod connection;
