@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example echo_server                 # listens on 127.0.0.1:3000
 //! cargo run --release --example echo_server -- --addr 0.0.0.0:4000
+//! cargo run --release --example echo_server -- --max-connections 64 --idle-timeout 60 --frame-timeout 5
 //! ```
 //!
 //! It runs until Ctrl-C (or SIGTERM), then shuts down gracefully: it stops accepting, lets
@@ -34,7 +35,25 @@ static SPEC: Spec = Spec {
             name: "max-connections",
             value: Some("N"),
             default: "1024",
-            help: "connections served at once",
+            help: "connections served at once; at the cap the idlest is closed for a new one",
+        },
+        Flag {
+            name: "idle-timeout",
+            value: Some("SECS"),
+            default: "900",
+            help: "close a connection idle this long (or off)",
+        },
+        Flag {
+            name: "frame-timeout",
+            value: Some("SECS"),
+            default: "30",
+            help: "close a connection that leaves a request half sent this long (or off)",
+        },
+        Flag {
+            name: "write-timeout",
+            value: Some("SECS"),
+            default: "60",
+            help: "close a connection that does not read its responses for this long (or off)",
         },
     ],
 };
@@ -45,6 +64,9 @@ async fn main() -> ExitCode {
     let addr = args.value("addr");
     let config = ServerConfig {
         max_connections: args.positive("max-connections"),
+        idle_timeout: args.timeout("idle-timeout"),
+        frame_timeout: args.timeout("frame-timeout"),
+        write_timeout: args.timeout("write-timeout"),
         ..ServerConfig::default()
     };
 

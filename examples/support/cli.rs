@@ -110,6 +110,25 @@ impl Args {
         }
     }
 
+    /// The value of a flag as a timeout: seconds (`30`, `0.25`) or `off` for none; exits with
+    /// status 2 on anything else, zero included.
+    pub fn timeout(&self, name: &str) -> Option<std::time::Duration> {
+        let value = self.value(name);
+        if value == "off" {
+            return None;
+        }
+        match value
+            .parse::<f64>()
+            .map(std::time::Duration::try_from_secs_f64)
+        {
+            Ok(Ok(timeout)) if !timeout.is_zero() => Some(timeout),
+            _ => usage_error(
+                self.spec,
+                &format!("--{name} {value:?}: expected seconds above 0 (such as 30 or 0.5) or off"),
+            ),
+        }
+    }
+
     /// The value of a flag parsed as `T`; exits with status 2 when it does not parse.
     pub fn parsed<T: FromStr>(&self, name: &str) -> T
     where

@@ -1,125 +1,23 @@
 //! The server over real loopback TCP, driven by raw clients: the echo format, Go's stream
-//! forms, bad input, out-of-order answers, the connection cap, shutdown and abort.
+//! forms, bad input, out-of-order answers, the connection cap when every connection is busy,
+//! shutdown and abort (the timeouts and the eviction of idle connections: `server_timeouts.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_util::codec::FramedRead;
-use transport_json::codec::JsonCodec;
-use transport_json::server::{
-    EchoHandler, Handler, RunningServer, Server, ServerConfig, handler_fn,
-};
+use transport_json::server::{EchoHandler, Handler, Server, ServerConfig, handler_fn};
 use transport_json::{Message, Resp};
 
-/// Bounds every wait on the network: generous, only reached when something is broken.
-const LIMIT: Duration = Duration::from_secs(10);
+mod support;
 
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    timeout(LIMIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-async fn start(config: ServerConfig) -> RunningServer {
-    start_with(config, EchoHandler).await
-}
-
-async fn start_with<H: Handler>(config: ServerConfig, handler: H) -> RunningServer {
-    Server::bind("127.0.0.1:0", config)
-        .await
-        .expect("binds")
-        .with_handler(handler)
-        .spawn()
-}
-
-/// A client that writes raw bytes and reads responses with the codec.
-struct Client {
-    frames: FramedRead<OwnedReadHalf, JsonCodec<Resp, Message>>,
-    write: OwnedWriteHalf,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self::from_stream(
-            within("connect", TcpStream::connect(addr))
-                .await
-                .expect("connects"),
-        )
-    }
-
-    fn from_stream(stream: TcpStream) -> Self {
-        stream.set_nodelay(true).expect("nodelay");
-        let (read, write) = stream.into_split();
-        let codec = JsonCodec::with_max_frame(16 * 1024 * 1024);
-        Self {
-            frames: FramedRead::new(read, codec),
-            write,
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        within("write", self.write.write_all(bytes))
-            .await
-            .expect("writes");
-    }
-
-    async fn recv(&mut self) -> Resp {
-        within("a response", self.frames.next())
-            .await
-            .expect("a response, not the end of the stream")
-            .expect("a valid response")
-    }
-
-    /// One round trip of a fresh request on this connection.
-    async fn echo(&mut self, uid: &str) {
-        self.send(format!(r#"{{"Uid":"{uid}","Val":"ping"}}"#).as_bytes())
-            .await;
-        let resp = self.recv().await;
-        assert_eq!(resp.uid, uid);
-        assert_eq!(resp.val, "server: hello, ping");
-    }
-
-    /// Reads until the server closes the connection; returns the responses read before that.
-    async fn until_closed(&mut self) -> Vec<Resp> {
-        let mut got = Vec::new();
-        within("the server to close the connection", async {
-            // A reset counts as closed too.
-            while let Some(Ok(resp)) = self.frames.next().await {
-                got.push(resp);
-            }
-        })
-        .await;
-        got
-    }
-}
-
-/// A handler that reports each request and answers it only when the test says so.
-fn gated() -> (
-    impl Handler,
-    mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
-) {
-    let (arrived, arrivals) = mpsc::unbounded_channel();
-    let handler = handler_fn(move |req: Message| {
-        let arrived = arrived.clone();
-        async move {
-            let (release, released) = oneshot::channel();
-            let _ = arrived.send((req.uid.clone(), release));
-            let _ = released.await;
-            EchoHandler.handle(req).await
-        }
-    });
-    (handler, arrivals)
-}
+use support::{Client, gated, start, start_with, within};
 
 /// Seconds since the epoch of a `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` timestamp, checking its form.
 fn parse_rfc3339_nanos(ts: &str) -> (i64, u32) {
@@ -323,8 +221,14 @@ async fn over_long_frame_closes_only_that_connection() {
     let mut long = Client::connect(server.local_addr()).await;
     long.send(br#"{"Uid":"long","Val":""#).await;
     long.send(&[b'x'; 4096]).await;
-    // The frame never ends: the server must not wait for it.
-    assert!(long.until_closed().await.is_empty());
+    // The frame never ends: the server must not wait for it. It says why it closes.
+    let answered = long.until_closed().await;
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0].uid, "", "the frame's Uid is not known");
+    assert_eq!(
+        answered[0].err.as_deref(),
+        Some("frame too large: more than 1024 bytes")
+    );
 
     // A frame within the limit is fine.
     let val = "y".repeat(900);
@@ -603,29 +507,46 @@ async fn a_flood_of_requests_is_read_only_max_in_flight_at_a_time() {
 }
 
 #[tokio::test]
-async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
+async fn at_the_cap_with_every_connection_busy_a_new_client_waits_for_one_to_go_idle() {
+    let (handler, mut arrivals) = gated();
     let config = ServerConfig {
         max_connections: 2,
         ..ServerConfig::default()
     };
-    let server = start(config).await;
+    let server = start_with(config, handler).await;
     let mut first = Client::connect(server.local_addr()).await;
     let mut second = Client::connect(server.local_addr()).await;
-    first.echo("1").await;
-    second.echo("2").await;
+    first.send(br#"{"Uid":"1"}"#).await;
+    let (_, release_first) = within("a request", arrivals.recv()).await.expect("arrives");
+    second.send(br#"{"Uid":"2"}"#).await;
+    let (_, release_second) = within("a request", arrivals.recv()).await.expect("arrives");
     assert_eq!(server.active_connections(), 2);
 
-    // The kernel completes the handshake, but the server does not take the connection.
+    // Both connections have a request in flight: none may be closed for the newcomer. The
+    // kernel completes its handshake, but the server does not serve it.
     let mut third = Client::connect(server.local_addr()).await;
     third.send(br#"{"Uid":"3","Val":"waiting"}"#).await;
     let early = timeout(Duration::from_millis(300), third.frames.next()).await;
     assert!(early.is_err(), "served over the cap: {early:?}");
+    assert!(arrivals.try_recv().is_err(), "served over the cap");
     assert_eq!(server.active_connections(), 2);
 
-    drop(first);
-    let resp = third.recv().await;
-    assert_eq!(resp.uid, "3");
-    second.echo("still").await;
+    // The first is answered and goes idle: it makes room for the third.
+    release_first.send(()).expect("the handler waits");
+    assert_eq!(first.recv().await.uid, "1");
+    let (uid, release_third) = within("the third's request", arrivals.recv())
+        .await
+        .expect("arrives");
+    assert_eq!(uid, "3");
+    release_third.send(()).expect("the handler waits");
+    assert_eq!(third.recv().await.uid, "3");
+    assert!(
+        first.until_closed().await.is_empty(),
+        "the first was closed"
+    );
+    release_second.send(()).expect("the handler waits");
+    assert_eq!(second.recv().await.uid, "2");
+    assert_eq!(server.active_connections(), 2);
 }
 
 #[tokio::test]

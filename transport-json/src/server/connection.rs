@@ -17,8 +17,14 @@
 //! decoding while the output holds [`OUTPUT_HIGH`] bytes; past either the connection stops
 //! reading, so a client that does not read its answers stalls only itself. A graceful shutdown
 //! stops reading, lets the running requests finish, writes their answers and shuts the write
-//! side down; bad input does the same after the requests before it. Dropping the task (an
-//! abort) drops the whole connection at once: socket, buffers, running handlers.
+//! side down; bad input does the same after the requests before it (a frame over the maximum,
+//! or one not finished within the frame timeout, is answered with an `Err` first). Dropping the
+//! task (an abort) drops the whole connection at once: socket, buffers, running handlers.
+//!
+//! Before it waits, the loop tells its [`Deadlines`] what it waits on (one timer for the idle,
+//! frame and write timeouts) and its [`Marker`] whether it is idle, so that the accept loop can
+//! close the idlest connection at the cap; an idle connection that is evicted or times out
+//! closes as a graceful shutdown does, one whose writes time out is dropped with its requests.
 //!
 //! # Why one loop
 //!
@@ -40,30 +46,34 @@
 //! both with the codec's plain-frame fast paths). Reading through `AsyncRead` rather than
 //! `try_read_buf` matters: see [`Connection::poll_fill`].
 
+mod ending;
+mod requests;
+
 use std::future::Future;
 use std::io;
-use std::mem;
 use std::net::SocketAddr;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{self, Poll, ready};
-use std::time::SystemTime;
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_util::bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::handler::{Handler, rfc3339_nanos};
+use super::deadline::{Deadlines, Timeouts};
+use super::handler::Handler;
+use super::idle::Marker;
 use crate::codec::{CodecError, JsonCodec};
 use crate::wire::{Message, Resp};
+use ending::{ReadEnd, log_read_error};
+use requests::{Running, rejection, start_handler};
 
 /// Room made in the input buffer before a read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -85,19 +95,9 @@ pub(super) struct Context<H> {
     pub(super) shutdown: CancellationToken,
     /// The server's count of open connections.
     pub(super) active: Arc<AtomicUsize>,
-}
-
-/// Why the connection stopped reading.
-#[derive(Debug, Clone, Copy)]
-enum ReadEnd {
-    /// The client closed its side.
-    Eof,
-    /// The server is shutting down.
-    Shutdown,
-    /// A write failed, so answers can no longer be delivered.
-    WriteFailed,
-    /// Bad input or a failed read: framing is lost.
-    Failed,
+    pub(super) timeouts: Timeouts,
+    /// The connection's idle stamp, read by the accept loop at the cap.
+    pub(super) idle: Marker,
 }
 
 /// Keeps the server's count of open connections right however the connection ends.
@@ -145,6 +145,10 @@ pub(super) async fn serve<H: Handler>(
         end: None,
         write_error: None,
         closed: false,
+        deadlines: Deadlines::new(cx.timeouts),
+        idle: cx.idle,
+        idle_since: None,
+        started: false,
     };
     let mut shutdown = pin!(cx.shutdown.cancelled());
     let end = std::future::poll_fn(|task| {
@@ -192,6 +196,13 @@ struct Connection<'h, H, F> {
     write_error: Option<io::Error>,
     /// The write side has been shut down.
     closed: bool,
+    deadlines: Deadlines,
+    idle: Marker,
+    /// Since when no request is in flight and nothing is left to write, as of the last wait;
+    /// `None` while busy.
+    idle_since: Option<Instant>,
+    /// A request was started since the last wait.
+    started: bool,
 }
 
 /// What stopped [`Connection::take_requests`].
@@ -231,7 +242,10 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
             }
             // Waiting now: every running handler was polled until pending, any output left is
             // blocked on the socket, and reading is blocked on the socket (`NeedInput`), on
-            // those two (`Full`), or over.
+            // those two (`Full`), or over. Unless a timeout or an eviction ends it first.
+            if self.before_wait(took, task) {
+                continue;
+            }
             return Poll::Pending;
         }
     }
@@ -260,7 +274,10 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
                 self.codec.decode(&mut self.input)
             };
             match decoded {
-                Ok(Some(req)) => self.start_request(req, task),
+                Ok(Some(req)) => {
+                    self.deadlines.frame_done();
+                    self.start_request(req, task);
+                }
                 Ok(None) if self.eof => self.end = Some(ReadEnd::Eof),
                 Ok(None) => {
                     if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
@@ -273,75 +290,17 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
                 }
                 Err(error) => {
                     // Requests already started are still answered: their responses are valid,
-                    // and the client learns of the close right after them.
+                    // and the client learns of the close right after them (and why, when the
+                    // frame was too long).
                     log_read_error(self.peer, &error);
+                    if let CodecError::FrameTooLong { max } = error {
+                        let why = format!("frame too large: more than {max} bytes");
+                        self.encode(&rejection(String::new(), &why));
+                    }
                     self.end = Some(ReadEnd::Failed);
                 }
             }
         }
-    }
-
-    /// Runs a request's handler up to its first pending point; answers at once if it is done.
-    ///
-    /// The handler's future sits in a box reused from one request to the next, and the `Uid`
-    /// in a reused buffer: a handler that answers on its first poll costs no allocation here,
-    /// and no queue or wake-up; its response is encoded where it is.
-    fn start_request(&mut self, req: Message, task: &mut task::Context<'_>) {
-        if req.uid.is_empty() {
-            return self.encode(&rejection(String::new(), "request has no Uid"));
-        }
-        self.uid.clone_from(&req.uid);
-        // A panicking handler must not leave its caller waiting for an answer forever: a panic
-        // in the call or in a poll is answered with an error.
-        let (start, handler) = (self.start, self.handler);
-        let Ok(future) = panic::catch_unwind(AssertUnwindSafe(|| start(handler, req))) else {
-            let uid = mem::take(&mut self.uid);
-            return self.answer_panic(uid);
-        };
-        let mut boxed = match self.spare.take() {
-            Some(mut spare) => {
-                spare.set(future);
-                spare
-            }
-            None => Box::pin(future),
-        };
-        match panic::catch_unwind(AssertUnwindSafe(|| boxed.as_mut().poll(task))) {
-            Ok(Poll::Ready(mut resp)) => {
-                if resp.uid != self.uid {
-                    resp.uid.clone_from(&self.uid);
-                }
-                self.encode(&resp);
-                self.spare = Some(boxed);
-            }
-            // The set polls it again before it waits, so it registers the set's waker.
-            Ok(Poll::Pending) => self.in_flight.push(Running {
-                uid: self.uid.clone(),
-                future: boxed,
-            }),
-            Err(_) => {
-                let uid = mem::take(&mut self.uid);
-                self.answer_panic(uid);
-            }
-        }
-    }
-
-    /// Encodes every finished response; leaves the running ones with the waker registered.
-    fn collect_answers(&mut self, task: &mut task::Context<'_>) {
-        while !self.in_flight.is_empty() {
-            match self.in_flight.poll_next_unpin(task) {
-                Poll::Ready(Some((uid, Some(mut resp)))) => {
-                    resp.uid = uid;
-                    self.encode(&resp);
-                }
-                Poll::Ready(Some((uid, None))) => self.answer_panic(uid),
-                Poll::Ready(None) | Poll::Pending => return,
-            }
-        }
-    }
-
-    fn answer_panic(&mut self, uid: String) {
-        warn!(peer = %self.peer, %uid, "handler panicked; answering with an error");
-        self.encode(&rejection(uid, "internal server error"));
     }
 
     fn encode(&mut self, resp: &Resp) {
@@ -365,6 +324,7 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
             match Pin::new(&mut self.stream).poll_write(task, &self.output) {
                 Poll::Ready(Ok(0)) => return self.fail_write(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
+                    self.deadlines.wrote();
                     self.output.advance(n);
                     if self.output.is_empty() {
                         self.unwritten = 0;
@@ -418,142 +378,5 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
             self.closed = true;
         }
         Poll::Ready(())
-    }
-}
-
-fn log_read_error(peer: SocketAddr, error: &CodecError) {
-    match error {
-        CodecError::Truncated { buffered } => {
-            debug!(%peer, buffered, "client closed the connection inside a frame");
-        }
-        CodecError::Io(error) => debug!(%peer, %error, "read failed; closing the connection"),
-        CodecError::Json(source) => {
-            warn!(%peer, error = %source, "malformed JSON from client; closing the connection");
-        }
-        other => warn!(%peer, error = %other, "bad input from client; closing the connection"),
-    }
-}
-
-/// Calls the handler; a plain function so that its future's type can be named (`F`).
-fn start_handler<H: Handler>(handler: &H, req: Message) -> impl Future<Output = Resp> + Send + '_ {
-    handler.handle(req)
-}
-
-/// A request whose handler did not answer on its first poll, with its `Uid`. Yields the `Uid`
-/// and the response, or `None` if the handler panicked.
-struct Running<F> {
-    uid: String,
-    future: Pin<Box<F>>,
-}
-
-impl<F: Future<Output = Resp>> Future for Running<F> {
-    type Output = (String, Option<Resp>);
-
-    fn poll(mut self: Pin<&mut Self>, task: &mut task::Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let polled = panic::catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(task)));
-        match polled {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(resp)) => Poll::Ready((mem::take(&mut this.uid), Some(resp))),
-            // The set drops a future once it is ready: a panicked one is never polled again.
-            Err(_) => Poll::Ready((mem::take(&mut this.uid), None)),
-        }
-    }
-}
-
-fn rejection(uid: String, why: &str) -> Resp {
-    Resp {
-        uid,
-        val: String::new(),
-        ts: rfc3339_nanos(SystemTime::now()),
-        err: Some(why.to_owned()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::time::timeout;
-
-    use super::*;
-    use crate::server::{Server, ServerConfig};
-
-    /// Panics on purpose when called or after waiting once, by the request's `Val`; otherwise
-    /// waits once (so the request runs in the set of pending ones) and answers with a `Uid`
-    /// of its own, which the server must replace.
-    struct Picky;
-
-    impl Handler for Picky {
-        fn handle(&self, req: Message) -> impl Future<Output = Resp> + Send {
-            assert_ne!(
-                req.val, "panic when called",
-                "the handler panics on purpose"
-            );
-            async move {
-                tokio::task::yield_now().await;
-                assert_ne!(
-                    req.val, "panic after waiting",
-                    "the handler panics on purpose"
-                );
-                Resp {
-                    uid: "not the request's".into(),
-                    val: req.val,
-                    ..Resp::default()
-                }
-            }
-        }
-    }
-
-    /// Sends `requests` on one connection to a server running [`Picky`] and reads as many
-    /// responses.
-    async fn exchange(requests: &[&str]) -> Vec<Resp> {
-        let server = Server::bind("127.0.0.1:0", ServerConfig::default())
-            .await
-            .expect("binds")
-            .with_handler(Picky)
-            .spawn();
-        let stream = TcpStream::connect(server.local_addr())
-            .await
-            .expect("connects");
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        let mut got = Vec::new();
-        let all = async {
-            for request in requests {
-                write.write_all(request.as_bytes()).await.expect("writes");
-                let line = lines.next_line().await.expect("reads").expect("a response");
-                got.push(serde_json::from_str(&line).expect("a response"));
-            }
-        };
-        timeout(Duration::from_secs(10), all)
-            .await
-            .expect("answered in time");
-        got
-    }
-
-    /// A request whose handler panics (`val` says when) is answered with an error, and the
-    /// connection goes on to answer the next one.
-    async fn panic_is_answered_and_the_connection_goes_on(val: &str) {
-        let first = format!(r#"{{"Uid":"a","Val":"{val}"}}"#);
-        let got = exchange(&[&first, r#"{"Uid":"b","Val":"still open"}"#]).await;
-        assert_eq!(got[0].uid, "a");
-        assert_eq!(got[0].err.as_deref(), Some("internal server error"));
-        assert_eq!(
-            (got[1].uid.as_str(), got[1].val.as_str()),
-            ("b", "still open")
-        );
-        assert_eq!(got[1].err, None);
-    }
-
-    #[tokio::test]
-    async fn a_handler_that_panics_when_called_is_answered_with_an_error() {
-        panic_is_answered_and_the_connection_goes_on("panic when called").await;
-    }
-
-    #[tokio::test]
-    async fn a_handler_that_panics_after_waiting_is_answered_with_an_error() {
-        panic_is_answered_and_the_connection_goes_on("panic after waiting").await;
     }
 }
