@@ -110,6 +110,18 @@ struct Run {
     stop: OnceLock<Stop>,
 }
 
+impl Run {
+    /// Whether `resp` answers the request whose `Uid` and `Val` are `uid`: the right `Uid`, no
+    /// `Err`, and with `--expect-prefix P`, a `Val` of `P` followed by `uid`.
+    fn is_answer(&self, uid: &str, resp: &Resp) -> bool {
+        let val_ok = match &self.expect_prefix {
+            Some(prefix) => resp.val.strip_prefix(prefix.as_str()) == Some(uid),
+            None => true,
+        };
+        resp.uid == uid && resp.err.is_none() && val_ok
+    }
+}
+
 /// What ended a run before every request was sent.
 enum Stop {
     /// `--deadline` passed.
@@ -289,18 +301,6 @@ async fn run_task(run: Arc<Run>) -> Tally {
             Ok(resp) => tally.failed.push((i, format!("wrong response {resp:?}"))),
             Err(error) => tally.failed.push((i, error)),
         }
-    }
-}
-
-impl Run {
-    /// Whether `resp` answers the request whose `Uid` and `Val` are `uid`: the right `Uid`, no
-    /// `Err`, and with `--expect-prefix P`, a `Val` of `P` followed by `uid`.
-    fn is_answer(&self, uid: &str, resp: &Resp) -> bool {
-        let val_ok = match &self.expect_prefix {
-            Some(prefix) => resp.val.strip_prefix(prefix.as_str()) == Some(uid),
-            None => true,
-        };
-        resp.uid == uid && resp.err.is_none() && val_ok
     }
 }
 
