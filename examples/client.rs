@@ -3,16 +3,29 @@
 //!
 //! ```sh
 //! cargo run --release --example echo_server &
-//! cargo run --release --example client -- --requests 5
+//! cargo run --release --example client -- --requests 5 --expect-prefix "server: hello, "
 //! # rec1: 2025-01-01T12:00:00.123456789Z: server: hello, 1
 //! # ...
 //! ```
 //!
 //! Request `i` (from 1) carries `Uid` and `Val` `i`; its response is printed as
-//! `rec<i>: <Ts>: <Val>`, in the order responses arrive (`--quiet` prints only the summary).
-//! A response counts only if its `Uid` and `Val` are right. The exit status is 0 only when
-//! every request got its response; otherwise the failures are printed with their causes.
-//! When no connection can be had at all (the server is gone), it stops sending at once.
+//! `rec<i>: <Ts>: <Val>` (`rec<i>: <Val>` when it has no `Ts`), in the order responses arrive
+//! (`--quiet` prints only the summary). The exit status is 0 only when every request got its
+//! response; otherwise the summary on stderr lists the failures with their causes, counts them,
+//! and its last line says why the run stopped early when it did.
+//!
+//! Decisions:
+//! - A response with the request's `Uid` and no `Err` counts as answered, whatever its `Val`:
+//!   servers differ in what they answer (the seed's Go server echoes the request unchanged,
+//!   with no `Ts`). `--expect-prefix P` opts into checking that `Val` is `P` followed by the
+//!   request's `Val`; a mismatch is then a "wrong response".
+//! - `--deadline` (60 s by default) bounds the whole run, from the first connect: when it
+//!   passes, the requests in flight are dropped (a dropped `send` forgets its request), none
+//!   more is sent, and both are counted as failed. A server that accepts and never answers
+//!   thus ends the run at the deadline, not after every request's own timeout.
+//! - The run stops early at the first fatal error: the deadline, or a checkout that finds no
+//!   connection at all (the server is gone, so the rest would fail too). That error is the
+//!   summary's last line, apart from the per-request failures, which can number thousands.
 #![forbid(unsafe_code)]
 
 #[path = "support/cli.rs"]
@@ -20,13 +33,14 @@ mod cli;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use cli::{Flag, Spec};
 use pool::{IdleOrder, Pool, PoolError};
-use transport_json::{Conn, ConnectOptions, Error, JsonManager, Message};
+use tokio::time::Instant;
+use transport_json::{Conn, ConnectOptions, Error, JsonManager, Message, Resp};
 
 static SPEC: Spec = Spec {
     name: "client",
@@ -57,6 +71,18 @@ static SPEC: Spec = Spec {
             help: "connections in the pool (max_size)",
         },
         Flag {
+            name: "deadline",
+            value: Some("SECS"),
+            default: "60",
+            help: "stop sending and fail what is left after SECS seconds",
+        },
+        Flag {
+            name: "expect-prefix",
+            value: Some("PREFIX"),
+            default: "",
+            help: "also check each Val is PREFIX + the request's Val (off unless given)",
+        },
+        Flag {
             name: "quiet",
             value: None,
             default: "",
@@ -68,13 +94,64 @@ static SPEC: Spec = Spec {
 /// The most failures printed in full; the rest are only counted.
 const SHOWN_ERRORS: usize = 10;
 
+/// What every task shares: the pool, the requests to send, and how the run may end.
+struct Run {
+    pool: Pool<JsonManager>,
+    /// The number of the next request to send, from 1.
+    next: AtomicUsize,
+    requests: usize,
+    /// `--deadline`, and when it passes.
+    deadline_after: Duration,
+    deadline: Instant,
+    /// `--expect-prefix`: when set, a response's `Val` must be it + the request's `Val`.
+    expect_prefix: Option<String>,
+    quiet: bool,
+    /// Why the run stopped early: the first fatal error, set once.
+    stop: OnceLock<Stop>,
+}
+
+impl Run {
+    /// Whether `resp` answers the request whose `Uid` and `Val` are `uid`: the right `Uid`, no
+    /// `Err`, and with `--expect-prefix P`, a `Val` of `P` followed by `uid`.
+    fn is_answer(&self, uid: &str, resp: &Resp) -> bool {
+        let val_ok = match &self.expect_prefix {
+            Some(prefix) => resp.val.strip_prefix(prefix.as_str()) == Some(uid),
+            None => true,
+        };
+        resp.uid == uid && resp.err.is_none() && val_ok
+    }
+}
+
+/// What ended a run before every request was sent.
+enum Stop {
+    /// `--deadline` passed.
+    Deadline,
+    /// Request `rec` found no connection to be had; `error` is the pool's error chain.
+    NoConnection { rec: usize, error: String },
+}
+
+/// What the tasks did with the requests they took.
+#[derive(Default)]
+struct Tally {
+    answered: usize,
+    /// The requests that failed, with their error chains.
+    failed: Vec<(usize, String)>,
+    /// The requests in flight when the deadline passed.
+    cut: usize,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::parse(&SPEC);
     let addr = args.value("addr").to_owned();
     let requests = args.positive("requests");
     let concurrency = args.positive("concurrency");
-    let quiet = args.switch("quiet");
+    let deadline_after = args.seconds("deadline");
+    let started = Instant::now();
+    // A deadline past what `Instant` can hold is as good as none: a year.
+    let deadline = started
+        .checked_add(deadline_after)
+        .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
 
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))
@@ -90,109 +167,139 @@ async fn main() -> ExitCode {
         Err(error) => return cli::fail("client: invalid pool settings", &error),
     };
     // Reach the server once before sending anything: a wrong address gives one clear error.
-    if let Err(error) = pool.get().await {
-        return cli::fail(&format!("client: cannot reach {addr}"), &error);
+    match tokio::time::timeout_at(deadline, pool.get()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return cli::fail(&format!("client: cannot reach {addr}"), &error),
+        Err(_) => {
+            eprintln!(
+                "client: stopped: deadline of {deadline_after:?} passed connecting to {addr}"
+            );
+            return ExitCode::FAILURE;
+        }
     }
 
-    let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(1));
-    let stop = Arc::new(AtomicBool::new(false));
+    let run = Arc::new(Run {
+        pool,
+        next: AtomicUsize::new(1),
+        requests,
+        deadline_after,
+        deadline,
+        expect_prefix: args.given("expect-prefix").map(str::to_owned),
+        quiet: args.switch("quiet"),
+        stop: OnceLock::new(),
+    });
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
-            tokio::spawn(run_task(pool.clone(), next, stop, requests, quiet))
-        })
+        .map(|_| tokio::spawn(run_task(Arc::clone(&run))))
         .collect();
-    let mut answered = 0;
-    let mut failures = Vec::new();
+    let mut total = Tally::default();
     for task in tasks {
         match task.await {
-            Ok((ok, failed)) => {
-                answered += ok;
-                failures.extend(failed);
+            Ok(tally) => {
+                total.answered += tally.answered;
+                total.failed.extend(tally.failed);
+                total.cut += tally.cut;
             }
             Err(error) => return cli::fail("client: a task panicked", &error),
         }
     }
     let elapsed = started.elapsed();
-    pool.close().await;
+    run.pool.close().await;
+    summarize(&run, &addr, total, elapsed)
+}
 
+/// Prints the summary on stderr and returns the exit status. When some request was not
+/// answered: the first failures, then the counts, and last, apart from them, why the run
+/// stopped early if it did.
+fn summarize(run: &Run, addr: &str, mut total: Tally, elapsed: Duration) -> ExitCode {
+    let Tally { answered, cut, .. } = total;
+    let requests = run.requests;
     eprintln!("client: {answered} of {requests} requests answered by {addr} in {elapsed:.2?}");
-    if failures.is_empty() && answered == requests {
+    if answered == requests {
         return ExitCode::SUCCESS;
     }
-    failures.sort_by_key(|(i, _)| *i);
-    let unsent = requests - answered - failures.len();
-    eprintln!(
-        "client: {} requests failed, {unsent} not sent",
-        failures.len()
-    );
-    // The first failures, then the last: when the server went away for good, the last one
-    // says why no connection could be had.
-    let shown = failures.len().min(SHOWN_ERRORS);
-    for (i, error) in &failures[..shown.saturating_sub(1)] {
+    total.failed.sort_by_key(|(i, _)| *i);
+    for (i, error) in total.failed.iter().take(SHOWN_ERRORS) {
         eprintln!("  rec{i}: {error}");
     }
-    if failures.len() > SHOWN_ERRORS {
-        eprintln!("  ... {} more ...", failures.len() - SHOWN_ERRORS);
+    if total.failed.len() > SHOWN_ERRORS {
+        eprintln!("  ... {} more ...", total.failed.len() - SHOWN_ERRORS);
     }
-    if let Some((i, error)) = failures.last() {
-        eprintln!("  rec{i}: {error}");
+    let unanswered = requests - answered;
+    let failed = total.failed.len();
+    let unsent = unanswered - failed - cut;
+    eprintln!("client: {failed} failed, {cut} in flight at the deadline, {unsent} not sent");
+    match run.stop.get() {
+        Some(Stop::Deadline) => eprintln!(
+            "client: stopped: deadline of {:?} passed with {unanswered} requests unanswered",
+            run.deadline_after
+        ),
+        Some(Stop::NoConnection { rec, error }) => eprintln!(
+            "client: stopped: rec{rec} found no connection, with {unanswered} requests \
+             unanswered: {error}"
+        ),
+        None => {}
     }
     ExitCode::FAILURE
 }
 
 /// One of the `--concurrency` tasks: takes request numbers off the shared counter until all
-/// are taken, or until `stop` is set. Returns how many it got answered, and the failures
-/// with their error chains.
-async fn run_task(
-    pool: Pool<JsonManager>,
-    next: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    requests: usize,
-    quiet: bool,
-) -> (usize, Vec<(usize, String)>) {
-    let mut answered = 0;
-    let mut failed = Vec::new();
+/// are taken, or the run stops (see [`Stop`]).
+async fn run_task(run: Arc<Run>) -> Tally {
+    let mut tally = Tally::default();
     loop {
-        if stop.load(Ordering::Relaxed) {
-            return (answered, failed);
+        if run.stop.get().is_some() {
+            return tally;
         }
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i > requests {
-            return (answered, failed);
+        if Instant::now() >= run.deadline {
+            let _ = run.stop.set(Stop::Deadline);
+            return tally;
+        }
+        let i = run.next.fetch_add(1, Ordering::Relaxed);
+        if i > run.requests {
+            return tally;
         }
         let uid = i.to_string();
-        let expected = format!("server: hello, {uid}");
-        let result = match checkout(&pool).await {
-            Ok(conn) => conn
-                .send(Message {
-                    uid: uid.clone(),
-                    val: uid.clone(),
-                })
-                .await
-                .map_err(|error| cli::chain(&error)),
-            Err(error) => {
-                // No connection to be had: the server is gone, so the rest would fail too.
-                stop.store(true, Ordering::Relaxed);
-                Err(cli::chain(&error))
-            }
+        let request = async {
+            let conn = match checkout(&run.pool).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // No connection to be had: the server is gone, so the rest would fail too.
+                    let error = cli::chain(&error);
+                    let _ = run.stop.set(Stop::NoConnection {
+                        rec: i,
+                        error: error.clone(),
+                    });
+                    return Err(error);
+                }
+            };
+            conn.send(Message {
+                uid: uid.clone(),
+                val: uid.clone(),
+            })
+            .await
+            .map_err(|error| cli::chain(&error))
+        };
+        let Ok(result) = tokio::time::timeout_at(run.deadline, request).await else {
+            // Dropping the `send` forgot the request: its late response, if any, is dropped.
+            tally.cut += 1;
+            let _ = run.stop.set(Stop::Deadline);
+            return tally;
         };
         match result {
-            Ok(resp) if resp.uid == uid && resp.val == expected => {
-                answered += 1;
-                if !quiet {
+            Ok(resp) if run.is_answer(&uid, &resp) => {
+                tally.answered += 1;
+                if !run.quiet {
                     // One locked write per line, so lines from different tasks never mix.
-                    let _ = writeln!(
-                        std::io::stdout().lock(),
-                        "rec{i}: {}: {}",
-                        resp.ts,
-                        resp.val
-                    );
+                    let mut out = std::io::stdout().lock();
+                    let _ = if resp.ts.is_empty() {
+                        writeln!(out, "rec{i}: {}", resp.val)
+                    } else {
+                        writeln!(out, "rec{i}: {}: {}", resp.ts, resp.val)
+                    };
                 }
             }
-            Ok(resp) => failed.push((i, format!("wrong response {resp:?}"))),
-            Err(error) => failed.push((i, error)),
+            Ok(resp) => tally.failed.push((i, format!("wrong response {resp:?}"))),
+            Err(error) => tally.failed.push((i, error)),
         }
     }
 }

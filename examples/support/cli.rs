@@ -1,5 +1,5 @@
 //! What the examples share: a small hand-written flag parser (`--name value`, `--name=value`,
-//! `--switch`, `--help`) and the printing of an error with its whole `source()` chain.
+//! `--switch`, `--help`; numbers, seconds, and values that are off unless given) and the printing of an error with its whole `source()` chain.
 //!
 //! Each example includes this file with `#[path = "support/cli.rs"] mod cli;` and uses only
 //! part of it, hence the `allow(dead_code)`.
@@ -10,6 +10,7 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// One flag an example accepts.
 pub struct Flag {
@@ -17,7 +18,8 @@ pub struct Flag {
     pub name: &'static str,
     /// What the value looks like in the usage text (`N`, `ADDR`); `None` for a switch.
     pub value: Option<&'static str>,
-    /// The value when the flag is not given (ignored for a switch).
+    /// The value when the flag is not given (ignored for a switch); empty for a flag that is
+    /// off unless given (read it with [`Args::given`]).
     pub default: &'static str,
     /// One line of help.
     pub help: &'static str,
@@ -33,11 +35,12 @@ pub struct Spec {
     pub flags: &'static [Flag],
 }
 
-/// The parsed command line: a value for every flag that takes one, and the switches given.
+/// The parsed command line: a value for every flag that takes one, and the flags given.
 pub struct Args {
     spec: &'static Spec,
     values: HashMap<&'static str, String>,
-    switches: Vec<&'static str>,
+    /// Every flag on the command line, switches included.
+    given: Vec<&'static str>,
 }
 
 /// Parses `std::env::args()` against `spec`. Prints the usage and exits with status 0 on
@@ -64,7 +67,7 @@ fn parse_from(
         .filter(|flag| flag.value.is_some())
         .map(|flag| (flag.name, flag.default.to_owned()))
         .collect();
-    let mut switches = Vec::new();
+    let mut given = Vec::new();
     let mut argv = argv.into_iter();
     while let Some(arg) = argv.next() {
         if arg == "--help" || arg == "-h" {
@@ -80,8 +83,9 @@ fn parse_from(
         let Some(flag) = spec.flags.iter().find(|flag| flag.name == name) else {
             return Err(format!("unknown flag --{name}"));
         };
+        given.push(flag.name);
         match (flag.value, inline) {
-            (None, None) => switches.push(flag.name),
+            (None, None) => {}
             (None, Some(_)) => return Err(format!("--{name} takes no value")),
             (Some(_), Some(value)) => {
                 values.insert(flag.name, value);
@@ -97,7 +101,7 @@ fn parse_from(
     Ok(Some(Args {
         spec,
         values,
-        switches,
+        given,
     }))
 }
 
@@ -149,9 +153,28 @@ impl Args {
         n
     }
 
+    /// The value of a flag as a number of seconds, fractions allowed (`0.5`), above zero;
+    /// exits with status 2 otherwise.
+    pub fn seconds(&self, name: &str) -> Duration {
+        let secs: f64 = self.parsed(name);
+        match Duration::try_from_secs_f64(secs) {
+            Ok(duration) if !duration.is_zero() => duration,
+            _ => usage_error(
+                self.spec,
+                &format!("--{name} must be a number of seconds above 0"),
+            ),
+        }
+    }
+
+    /// The value of a flag that is off unless given: `None` when it is not on the command
+    /// line (its default is then not used).
+    pub fn given(&self, name: &str) -> Option<&str> {
+        self.given.contains(&name).then(|| self.value(name))
+    }
+
     /// Whether a switch was given.
     pub fn switch(&self, name: &str) -> bool {
-        self.switches.contains(&name)
+        self.given.contains(&name)
     }
 }
 
@@ -175,8 +198,8 @@ pub fn usage(spec: &Spec) -> String {
             None => format!("--{}", flag.name),
         };
         let default = match flag.value {
-            Some(_) => format!(" (default {})", flag.default),
-            None => String::new(),
+            Some(_) if !flag.default.is_empty() => format!(" (default {})", flag.default),
+            _ => String::new(),
         };
         writeln!(text, "  {left:<22} {}{default}", flag.help)
             .expect("writing to a String cannot fail");
