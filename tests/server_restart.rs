@@ -8,12 +8,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use pool::Pool;
 use support::{
-    STALL, bounded, chain, checkout, echoed, is_server_gone, pool_to, recv_n, stalling_server,
-    within,
+    STALL, bounded, chain, checkout, echoed, is_server_gone, options, pool_to, recv_n,
+    stalling_server, within,
 };
-use transport_json::Message;
 use transport_json::server::{Server, ServerConfig};
+use transport_json::{JsonManager, Message};
 
 /// How soon after the kill every request in flight must have failed. The request timeout is
 /// far longer (20 s), so only the connection's failure can end them this soon.
@@ -162,41 +163,51 @@ async fn connection_idle_in_the_pool_when_the_server_dies_is_never_handed_out() 
     .await;
 }
 
+/// A server that refuses for 1 s, then listens again: a `get` with a 3 s `wait_timeout`
+/// retries its refused connects with backoff and reaches it; a pool that fails fast reports
+/// the refusal at once instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_while_the_server_is_down_fail_with_a_connect_error_then_succeed_after_restart() {
+async fn a_get_reaches_a_server_that_refuses_for_a_second_then_listens() {
     bounded(async {
         let (server, _arrived, _release) = stalling_server().await;
         let addr = server.local_addr();
-        let pool = pool_to(addr, 2);
+        let pool = Pool::builder(JsonManager::new(options(addr)))
+            .max_size(2)
+            .wait_timeout(Duration::from_secs(3))
+            .build()
+            .expect("valid settings");
+        let fail_fast = Pool::builder(JsonManager::new(options(addr)))
+            .fail_fast(true)
+            .build()
+            .expect("valid settings");
         checkout(&pool).await.request("hi").await.expect("request");
         server.abort().await;
 
-        // While the server is down, the pool cannot connect and says why. Any connection
-        // it still held is discarded on the way.
-        let mut failure = None;
-        for _ in 0..4 {
-            let guard = match pool.get().await {
-                Ok(guard) => guard,
-                Err(error) => {
-                    failure = Some(chain(&error));
-                    break;
-                }
-            };
-            let error = guard.request("down").await.expect_err("the server is down");
-            assert!(is_server_gone(&error), "{}", chain(&error));
-        }
-        let failure = failure.expect("a checkout failed while the server was down");
+        // While the server is down, the pool that fails fast says why at once.
+        let failure = fail_fast.get().await.map(|_| ()).map_err(|e| chain(&e));
+        let failure = failure.expect_err("the server is down");
         assert!(failure.contains("could not connect"), "{failure}");
 
-        let server = rebind(addr).await.spawn();
-        let resp = checkout(&pool)
-            .await
-            .request("back")
-            .await
-            .map_err(|e| chain(&e));
+        // The server listens again 1 s into the outage.
+        let down = Instant::now();
+        let restart = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rebind(addr).await.spawn()
+        });
+        let guard = pool.get().await.map_err(|e| chain(&e));
+        let reached = down.elapsed();
+        let guard = guard.expect("reached once the server is back, within the wait timeout");
+        assert!(reached >= Duration::from_secs(1), "{reached:?}");
+        let resp = guard.request("back").await.map_err(|e| chain(&e));
         assert_eq!(resp.map(|r| r.val), Ok(echoed("back")));
+        let status = pool.status();
+        assert!(status.counters.connect_failures >= 1, "{status:?}");
+        assert_eq!(status.counters.timeouts, 0, "{status:?}");
 
+        drop(guard);
         pool.close().await;
+        fail_fast.close().await;
+        let server = restart.await.expect("restart task");
         server.shutdown().await.expect("server shutdown");
     })
     .await;
