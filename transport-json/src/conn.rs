@@ -35,6 +35,14 @@
 //! response for a `Uid` nobody waits for (its caller timed out or left) is counted by
 //! [`Conn::unknown_responses`] and dropped; it never harms the connection.
 //!
+//! A server that closes the connection for a reason (a request frame over its maximum, a frame
+//! not finished in time) first sends it as an `Err` with an empty `Uid`. The reader keeps the
+//! last such text, and when the stream then ends or is reset, the requests pending fail with
+//! [`CloseCause::Rejected`] carrying the server's words rather than a bare end of stream. On a
+//! connection that stays open, such an `Err` is only counted as unknown. A failed write hands
+//! its cause to the reader, which reads what the server sent before (the reason comes just
+//! before the reset that failed the write) and then stops the connection.
+//!
 //! # A connection that stops answering is closed
 //!
 //! When a request times out and the server answered none of the requests pending on the

@@ -33,6 +33,12 @@ pub enum CloseCause {
     /// on (the default). Responses to `Uid`s nobody waits for do not count as answers.
     #[error("the server answered no pending request within the request timeout of {0:?}")]
     Unresponsive(Duration),
+    /// The server sent an error for the whole connection (an `Err` with an empty `Uid`) and
+    /// then closed it (end of stream or a reset): the text is its reason, the last such one
+    /// it sent, for example `frame too large: more than 1048576 bytes` when a request was
+    /// longer than the server's maximum frame.
+    #[error("the server closed the connection after an error: {0}")]
+    Rejected(Arc<str>),
 }
 
 /// Why [`Conn::connect`](super::Conn::connect) or a request failed.

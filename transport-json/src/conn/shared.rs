@@ -110,6 +110,8 @@ struct State {
     /// Whether the reader is sweeping: on from the first request after an idle spell, off
     /// again at the first sweep that finds nothing pending.
     sweeping: bool,
+    /// Why the writer failed, until the reader takes it (see [`Shared::write_failed`]).
+    write_failure: Option<CloseCause>,
 }
 
 impl State {
@@ -140,6 +142,9 @@ pub(crate) struct Shared {
     unresponsive: Option<Duration>,
     /// Wakes the reader to start sweeping: a request was registered while it was not.
     pub(crate) arm: Notify,
+    /// Wakes the reader to end the connection: the writer failed (see
+    /// [`Shared::write_failed`]).
+    pub(crate) write_error: Notify,
     next_uid: AtomicU64,
     unknown: AtomicU64,
     batches: AtomicU64,
@@ -163,6 +168,7 @@ impl Shared {
                 tick: 0,
                 answered: 0,
                 sweeping: false,
+                write_failure: None,
             }),
             flag: AtomicBool::new(false),
             wake: Notify::new(),
@@ -173,6 +179,7 @@ impl Shared {
             sweep: request_timeout.map(Sweep::for_timeout),
             unresponsive: request_timeout.filter(|_| close_unresponsive),
             arm: Notify::new(),
+            write_error: Notify::new(),
             next_uid: AtomicU64::new(1),
             unknown: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -379,6 +386,19 @@ impl Shared {
             let _ = waiter.tx.send(Err(Failure::Closed(cause.clone())));
         }
         self.stop.cancel();
+    }
+
+    /// Hands the writer's failure to the reader, which stops the connection with it once it
+    /// has read what the server sent before (see `tasks::read_loop`). The reader, or its task
+    /// guard if it is ending, always stops the connection: the writer need not.
+    pub(crate) fn write_failed(&self, cause: CloseCause) {
+        self.lock().write_failure.get_or_insert(cause);
+        self.write_error.notify_one();
+    }
+
+    /// The writer's failure, once it has failed.
+    pub(crate) fn write_failure(&self) -> Option<CloseCause> {
+        self.lock().write_failure.clone()
     }
 
     /// Starts a graceful close: refuses new requests and asks the writer to write what is

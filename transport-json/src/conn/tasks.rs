@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -23,9 +24,16 @@ const MAX_BATCH: usize = 256 * 1024;
 /// The batch buffer is given back to the allocator when a burst grew it past this.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// How long the reader reads on after the writer failed, for the end of the stream. A failed
+/// TCP write means the connection is gone, so the stream ends as soon as the reader has read
+/// what the server sent before; this only bounds the wait should a failed write ever leave
+/// the read side open.
+const WRITE_ERROR_GRACE: Duration = Duration::from_secs(1);
+
 /// How a task ended.
 enum Exit {
-    /// The writer finished a graceful close; the reader goes on until nothing is pending.
+    /// The task ended without failing the connection: the writer finished a graceful close
+    /// (the reader goes on until nothing is pending), or handed its failure to the reader.
     Graceful,
     /// The connection must stop for this cause.
     Failed(CloseCause),
@@ -58,6 +66,13 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf) {
     };
     guard.exit = match write_batches(&shared, &mut half).await {
         Ok(()) => Exit::Graceful,
+        // A write fails when the server reset the connection, often right after it sent why
+        // (a request over its maximum frame is cut short): the reader reads that first and
+        // then stops the connection with the writer's cause, or the server's reason.
+        Err(cause @ CloseCause::Io(_)) => {
+            shared.write_failed(cause);
+            Exit::Graceful
+        }
         Err(cause) => Exit::Failed(cause),
     };
 }
@@ -129,7 +144,9 @@ fn batch_len(queued: &[u8]) -> usize {
 
 /// Owns the read half: decodes responses and routes each by `Uid`. Stops at the end of the
 /// stream, on the first read or protocol error, when the connection is stopped, or when a
-/// closing connection has nothing pending any more.
+/// closing connection has nothing pending any more. After the writer failed it reads on to
+/// the end of the stream (within [`WRITE_ERROR_GRACE`]) and stops with the writer's cause,
+/// so that what the server sent before it closed is still routed and its reason heard.
 pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_frame: usize) {
     let mut guard = TaskGuard {
         shared: Arc::clone(&shared),
@@ -141,12 +158,19 @@ pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_fram
     let stop = shared.stop.cancelled();
     let drained = shared.drained.notified();
     let arm = shared.arm.notified();
+    let write_error = shared.write_error.notified();
+    // Armed once the writer failed: the bound on reading on (see `WRITE_ERROR_GRACE`).
+    let grace = tokio::time::sleep(Duration::ZERO);
+    let mut write_failed = false;
     // The request timeout's sweep: one timer for the connection, reset once per interval
     // while requests are pending, idle otherwise.
     let every = shared.sweep.map(|sweep| sweep.every);
     let tick = tokio::time::sleep(every.unwrap_or_default());
-    tokio::pin!(stop, drained, arm, tick);
+    tokio::pin!(stop, drained, arm, tick, write_error, grace);
     let mut sweeping = false;
+    // The last error the server sent for the whole connection: the reason for a close that
+    // follows it.
+    let mut reason = None;
     let cause = loop {
         tokio::select! {
             biased;
@@ -167,16 +191,40 @@ pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_fram
                 // The sweep failed the connection already.
                 Swept::Unresponsive(cause) => break cause,
             },
-            read = route_batch(&shared, &mut frames) => match read {
+            () = &mut write_error, if !write_failed => {
+                write_failed = true;
+                grace.as_mut().reset(Instant::now() + WRITE_ERROR_GRACE);
+            }
+            read = route_batch(&shared, &mut frames, &mut reason) => match read {
                 // The end of what one read brought: record the activity once, and only if
                 // it answered a pending request (stray `Uid`s prove nothing).
                 Ok(true) => shared.touch(),
                 Ok(false) => {}
-                Err(cause) => break cause,
+                // A failed write came first, and says more than the end of stream after it.
+                Err(cause) => {
+                    let cause = shared.write_failure().unwrap_or(cause);
+                    break explained(cause, reason.take());
+                }
             },
+            () = &mut grace, if write_failed => {
+                let cause = shared.write_failure().unwrap_or(CloseCause::Shutdown);
+                break explained(cause, reason.take());
+            }
         }
     };
     guard.exit = Exit::Failed(cause);
+}
+
+/// The cause to close for when the stream ended (or a write failed) with `cause`: after the
+/// server's error for the whole connection, an end of stream or a reset is that error
+/// ([`CloseCause::Rejected`]), so the callers learn why the server closed.
+fn explained(cause: CloseCause, reason: Option<Arc<str>>) -> CloseCause {
+    match (cause, reason) {
+        (CloseCause::ClosedByPeer | CloseCause::Io(_), Some(reason)) => {
+            CloseCause::Rejected(reason)
+        }
+        (cause, _) => cause,
+    }
 }
 
 /// The most responses routed in one turn of the reader's loop, so that a long burst still
@@ -186,9 +234,14 @@ const ROUTE_BATCH: usize = 128;
 /// Routes every response that is ready (up to [`ROUTE_BATCH`]); waits only while none is.
 /// Returns whether any of them answered a pending request. Fails with the cause to close
 /// the connection for: end of stream or bad input.
+///
+/// An `Err` with an empty `Uid` answers no request (a made-up `Uid` is never empty): it is the
+/// server's error for the whole connection, kept in `reason` (and counted as unknown, as any
+/// response nobody waits for). It is not fatal by itself.
 async fn route_batch(
     shared: &Shared,
     frames: &mut FramedRead<OwnedReadHalf, JsonCodec<Resp, Message>>,
+    reason: &mut Option<Arc<str>>,
 ) -> Result<bool, CloseCause> {
     let mut routed = 0;
     let mut answered = false;
@@ -196,6 +249,12 @@ async fn route_batch(
         loop {
             match frames.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(resp))) => {
+                    if resp.uid.is_empty()
+                        && let Some(err) = &resp.err
+                    {
+                        tracing::debug!(error = %err, "the server sent an error for the connection");
+                        *reason = Some(Arc::from(err.as_str()));
+                    }
                     answered |= shared.route(resp);
                     routed += 1;
                     if routed == ROUTE_BATCH {
