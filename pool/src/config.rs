@@ -22,6 +22,9 @@ pub enum BuildError {
     /// `max_size` was 0: such a pool could never hand out a connection.
     #[error("max_size must be at least 1")]
     ZeroMaxSize,
+    /// `max_streams` was 0: no connection could carry a lease.
+    #[error("max_streams must be at least 1")]
+    ZeroMaxStreams,
     /// `min_idle` was larger than `max_size`.
     #[error("min_idle ({min_idle}) must not exceed max_size ({max_size})")]
     MinIdleAboveMax {
@@ -46,6 +49,7 @@ pub(crate) struct Config {
     pub check_interval: Duration,
     pub idle_order: IdleOrder,
     pub reap_interval: Duration,
+    pub max_streams: usize,
     pub fail_fast: bool,
     pub backoff_first: Duration,
     pub backoff_max: Duration,
@@ -65,6 +69,7 @@ impl Default for Config {
             check_interval: Duration::from_millis(500),
             idle_order: IdleOrder::Lifo,
             reap_interval: Duration::from_secs(30),
+            max_streams: 1,
             fail_fast: false,
             backoff_first: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
@@ -146,6 +151,15 @@ impl<M: Manager> Builder<M> {
     /// The most connections that may exist at once, counting those being opened. Default 10.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;
+        self
+    }
+
+    /// How many leases ([`Pool::lease`]) one connection carries at once. Default 1: a lease
+    /// then has its connection to itself, as a `get` does. A multiplexed connection (one that
+    /// carries many requests at a time, as HTTP/2 or the JSON transport's `Conn` do) takes
+    /// more: a new connection opens only when every open one carries this many.
+    pub fn max_streams(mut self, max_streams: usize) -> Self {
+        self.config.max_streams = max_streams;
         self
     }
 
@@ -243,9 +257,13 @@ impl<M: Manager> Builder<M> {
     /// otherwise that task starts with the first checkout.
     ///
     /// # Errors
-    /// [`BuildError::ZeroMaxSize`] or [`BuildError::MinIdleAboveMax`].
+    /// [`BuildError::ZeroMaxSize`], [`BuildError::ZeroMaxStreams`] or
+    /// [`BuildError::MinIdleAboveMax`].
     pub fn build(self) -> Result<Pool<M>, BuildError> {
         validate(self.config.max_size, self.config.min_idle)?;
+        if self.config.max_streams == 0 {
+            return Err(BuildError::ZeroMaxStreams);
+        }
         Ok(Pool::from_parts(self.manager, self.config))
     }
 }

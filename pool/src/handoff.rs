@@ -66,18 +66,30 @@ impl<M: Manager> Drop for Turn<'_, M> {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let place = {
+        let (place, ended) = {
             let mut state = self.shared.lock();
             let unclaimed = state.waiters.leave(ticket);
-            let place = unclaimed.map(|grant| match grant {
-                Grant::Conn(live) => state.place_conn(live),
-                Grant::Slot => state.release_slot(),
-            });
+            let outcome = match unclaimed {
+                Some(Grant::Conn(live)) => (Some(state.place_conn(live)), None),
+                Some(Grant::Slot) => (Some(state.release_slot()), None),
+                // A lease granted in the instant the caller left: it ends at once.
+                Some(Grant::Lease(leased)) => {
+                    let shared = self.shared;
+                    let ended = state.end_lease(leased.conn, leased.key, false, |conn| {
+                        shared.conn_is_broken(conn)
+                    });
+                    (None, Some(ended))
+                }
+                None => (None, None),
+            };
             state.debug_check();
-            place
+            outcome
         };
         if let Some(place) = place {
             self.shared.act(place);
+        }
+        if let Some(ended) = ended {
+            self.shared.after_lease(ended);
         }
     }
 }

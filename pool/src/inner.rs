@@ -3,13 +3,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::info::{ConnInfo, jittered};
+use crate::share::Ended;
 use crate::state::{Live, Place, State};
 use crate::status::Metrics;
+use crate::streams::{Key, SharedConn, conn_ref, unwrap};
 use crate::{Manager, maintain};
 
 /// Everything the handles of one pool share.
@@ -20,6 +22,9 @@ pub(crate) struct Shared<M: Manager> {
     state: Mutex<State<M::Connection>>,
     /// True while a maintenance task runs (in whichever runtime started it).
     maintenance_started: AtomicBool,
+    /// Told when a shared connection closes after the pool closed: `close` waits on it for
+    /// the last leases to end.
+    pub drained: Notify,
 }
 
 /// How a connect ended, as sent to the caller that asked for it.
@@ -31,13 +36,14 @@ pub(crate) enum Connected<C, E> {
 
 impl<M: Manager> Shared<M> {
     pub fn new(manager: M, config: Config) -> Self {
-        let state = State::new(config.max_size, config.min_idle);
+        let state = State::new(config.max_size, config.min_idle, config.max_streams);
         Shared {
             manager,
             config,
             metrics: Metrics::default(),
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
+            drained: Notify::new(),
         }
     }
 
@@ -111,10 +117,60 @@ impl<M: Manager> Shared<M> {
     /// is discarded and its slot freed rather than leaked (and the panic is not re-raised,
     /// since this runs in `Drop`).
     pub fn is_broken(&self, live: &mut Live<M::Connection>) -> bool {
+        self.conn_is_broken(&mut live.conn)
+    }
+
+    /// [`Manager::is_broken`] on a bare connection; a panic counts as broken.
+    pub fn conn_is_broken(&self, conn: &mut M::Connection) -> bool {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.manager.is_broken(&mut live.conn)
+            self.manager.is_broken(conn)
         }))
         .unwrap_or(true)
+    }
+
+    /// [`Manager::is_broken_shared`]; a panic counts as broken.
+    pub fn is_broken_shared(&self, conn: &M::Connection) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.manager.is_broken_shared(conn)
+        }))
+        .unwrap_or(true)
+    }
+
+    /// Ends a lease on the connection of `key`: under the lock, then wakes who was served and
+    /// closes the connection if its last lease retired it.
+    pub fn end_lease(self: &Arc<Self>, conn: SharedConn, key: Key, broken: bool) {
+        let broken = broken
+            || conn_ref::<M::Connection>(&conn).is_some_and(|conn| self.is_broken_shared(conn));
+        let ended = {
+            let mut state = self.lock();
+            let ended = state.end_lease(conn, key, broken, |c| self.conn_is_broken(c));
+            state.debug_check();
+            ended
+        };
+        self.after_lease(ended);
+    }
+
+    /// Carries out what ending a lease left to do, outside the lock.
+    pub fn after_lease(self: &Arc<Self>, ended: Ended) {
+        if ended.broke {
+            Metrics::bump(&self.metrics.broken);
+            tracing::debug!("a shared connection is broken; it closes after its last lease");
+        }
+        for waker in ended.wakes.into_iter().flatten() {
+            waker.wake();
+        }
+        if let Some(conn) = ended.close {
+            self.close_shared(conn);
+        }
+    }
+
+    /// Closes a shared connection once its `Arc` is the last one (a later holder closes it
+    /// otherwise), and tells `close` a shared connection is gone.
+    pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
+        if let Some(conn) = unwrap::<M::Connection>(conn) {
+            self.close_conn(conn);
+        }
+        self.drained.notify_waiters();
     }
 
     /// A connection comes back from its user.
@@ -158,7 +214,7 @@ impl<M: Manager> Shared<M> {
     /// connection goes to the oldest waiter or idle.
     pub fn spawn_connects(self: &Arc<Self>, n: usize) {
         for _ in 0..n {
-            tokio::spawn(connect(Arc::clone(self), None));
+            tokio::spawn(connect(Arc::clone(self), None, 0));
         }
     }
 
@@ -173,13 +229,19 @@ impl<M: Manager> Shared<M> {
 /// `Manager::connect` panics or its task is aborted, so neither leaks a slot.
 struct ConnectSlot<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
+    /// The leases this connect promised to callers waiting for it (`opening_room`).
+    room: usize,
     armed: bool,
 }
 
 impl<M: Manager> Drop for ConnectSlot<'_, M> {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.lock().connecting -= 1;
+            {
+                let mut state = self.shared.lock();
+                state.connecting -= 1;
+                state.opening_room -= self.room;
+            }
             self.shared.release_slot();
         }
     }
@@ -188,13 +250,15 @@ impl<M: Manager> Drop for ConnectSlot<'_, M> {
 /// Opens one connection for a slot already reserved and counted in `connecting`, within the
 /// connect timeout. Runs as a task of its own: a caller that gives up never aborts it. The
 /// outcome goes to `reply`; when nobody is there to take a new connection, it goes into the
-/// pool.
+/// pool. `room` is what the connect added to `opening_room`, taken off when it ends.
 pub(crate) async fn connect<M: Manager>(
     shared: Arc<Shared<M>>,
     reply: Option<oneshot::Sender<Connected<M::Connection, M::Error>>>,
+    room: usize,
 ) {
     let mut slot = ConnectSlot {
         shared: &shared,
+        room,
         armed: true,
     };
     let result =
@@ -207,6 +271,7 @@ pub(crate) async fn connect<M: Manager>(
             {
                 let mut state = shared.lock();
                 state.connecting -= 1;
+                state.opening_room -= room;
                 state.last_connect_error = None;
             }
             slot.armed = false;

@@ -22,11 +22,13 @@ pub(crate) enum Wake<C> {
     TimedOut,
 }
 
-/// A place in line: `id` orders the line, `key` finds the slot.
+/// A place in line: `id` orders the line, `key` finds the slot, `lease` says whether the
+/// caller wants a lease (a share of a connection) rather than a connection of its own.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
     id: u64,
     key: usize,
+    lease: bool,
 }
 
 struct Slot<C> {
@@ -38,12 +40,14 @@ struct Slot<C> {
 ///
 /// Invariants: every ticket in `queue` has a slot whose `outcome` is `None`; a slot with an
 /// outcome is out of the queue and belongs to its ticket until [`poll`](Line::poll) returns
-/// it or [`leave`](Line::leave) frees it; `queue` is sorted by id.
+/// it or [`leave`](Line::leave) frees it; `queue` is sorted by id; `leasers` counts the
+/// tickets in `queue` that want a lease.
 pub(crate) struct Line<C> {
     queue: VecDeque<Ticket>,
     slab: Vec<Option<Slot<C>>>,
     free: Vec<usize>,
     next_id: u64,
+    leasers: usize,
 }
 
 impl<C> Line<C> {
@@ -53,7 +57,18 @@ impl<C> Line<C> {
             slab: Vec::new(),
             free: Vec::new(),
             next_id: 0,
+            leasers: 0,
         }
+    }
+
+    /// Callers waiting for a lease.
+    pub fn leasers(&self) -> usize {
+        self.leasers
+    }
+
+    /// Whether the oldest caller in line wants a lease; `None` when nobody waits.
+    pub fn front_wants_lease(&self) -> Option<bool> {
+        self.queue.front().map(|t| t.lease)
     }
 
     /// Callers waiting.
@@ -65,8 +80,9 @@ impl<C> Line<C> {
         self.queue.is_empty()
     }
 
-    /// Joins the end of the line; `waker` is woken when the wait ends.
-    pub fn join(&mut self, waker: Waker) -> Ticket {
+    /// Joins the end of the line, for a lease or a connection of its own; `waker` is woken
+    /// when the wait ends.
+    pub fn join(&mut self, waker: Waker, lease: bool) -> Ticket {
         let slot = Slot {
             waker: Some(waker),
             outcome: None,
@@ -84,8 +100,10 @@ impl<C> Line<C> {
         let ticket = Ticket {
             id: self.next_id,
             key,
+            lease,
         };
         self.next_id += 1;
+        self.leasers += usize::from(lease);
         self.queue.push_back(ticket);
         ticket
     }
@@ -131,6 +149,7 @@ impl<C> Line<C> {
     fn take(&mut self, ticket: Ticket) -> Option<Wake<C>> {
         if let Ok(at) = self.queue.binary_search_by_key(&ticket.id, |t| t.id) {
             self.queue.remove(at);
+            self.leasers -= usize::from(ticket.lease);
         }
         let slot = self.slab.get_mut(ticket.key).and_then(Option::take);
         self.free.push(ticket.key);
@@ -141,13 +160,35 @@ impl<C> Line<C> {
     /// released; gives the grant back when nobody waits.
     pub fn serve(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
         match self.queue.pop_front() {
-            Some(ticket) => Ok(self.settle(ticket, Wake::Granted(grant))),
+            Some(ticket) => {
+                self.leasers -= usize::from(ticket.lease);
+                Ok(self.settle(ticket, Wake::Granted(grant)))
+            }
             None => Err(grant),
         }
     }
 
+    /// Hands `grant` (a lease) to the oldest caller that waits for a lease, passing over
+    /// callers that want a connection of their own; gives it back when no such caller waits.
+    pub fn serve_leaser(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
+        if self.leasers == 0 {
+            return Err(grant);
+        }
+        let Some(ticket) = self
+            .queue
+            .iter()
+            .position(|t| t.lease)
+            .and_then(|at| self.queue.remove(at))
+        else {
+            return Err(grant);
+        };
+        self.leasers -= 1;
+        Ok(self.settle(ticket, Wake::Granted(grant)))
+    }
+
     /// Fails every waiter with [`Wake::Closed`]; returns their wakers.
     pub fn close_all(&mut self) -> Vec<Waker> {
+        self.leasers = 0;
         let tickets: Vec<_> = self.queue.drain(..).collect();
         tickets
             .into_iter()

@@ -60,22 +60,32 @@ impl<M: Manager> Drop for Running<M> {
 /// `idle_timeout` while more than `min_idle` are idle. The oldest go first.
 pub(crate) fn reap<M: Manager>(shared: &std::sync::Arc<Shared<M>>, now: Instant) {
     let idle_timeout = shared.config.idle_timeout;
-    let evicted = {
+    let (evicted, shared_evicted) = {
         let mut state = shared.lock();
         let min_idle = state.min_idle;
+        let retire = |info: &crate::ConnInfo, remaining: usize| {
+            let stale =
+                idle_timeout.is_some_and(|t| now.saturating_duration_since(info.last_used) >= t);
+            info.expired(now) || (stale && remaining > min_idle)
+        };
         // `remaining` is the idle count before this eviction, the kept ones included.
-        let evicted = state.evict(|live, remaining| {
-            let stale = idle_timeout
-                .is_some_and(|t| now.saturating_duration_since(live.info.last_used) >= t);
-            live.info.expired(now) || (stale && remaining > min_idle)
-        });
+        let evicted = state.evict(|live, remaining| retire(&live.info, remaining));
+        let shared_evicted = state.evict_shared(retire);
+        // Shared connections past their lifetime that carry leases drain.
+        state.drain_shared(|info| info.expired(now));
         state.debug_check();
-        evicted
+        (evicted, shared_evicted)
     };
-    if !evicted.is_empty() {
-        tracing::debug!(count = evicted.len(), "closing expired idle connections");
+    if !evicted.is_empty() || !shared_evicted.is_empty() {
+        tracing::debug!(
+            count = evicted.len() + shared_evicted.len(),
+            "closing expired idle connections"
+        );
     }
     for live in evicted {
         shared.close_conn(live.conn);
+    }
+    for conn in shared_evicted {
+        shared.close_shared(conn);
     }
 }

@@ -51,7 +51,21 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Cheap synchronous test run when a connection comes back (and again on checkout, so a
     /// connection that broke while idle is never handed out); true = discard it.
+    ///
+    /// For leases it runs when a connection with no lease is leased and when its last lease
+    /// ends, while the pool's lock is held (only the lock proves no lease borrows the
+    /// connection then): read a flag, never block, never call into the pool.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// The same test through a shared reference, asked on every lease handed out and every
+    /// lease that ends, while other leases may use the connection: a multiplexed connection
+    /// that died under ten leases then gets no eleventh. True = no new lease; the connection
+    /// is closed after its last lease ends, and its slot frees at once. Read a flag (an
+    /// atomic, say). Default: never broken.
+    fn is_broken_shared(&self, conn: &Self::Connection) -> bool {
         let _ = conn;
         false
     }

@@ -17,7 +17,7 @@ use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status, T
 
 /// A pool of connections made by a [`Manager`]. Cheap to clone: clones share one pool.
 pub struct Pool<M: Manager> {
-    shared: Arc<Shared<M>>,
+    pub(crate) shared: Arc<Shared<M>>,
 }
 
 impl<M: Manager> Clone for Pool<M> {
@@ -47,11 +47,12 @@ enum Step<C> {
 }
 
 /// Where handing a connection to its caller left the caller.
-enum Next<M: Manager> {
-    /// It has its connection.
-    Out(Pooled<M>),
-    /// It holds a slot, counted as connecting: open a connection in it.
-    Connect,
+pub(crate) enum Next<T> {
+    /// It has its connection (or lease).
+    Out(T),
+    /// It holds a slot, counted as connecting (and, for a lease, the room it promised to
+    /// callers waiting for it): open a connection in it.
+    Connect(usize),
     /// It holds nothing: decide again.
     Again,
 }
@@ -134,7 +135,7 @@ impl<M: Manager> Pool<M> {
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
                 Step::Full => return Err(self.wait_timed_out()),
-                Step::Connect => Next::Connect,
+                Step::Connect => Next::Connect(0),
                 Step::Idle(live) => match self.fresh(live, now) {
                     Ok(pooled) => return Ok(pooled),
                     Err(live) => self.ready(live, now).await?,
@@ -153,6 +154,12 @@ impl<M: Manager> Pool<M> {
                             Ok(pooled) => return Ok(pooled),
                             Err(live) => self.ready(live, now).await?,
                         },
+                        Wake::Granted(Grant::Lease(leased)) => {
+                            // Never sent to a caller that wants a connection of its own;
+                            // given back all the same.
+                            shared.end_lease(leased.conn, leased.key, false);
+                            Next::Again
+                        }
                         Wake::Granted(Grant::Slot) => {
                             let mut state = shared.lock();
                             if state.closed {
@@ -162,7 +169,7 @@ impl<M: Manager> Pool<M> {
                                 return Err(PoolError::Closed);
                             }
                             state.connecting += 1;
-                            Next::Connect
+                            Next::Connect(0)
                         }
                     }
                 }
@@ -170,37 +177,51 @@ impl<M: Manager> Pool<M> {
             match next {
                 Next::Out(pooled) => return Ok(pooled),
                 Next::Again => now = Instant::now(),
-                Next::Connect => {
-                    let error = match self.connect_for_caller().await {
-                        Ok(pooled) => return Ok(pooled),
-                        Err(error) => error,
-                    };
-                    let retry = may_wait
-                        && !shared.config.fail_fast
-                        && matches!(
-                            error,
-                            PoolError::Connect(_) | PoolError::Timeout(TimeoutKind::Connect)
-                        );
-                    if !retry {
-                        if error.is_timeout() {
-                            Metrics::bump(&shared.metrics.timeouts);
-                        }
-                        return Err(error);
+                Next::Connect(room) => match self.connect_for_caller(room).await {
+                    Ok(pooled) => return Ok(pooled),
+                    Err(error) => {
+                        now = self
+                            .after_failed_connect(error, may_wait, deadline, &mut failed_connects)
+                            .await?;
                     }
-                    // The slot went back with the failed connect (to the oldest waiter, who
-                    // tries next); this caller pauses, then decides again within its deadline.
-                    failed_connects += 1;
-                    let pause = shared.config.backoff(failed_connects);
-                    tracing::debug!(?pause, failed_connects, "retrying a failed connect");
-                    tokio::time::sleep_until(deadline_after(Instant::now(), pause).min(deadline))
-                        .await;
-                    now = Instant::now();
-                    if now >= deadline {
-                        return Err(self.wait_timed_out());
-                    }
-                }
+                },
             }
         }
+    }
+
+    /// A connect made for a caller failed: the error for the caller, or (retrying, the
+    /// default) a pause with backoff and the time to decide again at, within the deadline.
+    pub(crate) async fn after_failed_connect(
+        &self,
+        error: PoolError<M::Error>,
+        may_wait: bool,
+        deadline: Instant,
+        failed_connects: &mut u32,
+    ) -> Result<Instant, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let retry = may_wait
+            && !shared.config.fail_fast
+            && matches!(
+                error,
+                PoolError::Connect(_) | PoolError::Timeout(TimeoutKind::Connect)
+            );
+        if !retry {
+            if error.is_timeout() {
+                Metrics::bump(&shared.metrics.timeouts);
+            }
+            return Err(error);
+        }
+        // The slot went back with the failed connect (to the oldest waiter, who tries next);
+        // this caller pauses, then decides again within its deadline.
+        *failed_connects += 1;
+        let pause = shared.config.backoff(*failed_connects);
+        tracing::debug!(?pause, failed_connects, "retrying a failed connect");
+        tokio::time::sleep_until(deadline_after(Instant::now(), pause).min(deadline)).await;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(self.wait_timed_out());
+        }
+        Ok(now)
     }
 
     /// The first move of a checkout, under the lock: an idle connection, else a slot to
@@ -219,12 +240,15 @@ impl<M: Manager> Pool<M> {
         }
         let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Idle(live)
+        } else if let Some(live) = state.streams.idle_key().and_then(|key| state.unshare(key)) {
+            // A connection lent as leases before and free now: taken back to be used alone.
+            Step::Idle(live)
         } else if state.reserve_connects(1) == 1 {
             Step::Connect
         } else if !may_wait || deadline <= now {
             Step::Full
         } else {
-            Step::Wait(state.waiters.join(cx.waker().clone()))
+            Step::Wait(state.waiters.join(cx.waker().clone(), false))
         };
         let refill = if state.min_idle > 0 {
             state.reserve_refill()
@@ -238,7 +262,7 @@ impl<M: Manager> Pool<M> {
     /// The fast path: a connection used within the check interval, not expired and not
     /// reporting itself broken goes out as it is, with no `.await`; any other comes back for
     /// [`ready`](Self::ready).
-    fn fresh(
+    pub(crate) fn fresh(
         &self,
         mut live: Live<M::Connection>,
         now: Instant,
@@ -260,11 +284,11 @@ impl<M: Manager> Pool<M> {
     /// connection handed to the first waiter never sends it to the back of the line.
     ///
     /// [`State::keep_slot`]: crate::state::State::keep_slot
-    async fn ready(
+    pub(crate) async fn ready(
         &self,
         mut live: Live<M::Connection>,
         now: Instant,
-    ) -> Result<Next<M>, PoolError<M::Error>> {
+    ) -> Result<Next<Pooled<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
         if live.info.expired(now) {
             tracing::debug!("discarding an idle connection past its max_lifetime");
@@ -306,7 +330,7 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Closes a connection its caller will not use, keeping its slot for the caller.
-    fn replace(&self, live: Live<M::Connection>) -> Result<Next<M>, PoolError<M::Error>> {
+    fn replace<T>(&self, live: Live<M::Connection>) -> Result<Next<T>, PoolError<M::Error>> {
         let kept = {
             let mut state = self.shared.lock();
             let kept = state.keep_slot();
@@ -315,17 +339,21 @@ impl<M: Manager> Pool<M> {
         };
         self.shared.close_conn(live.conn);
         match kept {
-            Kept::Connect => Ok(Next::Connect),
+            Kept::Connect => Ok(Next::Connect(0)),
             Kept::Again => Ok(Next::Again),
             Kept::Closed => Err(PoolError::Closed),
         }
     }
 
-    /// Opens a connection for this caller, whose slot is reserved and counted as connecting.
-    async fn connect_for_caller(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+    /// Opens a connection for this caller, whose slot is reserved and counted as connecting
+    /// (with `room` added to `opening_room` for a lease caller).
+    pub(crate) async fn connect_for_caller(
+        &self,
+        room: usize,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(connect(Arc::clone(shared), Some(tx)));
+        tokio::spawn(connect(Arc::clone(shared), Some(tx), room));
         let mut handoff = Handoff::new(shared, rx);
         match handoff.recv().await {
             Some(Connected::Conn(mut live)) => {
@@ -344,7 +372,7 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    fn wait_timed_out(&self) -> PoolError<M::Error> {
+    pub(crate) fn wait_timed_out(&self) -> PoolError<M::Error> {
         Metrics::bump(&self.shared.metrics.timeouts);
         let last_connect_error = self.shared.lock().last_connect_error.clone();
         tracing::debug!(?last_connect_error, "timed out waiting for a connection");
@@ -355,13 +383,16 @@ impl<M: Manager> Pool<M> {
     pub fn status(&self) -> Status {
         let state = self.shared.lock();
         let size = state.slots - state.connecting;
+        let (shared_idle, _) = state.streams.counts();
+        let idle = state.idle.len() + shared_idle;
         Status {
             max_size: state.max_size,
             size,
-            idle: state.idle.len(),
-            in_use: size - state.idle.len(),
+            idle,
+            in_use: size.saturating_sub(idle),
             connecting: state.connecting,
             waiting: state.waiters.len(),
+            leases: state.streams.leases,
             counters: self.shared.metrics.snapshot(),
         }
     }
@@ -371,33 +402,42 @@ impl<M: Manager> Pool<M> {
         self.shared.lock().closed
     }
 
-    /// Closes the pool: later checkouts fail with [`PoolError::Closed`], every waiter fails
-    /// with it at once, idle connections are closed through [`Manager::close`] (this future
-    /// resolves when they are), and checked-out connections are closed when they come back.
+    /// Closes the pool: later checkouts and leases fail with [`PoolError::Closed`], every
+    /// waiter fails with it at once, idle connections are closed through [`Manager::close`],
+    /// connections that carry leases take no new one and close as their last lease ends (this
+    /// future waits for that up to `close_timeout`, then lets go of them: each still closes
+    /// when its last lease ends), and checked-out connections are closed when they come back.
     /// Calling it again does nothing more.
     ///
     /// # Cancel safety
     /// The pool is closed at the first poll. Dropping the future afterwards does not stop the
-    /// idle connections from being closed: that runs in a task of its own.
+    /// idle connections from being closed (that runs in a task of its own), nor the leased
+    /// ones as their leases end.
     pub async fn close(&self) {
-        let (idle, waiters) = {
+        let (idle, shared_idle, waiters) = {
             let mut state = self.shared.lock();
             state.closed = true;
             let idle: Vec<_> = state.idle.drain(..).collect();
             state.slots -= idle.len();
+            let shared_idle = state.evict_shared(|_, _| true);
+            state.drain_shared(|_| true);
             let waiters = state.waiters.close_all();
-            (idle, waiters)
+            state.debug_check();
+            (idle, shared_idle, waiters)
         };
         // Each waiter wakes with `Closed`.
         for waker in waiters {
             waker.wake();
         }
-        tracing::debug!(idle = idle.len(), "pool closed");
+        tracing::debug!(idle = idle.len() + shared_idle.len(), "pool closed");
+        for conn in shared_idle {
+            self.shared.close_shared(conn);
+        }
         let shared = Arc::clone(&self.shared);
+        let limit = shared.config.close_timeout;
         let closing = tokio::spawn(async move {
             let closes = idle.into_iter().map(|live| shared.manager.close(live.conn));
             let count = closes.len();
-            let limit = shared.config.close_timeout;
             if tokio::time::timeout(limit, futures::future::join_all(closes))
                 .await
                 .is_err()
@@ -409,7 +449,37 @@ impl<M: Manager> Pool<M> {
                 .closed
                 .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
         });
+        let drained = tokio::time::timeout(limit, self.leases_ended()).await;
+        if drained.is_err() {
+            let orphans = {
+                let mut state = self.shared.lock();
+                let orphans = state.orphan_shared();
+                state.debug_check();
+                orphans
+            };
+            tracing::warn!(
+                timeout = ?limit,
+                connections = orphans.len(),
+                "leases still held at close; their connections close as the leases end"
+            );
+            for conn in orphans {
+                self.shared.close_shared(conn);
+            }
+        }
         let _ = closing.await;
+    }
+
+    /// Resolves once no shared connection is left (every lease ended after the pool closed).
+    async fn leases_ended(&self) {
+        loop {
+            let drained = self.shared.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            drained.as_mut().enable();
+            if self.shared.lock().streams.is_empty() {
+                return;
+            }
+            drained.await;
+        }
     }
 
     /// Changes `max_size`. Growing hands the new slots to waiters at once; shrinking closes
@@ -419,15 +489,27 @@ impl<M: Manager> Pool<M> {
     /// [`BuildError::ZeroMaxSize`], or [`BuildError::MinIdleAboveMax`] when `min_idle` would
     /// exceed the new size.
     pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
-        let (evicted, grants) = {
+        let (evicted, shared_evicted, grants) = {
             let mut state = self.shared.lock();
             validate(max_size, state.min_idle)?;
             state.max_size = max_size;
             let excess = state.slots.saturating_sub(max_size);
             let mut evicted = Vec::new();
+            let mut shared_evicted = Vec::new();
             if excess > 0 {
                 let mut left = excess;
                 evicted = state.evict(|_, _| {
+                    let pick = left > 0;
+                    left = left.saturating_sub(1);
+                    pick
+                });
+                shared_evicted = state.evict_shared(|_, _| {
+                    let pick = left > 0;
+                    left = left.saturating_sub(1);
+                    pick
+                });
+                // Connections that carry leases drain: no new lease, closed after the last.
+                state.drain_shared(|_| {
                     let pick = left > 0;
                     left = left.saturating_sub(1);
                     pick
@@ -444,7 +526,7 @@ impl<M: Manager> Pool<M> {
                 }
             }
             state.debug_check();
-            (evicted, grants)
+            (evicted, shared_evicted, grants)
         };
         for place in grants {
             self.shared.act(place);
@@ -452,14 +534,23 @@ impl<M: Manager> Pool<M> {
         for live in evicted {
             self.shared.close_conn(live.conn);
         }
+        for conn in shared_evicted {
+            self.shared.close_shared(conn);
+        }
         Ok(())
     }
 
     /// Keeps only the idle connections for which `keep` returns true; the others are closed
     /// and their slots freed. `keep` runs outside the pool's lock. Checked-out connections
-    /// are not visited. Returns how many were removed.
+    /// and connections that carry leases are not visited (they are borrowed). Returns how
+    /// many were removed.
     pub fn retain(&self, mut keep: impl FnMut(&mut M::Connection, &ConnInfo) -> bool) -> usize {
-        let idle: Vec<_> = self.shared.lock().idle.drain(..).collect();
+        let idle: Vec<_> = {
+            let mut state = self.shared.lock();
+            let mut idle: Vec<_> = state.idle.drain(..).collect();
+            idle.extend(state.unshare_idle());
+            idle
+        };
         let mut removed = 0;
         for mut live in idle {
             if keep(&mut live.conn, &live.info) {
@@ -477,7 +568,7 @@ impl<M: Manager> Pool<M> {
 }
 
 /// `now + wait`, or a far future for a wait too long to add (`Duration::MAX`, say).
-fn deadline_after(now: Instant, wait: Duration) -> Instant {
+pub(crate) fn deadline_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

@@ -10,10 +10,18 @@ use std::task::Waker;
 use crate::IdleOrder;
 use crate::info::ConnInfo;
 use crate::line::Line;
+use crate::streams::{Key, SharedConn, Streams};
 
 /// A connection with what the pool knows about it.
 pub(crate) struct Live<C> {
     pub conn: C,
+    pub info: ConnInfo,
+}
+
+/// A lease counted on a shared connection, on its way to its caller.
+pub(crate) struct Leased {
+    pub conn: SharedConn,
+    pub key: Key,
     pub info: ConnInfo,
 }
 
@@ -23,6 +31,8 @@ pub(crate) enum Grant<C> {
     Conn(Live<C>),
     /// A slot: the waiter may open a connection of its own (it is already counted).
     Slot,
+    /// A lease on a shared connection (only to a caller waiting for a lease).
+    Lease(Leased),
 }
 
 /// What to do, outside the lock, after a move.
@@ -48,11 +58,13 @@ pub(crate) enum Kept {
 /// The pool's locked state.
 ///
 /// Invariants (checked by [`State::debug_check`] in debug builds):
-/// - `idle.len() + connecting <= slots`: every idle connection and every connect in flight
-///   holds a slot; the rest of the slots are connections checked out.
+/// - `idle.len() + connecting + shared <= slots`, where `shared` counts the shared
+///   connections that hold a slot (all but broken ones): every idle connection, connect in
+///   flight and shared connection holds a slot; the rest of the slots are connections checked
+///   out by `get`.
 /// - `slots <= max_size`, except right after a shrink, until enough connections come back.
-/// - waiters wait only when nothing is free: `!waiters.is_empty()` implies `idle` is empty and
-///   `slots >= max_size`.
+/// - waiters wait only when nothing is free for them: `!waiters.is_empty()` implies `idle` is
+///   empty, and a caller waiting for a connection of its own implies `slots >= max_size`.
 /// - once `closed`, `idle` and `waiters` stay empty.
 pub(crate) struct State<C> {
     pub idle: VecDeque<Live<C>>,
@@ -63,10 +75,17 @@ pub(crate) struct State<C> {
     pub min_idle: usize,
     pub closed: bool,
     pub last_connect_error: Option<String>,
+    /// The connections lent out as leases.
+    pub streams: Streams,
+    /// How many leases one connection carries at once.
+    pub max_streams: usize,
+    /// Leases that connections being opened (or checked) for a lease caller will have room
+    /// for, beyond that caller's own: callers arriving meanwhile wait for them.
+    pub opening_room: usize,
 }
 
 impl<C> State<C> {
-    pub fn new(max_size: usize, min_idle: usize) -> Self {
+    pub fn new(max_size: usize, min_idle: usize, max_streams: usize) -> Self {
         State {
             idle: VecDeque::with_capacity(max_size),
             waiters: Line::new(),
@@ -76,17 +95,27 @@ impl<C> State<C> {
             min_idle,
             closed: false,
             last_connect_error: None,
+            streams: Streams::new(),
+            max_streams,
+            opening_room: 0,
         }
     }
 
     pub fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            let (_, shared) = self.streams.counts();
+            debug_assert!(
+                self.idle.len() + self.connecting + shared <= self.slots,
+                "slot accounting"
+            );
+        }
         debug_assert!(
-            self.idle.len() + self.connecting <= self.slots,
-            "slot accounting"
+            self.waiters.is_empty() || self.idle.is_empty(),
+            "a waiter waits while a connection is idle"
         );
         debug_assert!(
-            self.waiters.is_empty() || (self.idle.is_empty() && self.slots >= self.max_size),
-            "a waiter waits while something is free"
+            self.waiters.len() == self.waiters.leasers() || self.slots >= self.max_size,
+            "a caller waits for a connection while there is room for one"
         );
         debug_assert!(!self.closed || (self.idle.is_empty() && self.waiters.is_empty()));
     }

@@ -14,10 +14,13 @@ pub struct Status {
     pub max_size: usize,
     /// Open connections the pool owns: idle plus in use.
     pub size: usize,
-    /// Open connections waiting in the pool.
+    /// Open connections waiting in the pool (with no lease).
     pub idle: usize,
-    /// Connections checked out (or being checked on their way out).
+    /// Connections held by [`get`](crate::Pool::get) or carrying at least one lease (or being
+    /// checked on their way out).
     pub in_use: usize,
+    /// Leases held now, over every connection ([`Pool::lease`](crate::Pool::lease)).
+    pub leases: usize,
     /// Connects in flight; each holds a slot counted against `max_size`.
     pub connecting: usize,
     /// Callers waiting in line for a connection.

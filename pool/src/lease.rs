@@ -1,0 +1,101 @@
+//! [`Lease`]: a share of one connection, handed to one of up to `max_streams` callers at once.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::inner::Shared;
+use crate::state::Leased;
+use crate::status::Metrics;
+use crate::streams::{Key, SharedConn, conn_ref};
+use crate::{ConnInfo, Manager};
+
+/// A lease on a pooled connection, from [`Pool::lease`](crate::Pool::lease): shared access to
+/// a connection that up to `max_streams` leases use at once (a multiplexed connection carries
+/// their requests side by side). Dropping it ends the lease.
+///
+/// The pool keeps owning the connection: it decides when it closes, and never while a lease
+/// holds it. A connection retired meanwhile (`max_lifetime`, `retain`, `resize`, `close`)
+/// takes no new lease and closes after its last one ends.
+///
+/// Its methods are associated functions (`Lease::mark_broken(&mut lease)`), so they never
+/// shadow a method of the connection.
+pub struct Lease<M: Manager> {
+    shared: Arc<Shared<M>>,
+    /// `None` only once dropped.
+    conn: Option<SharedConn>,
+    key: Key,
+    info: ConnInfo,
+    broken: bool,
+}
+
+impl<M: Manager> Lease<M> {
+    pub(crate) fn new(shared: Arc<Shared<M>>, leased: Leased) -> Self {
+        Lease {
+            shared,
+            conn: Some(leased.conn),
+            key: leased.key,
+            info: leased.info,
+            broken: false,
+        }
+    }
+
+    /// Marks the connection broken: from now on it takes no new lease, its slot frees at once
+    /// (so a replacement can open), and it is closed once its last lease ends. Use it after an
+    /// error that leaves the connection unusable for everyone.
+    pub fn mark_broken(this: &mut Self) {
+        if std::mem::replace(&mut this.broken, true) {
+            return;
+        }
+        let (newly, wake) = {
+            let mut state = this.shared.lock();
+            let marked = state.mark_shared_broken(this.key);
+            state.debug_check();
+            marked
+        };
+        if newly {
+            Metrics::bump(&this.shared.metrics.broken);
+            tracing::debug!("a lease marked its connection broken");
+        }
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+    }
+
+    /// What the pool knew about the connection when this lease was handed out.
+    pub fn info(this: &Self) -> ConnInfo {
+        this.info
+    }
+}
+
+impl<M: Manager> Deref for Lease<M> {
+    type Target = M::Connection;
+
+    fn deref(&self) -> &M::Connection {
+        match self.conn.as_ref().and_then(conn_ref::<M::Connection>) {
+            Some(conn) => conn,
+            // `conn` is emptied only by `drop`, and holds the pool's own connection type.
+            None => unreachable!("a Lease is used after it ended"),
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Lease<M>
+where
+    M::Connection: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("conn", &**self)
+            .field("info", &self.info)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl<M: Manager> Drop for Lease<M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.end_lease(conn, self.key, self.broken);
+        }
+    }
+}

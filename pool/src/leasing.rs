@@ -1,0 +1,413 @@
+//! [`Pool::lease`]: many callers share one connection, and the pool still owns its life.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+
+use crate::handoff;
+use crate::line::{Ticket, Wake};
+use crate::pool::{Next, deadline_after};
+use crate::share::Placed;
+use crate::state::{Grant, Kept, Leased, Live};
+use crate::status::Metrics;
+use crate::streams::Key;
+use crate::streams::{SharedConn, conn_mut, wrap};
+use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
+
+/// The first move of a lease, decided under the lock.
+enum Step<C> {
+    Closed,
+    Full,
+    /// On a shared connection: a lease, a check to run, or a connection to retire.
+    Placed(Placed),
+    /// A connection of the caller's own (idle), to share.
+    Own(Live<C>),
+    /// A slot to open a connection in (its room for others is counted).
+    Connect(usize),
+    /// In line.
+    Wait(Ticket),
+}
+
+impl<M: Manager> Pool<M>
+where
+    M::Connection: Sync,
+{
+    /// Leases a connection: shared access to a connection that up to `max_streams` leases use
+    /// at once. The lease goes to the open connection with the fewest leases among those with
+    /// room; a new connection opens only when every open or opening one is full, and callers
+    /// arriving meanwhile wait for the opening one (up to `max_streams` of them). When every
+    /// connection is full and the pool is at `max_size`, the caller waits in the same line as
+    /// [`get`](Pool::get), first come, first served, up to `wait_timeout`; a lease that ends
+    /// goes to the oldest caller waiting for one.
+    ///
+    /// A connection with no lease is tested with [`Manager::is_broken`] when it is leased,
+    /// and checked with [`Manager::check`] when it was idle longer than `check_interval`;
+    /// [`Manager::is_broken_shared`] is asked on every lease handed out.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get): [`PoolError::Timeout`], [`PoolError::Connect`] (failing fast),
+    /// [`PoolError::Closed`], [`PoolError::ConnectPanicked`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future at any point leaks nothing. A caller in line leaves
+    /// it, and a lease granted to it in that instant is ended (its room goes to the next
+    /// caller); a connect started for it runs on and its connection goes to the next caller
+    /// or idle; a connection dropped in the middle of its check is closed.
+    pub async fn lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
+        self.checkout_lease(true).await
+    }
+
+    /// Like [`lease`](Pool::lease), but never waits in line: when every connection is full
+    /// and the pool is at `max_size` it fails at once with [`TimeoutKind::Wait`].
+    ///
+    /// # Errors
+    /// As [`lease`](Pool::lease).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`lease`](Pool::lease).
+    pub async fn try_lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
+        self.checkout_lease(false).await
+    }
+
+    async fn checkout_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        shared.ensure_maintenance();
+        let mut now = Instant::now();
+        let deadline = if may_wait {
+            deadline_after(now, shared.config.wait_timeout)
+        } else {
+            now
+        };
+        let mut failed_connects = 0;
+        loop {
+            let (step, refill) = std::future::poll_fn(|cx| {
+                Poll::Ready(self.decide_lease(now, may_wait, deadline, cx))
+            })
+            .await;
+            shared.spawn_connects(refill);
+            let next = match step {
+                Step::Closed => return Err(PoolError::Closed),
+                Step::Full => return Err(self.wait_timed_out()),
+                Step::Placed(Placed::Lease(leased)) => self.confirm(leased),
+                Step::Placed(Placed::Retired(conn, wake, broken)) => {
+                    if broken {
+                        Metrics::bump(&shared.metrics.broken);
+                    }
+                    if let Some(waker) = wake {
+                        waker.wake();
+                    }
+                    shared.close_shared(conn);
+                    Next::Again
+                }
+                Step::Placed(Placed::Check(key, conn)) => self.check_shared(key, conn, now).await?,
+                Step::Own(live) => self.own(live, now).await?,
+                Step::Connect(room) => Next::Connect(room),
+                Step::Wait(ticket) => {
+                    let outcome = handoff::wait(shared, ticket, deadline).await;
+                    let served = Instant::now();
+                    shared
+                        .metrics
+                        .record_wait(served.saturating_duration_since(now));
+                    now = served;
+                    match outcome {
+                        Wake::TimedOut => return Err(self.wait_timed_out()),
+                        Wake::Closed => return Err(PoolError::Closed),
+                        Wake::Granted(Grant::Lease(leased)) => self.confirm(leased),
+                        Wake::Granted(Grant::Conn(live)) => self.own(live, now).await?,
+                        Wake::Granted(Grant::Slot) => {
+                            let mut state = shared.lock();
+                            if state.closed {
+                                state.slots -= 1;
+                                state.debug_check();
+                                return Err(PoolError::Closed);
+                            }
+                            state.connecting += 1;
+                            let room = state.max_streams - 1;
+                            state.opening_room += room;
+                            Next::Connect(room)
+                        }
+                    }
+                }
+            };
+            match next {
+                Next::Out(lease) => return Ok(lease),
+                Next::Again => now = Instant::now(),
+                Next::Connect(room) => match self.connect_for_caller(room).await {
+                    Ok(pooled) => {
+                        if let Next::Out(lease) = self.share(Pooled::into_live(pooled))? {
+                            return Ok(lease);
+                        }
+                        now = Instant::now();
+                    }
+                    Err(error) => {
+                        now = self
+                            .after_failed_connect(error, may_wait, deadline, &mut failed_connects)
+                            .await?;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The first move of a lease, under the lock: a lease on the connection with the fewest
+    /// leases that has room, else an idle connection to share, else a place in line behind a
+    /// connection being opened with room, else a slot to open one, else a place in line.
+    fn decide_lease(
+        &self,
+        now: Instant,
+        may_wait: bool,
+        deadline: Instant,
+        cx: &mut Context<'_>,
+    ) -> (Step<M::Connection>, usize) {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.closed {
+            return (Step::Closed, 0);
+        }
+        let check_interval = shared.config.check_interval;
+        let may_wait = may_wait && deadline > now;
+        let step = if let Some(placed) =
+            state.place_lease(now, check_interval, |conn| shared.conn_is_broken(conn))
+        {
+            Step::Placed(placed)
+        } else if let Some(live) = state.take_idle(shared.config.idle_order) {
+            Step::Own(live)
+        } else if may_wait && state.waiters.leasers() < state.opening_room {
+            Step::Wait(state.waiters.join(cx.waker().clone(), true))
+        } else if state.reserve_connects(1) == 1 {
+            let room = state.max_streams - 1;
+            state.opening_room += room;
+            Step::Connect(room)
+        } else if !may_wait {
+            Step::Full
+        } else {
+            Step::Wait(state.waiters.join(cx.waker().clone(), true))
+        };
+        let refill = if state.min_idle > 0 {
+            state.reserve_refill()
+        } else {
+            0
+        };
+        state.debug_check();
+        (step, refill)
+    }
+
+    /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
+    /// lease then ends, marking it broken, and the caller decides again.
+    fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
+        let mut lease = Lease::new(Arc::clone(&self.shared), leased);
+        if self.shared.is_broken_shared(&*lease) {
+            Lease::mark_broken(&mut lease);
+            drop(lease);
+            return Next::Again;
+        }
+        Next::Out(lease)
+    }
+
+    /// A connection the caller has alone (idle, or handed over): readied as `get` readies
+    /// one (checked if due), then shared.
+    async fn own(
+        &self,
+        live: Live<M::Connection>,
+        now: Instant,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let pooled = match self.fresh(live, now) {
+            Ok(pooled) => pooled,
+            Err(live) => match self.ready(live, now).await? {
+                Next::Out(pooled) => pooled,
+                Next::Connect(room) => return Ok(Next::Connect(room)),
+                Next::Again => return Ok(Next::Again),
+            },
+        };
+        self.share(Pooled::into_live(pooled))
+    }
+
+    /// Puts a connection this caller has alone into shared form, with the caller's lease;
+    /// callers waiting for a lease are served on it.
+    fn share(&self, live: Live<M::Connection>) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let conn = wrap(live.conn);
+        let mut wakes = Vec::new();
+        let leased = {
+            let mut state = shared.lock();
+            if state.closed {
+                state.slots -= 1;
+                state.debug_check();
+                None
+            } else {
+                let leased = state.share(conn.clone(), live.info, &mut wakes);
+                state.debug_check();
+                Some(leased)
+            }
+        };
+        for waker in wakes.into_iter().flatten() {
+            waker.wake();
+        }
+        match leased {
+            Some(leased) => {
+                drop(conn);
+                Ok(self.confirm(leased))
+            }
+            None => {
+                shared.close_shared(conn);
+                Err(PoolError::Closed)
+            }
+        }
+    }
+
+    /// Checks a connection that had no lease and was idle past `check_interval`; the caller
+    /// has it alone meanwhile (its record is `Checking`, its room promised to callers that
+    /// arrive). Passed, it opens for leases with the caller's; failed, it is closed and the
+    /// caller opens a fresh one in its slot.
+    async fn check_shared(
+        &self,
+        key: Key,
+        conn: SharedConn,
+        now: Instant,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let mut checking = Checking {
+            pool: self,
+            key,
+            conn: Some(conn),
+        };
+        let conn = checking.conn.as_mut().and_then(conn_mut::<M::Connection>);
+        let conn = conn.map(|conn| {
+            let broken = shared.conn_is_broken(conn);
+            (conn, broken)
+        });
+        let healthy = match conn {
+            Some((conn, false)) => {
+                let checked =
+                    tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn))
+                        .await;
+                match checked {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "discarding a connection that failed its check");
+                        Metrics::bump(&shared.metrics.check_failures);
+                        Ok(false)
+                    }
+                    Err(_elapsed) => {
+                        tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
+                        Metrics::bump(&shared.metrics.check_failures);
+                        Metrics::bump(&shared.metrics.timeouts);
+                        Err(PoolError::Timeout(TimeoutKind::Check))
+                    }
+                }
+            }
+            Some((_, true)) => {
+                Metrics::bump(&shared.metrics.broken);
+                tracing::debug!("discarding an idle shared connection that reports itself broken");
+                Ok(false)
+            }
+            // Unreachable: nothing else holds a connection being checked.
+            None => Ok(false),
+        };
+        match healthy {
+            Ok(true) => checking.passed(now),
+            Ok(false) => checking.failed(),
+            Err(error) => {
+                drop(checking);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A shared connection out for its check. Dropped before the check ends (the caller gave
+/// up, or the check timed out), it closes the connection, whose state is then unknown, and
+/// frees its slot.
+struct Checking<'a, M: Manager> {
+    pool: &'a Pool<M>,
+    key: Key,
+    conn: Option<SharedConn>,
+}
+
+impl<M: Manager> Checking<'_, M>
+where
+    M::Connection: Sync,
+{
+    fn passed(mut self, now: Instant) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let shared = &self.pool.shared;
+        let Some(conn) = self.conn.take() else {
+            return Ok(Next::Again);
+        };
+        let mut wakes = Vec::new();
+        let leased = {
+            let mut state = shared.lock();
+            let leased = if state.closed {
+                None
+            } else {
+                state.checked(self.key, conn.clone(), now, &mut wakes)
+            };
+            if leased.is_none() {
+                // The pool closed during the check: the connection goes, with its slot.
+                state.check_failed(self.key);
+                state.slots -= 1;
+            }
+            state.debug_check();
+            leased
+        };
+        for waker in wakes.into_iter().flatten() {
+            waker.wake();
+        }
+        match leased {
+            Some(leased) => {
+                drop(conn);
+                Ok(self.pool.confirm(leased))
+            }
+            None => {
+                shared.close_shared(conn);
+                Err(PoolError::Closed)
+            }
+        }
+    }
+
+    fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let shared = &self.pool.shared;
+        let Some(conn) = self.conn.take() else {
+            return Ok(Next::Again);
+        };
+        let kept = {
+            let mut state = shared.lock();
+            state.check_failed(self.key);
+            let kept = state.keep_slot();
+            let room = match kept {
+                Kept::Connect => {
+                    let room = state.max_streams - 1;
+                    state.opening_room += room;
+                    room
+                }
+                Kept::Again | Kept::Closed => 0,
+            };
+            state.debug_check();
+            (kept, room)
+        };
+        shared.close_shared(conn);
+        match kept {
+            (Kept::Connect, room) => Ok(Next::Connect(room)),
+            (Kept::Again, _) => Ok(Next::Again),
+            (Kept::Closed, _) => Err(PoolError::Closed),
+        }
+    }
+}
+
+impl<M: Manager> Drop for Checking<'_, M> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let shared = &self.pool.shared;
+        let place = {
+            let mut state = shared.lock();
+            state.check_failed(self.key);
+            let place = state.release_slot();
+            state.debug_check();
+            place
+        };
+        shared.act(place);
+        shared.close_shared(conn);
+    }
+}

@@ -1,0 +1,390 @@
+//! The moves of leases under the pool's lock: handing a lease out, ending one, and bringing a
+//! connection into shared form. Like every move in [`State`], none awaits, drops a connection
+//! or wakes a task: each returns what to do once the lock is released.
+//!
+//! One exception to "no manager call under the lock": [`Manager::is_broken`] runs here when a
+//! connection with no lease is leased, and when its last lease ends, because only the lock
+//! proves that no lease borrows the connection at that moment. It is a flag read (its
+//! contract says so); borrowing the connection outside the lock would take the lock twice per
+//! lease (see the crate's Decisions).
+//!
+//! [`Manager::is_broken`]: crate::Manager::is_broken
+
+use std::sync::Arc;
+use std::task::Waker;
+
+use tokio::time::Instant;
+
+use crate::info::ConnInfo;
+use crate::state::{Grant, Leased, Live, Place, State};
+use crate::streams::{Key, Mode, SharedConn, unwrap};
+
+/// What is left to do after a lease ended, once the lock is released.
+pub(crate) struct Ended {
+    /// Waiters served: one given the freed slot, one given the connection or a lease on it.
+    pub wakes: [Option<Waker>; 2],
+    /// The connection, when it is to be closed (its last lease ended and it is retired or
+    /// broken). Its `Arc` is the only one left.
+    pub close: Option<SharedConn>,
+    /// The connection was found broken now (counted once).
+    pub broke: bool,
+}
+
+impl Ended {
+    fn new() -> Self {
+        Ended {
+            wakes: [None, None],
+            close: None,
+            broke: false,
+        }
+    }
+}
+
+/// Where the first move of a lease landed.
+pub(crate) enum Placed {
+    /// A lease on a connection that had room.
+    Lease(Leased),
+    /// The connection had no lease and its check is due: the caller has it alone (its
+    /// record is `Checking`) and checks it.
+    Check(Key, SharedConn),
+    /// The connection had no lease and is retired or broken: close it (its slot is freed).
+    Retired(SharedConn, Option<Waker>, bool),
+}
+
+impl<C: 'static> State<C> {
+    /// Counts one more lease on `key`, which must be open with room.
+    fn count_lease(&mut self, key: Key) -> Option<Leased> {
+        let record = self.streams.get_mut(key)?;
+        let conn = Arc::clone(record.conn.as_ref()?);
+        record.leases += 1;
+        record.info.uses += 1;
+        let info = record.info;
+        self.streams.leases += 1;
+        Some(Leased { conn, key, info })
+    }
+
+    /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
+    fn uncount_lease(&mut self, lease: Leased) {
+        if let Some(record) = self.streams.get_mut(lease.key) {
+            record.leases -= 1;
+            record.info.uses -= 1;
+            self.streams.leases -= 1;
+        }
+        // The record still holds its own `Arc`: dropping this one closes nothing.
+        drop(lease.conn);
+    }
+
+    /// The first move of a lease on the connection with the fewest leases that has room:
+    /// a lease, or the connection alone for its check, or the connection to retire. `None`
+    /// when no connection has room. `is_broken` is asked when the connection had no lease.
+    pub fn place_lease(
+        &mut self,
+        now: Instant,
+        check_interval: std::time::Duration,
+        is_broken: impl FnOnce(&mut C) -> bool,
+    ) -> Option<Placed> {
+        let key = self.streams.pick(self.max_streams)?;
+        let max_streams = self.max_streams;
+        let record = self.streams.get_mut(key)?;
+        if record.leases == 0 {
+            let expired = record.info.expired(now);
+            let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
+            if expired || broken {
+                let record = self.streams.remove(key)?;
+                let wake = match self.release_slot() {
+                    Place::Wake(waker) => waker,
+                    _ => None,
+                };
+                return Some(Placed::Retired(record.conn?, wake, broken));
+            }
+            if now.saturating_duration_since(record.info.last_used) >= check_interval {
+                record.mode = Mode::Checking;
+                record.leases = 1;
+                record.info.uses += 1;
+                let conn = record.conn.take()?;
+                self.streams.leases += 1;
+                self.opening_room += max_streams - 1;
+                return Some(Placed::Check(key, conn));
+            }
+        }
+        self.count_lease(key).map(Placed::Lease)
+    }
+
+    /// Serves callers waiting for a lease on `key`, while it has room; pushes their wakers.
+    pub fn serve_leasers(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
+        while self.waiters.leasers() > 0 {
+            let room = self
+                .streams
+                .get_mut(key)
+                .is_some_and(|r| r.mode == Mode::Open && r.leases < self.max_streams);
+            if !room {
+                return;
+            }
+            let Some(lease) = self.count_lease(key) else {
+                return;
+            };
+            match self.waiters.serve_leaser(Grant::Lease(lease)) {
+                Ok(waker) => wakes.push(waker),
+                Err(grant) => {
+                    if let Grant::Lease(lease) = grant {
+                        self.uncount_lease(lease);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A connection a lease caller has alone (new, idle, or just checked) becomes shared,
+    /// with that caller's lease counted; callers waiting for a lease are served on it.
+    pub fn share(
+        &mut self,
+        conn: SharedConn,
+        mut info: ConnInfo,
+        wakes: &mut Vec<Option<Waker>>,
+    ) -> Leased {
+        info.uses += 1;
+        let lease_conn = Arc::clone(&conn);
+        let key = self.streams.insert(conn, info, 1);
+        self.serve_leasers(key, wakes);
+        Leased {
+            conn: lease_conn,
+            key,
+            info,
+        }
+    }
+
+    /// The check of a `Checking` connection passed: it opens for leases, its checker's lease
+    /// counted; callers waiting for a lease are served on it.
+    pub fn checked(
+        &mut self,
+        key: Key,
+        conn: SharedConn,
+        now: Instant,
+        wakes: &mut Vec<Option<Waker>>,
+    ) -> Option<Leased> {
+        self.opening_room -= self.max_streams - 1;
+        let record = self.streams.get_mut(key)?;
+        record.mode = Mode::Open;
+        record.info.last_used = now;
+        let info = record.info;
+        let lease_conn = Arc::clone(&conn);
+        record.conn = Some(conn);
+        self.serve_leasers(key, wakes);
+        Some(Leased {
+            conn: lease_conn,
+            key,
+            info,
+        })
+    }
+
+    /// The check of a `Checking` connection failed or was dropped: its record goes; its slot
+    /// is the checker's to keep or free.
+    pub fn check_failed(&mut self, key: Key) {
+        self.opening_room -= self.max_streams - 1;
+        let _ = self.streams.remove(key);
+    }
+
+    /// Marks the connection of `key` broken: no new lease; its slot frees at once (to the
+    /// oldest waiter). True when it was not marked before.
+    pub fn mark_shared_broken(&mut self, key: Key) -> (bool, Option<Waker>) {
+        let Some(record) = self.streams.get_mut(key) else {
+            return (false, None);
+        };
+        if record.mode == Mode::Broken {
+            return (false, None);
+        }
+        record.mode = Mode::Broken;
+        let wake = match self.release_slot() {
+            Place::Wake(waker) => waker,
+            _ => None,
+        };
+        (true, wake)
+    }
+
+    /// A lease ends: its `Arc` is dropped here, under the lock (never the last one while the
+    /// record is there). When it was the last lease, the connection is tested with
+    /// `is_broken`, then retired, handed to the oldest waiter, or left idle in shared form;
+    /// else its freed room goes to the oldest caller waiting for a lease.
+    pub fn end_lease(
+        &mut self,
+        lease: SharedConn,
+        key: Key,
+        broken: bool,
+        is_broken: impl FnOnce(&mut C) -> bool,
+    ) -> Ended {
+        let mut ended = Ended::new();
+        if self.streams.get_mut(key).is_none() {
+            // Orphaned: the pool closed and let go of it. The last lease closes it.
+            ended.close = Some(lease);
+            return ended;
+        }
+        if broken {
+            let (newly, wake) = self.mark_shared_broken(key);
+            ended.broke = newly;
+            ended.wakes[0] = wake;
+        }
+        let max_streams = self.max_streams;
+        let over_size = self.slots > self.max_size;
+        self.streams.leases -= 1;
+        let Some(record) = self.streams.get_mut(key) else {
+            return ended;
+        };
+        record.leases -= 1;
+        drop(lease);
+        if record.leases > 0 {
+            if record.mode == Mode::Open && record.leases < max_streams {
+                let mut wakes = Vec::new();
+                self.serve_leasers(key, &mut wakes);
+                ended.wakes[1] = wakes.pop().flatten();
+            }
+            return ended;
+        }
+        // The last lease: nothing else borrows the connection now.
+        let now = Instant::now();
+        let retire = match record.mode {
+            Mode::Broken => Some(false),
+            Mode::Draining => Some(true),
+            Mode::Checking => None,
+            Mode::Open => {
+                if self.closed || over_size || record.info.expired(now) {
+                    Some(true)
+                } else if record.conn_mut::<C>().is_some_and(is_broken) {
+                    record.mode = Mode::Broken;
+                    ended.broke = true;
+                    Some(true)
+                } else {
+                    record.info.last_used = now;
+                    None
+                }
+            }
+        };
+        if let Some(frees_slot) = retire {
+            let record = self.streams.remove(key);
+            ended.close = record.and_then(|r| r.conn);
+            if frees_slot && let Place::Wake(waker) = self.release_slot() {
+                ended.wakes[1] = waker;
+            }
+            return ended;
+        }
+        // Healthy and free: the oldest waiter, if any, takes it.
+        match self.waiters.front_wants_lease() {
+            Some(true) => {
+                let mut wakes = Vec::new();
+                self.serve_leasers(key, &mut wakes);
+                ended.wakes[1] = wakes.pop().flatten();
+            }
+            Some(false) => {
+                if let Some(live) = self.unshare(key) {
+                    match self.waiters.serve(Grant::Conn(live)) {
+                        Ok(waker) => ended.wakes[1] = waker,
+                        Err(Grant::Conn(live)) => self.idle.push_back(live),
+                        Err(_) => {}
+                    }
+                }
+            }
+            None => {}
+        }
+        ended
+    }
+
+    /// Takes an idle shared connection back into a connection of its own (for `get`); its
+    /// slot goes with it.
+    pub fn unshare(&mut self, key: Key) -> Option<Live<C>> {
+        let record = self.streams.remove(key)?;
+        let conn = unwrap::<C>(record.conn?)?;
+        Some(Live {
+            conn,
+            info: record.info,
+        })
+    }
+}
+
+impl<C: 'static> State<C> {
+    /// Takes the idle shared connections `pick` chooses (given each one's facts and how many
+    /// idle connections, of both forms, are left before it), oldest first, freeing their
+    /// slots; returns them for closing.
+    pub fn evict_shared(
+        &mut self,
+        mut pick: impl FnMut(&ConnInfo, usize) -> bool,
+    ) -> Vec<SharedConn> {
+        let (shared_idle, _) = self.streams.counts();
+        let mut remaining = self.idle.len() + shared_idle;
+        let mut idle: Vec<_> = self
+            .streams
+            .keys()
+            .filter_map(|key| {
+                let record = self.streams.get(key)?;
+                record.is_idle().then_some((record.info.last_used, key))
+            })
+            .collect();
+        idle.sort_by_key(|(last_used, _)| *last_used);
+        let mut evicted = Vec::new();
+        for (_, key) in idle {
+            let Some(record) = self.streams.get(key) else {
+                continue;
+            };
+            if pick(&record.info, remaining)
+                && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
+            {
+                self.slots -= 1;
+                evicted.push(conn);
+            }
+            remaining -= 1;
+        }
+        evicted
+    }
+
+    /// Retires the open shared connections that carry leases, as `pick` chooses (fewest
+    /// leases first): they take no new lease and close after their last one, keeping their
+    /// slot until then. Returns how many were retired.
+    pub fn drain_shared(&mut self, mut pick: impl FnMut(&ConnInfo) -> bool) -> usize {
+        let mut leased: Vec<_> = self
+            .streams
+            .keys()
+            .filter_map(|key| {
+                let record = self.streams.get(key)?;
+                (record.mode == Mode::Open && record.leases > 0).then_some((record.leases, key))
+            })
+            .collect();
+        leased.sort_by_key(|(leases, _)| *leases);
+        let mut drained = 0;
+        for (_, key) in leased {
+            if let Some(record) = self.streams.get_mut(key)
+                && pick(&record.info)
+            {
+                record.mode = Mode::Draining;
+                drained += 1;
+            }
+        }
+        drained
+    }
+
+    /// Takes every idle shared connection back into a connection of its own, slots and all.
+    pub fn unshare_idle(&mut self) -> Vec<Live<C>> {
+        let keys: Vec<_> = self
+            .streams
+            .keys()
+            .filter(|&key| self.streams.get(key).is_some_and(|r| r.is_idle()))
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.unshare(key))
+            .collect()
+    }
+
+    /// Lets go of every shared connection (the pool closed and its wait for the last leases
+    /// ran out): their slots are freed, and each closes when its last lease ends.
+    pub fn orphan_shared(&mut self) -> Vec<SharedConn> {
+        let keys: Vec<_> = self.streams.keys().collect();
+        let mut conns = Vec::new();
+        for key in keys {
+            if let Some(record) = self.streams.remove(key) {
+                if record.holds_slot() {
+                    self.slots -= 1;
+                }
+                conns.extend(record.conn);
+            }
+        }
+        conns
+    }
+}

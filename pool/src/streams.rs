@@ -1,0 +1,245 @@
+//! [`Streams`]: the connections lent out as leases, each shared by up to `max_streams`
+//! callers, and the moves that place a lease.
+//!
+//! A shared connection lives in an `Arc` that its record and each of its leases hold; the
+//! record keeps its count of leases and its mode under the pool's lock. Every lease drops its
+//! `Arc` under that lock, so whenever the record says "no lease", the record's `Arc` is the
+//! only one and the pool may borrow the connection mutably (`Arc::get_mut`) or take it back.
+//! The `Arc` is made once, when the connection is first leased: a lease on a connection
+//! already in this list allocates nothing.
+//!
+//! The `Arc` holds the connection behind [`Shareable`], a `Send + Sync` trait object, so the
+//! pool's state stays `Send` for connections that are not `Sync` (which can be pooled with
+//! `get` but never leased): only [`wrap`], called by `lease` where the connection is `Sync`,
+//! needs the bound.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::info::ConnInfo;
+
+/// A connection in shared form, whatever its type.
+pub(crate) trait Shareable: Send + Sync + 'static {
+    /// The connection, to downcast.
+    fn as_any(&self) -> &dyn Any;
+    /// The connection, to downcast, borrowed alone.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The connection, taken back when this `Arc` is the last one.
+    fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>>;
+}
+
+struct Holder<C>(C);
+
+impl<C: Send + Sync + 'static> Shareable for Holder<C> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        &mut self.0
+    }
+
+    fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>> {
+        Arc::into_inner(self).map(|holder| Box::new(holder.0) as Box<dyn Any + Send>)
+    }
+}
+
+/// A connection in shared form.
+pub(crate) type SharedConn = Arc<dyn Shareable>;
+
+/// Puts a connection into shared form (one allocation, for its whole time as leases).
+pub(crate) fn wrap<C: Send + Sync + 'static>(conn: C) -> SharedConn {
+    Arc::new(Holder(conn))
+}
+
+/// The connection inside, shared.
+pub(crate) fn conn_ref<C: 'static>(conn: &SharedConn) -> Option<&C> {
+    conn.as_any().downcast_ref::<C>()
+}
+
+/// The connection inside, borrowed alone: only when this `Arc` is the only one.
+pub(crate) fn conn_mut<C: 'static>(conn: &mut SharedConn) -> Option<&mut C> {
+    Arc::get_mut(conn)?.as_any_mut().downcast_mut::<C>()
+}
+
+/// The connection taken back, when this `Arc` is the last one.
+pub(crate) fn unwrap<C: 'static>(conn: SharedConn) -> Option<C> {
+    conn.take()?.downcast::<C>().ok().map(|conn| *conn)
+}
+
+/// What may happen to a shared connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Takes new leases.
+    Open,
+    /// Taken out for its check by the caller that leases it first; `conn` is `None`.
+    Checking,
+    /// Retired (lifetime, idle, resize, close): no new lease; closed after its last one. It
+    /// still holds its slot.
+    Draining,
+    /// Broken: no new lease; closed after its last one. Its slot was freed at once.
+    Broken,
+}
+
+/// One shared connection.
+pub(crate) struct Record {
+    /// Tells this record from a later one in the same place of the slab.
+    pub id: u64,
+    /// `None` only while `Checking`.
+    pub conn: Option<SharedConn>,
+    pub info: ConnInfo,
+    pub leases: usize,
+    pub mode: Mode,
+}
+
+impl Record {
+    /// Counted in the pool's slots: every mode but `Broken`.
+    pub fn holds_slot(&self) -> bool {
+        self.mode != Mode::Broken
+    }
+
+    /// Open with no lease: an idle connection in shared form.
+    pub fn is_idle(&self) -> bool {
+        self.mode == Mode::Open && self.leases == 0
+    }
+
+    /// The connection, to borrow mutably: only while no lease holds it.
+    pub fn conn_mut<C: 'static>(&mut self) -> Option<&mut C> {
+        if self.leases != 0 {
+            return None;
+        }
+        self.conn.as_mut().and_then(conn_mut)
+    }
+}
+
+/// Where a lease lives: the record's place and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub at: usize,
+    pub id: u64,
+}
+
+/// The shared connections, in a slab whose places are reused.
+///
+/// Invariants: `leases` is the sum of every record's `leases`; a record with leases holds its
+/// `conn`; a `Checking` record has exactly one lease, its checker's.
+pub(crate) struct Streams {
+    slab: Vec<Option<Record>>,
+    free: Vec<usize>,
+    next_id: u64,
+    /// Leases held now, over every record.
+    pub leases: usize,
+}
+
+impl Streams {
+    pub fn new() -> Self {
+        Streams {
+            slab: Vec::new(),
+            free: Vec::new(),
+            next_id: 0,
+            leases: 0,
+        }
+    }
+
+    /// No shared connection at all.
+    pub fn is_empty(&self) -> bool {
+        self.slab.len() == self.free.len()
+    }
+
+    /// Adds a connection with `leases` leases already counted.
+    pub fn insert(&mut self, conn: SharedConn, info: ConnInfo, leases: usize) -> Key {
+        let id = self.next_id;
+        self.next_id += 1;
+        let record = Record {
+            id,
+            conn: Some(conn),
+            info,
+            leases,
+            mode: Mode::Open,
+        };
+        self.leases += leases;
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.slab[at] = Some(record);
+                at
+            }
+            None => {
+                self.slab.push(Some(record));
+                self.slab.len() - 1
+            }
+        };
+        Key { at, id }
+    }
+
+    /// The record a lease points to, if it is still there.
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut Record> {
+        self.slab
+            .get_mut(key.at)
+            .and_then(Option::as_mut)
+            .filter(|r| r.id == key.id)
+    }
+
+    /// Takes a record out for good; its leases leave the count.
+    pub fn remove(&mut self, key: Key) -> Option<Record> {
+        let slot = self.slab.get_mut(key.at)?;
+        if slot.as_ref().is_none_or(|r| r.id != key.id) {
+            return None;
+        }
+        let record = slot.take()?;
+        self.free.push(key.at);
+        self.leases -= record.leases;
+        Some(record)
+    }
+
+    /// The open connection with the fewest leases below `max_streams`: where a new lease goes.
+    pub fn pick(&self, max_streams: usize) -> Option<Key> {
+        let mut best: Option<(usize, Key)> = None;
+        for (at, record) in self.slab.iter().enumerate() {
+            let Some(record) = record else { continue };
+            if record.mode != Mode::Open || record.leases >= max_streams {
+                continue;
+            }
+            if best.is_none_or(|(leases, _)| record.leases < leases) {
+                best = Some((record.leases, Key { at, id: record.id }));
+                if record.leases == 0 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, key)| key)
+    }
+
+    /// An idle shared connection (open, no lease), for a caller that wants one of its own.
+    pub fn idle_key(&self) -> Option<Key> {
+        self.keys()
+            .find(|&key| self.get(key).is_some_and(Record::is_idle))
+    }
+
+    /// The keys of every record.
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.slab
+            .iter()
+            .enumerate()
+            .filter_map(|(at, r)| r.as_ref().map(|r| Key { at, id: r.id }))
+    }
+
+    /// The record of `key`, if it is still there.
+    pub fn get(&self, key: Key) -> Option<&Record> {
+        self.slab
+            .get(key.at)
+            .and_then(Option::as_ref)
+            .filter(|r| r.id == key.id)
+    }
+
+    /// Counts for [`Status`](crate::Status): idle shared connections, and records that hold
+    /// a slot.
+    pub fn counts(&self) -> (usize, usize) {
+        let mut idle = 0;
+        let mut slotted = 0;
+        for record in self.slab.iter().flatten() {
+            idle += usize::from(record.is_idle());
+            slotted += usize::from(record.holds_slot());
+        }
+        (idle, slotted)
+    }
+}
