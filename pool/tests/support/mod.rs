@@ -13,7 +13,9 @@
 //! - runs a [`Plan`] for each connect and each check: a delay (tokio time, so it follows a
 //!   paused clock), a number of `yield_now`s, then succeed, fail with a message, hang forever
 //!   or panic. Plans queued with `push_*` run first, in order; then the default plan;
-//! - fails the check of chosen ids, reports chosen ids broken on return, and may delay closes.
+//! - fails the check of chosen ids, reports chosen ids broken on return, and may delay closes;
+//! - counts the calls of `is_broken` and `is_broken_shared`, and reports chosen ids broken
+//!   through `is_broken_shared` (a multiplexed connection that died under its leases).
 #![allow(dead_code)] // each test file uses a different part of the mock
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -121,6 +123,7 @@ struct Script {
     check_default: Plan,
     failing_checks: HashSet<u64>,
     broken: HashSet<u64>,
+    shared_broken: HashSet<u64>,
     close_delay: Duration,
 }
 
@@ -137,6 +140,8 @@ struct State {
     closes_started: AtomicUsize,
     closes: AtomicUsize,
     live: AtomicUsize,
+    is_broken_calls: AtomicUsize,
+    is_broken_shared_calls: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     max_open: AtomicUsize,
@@ -212,6 +217,7 @@ impl Mock {
                 check_default: Plan::ok(),
                 failing_checks: HashSet::new(),
                 broken: HashSet::new(),
+                shared_broken: HashSet::new(),
                 close_delay: Duration::ZERO,
             }),
             closed_ids: Mutex::new(HashMap::new()),
@@ -224,6 +230,8 @@ impl Mock {
             closes_started: AtomicUsize::new(0),
             closes: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
+            is_broken_calls: AtomicUsize::new(0),
+            is_broken_shared_calls: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             max_open: AtomicUsize::new(0),
@@ -277,6 +285,11 @@ impl Mock {
         self.script().broken.insert(id);
     }
 
+    /// `is_broken_shared` reports connection `id` broken from now on (its leases still use it).
+    pub fn set_shared_broken(&self, id: u64) {
+        self.script().shared_broken.insert(id);
+    }
+
     /// Each close takes this long (on the tokio clock) before the connection is dropped.
     pub fn set_close_delay(&self, delay: Duration) {
         self.script().close_delay = delay;
@@ -327,6 +340,16 @@ impl Mock {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         closed.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Calls of `is_broken` (through `&mut`, with the connection alone).
+    pub fn is_broken_calls(&self) -> usize {
+        self.0.is_broken_calls.load(SeqCst)
+    }
+
+    /// Calls of `is_broken_shared` (through `&`, while leases may use the connection).
+    pub fn is_broken_shared_calls(&self) -> usize {
+        self.0.is_broken_shared_calls.load(SeqCst)
     }
 
     /// Connections made and not yet dropped (wherever they are).
@@ -473,7 +496,13 @@ impl Manager for Mock {
     }
 
     fn is_broken(&self, conn: &mut MockConn) -> bool {
+        self.0.is_broken_calls.fetch_add(1, SeqCst);
         conn.broken || self.script().broken.contains(&conn.id)
+    }
+
+    fn is_broken_shared(&self, conn: &MockConn) -> bool {
+        self.0.is_broken_shared_calls.fetch_add(1, SeqCst);
+        self.script().shared_broken.contains(&conn.id)
     }
 
     async fn close(&self, conn: MockConn) {
