@@ -136,14 +136,14 @@ impl<C: 'static> State<C> {
     }
 
     /// A connection a lease caller has alone (new, idle, or just checked) becomes shared,
-    /// with that caller's lease counted; callers waiting for a lease are served on it.
+    /// with that caller's lease counted (its use already is: the caller's checkout counted
+    /// it); callers waiting for a lease are served on it.
     pub fn share(
         &mut self,
         conn: SharedConn,
-        mut info: ConnInfo,
+        info: ConnInfo,
         wakes: &mut Vec<Option<Waker>>,
     ) -> Leased {
-        info.uses += 1;
         let lease_conn = Arc::clone(&conn);
         let key = self.streams.insert(conn, info, 1);
         self.serve_leasers(key, wakes);
