@@ -76,7 +76,9 @@ impl<C: 'static> State<C> {
 
     /// The first move of a lease on the connection with the fewest leases that has room:
     /// a lease, or the connection alone for its check, or the connection to retire. `None`
-    /// when no connection has room. `is_broken` is asked when the connection had no lease.
+    /// when no shared connection has room, or when the fewest leases are more than an idle
+    /// connection of the pool's own has (none): the caller then takes that one.
+    /// `is_broken` is asked when the connection had no lease.
     pub fn place_lease(
         &mut self,
         now: Instant,
@@ -85,7 +87,11 @@ impl<C: 'static> State<C> {
     ) -> Option<Placed> {
         let key = self.streams.pick(self.max_streams)?;
         let max_streams = self.max_streams;
+        let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
+        if record.leases > 0 && idle_elsewhere {
+            return None;
+        }
         if record.leases == 0 {
             let expired = record.info.expired(now);
             let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
