@@ -96,18 +96,21 @@ impl<M: Manager> Drop for Turn<'_, M> {
 
 /// The receiving end of a connect made for one caller. Dropped before the outcome arrives
 /// (the caller gave up), it closes its channel and places whatever had already arrived, so a
-/// connection made for a caller that left goes to the next waiter or idle.
+/// connection made for a caller that left goes to the next waiter or idle, and the room it
+/// promised to callers waiting for it (`room`) is taken off.
 pub(crate) struct Handoff<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
+    room: usize,
 }
 
 impl<'a, M: Manager> Handoff<'a, M> {
     pub fn new(
         shared: &'a Arc<Shared<M>>,
         rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
+        room: usize,
     ) -> Self {
-        Handoff { shared, rx }
+        Handoff { shared, rx, room }
     }
 
     /// Waits for the outcome; `None` when the connect task died (a panic, or a runtime
@@ -122,7 +125,7 @@ impl<M: Manager> Drop for Handoff<'_, M> {
         self.rx.close();
         // A failed connect already freed its slot; only a connection needs a home.
         if let Ok(Connected::Conn(live)) = self.rx.try_recv() {
-            self.shared.place(live);
+            self.shared.place_opened(live, self.room);
         }
     }
 }

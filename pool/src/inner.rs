@@ -87,8 +87,16 @@ impl<M: Manager> Shared<M> {
 
     /// Puts a healthy connection into the pool (to the oldest waiter, or idle).
     pub fn place(self: &Arc<Self>, live: Live<M::Connection>) {
+        self.place_opened(live, 0);
+    }
+
+    /// Puts a connection just opened into the pool, taking off the `room` its connect
+    /// promised to callers waiting for it (`opening_room`): the caller it was opened for is
+    /// gone, so the oldest waiter takes it (and shares it, if it wants a lease).
+    pub fn place_opened(self: &Arc<Self>, live: Live<M::Connection>, room: usize) {
         let place = {
             let mut state = self.lock();
+            state.opening_room -= room;
             let place = state.place_conn(live);
             state.debug_check();
             place
@@ -250,7 +258,10 @@ impl<M: Manager> Drop for ConnectSlot<'_, M> {
 /// Opens one connection for a slot already reserved and counted in `connecting`, within the
 /// connect timeout. Runs as a task of its own: a caller that gives up never aborts it. The
 /// outcome goes to `reply`; when nobody is there to take a new connection, it goes into the
-/// pool. `room` is what the connect added to `opening_room`, taken off when it ends.
+/// pool. `room` is what the connect added to `opening_room`: a failed connect takes it off;
+/// a new connection keeps it promised until its caller shares it, so callers arriving in
+/// between still wait for it rather than open another ([`Shared::place_opened`] takes it off
+/// when the caller is gone).
 pub(crate) async fn connect<M: Manager>(
     shared: Arc<Shared<M>>,
     reply: Option<oneshot::Sender<Connected<M::Connection, M::Error>>>,
@@ -271,7 +282,6 @@ pub(crate) async fn connect<M: Manager>(
             {
                 let mut state = shared.lock();
                 state.connecting -= 1;
-                state.opening_room -= room;
                 state.last_connect_error = None;
             }
             slot.armed = false;
@@ -303,7 +313,7 @@ pub(crate) async fn connect<M: Manager>(
         None => Some(outcome),
     };
     if let Some(Connected::Conn(live)) = unclaimed {
-        shared.place(live);
+        shared.place_opened(live, room);
     }
 }
 

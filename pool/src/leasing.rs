@@ -135,7 +135,7 @@ where
                 Next::Again => now = Instant::now(),
                 Next::Connect(room) => match self.connect_for_caller(room).await {
                     Ok(pooled) => {
-                        if let Next::Out(lease) = self.share(Pooled::into_live(pooled))? {
+                        if let Next::Out(lease) = self.share(Pooled::into_live(pooled), room)? {
                             return Ok(lease);
                         }
                         now = Instant::now();
@@ -220,17 +220,23 @@ where
                 Next::Again => return Ok(Next::Again),
             },
         };
-        self.share(Pooled::into_live(pooled))
+        self.share(Pooled::into_live(pooled), 0)
     }
 
     /// Puts a connection this caller has alone into shared form, with the caller's lease;
-    /// callers waiting for a lease are served on it.
-    fn share(&self, live: Live<M::Connection>) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+    /// callers waiting for a lease are served on it. `room` is what the connect made for
+    /// this caller promised them (`opening_room`): the connection now gives it.
+    fn share(
+        &self,
+        live: Live<M::Connection>,
+        room: usize,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
         let conn = wrap(live.conn);
         let mut wakes = Vec::new();
         let leased = {
             let mut state = shared.lock();
+            state.opening_room -= room;
             if state.closed {
                 state.slots -= 1;
                 state.debug_check();

@@ -346,7 +346,9 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Opens a connection for this caller, whose slot is reserved and counted as connecting
-    /// (with `room` added to `opening_room` for a lease caller).
+    /// (with `room` added to `opening_room` for a lease caller). On success the room is still
+    /// promised: the lease caller takes it off when it shares the connection, with no
+    /// `.await` in between.
     pub(crate) async fn connect_for_caller(
         &self,
         room: usize,
@@ -354,10 +356,17 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
         tokio::spawn(connect(Arc::clone(shared), Some(tx), room));
-        let mut handoff = Handoff::new(shared, rx);
+        let mut handoff = Handoff::new(shared, rx, room);
         match handoff.recv().await {
             Some(Connected::Conn(mut live)) => {
-                if shared.lock().closed {
+                let closed = {
+                    let mut state = shared.lock();
+                    if state.closed {
+                        state.opening_room -= room;
+                    }
+                    state.closed
+                };
+                if closed {
                     // The pool closed while this connect ran: the caller gets what any
                     // caller of a closed pool gets, and the connection is closed.
                     shared.discard(live);
