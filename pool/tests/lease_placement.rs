@@ -66,3 +66,102 @@ async fn a_lease_goes_to_the_least_leased_connection() {
     assert_eq!(next.id, 1, "the connection with the fewest leases");
     assert_eq!(mock.connects(), 2);
 }
+
+/// Callers that arrive while a connection is opening wait for it, up to `max_streams` of them
+/// (the opener's lease counted): the next caller opens a second connection.
+#[tokio::test(start_paused = true)]
+async fn callers_arriving_during_an_open_wait_for_it_up_to_max_streams() {
+    let mock = Mock::new();
+    mock.set_connect(Plan::ok().after(Duration::from_millis(10)));
+    let pool = pool_of(&mock, 4, 4);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { pool.lease().await }));
+    }
+    support::until_waiting(&pool, 3).await;
+    assert_eq!(mock.connects(), 1, "three callers wait for the one opening");
+    let fifth = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.lease().await })
+    };
+    mock.until("a second connect starts", || mock.connects() == 2)
+        .await;
+    let mut leases = Vec::new();
+    for task in tasks {
+        leases.push(task.await.expect("task").expect("a lease"));
+    }
+    let fifth = fifth.await.expect("task").expect("a lease");
+    let ids: Vec<u64> = leases.iter().map(|l| l.id).collect();
+    assert_eq!(ids, [0, 0, 0, 0], "the first four share the first connection");
+    assert_eq!(fifth.id, 1);
+    assert_eq!(mock.connects(), 2);
+    assert_eq!(pool.status().leases, 5);
+}
+
+/// A caller that arrives in the very instant the opening connection is made (its connect
+/// finished, its opener not yet back) still waits for it rather than opening another.
+#[tokio::test(start_paused = true)]
+async fn a_caller_arriving_as_the_connect_ends_waits_for_it() {
+    let mock = Mock::new();
+    mock.set_connect(Plan::ok().after(Duration::from_millis(10)));
+    let pool = pool_of(&mock, 4, 4);
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { pool.lease().await }));
+    }
+    support::until_waiting(&pool, 1).await;
+    for yields in 0..2 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            pool.lease().await
+        }));
+    }
+    let mut leases = Vec::new();
+    for task in tasks {
+        leases.push(task.await.expect("task").expect("a lease"));
+    }
+    let ids: Vec<u64> = leases.iter().map(|l| l.id).collect();
+    assert_eq!(ids, [0, 0, 0, 0], "four callers, one connection");
+    assert_eq!(mock.connects(), 1);
+}
+
+/// An idle connection of the pool's own (made by `min_idle`, or returned by `get`) has no
+/// lease: a lease goes to it before it goes to a shared connection that already has one.
+#[tokio::test(start_paused = true)]
+async fn a_lease_prefers_an_idle_connection_to_a_leased_one() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(2)
+        .min_idle(2)
+        .max_streams(4)
+        .build()
+        .expect("valid settings");
+    mock.until("min_idle is filled", || pool.status().idle == 2)
+        .await;
+    let first = pool.lease().await.expect("a lease");
+    let second = pool.lease().await.expect("a lease");
+    assert_ne!(first.id, second.id, "the second lease goes to the idle connection");
+    assert_eq!(mock.connects(), 2);
+}
+
+/// A lease is one use of its connection: `ConnInfo::uses` counts it once.
+#[tokio::test(start_paused = true)]
+async fn a_lease_counts_one_use() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1, 4);
+    let first = pool.lease().await.expect("a lease");
+    assert_eq!(Lease::info(&first).uses(), 1, "a fresh connection's first lease");
+    let second = pool.lease().await.expect("a lease");
+    assert_eq!(Lease::info(&second).uses(), 2);
+    drop((first, second));
+    // Taken from the idle list (a `get` returned it): one use more, not two.
+    drop(pool.get().await.expect("the connection"));
+    let third = pool.lease().await.expect("a lease");
+    assert_eq!(Lease::info(&third).uses(), 4);
+}
