@@ -278,13 +278,10 @@ where
             key,
             conn: Some(conn),
         };
+        // `is_broken` was asked as it was taken, under the lock (`State::place_lease`).
         let conn = checking.conn.as_mut().and_then(conn_mut::<M::Connection>);
-        let conn = conn.map(|conn| {
-            let broken = shared.conn_is_broken(conn);
-            (conn, broken)
-        });
         let healthy = match conn {
-            Some((conn, false)) => {
+            Some(conn) => {
                 let checked =
                     tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn))
                         .await;
@@ -302,11 +299,6 @@ where
                         Err(PoolError::Timeout(TimeoutKind::Check))
                     }
                 }
-            }
-            Some((_, true)) => {
-                Metrics::bump(&shared.metrics.broken);
-                tracing::debug!("discarding an idle shared connection that reports itself broken");
-                Ok(false)
             }
             // Unreachable: nothing else holds a connection being checked.
             None => Ok(false),
