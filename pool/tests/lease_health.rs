@@ -121,8 +121,10 @@ async fn check_runs_only_for_an_idle_connection_after_check_interval() {
         more.pop();
     }
     assert_eq!(mock.checks(), 1, "never on every lease");
+    assert_eq!((d.id, e.id), (0, 0));
     drop((d, e));
     assert_eq!(mock.checks(), 1);
+    assert_eq!(mock.connects(), 1, "one connection served every lease");
 }
 
 /// Callers that arrive while an idle connection is being checked for a lease wait for it and
