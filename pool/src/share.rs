@@ -77,15 +77,25 @@ impl<C: 'static> State<C> {
     /// The first move of a lease on the connection with the fewest leases that has room:
     /// a lease, or the connection alone for its check, or the connection to retire. `None`
     /// when no shared connection has room, or when the fewest leases are more than an idle
-    /// connection of the pool's own has (none): the caller then takes that one.
-    /// `is_broken` is asked when the connection had no lease.
+    /// connection of the pool's own has (none): the caller then takes that one. A leased
+    /// connection found past its lifetime starts draining. `is_broken` is asked when the
+    /// connection had no lease.
     pub fn place_lease(
         &mut self,
         now: Instant,
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
-        let key = self.streams.pick(self.max_streams)?;
+        let key = loop {
+            let key = self.streams.pick(self.max_streams)?;
+            let record = self.streams.get_mut(key)?;
+            if record.leases == 0 || !record.info.expired(now) {
+                break key;
+            }
+            // Past its lifetime and leased: it drains from now on, as the background task
+            // would have it at its next round; the lease goes elsewhere.
+            record.mode = Mode::Draining;
+        };
         let max_streams = self.max_streams;
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
