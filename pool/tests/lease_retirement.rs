@@ -1,0 +1,211 @@
+//! Leases, behaviour 5: retirement drains. A connection past `max_lifetime` or `idle_timeout`,
+//! dropped by `retain` or `resize`, takes no new lease and closes after its last lease ends;
+//! no lease fails because of retirement. `close()` refuses new leases, waits for held leases
+//! up to `close_timeout`, then lets every connection close (each leased one as its last lease
+//! ends).
+
+mod support;
+
+use std::time::Duration;
+
+use futures::poll;
+use pool::{Lease, Pool, PoolError};
+use support::Mock;
+use tokio::time::Instant;
+
+fn builder(mock: &Mock, max_size: usize, max_streams: usize) -> pool::Builder<Mock> {
+    Pool::builder(mock.clone())
+        .max_size(max_size)
+        .max_streams(max_streams)
+        .wait_timeout(Duration::from_secs(10))
+}
+
+/// A leased connection past its lifetime takes no new lease from that instant, without
+/// waiting for the background task: the next lease opens a fresh connection, the old lease
+/// keeps working, and the old connection closes once it ends.
+#[tokio::test(start_paused = true)]
+async fn a_connection_past_max_lifetime_takes_no_new_lease() {
+    let mock = Mock::new();
+    // The reaper runs at 0, 40 and 80 s; the lifetime (less its jitter) ends in 97.5..100 s.
+    let pool = builder(&mock, 2, 4)
+        .max_lifetime(Some(Duration::from_secs(100)))
+        .reap_interval(Duration::from_secs(40))
+        .idle_timeout(None)
+        .check_interval(Duration::from_secs(1000))
+        .build()
+        .expect("valid settings");
+    let old = pool.lease().await.expect("a lease");
+    let expires = Lease::info(&old).expires().expect("a lifetime");
+    tokio::time::advance(expires - Instant::now()).await;
+    let new = pool.lease().await.expect("a lease");
+    assert_eq!(new.id, 1, "the expired connection takes no new lease");
+    assert_eq!(old.id, 0, "its lease still works");
+    assert_eq!(mock.closes_of(0), 0);
+    drop(old);
+    mock.until_closes(1).await;
+    assert_eq!(mock.closes_of(0), 1);
+    let status = pool.status();
+    assert_eq!((status.size, status.leases), (1, 1), "{status:?}");
+}
+
+/// The background task drains a leased connection past its lifetime: no new lease, closed
+/// after its last lease, and its slot then serves a fresh connection.
+#[tokio::test(start_paused = true)]
+async fn the_reaper_drains_a_leased_connection_past_max_lifetime() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 1, 4)
+        .max_lifetime(Some(Duration::from_secs(100)))
+        .idle_timeout(None)
+        .check_interval(Duration::from_secs(1000))
+        .build()
+        .expect("valid settings");
+    let old = pool.lease().await.expect("a lease");
+    // Past the lifetime and through a reaper round (every 50 s here).
+    tokio::time::advance(Duration::from_secs(101)).await;
+    tokio::task::yield_now().await;
+    let mut waiting = Box::pin(pool.lease());
+    assert!(
+        poll!(waiting.as_mut()).is_pending(),
+        "the draining connection holds the one slot and takes no new lease"
+    );
+    assert_eq!(old.id, 0, "the old lease still works");
+    drop(old);
+    let new = waiting.await.expect("a lease on a fresh connection");
+    assert_eq!(new.id, 1);
+    mock.until_closes(1).await;
+    assert_eq!(mock.closes_of(0), 1);
+}
+
+/// `idle_timeout` closes a shared connection with no lease; one that carries leases is in
+/// use, however long, and is left alone.
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_closes_an_idle_shared_connection_and_spares_a_leased_one() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 2)
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .max_lifetime(None)
+        .build()
+        .expect("valid settings");
+    let a = pool.lease().await.expect("a lease");
+    let b = pool.lease().await.expect("a lease");
+    let c = pool.lease().await.expect("a lease");
+    assert_eq!((a.id, b.id, c.id), (0, 0, 1));
+    drop(c);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    mock.until_closes(1).await;
+    assert_eq!((mock.closes_of(0), mock.closes_of(1)), (0, 1));
+    let status = pool.status();
+    assert_eq!((status.size, status.idle, status.leases), (1, 0, 2), "{status:?}");
+    let d = pool.lease().await.expect("a lease");
+    assert_eq!(d.id, 2, "the idle one is gone: a fresh connection");
+    assert_eq!((a.id, b.id), (0, 0));
+}
+
+/// `retain` visits the shared connections with no lease (and closes those it drops); a
+/// connection that carries leases is borrowed and not visited.
+#[tokio::test(start_paused = true)]
+async fn retain_drops_idle_shared_connections_and_leaves_leased_ones() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 1).build().expect("valid settings");
+    let a = pool.lease().await.expect("a lease");
+    drop(pool.lease().await.expect("a lease"));
+    let mut visited = Vec::new();
+    let removed = pool.retain(|conn, _| {
+        visited.push(conn.id);
+        false
+    });
+    assert_eq!((removed, visited), (1, vec![1]));
+    mock.until_closes(1).await;
+    assert_eq!((mock.closes_of(0), mock.closes_of(1)), (0, 1));
+    let status = pool.status();
+    assert_eq!((status.size, status.leases), (1, 1), "{status:?}");
+    drop(a);
+    assert_eq!(pool.status().idle, 1, "the leased one is kept");
+}
+
+/// Shrinking drains the leased connection with the fewest leases: no new lease goes to it,
+/// it closes once its last lease ends, and no lease fails.
+#[tokio::test(start_paused = true)]
+async fn resize_drains_a_leased_connection() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 4).build().expect("valid settings");
+    let mut on_first = Vec::new();
+    for _ in 0..4 {
+        on_first.push(pool.lease().await.expect("a lease"));
+    }
+    let on_second = pool.lease().await.expect("a lease");
+    assert_eq!(on_second.id, 1);
+    on_first.truncate(2);
+    pool.resize(1).expect("a valid size");
+    // Connection 1 has the fewest leases (1 against 2): it drains.
+    let next = pool.lease().await.expect("a lease");
+    assert_eq!(next.id, 0, "no new lease on the draining connection");
+    assert_eq!(mock.closes_of(1), 0, "its lease still uses it");
+    drop(on_second);
+    mock.until_closes(1).await;
+    assert_eq!(mock.closes_of(1), 1);
+    let status = pool.status();
+    assert_eq!((status.size, status.max_size, status.leases), (1, 1, 3), "{status:?}");
+    assert_eq!(mock.connects(), 2);
+}
+
+/// `close()` refuses new leases at once (and fails callers in line), waits for the leases
+/// held, then finishes; every connection is closed exactly once.
+#[tokio::test(start_paused = true)]
+async fn close_refuses_new_leases_and_waits_for_held_ones() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 2)
+        .close_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid settings");
+    let a = pool.lease().await.expect("a lease");
+    let b = pool.lease().await.expect("a lease");
+    drop(pool.lease().await.expect("a lease on a second connection"));
+    let (c, d) = (
+        pool.lease().await.expect("a lease"),
+        pool.lease().await.expect("a lease"),
+    );
+    let mut in_line = Box::pin(pool.lease());
+    assert!(poll!(in_line.as_mut()).is_pending());
+    let mut closing = Box::pin(pool.close());
+    assert!(poll!(closing.as_mut()).is_pending(), "two connections carry leases");
+    assert!(matches!(in_line.await, Err(PoolError::Closed)));
+    assert!(matches!(pool.lease().await, Err(PoolError::Closed)));
+    assert!(matches!(pool.try_lease().await, Err(PoolError::Closed)));
+    assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(poll!(closing.as_mut()).is_pending());
+    assert_eq!((a.id, b.id, c.id, d.id), (0, 0, 1, 1), "held leases keep working");
+    drop((a, b, c));
+    assert!(poll!(closing.as_mut()).is_pending(), "d still holds connection 1");
+    drop(d);
+    tokio::time::timeout(Duration::from_secs(1), closing)
+        .await
+        .expect("close ends once the last lease ended");
+    mock.until_closes(2).await;
+    mock.assert_each_closed_once();
+    let status = pool.status();
+    assert_eq!((status.size, status.leases, status.in_use), (0, 0, 0), "{status:?}");
+}
+
+/// A lease held past `close_timeout`: `close()` returns then, and the connection is closed
+/// (exactly once) when that lease ends.
+#[tokio::test(start_paused = true)]
+async fn close_waits_for_held_leases_up_to_close_timeout() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 2)
+        .close_timeout(Duration::from_secs(2))
+        .build()
+        .expect("valid settings");
+    let held = pool.lease().await.expect("a lease");
+    let start = Instant::now();
+    pool.close().await;
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(mock.closes_of(0), 0, "a lease still uses it");
+    assert_eq!(held.id, 0);
+    drop(held);
+    mock.until_closes(1).await;
+    mock.assert_each_closed_once();
+    let status = pool.status();
+    assert_eq!((status.size, status.leases), (0, 0), "{status:?}");
+}
