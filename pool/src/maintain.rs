@@ -70,9 +70,9 @@ pub(crate) fn reap<M: Manager>(shared: &std::sync::Arc<Shared<M>>, now: Instant)
         };
         // `remaining` is the idle count before this eviction, the kept ones included.
         let evicted = state.evict(|live, remaining| retire(&live.info, remaining));
+        // Shared connections past their lifetime that carry leases drain as soon as a lease
+        // is asked for (`State::place_lease`) and close after their last lease.
         let shared_evicted = state.evict_shared(retire);
-        // Shared connections past their lifetime that carry leases drain.
-        state.drain_shared(|info| info.expired(now));
         state.debug_check();
         (evicted, shared_evicted)
     };

@@ -48,10 +48,35 @@ async fn a_connection_past_max_lifetime_takes_no_new_lease() {
     assert_eq!((status.size, status.leases), (1, 1), "{status:?}");
 }
 
-/// The background task drains a leased connection past its lifetime: no new lease, closed
-/// after its last lease, and its slot then serves a fresh connection.
+/// A connection whose lifetime ran out under a lease closes as that lease ends, with no
+/// new lease asked and no round of the background task in between.
 #[tokio::test(start_paused = true)]
-async fn the_reaper_drains_a_leased_connection_past_max_lifetime() {
+async fn an_expired_connection_closes_when_its_last_lease_ends() {
+    let mock = Mock::new();
+    // The reaper runs at 0, 40, 80 and 120 s; the lifetime ends in 97.5..100 s.
+    let pool = builder(&mock, 2, 4)
+        .max_lifetime(Some(Duration::from_secs(100)))
+        .reap_interval(Duration::from_secs(40))
+        .idle_timeout(None)
+        .build()
+        .expect("valid settings");
+    let lease = pool.lease().await.expect("a lease");
+    let expires = Lease::info(&lease).expires().expect("a lifetime");
+    // Past the round at 80 s (and let it run), then to the end of the lifetime.
+    tokio::time::advance(Duration::from_secs(85)).await;
+    tokio::task::yield_now().await;
+    tokio::time::advance(expires - Instant::now()).await;
+    drop(lease);
+    tokio::task::yield_now().await;
+    assert_eq!(mock.closes_started(), 1, "closed as its last lease ended");
+    assert_eq!(pool.status().size, 0);
+}
+
+/// A leased connection past its lifetime keeps its slot while it drains: with the pool at
+/// `max_size` a caller waits, and gets a fresh connection in that slot once the last lease
+/// ends (the background task ran meanwhile and cut nothing).
+#[tokio::test(start_paused = true)]
+async fn an_expired_leased_connection_keeps_its_slot_until_its_last_lease_ends() {
     let mock = Mock::new();
     let pool = builder(&mock, 1, 4)
         .max_lifetime(Some(Duration::from_secs(100)))
