@@ -14,6 +14,13 @@ use crate::status::Metrics;
 use crate::streams::{Key, SharedConn, conn_ref, unwrap};
 use crate::{Manager, maintain};
 
+#[cfg(test)]
+thread_local! {
+    /// Locks taken on this thread; only in the crate's own test build, where a unit test
+    /// counts the locks of the lease fast path (see `lease.rs`).
+    pub(crate) static LOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Everything the handles of one pool share.
 pub(crate) struct Shared<M: Manager> {
     pub manager: M,
@@ -50,6 +57,8 @@ impl<M: Manager> Shared<M> {
     /// Locks the state. Nothing panics while holding it, so a poisoned lock still holds
     /// consistent state and is used as it is.
     pub fn lock(&self) -> MutexGuard<'_, State<M::Connection>> {
+        #[cfg(test)]
+        LOCKS.with(|n| n.set(n.get() + 1));
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

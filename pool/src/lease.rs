@@ -99,3 +99,61 @@ impl<M: Manager> Drop for Lease<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::convert::Infallible;
+
+    use crate::inner::LOCKS;
+    use crate::{Manager, Pool};
+
+    struct Numbers;
+
+    impl Manager for Numbers {
+        type Connection = u64;
+        type Error = Infallible;
+        async fn connect(&self) -> Result<u64, Infallible> {
+            Ok(7)
+        }
+        async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    /// Issue 13, behaviour 7: the lease fast path (a connection with room, no check due)
+    /// takes the pool's lock once to lease, and once to end the lease; alone on its
+    /// connection (`is_broken` runs under that one lock) or beside another lease.
+    /// (`pool/tests/lease_alloc.rs` proves it allocates nothing.)
+    #[test]
+    fn the_lease_fast_path_takes_the_lock_once() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let pool = Pool::builder(Numbers)
+                .max_streams(4)
+                .build()
+                .expect("valid settings");
+            // The connection is made and put in shared form.
+            drop(pool.lease().await.expect("a lease"));
+            for beside_another in [false, true] {
+                let other = match beside_another {
+                    true => Some(pool.lease().await.expect("a lease")),
+                    false => None,
+                };
+                // The fast path never yields, so no other task takes the lock in between.
+                let before = LOCKS.with(Cell::get);
+                let lease = pool.lease().await.expect("a lease");
+                assert_eq!(*lease, 7);
+                assert_eq!(LOCKS.with(Cell::get) - before, 1, "locks to lease");
+                let before = LOCKS.with(Cell::get);
+                drop(lease);
+                assert_eq!(LOCKS.with(Cell::get) - before, 1, "locks to end it");
+                drop(other);
+            }
+            pool.close().await;
+        });
+    }
+}
