@@ -165,3 +165,33 @@ async fn a_lease_counts_one_use() {
     let third = pool.lease().await.expect("a lease");
     assert_eq!(Lease::info(&third).uses(), 4);
 }
+
+/// With `min_idle(1)`, one lease at a time takes the idle connection and the refill opens one
+/// spare beside it: two connections at most, however many leases come and go.
+#[tokio::test(start_paused = true)]
+async fn min_idle_with_one_lease_at_a_time_keeps_one_spare_connection() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(4)
+        .min_idle(1)
+        .max_streams(4)
+        .build()
+        .expect("valid settings");
+    mock.until("min_idle is filled", || pool.status().idle == 1)
+        .await;
+    for _ in 0..10 {
+        let lease = pool.lease().await.expect("a lease");
+        // The refill made for the leased one, if any, runs.
+        mock.until("no connect in flight", || pool.status().connecting == 0)
+            .await;
+        drop(lease);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        tokio::task::yield_now().await;
+    }
+    mock.until("no connect in flight", || pool.status().connecting == 0)
+        .await;
+    let status = pool.status();
+    assert!(mock.connects() <= 2, "{} connects for one lease at a time", mock.connects());
+    assert_eq!((status.size, status.idle), (mock.connects(), mock.connects()));
+    assert!(status.idle <= 2, "{status:?}");
+}
