@@ -77,6 +77,19 @@
 //! - The lock guards a few field updates only: no `.await`, no manager call and no connection
 //!   drop happens while it is held. The fast path (an idle connection used within the check
 //!   interval) allocates nothing.
+//! - Leases: the lease fast path (a connection with room, no check due) takes the lock once
+//!   to lease and once to end, and allocates nothing; `is_broken` runs under that lock at the
+//!   0 -> 1 and 1 -> 0 lease moves, since only the lock proves no lease borrows the connection.
+//! - A lease goes to the connection with the fewest leases, an idle connection of the pool's
+//!   own (returned by `get`, or kept by `min_idle`) counting as one with none: with `min_idle`
+//!   set, leases therefore spread over the spare connections the refill keeps opening, which
+//!   is what `min_idle` asks for.
+//! - A connection opened for a lease keeps its room promised to the callers that arrive while
+//!   it opens until its opener shares it, not merely until its connect ends, so a caller
+//!   arriving in between waits for it instead of opening another.
+//! - A leased connection past `max_lifetime` starts draining when the next lease is asked
+//!   (one comparison with the clock read the lease makes anyway), not at the background
+//!   task's next round, which may be `reap_interval` later.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
