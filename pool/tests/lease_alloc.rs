@@ -65,8 +65,9 @@ fn counting_allocator_sees_allocations() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let (count, v) =
-        runtime.block_on(allocations_in_async(async { std::hint::black_box(vec![1u8; 64]) }));
+    let (count, v) = runtime.block_on(allocations_in_async(async {
+        std::hint::black_box(vec![1u8; 64])
+    }));
     assert!(count >= 1, "the counter must see a Vec's allocation");
     drop(v);
 }
@@ -115,8 +116,14 @@ fn lease_and_drop_on_the_fast_path_does_not_allocate() {
         .await;
         drop(held);
 
-        assert_eq!(alone, 0, "{alone} allocations in 1000 leases of an idle connection");
-        assert_eq!(beside, 0, "{beside} allocations in 1000 leases beside another");
+        assert_eq!(
+            alone, 0,
+            "{alone} allocations in 1000 leases of an idle connection"
+        );
+        assert_eq!(
+            beside, 0,
+            "{beside} allocations in 1000 leases beside another"
+        );
         assert_eq!(mock.checks(), 0, "the fast path: no check");
         assert_eq!(mock.connects(), 1);
         assert_eq!(pool.status().leases, 0);

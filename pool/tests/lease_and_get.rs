@@ -30,7 +30,11 @@ async fn get_takes_only_a_connection_with_no_lease() {
     let conn = pool.get().await.expect("a connection");
     assert_eq!(conn.id, 1, "the leased connection is not for get");
     let status = pool.status();
-    assert_eq!((status.size, status.in_use, status.leases), (2, 2, 1), "{status:?}");
+    assert_eq!(
+        (status.size, status.in_use, status.leases),
+        (2, 2, 1),
+        "{status:?}"
+    );
     drop(conn);
     drop(lease);
     // Connection 0 has no lease now: `get` may take it, and leases then go elsewhere.
@@ -38,7 +42,11 @@ async fn get_takes_only_a_connection_with_no_lease() {
     let second = pool.get().await.expect("a connection");
     let mut ids = [first.id, second.id];
     ids.sort_unstable();
-    assert_eq!(ids, [0, 1], "both idle connections, shared or not, serve get");
+    assert_eq!(
+        ids,
+        [0, 1],
+        "both idle connections, shared or not, serve get"
+    );
     let status = pool.status();
     assert_eq!((status.in_use, status.leases), (2, 0), "{status:?}");
     assert_eq!(mock.connects(), 2);
@@ -54,7 +62,10 @@ async fn a_lease_never_goes_to_a_connection_held_by_get() {
     let lease = pool.lease().await.expect("a lease");
     assert_eq!((held.id, lease.id), (0, 1));
     let other = pool.lease().await.expect("a lease");
-    assert_eq!(other.id, 1, "the room is on the shared connection, not on the held one");
+    assert_eq!(
+        other.id, 1,
+        "the room is on the shared connection, not on the held one"
+    );
     // Full: connection 1 carries its leases (say 4), connection 0 is held by get.
     let more: Vec<Lease<Mock>> = vec![
         pool.lease().await.expect("a lease"),
@@ -62,7 +73,10 @@ async fn a_lease_never_goes_to_a_connection_held_by_get() {
     ];
     assert!(more.iter().all(|l| l.id == 1));
     let mut waiting = Box::pin(pool.lease());
-    assert!(poll!(waiting.as_mut()).is_pending(), "no room but on the held connection");
+    assert!(
+        poll!(waiting.as_mut()).is_pending(),
+        "no room but on the held connection"
+    );
     assert_eq!(pool.status().waiting, 1);
     drop(held);
     let lease = waiting.await.expect("the returned connection");
@@ -81,12 +95,19 @@ async fn get_waiting_behind_a_leased_connection_is_served_when_its_last_lease_en
     assert!(poll!(get.as_mut()).is_pending());
     assert_eq!(pool.status().waiting, 1);
     drop(first);
-    assert!(poll!(get.as_mut()).is_pending(), "one lease still uses the connection");
+    assert!(
+        poll!(get.as_mut()).is_pending(),
+        "one lease still uses the connection"
+    );
     drop(second);
     let conn = get.await.expect("the connection, free now");
     assert_eq!(conn.id, 0);
     let status = pool.status();
-    assert_eq!((status.in_use, status.leases, status.idle), (1, 0, 0), "{status:?}");
+    assert_eq!(
+        (status.in_use, status.leases, status.idle),
+        (1, 0, 0),
+        "{status:?}"
+    );
     assert_eq!(mock.connects(), 1);
 }
 

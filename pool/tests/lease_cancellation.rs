@@ -116,7 +116,10 @@ async fn a_storm_of_cancelled_leases_leaks_nothing() {
     );
     let leases = full_capacity(&pool).await;
     let status = pool.status();
-    assert_eq!((status.size, status.leases), (MAX_SIZE, MAX_SIZE * MAX_STREAMS));
+    assert_eq!(
+        (status.size, status.leases),
+        (MAX_SIZE, MAX_SIZE * MAX_STREAMS)
+    );
     drop(leases);
     pool.close().await;
     mock.until("every connection made is closed", || mock.live() == 0)
@@ -158,7 +161,11 @@ async fn a_lease_dropped_during_its_check_closes_the_connection_and_frees_its_sl
     mock.until_closes(1).await;
     assert_eq!(mock.closes_of(0), 1);
     let status = pool.status();
-    assert_eq!((status.size, status.leases, status.waiting), (1, 1, 0), "{status:?}");
+    assert_eq!(
+        (status.size, status.leases, status.waiting),
+        (1, 1, 0),
+        "{status:?}"
+    );
 }
 
 /// A lease dropped while its connect runs: the connect goes on, and its connection goes to the

@@ -31,7 +31,11 @@ async fn is_broken_runs_when_no_lease_borrows_the_connection() {
     let pool = pool_of(&mock, 1, 4);
     let a = pool.lease().await.expect("a lease");
     let b = pool.lease().await.expect("a lease");
-    assert_eq!(mock.is_broken_calls(), 0, "a new connection, then a second lease");
+    assert_eq!(
+        mock.is_broken_calls(),
+        0,
+        "a new connection, then a second lease"
+    );
     drop(a);
     assert_eq!(mock.is_broken_calls(), 0, "a lease still borrows it");
     drop(b);
@@ -105,16 +109,28 @@ async fn check_runs_only_for_an_idle_connection_after_check_interval() {
     let b = pool.lease().await.expect("a lease");
     drop((a, b));
     let c = pool.lease().await.expect("a lease");
-    assert_eq!(mock.checks(), 0, "a new connection, then within the interval");
+    assert_eq!(
+        mock.checks(),
+        0,
+        "a new connection, then within the interval"
+    );
     drop(c);
     tokio::time::advance(Duration::from_secs(2)).await;
     let asked = mock.is_broken_calls();
     let d = pool.lease().await.expect("a lease");
     assert_eq!(mock.checks(), 1, "idle past check_interval");
-    assert_eq!(mock.is_broken_calls(), asked + 1, "is_broken once per lease, checked or not");
+    assert_eq!(
+        mock.is_broken_calls(),
+        asked + 1,
+        "is_broken once per lease, checked or not"
+    );
     tokio::time::advance(Duration::from_secs(2)).await;
     let e = pool.lease().await.expect("a lease");
-    assert_eq!(mock.checks(), 1, "d borrows it: no check, however long since the last");
+    assert_eq!(
+        mock.checks(),
+        1,
+        "d borrows it: no check, however long since the last"
+    );
     let mut more: Vec<Lease<Mock>> = Vec::new();
     for _ in 0..20 {
         more.push(pool.lease().await.expect("a lease"));
@@ -220,8 +236,15 @@ async fn a_connection_marked_broken_frees_its_slot_and_closes_once_after_its_las
     Lease::mark_broken(&mut first);
     Lease::mark_broken(&mut first);
     let replacement = pool.lease().await.expect("a lease on a fresh connection");
-    assert_eq!(replacement.id, 1, "the slot was freed while two leases still run");
-    assert_eq!((first.id, second.id), (0, 0), "the old leases still use their connection");
+    assert_eq!(
+        replacement.id, 1,
+        "the slot was freed while two leases still run"
+    );
+    assert_eq!(
+        (first.id, second.id),
+        (0, 0),
+        "the old leases still use their connection"
+    );
     assert_eq!(mock.connects(), 2);
     drop(first);
     tokio::task::yield_now().await;

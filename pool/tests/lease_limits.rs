@@ -114,7 +114,10 @@ async fn leases_never_exceed_max_streams_or_max_size_under_1000_tasks() {
     assert_eq!(mock.limit_breaches(), 0, "a connect above max_size");
     assert!(mock.connects() <= MAX_SIZE, "{} connects", mock.connects());
     let (tried, refused) = (tried.load(SeqCst), refused.load(SeqCst));
-    assert!(tried > 0 && refused < tried, "{refused} of {tried} try_leases refused");
+    assert!(
+        tried > 0 && refused < tried,
+        "{refused} of {tried} try_leases refused"
+    );
     pool.close().await;
     mock.until_closes(mock.connected()).await;
     mock.assert_each_closed_once();
@@ -158,8 +161,10 @@ async fn an_ended_lease_goes_to_the_oldest_waiter() {
         assert_eq!(id, 0);
     }
     assert_eq!(mock.connects(), 1);
-    mock.until("the last waiter's lease ended", || pool.status().leases == 1)
-        .await;
+    mock.until("the last waiter's lease ended", || {
+        pool.status().leases == 1
+    })
+    .await;
     assert_eq!(pool.status().waiting, 0);
     drop(kept);
 }
@@ -194,7 +199,10 @@ async fn leases_and_gets_wait_in_one_fifo_line() {
     drop(held);
     for expected in 0..WAITERS {
         let i = order.recv().await.expect("every waiter is served");
-        assert_eq!(i, expected, "get and lease callers are served in arrival order");
+        assert_eq!(
+            i, expected,
+            "get and lease callers are served in arrival order"
+        );
     }
     assert_eq!(mock.connects(), 1);
 }
@@ -229,5 +237,8 @@ async fn a_lease_waits_up_to_wait_timeout() {
     assert_eq!((status.waiting, status.leases), (0, 2));
     assert_eq!(status.counters.timeouts, 2);
     drop(held);
-    assert!(pool.try_lease().await.is_ok(), "room again once a lease ends");
+    assert!(
+        pool.try_lease().await.is_ok(),
+        "room again once a lease ends"
+    );
 }

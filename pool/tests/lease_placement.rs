@@ -93,7 +93,11 @@ async fn callers_arriving_during_an_open_wait_for_it_up_to_max_streams() {
     }
     let fifth = fifth.await.expect("task").expect("a lease");
     let ids: Vec<u64> = leases.iter().map(|l| l.id).collect();
-    assert_eq!(ids, [0, 0, 0, 0], "the first four share the first connection");
+    assert_eq!(
+        ids,
+        [0, 0, 0, 0],
+        "the first four share the first connection"
+    );
     assert_eq!(fifth.id, 1);
     assert_eq!(mock.connects(), 2);
     assert_eq!(pool.status().leases, 5);
@@ -146,7 +150,10 @@ async fn a_lease_prefers_an_idle_connection_to_a_leased_one() {
         .await;
     let first = pool.lease().await.expect("a lease");
     let second = pool.lease().await.expect("a lease");
-    assert_ne!(first.id, second.id, "the second lease goes to the idle connection");
+    assert_ne!(
+        first.id, second.id,
+        "the second lease goes to the idle connection"
+    );
     assert_eq!(mock.connects(), 2);
 }
 
@@ -156,7 +163,11 @@ async fn a_lease_counts_one_use() {
     let mock = Mock::new();
     let pool = pool_of(&mock, 1, 4);
     let first = pool.lease().await.expect("a lease");
-    assert_eq!(Lease::info(&first).uses(), 1, "a fresh connection's first lease");
+    assert_eq!(
+        Lease::info(&first).uses(),
+        1,
+        "a fresh connection's first lease"
+    );
     let second = pool.lease().await.expect("a lease");
     assert_eq!(Lease::info(&second).uses(), 2);
     drop((first, second));
@@ -191,7 +202,14 @@ async fn min_idle_with_one_lease_at_a_time_keeps_one_spare_connection() {
     mock.until("no connect in flight", || pool.status().connecting == 0)
         .await;
     let status = pool.status();
-    assert!(mock.connects() <= 2, "{} connects for one lease at a time", mock.connects());
-    assert_eq!((status.size, status.idle), (mock.connects(), mock.connects()));
+    assert!(
+        mock.connects() <= 2,
+        "{} connects for one lease at a time",
+        mock.connects()
+    );
+    assert_eq!(
+        (status.size, status.idle),
+        (mock.connects(), mock.connects())
+    );
     assert!(status.idle <= 2, "{status:?}");
 }

@@ -120,7 +120,11 @@ async fn idle_timeout_closes_an_idle_shared_connection_and_spares_a_leased_one()
     mock.until_closes(1).await;
     assert_eq!((mock.closes_of(0), mock.closes_of(1)), (0, 1));
     let status = pool.status();
-    assert_eq!((status.size, status.idle, status.leases), (1, 0, 2), "{status:?}");
+    assert_eq!(
+        (status.size, status.idle, status.leases),
+        (1, 0, 2),
+        "{status:?}"
+    );
     let d = pool.lease().await.expect("a lease");
     assert_eq!(d.id, 2, "the idle one is gone: a fresh connection");
     assert_eq!((a.id, b.id), (0, 0));
@@ -170,7 +174,11 @@ async fn resize_drains_a_leased_connection() {
     mock.until_closes(1).await;
     assert_eq!(mock.closes_of(1), 1);
     let status = pool.status();
-    assert_eq!((status.size, status.max_size, status.leases), (1, 1, 3), "{status:?}");
+    assert_eq!(
+        (status.size, status.max_size, status.leases),
+        (1, 1, 3),
+        "{status:?}"
+    );
     assert_eq!(mock.connects(), 2);
 }
 
@@ -193,16 +201,26 @@ async fn close_refuses_new_leases_and_waits_for_held_ones() {
     let mut in_line = Box::pin(pool.lease());
     assert!(poll!(in_line.as_mut()).is_pending());
     let mut closing = Box::pin(pool.close());
-    assert!(poll!(closing.as_mut()).is_pending(), "two connections carry leases");
+    assert!(
+        poll!(closing.as_mut()).is_pending(),
+        "two connections carry leases"
+    );
     assert!(matches!(in_line.await, Err(PoolError::Closed)));
     assert!(matches!(pool.lease().await, Err(PoolError::Closed)));
     assert!(matches!(pool.try_lease().await, Err(PoolError::Closed)));
     assert!(matches!(pool.get().await, Err(PoolError::Closed)));
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(poll!(closing.as_mut()).is_pending());
-    assert_eq!((a.id, b.id, c.id, d.id), (0, 0, 1, 1), "held leases keep working");
+    assert_eq!(
+        (a.id, b.id, c.id, d.id),
+        (0, 0, 1, 1),
+        "held leases keep working"
+    );
     drop((a, b, c));
-    assert!(poll!(closing.as_mut()).is_pending(), "d still holds connection 1");
+    assert!(
+        poll!(closing.as_mut()).is_pending(),
+        "d still holds connection 1"
+    );
     drop(d);
     tokio::time::timeout(Duration::from_secs(1), closing)
         .await
@@ -210,7 +228,11 @@ async fn close_refuses_new_leases_and_waits_for_held_ones() {
     mock.until_closes(2).await;
     mock.assert_each_closed_once();
     let status = pool.status();
-    assert_eq!((status.size, status.leases, status.in_use), (0, 0, 0), "{status:?}");
+    assert_eq!(
+        (status.size, status.leases, status.in_use),
+        (0, 0, 0),
+        "{status:?}"
+    );
 }
 
 /// A lease held past `close_timeout`: `close()` returns then, and the connection is closed
