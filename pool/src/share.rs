@@ -389,9 +389,19 @@ impl<C: 'static> State<C> {
     }
 
     /// Lets go of every shared connection (the pool closed and its wait for the last leases
-    /// ran out): their slots are freed, and each closes when its last lease ends.
+    /// ran out): their slots are freed, and each closes when its last lease ends. A
+    /// connection out for its check stays its checker's, who finds the pool closed when the
+    /// check ends and frees the slot then (once).
     pub fn orphan_shared(&mut self) -> Vec<SharedConn> {
-        let keys: Vec<_> = self.streams.keys().collect();
+        let keys: Vec<_> = self
+            .streams
+            .keys()
+            .filter(|&key| {
+                self.streams
+                    .get(key)
+                    .is_some_and(|r| r.mode != Mode::Checking)
+            })
+            .collect();
         let mut conns = Vec::new();
         for key in keys {
             if let Some(record) = self.streams.remove(key) {

@@ -256,3 +256,37 @@ async fn close_waits_for_held_leases_up_to_close_timeout() {
     let status = pool.status();
     assert_eq!((status.size, status.leases), (0, 0), "{status:?}");
 }
+
+/// A check that outlasts `close_timeout`: `close()` returns at its timeout, the caller whose
+/// connection was being checked gets `Closed` when the check ends, and the connection is
+/// closed once, its slot given back once.
+#[tokio::test(start_paused = true)]
+async fn close_during_a_check_longer_than_close_timeout() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 4)
+        .check_interval(Duration::from_secs(1))
+        .close_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid settings");
+    drop(pool.lease().await.expect("a lease"));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    mock.push_check(support::Plan::ok().after(Duration::from_secs(3)));
+    let checking = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.lease().await })
+    };
+    mock.until("the check runs", || mock.checks() == 1).await;
+    let start = Instant::now();
+    pool.close().await;
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    let got = checking.await.expect("the caller ends without a panic");
+    assert!(matches!(got, Err(PoolError::Closed)), "{got:?}");
+    mock.until_closes(1).await;
+    mock.assert_each_closed_once();
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.leases, status.in_use),
+        (0, 0, 0),
+        "{status:?}"
+    );
+}
