@@ -80,7 +80,9 @@ pub(crate) struct State<C> {
     /// How many leases one connection carries at once.
     pub max_streams: usize,
     /// Leases that connections being opened (or checked) for a lease caller will have room
-    /// for, beyond that caller's own: callers arriving meanwhile wait for them.
+    /// for, beyond that caller's own: callers arriving meanwhile wait for them. A new
+    /// connection's room stays counted until its caller shares it (or, the caller gone, it
+    /// is placed), after its connect has left `connecting`.
     pub opening_room: usize,
 }
 
