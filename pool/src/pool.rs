@@ -391,9 +391,11 @@ impl<M: Manager> Pool<M> {
     /// A consistent snapshot of sizes and counters. Takes the lock briefly.
     pub fn status(&self) -> Status {
         let state = self.shared.lock();
-        let size = state.slots - state.connecting;
-        let (shared_idle, _) = state.streams.counts();
-        let idle = state.idle.len() + shared_idle;
+        let shared = state.streams.counts();
+        // Broken (or shrunk-away) shared connections gave their slot up but stay open, and
+        // in use, until their last lease ends.
+        let size = state.slots - state.connecting + shared.unslotted;
+        let idle = state.idle.len() + shared.idle;
         Status {
             max_size: state.max_size,
             size,
@@ -429,7 +431,7 @@ impl<M: Manager> Pool<M> {
             let idle: Vec<_> = state.idle.drain(..).collect();
             state.slots -= idle.len();
             let shared_idle = state.evict_shared(|_, _| true);
-            state.drain_shared(|_| true);
+            state.drain_shared(false, |_| true);
             let waiters = state.waiters.close_all();
             state.debug_check();
             (idle, shared_idle, waiters)
@@ -518,7 +520,7 @@ impl<M: Manager> Pool<M> {
                     pick
                 });
                 // Connections that carry leases drain: no new lease, closed after the last.
-                state.drain_shared(|_| {
+                state.drain_shared(true, |_| {
                     let pick = left > 0;
                     left = left.saturating_sub(1);
                     pick

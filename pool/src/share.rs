@@ -211,6 +211,10 @@ impl<C: 'static> State<C> {
             return (false, None);
         }
         record.mode = Mode::Broken;
+        if !std::mem::replace(&mut record.slot, false) {
+            // Drained by a shrink: its slot is already given up.
+            return (true, None);
+        }
         let wake = match self.release_slot() {
             Place::Wake(waker) => waker,
             _ => None,
@@ -259,8 +263,7 @@ impl<C: 'static> State<C> {
         // The last lease: nothing else borrows the connection now.
         let now = Instant::now();
         let retire = match record.mode {
-            Mode::Broken => Some(false),
-            Mode::Draining => Some(true),
+            Mode::Broken | Mode::Draining => Some(record.slot),
             Mode::Checking => None,
             Mode::Open => {
                 if self.closed || over_size || record.info.expired(now) {
@@ -324,8 +327,7 @@ impl<C: 'static> State<C> {
         &mut self,
         mut pick: impl FnMut(&ConnInfo, usize) -> bool,
     ) -> Vec<SharedConn> {
-        let (shared_idle, _) = self.streams.counts();
-        let mut remaining = self.idle.len() + shared_idle;
+        let mut remaining = self.idle.len() + self.streams.counts().idle;
         let mut idle: Vec<_> = self
             .streams
             .keys()
@@ -352,9 +354,15 @@ impl<C: 'static> State<C> {
     }
 
     /// Retires the open shared connections that carry leases, as `pick` chooses (fewest
-    /// leases first): they take no new lease and close after their last one, keeping their
-    /// slot until then. Returns how many were retired.
-    pub fn drain_shared(&mut self, mut pick: impl FnMut(&ConnInfo) -> bool) -> usize {
+    /// leases first): they take no new lease and close after their last one. They keep their
+    /// slot until then, unless `free_slot` (a shrink, where the pool is above its size and
+    /// the slot goes at once, so no other connection is retired for the same excess).
+    /// Returns how many were retired.
+    pub fn drain_shared(
+        &mut self,
+        free_slot: bool,
+        mut pick: impl FnMut(&ConnInfo) -> bool,
+    ) -> usize {
         let mut leased: Vec<_> = self
             .streams
             .keys()
@@ -370,6 +378,10 @@ impl<C: 'static> State<C> {
                 && pick(&record.info)
             {
                 record.mode = Mode::Draining;
+                if free_slot {
+                    record.slot = false;
+                    self.slots -= 1;
+                }
                 drained += 1;
             }
         }

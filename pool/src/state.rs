@@ -105,7 +105,7 @@ impl<C> State<C> {
 
     pub fn debug_check(&self) {
         if cfg!(debug_assertions) {
-            let (_, shared) = self.streams.counts();
+            let shared = self.streams.counts().slotted;
             debug_assert!(
                 self.idle.len() + self.connecting + shared <= self.slots,
                 "slot accounting"

@@ -90,12 +90,16 @@ pub(crate) struct Record {
     pub info: ConnInfo,
     pub leases: usize,
     pub mode: Mode,
+    /// Counted in the pool's slots. A broken connection gives its slot up at once, and so
+    /// does one drained by a shrink (so a connection held by `get` is not retired for it
+    /// too); both stay here until their last lease ends.
+    pub slot: bool,
 }
 
 impl Record {
-    /// Counted in the pool's slots: every mode but `Broken`.
+    /// Counted in the pool's slots.
     pub fn holds_slot(&self) -> bool {
-        self.mode != Mode::Broken
+        self.slot
     }
 
     /// Open with no lease: an idle connection in shared form.
@@ -110,6 +114,14 @@ impl Record {
         }
         self.conn.as_mut().and_then(conn_mut)
     }
+}
+
+/// What [`Streams::counts`] found.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counts {
+    pub idle: usize,
+    pub slotted: usize,
+    pub unslotted: usize,
 }
 
 /// Where a lease lives: the record's place and id.
@@ -156,6 +168,7 @@ impl Streams {
             info,
             leases,
             mode: Mode::Open,
+            slot: true,
         };
         self.leases += leases;
         let at = match self.free.pop() {
@@ -231,15 +244,15 @@ impl Streams {
             .filter(|r| r.id == key.id)
     }
 
-    /// Counts for [`Status`](crate::Status): idle shared connections, and records that hold
-    /// a slot.
-    pub fn counts(&self) -> (usize, usize) {
-        let mut idle = 0;
-        let mut slotted = 0;
+    /// Counts for [`Status`](crate::Status): idle shared connections, records that hold a
+    /// slot, and records that gave theirs up but still carry leases.
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
         for record in self.slab.iter().flatten() {
-            idle += usize::from(record.is_idle());
-            slotted += usize::from(record.holds_slot());
+            counts.idle += usize::from(record.is_idle());
+            counts.slotted += usize::from(record.holds_slot());
+            counts.unslotted += usize::from(!record.holds_slot());
         }
-        (idle, slotted)
+        counts
     }
 }

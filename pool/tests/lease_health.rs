@@ -195,7 +195,12 @@ async fn a_connection_that_died_under_ten_leases_gets_no_eleventh() {
     let eleventh = pool.lease().await.expect("a lease");
     assert_eq!(eleventh.id, 1, "no eleventh lease on the dead connection");
     let status = pool.status();
-    assert_eq!((status.size, status.counters.broken), (1, 1), "{status:?}");
+    // The dead one is still open under its ten leases: counted in size and in use.
+    assert_eq!(
+        (status.size, status.in_use, status.counters.broken),
+        (2, 2, 1),
+        "{status:?}"
+    );
     assert_eq!(status.leases, 11);
     let twelfth = pool.lease().await.expect("a lease");
     assert_eq!(twelfth.id, 1);
@@ -216,9 +221,17 @@ async fn a_connection_found_dead_when_a_lease_ends_takes_no_new_lease() {
     let b = pool.lease().await.expect("a lease");
     mock.set_shared_broken(0);
     drop(a);
-    assert_eq!(pool.status().size, 0, "its slot freed at once");
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.in_use, status.leases),
+        (1, 1, 1),
+        "still open under lease b, {status:?}"
+    );
     let c = pool.lease().await.expect("a lease");
-    assert_eq!(c.id, 1);
+    assert_eq!(
+        c.id, 1,
+        "its slot was freed at once: a max_size 1 pool opened another"
+    );
     drop(b);
     mock.until_closes(1).await;
     assert_eq!(mock.closes_of(0), 1);
@@ -246,6 +259,12 @@ async fn a_connection_marked_broken_frees_its_slot_and_closes_once_after_its_las
         "the old leases still use their connection"
     );
     assert_eq!(mock.connects(), 2);
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.in_use, status.leases),
+        (2, 2, 3),
+        "the broken connection still carries leases: open and in use, {status:?}"
+    );
     drop(first);
     tokio::task::yield_now().await;
     assert_eq!(mock.closes_of(0), 0, "one lease still uses it");

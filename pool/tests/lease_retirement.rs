@@ -182,6 +182,34 @@ async fn resize_drains_a_leased_connection() {
     assert_eq!(mock.connects(), 2);
 }
 
+/// Shrinking by one with one connection held by `get` and one leased retires one of them,
+/// not both: the drained leased connection gives its slot up at once, so the held one is
+/// kept when it comes back.
+#[tokio::test(start_paused = true)]
+async fn resize_retires_one_connection_for_one_of_excess() {
+    let mock = Mock::new();
+    let pool = builder(&mock, 2, 4).build().expect("valid settings");
+    let held = pool.get().await.expect("connection 0, held");
+    let lease = pool.lease().await.expect("a lease on connection 1");
+    assert_eq!((held.id, lease.id), (0, 1));
+    pool.resize(1).expect("a valid size");
+    drop(held);
+    assert_eq!(mock.closes_of(0), 0, "the held connection is kept");
+    drop(lease);
+    mock.until_closes(1).await;
+    assert_eq!(
+        mock.closes_of(1),
+        1,
+        "the drained one closes after its lease"
+    );
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.idle, status.max_size),
+        (1, 1, 1),
+        "{status:?}"
+    );
+}
+
 /// `close()` refuses new leases at once (and fails callers in line), waits for the leases
 /// held, then finishes; every connection is closed exactly once.
 #[tokio::test(start_paused = true)]
