@@ -85,6 +85,10 @@ impl<M: Manager> Drop for Turn<'_, M> {
             state.debug_check();
             outcome
         };
+        if !ticket.wants_lease() {
+            // A connection kept from leases for this caller is free for them again.
+            self.shared.unstick_leasers();
+        }
         if let Some(place) = place {
             self.shared.act(place);
         }

@@ -167,6 +167,21 @@ impl<M: Manager> Shared<M> {
         self.after_lease(ended);
     }
 
+    /// A caller that wanted a connection of its own has left the line (served, timed out or
+    /// gone): the connection kept from new leases for it may take them again, so callers
+    /// waiting for a lease are served wherever there is room.
+    pub fn unstick_leasers(self: &Arc<Self>) {
+        let mut wakes = Vec::new();
+        {
+            let mut state = self.lock();
+            state.serve_leasers_anywhere(&mut wakes);
+            state.debug_check();
+        }
+        for waker in wakes.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
     /// Carries out what ending a lease left to do, outside the lock.
     pub fn after_lease(self: &Arc<Self>, ended: Ended) {
         if ended.broke {

@@ -31,6 +31,13 @@ pub(crate) struct Ticket {
     lease: bool,
 }
 
+impl Ticket {
+    /// The caller wants a lease, not a connection of its own.
+    pub fn wants_lease(&self) -> bool {
+        self.lease
+    }
+}
+
 struct Slot<C> {
     waker: Option<Waker>,
     outcome: Option<Wake<C>>,
@@ -66,9 +73,9 @@ impl<C> Line<C> {
         self.leasers
     }
 
-    /// Whether the oldest caller in line wants a lease; `None` when nobody waits.
-    pub fn front_wants_lease(&self) -> Option<bool> {
-        self.queue.front().map(|t| t.lease)
+    /// Callers waiting for a connection of their own.
+    pub fn exclusive(&self) -> usize {
+        self.queue.len() - self.leasers
     }
 
     /// Callers waiting.
@@ -166,6 +173,20 @@ impl<C> Line<C> {
             }
             None => Err(grant),
         }
+    }
+
+    /// Hands `grant` to the oldest caller that waits for a connection of its own, passing
+    /// over callers waiting for a lease; gives it back when no such caller waits.
+    pub fn serve_exclusive(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
+        let Some(ticket) = self
+            .queue
+            .iter()
+            .position(|t| !t.lease)
+            .and_then(|at| self.queue.remove(at))
+        else {
+            return Err(grant);
+        };
+        Ok(self.settle(ticket, Wake::Granted(grant)))
     }
 
     /// Hands `grant` (a lease) to the oldest caller that waits for a lease, passing over

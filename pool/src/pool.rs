@@ -142,6 +142,8 @@ impl<M: Manager> Pool<M> {
                 },
                 Step::Wait(ticket) => {
                     let outcome = handoff::wait(shared, ticket, deadline).await;
+                    // Out of line: a connection kept from leases for this caller is free again.
+                    shared.unstick_leasers();
                     let served = Instant::now();
                     shared
                         .metrics

@@ -21,8 +21,9 @@ use crate::streams::{Key, Mode, SharedConn, unwrap};
 
 /// What is left to do after a lease ended, once the lock is released.
 pub(crate) struct Ended {
-    /// Waiters served: one given the freed slot, one given the connection or a lease on it.
-    pub wakes: [Option<Waker>; 2],
+    /// Waiters served: given the freed slot, the connection, or leases on it. Empty (no
+    /// allocation) when nobody waits.
+    pub wakes: Vec<Option<Waker>>,
     /// The connection, when it is to be closed (its last lease ended and it is retired or
     /// broken). Its `Arc` is the only one left.
     pub close: Option<SharedConn>,
@@ -33,7 +34,7 @@ pub(crate) struct Ended {
 impl Ended {
     fn new() -> Self {
         Ended {
-            wakes: [None, None],
+            wakes: Vec::new(),
             close: None,
             broke: false,
         }
@@ -87,7 +88,9 @@ impl<C: 'static> State<C> {
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
         let key = loop {
-            let key = self.streams.pick(self.max_streams)?;
+            let key = self
+                .streams
+                .pick(self.max_streams, self.reserved_for_get())?;
             let record = self.streams.get_mut(key)?;
             if record.leases == 0 || !record.info.expired(now) {
                 break key;
@@ -126,8 +129,34 @@ impl<C: 'static> State<C> {
         self.count_lease(key).map(Placed::Lease)
     }
 
+    /// The shared connection kept from new leases while a caller waits for a connection of
+    /// its own: the open one with the fewest leases. It takes no new lease, so its count only
+    /// falls, and when its last lease ends that caller takes it. Without it, leases that
+    /// overlap would keep every connection leased and starve `get`.
+    pub fn reserved_for_get(&self) -> Option<Key> {
+        if self.waiters.exclusive() == 0 {
+            return None;
+        }
+        self.streams.pick(usize::MAX, None)
+    }
+
+    /// Serves callers waiting for a lease on every connection with room (after a caller that
+    /// wanted a connection of its own left the line, say); pushes their wakers.
+    pub fn serve_leasers_anywhere(&mut self, wakes: &mut Vec<Option<Waker>>) {
+        if self.waiters.leasers() == 0 {
+            return;
+        }
+        let keys: Vec<_> = self.streams.keys().collect();
+        for key in keys {
+            self.serve_leasers(key, wakes);
+        }
+    }
+
     /// Serves callers waiting for a lease on `key`, while it has room; pushes their wakers.
     pub fn serve_leasers(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
+        if self.waiters.leasers() > 0 && self.reserved_for_get() == Some(key) {
+            return;
+        }
         while self.waiters.leasers() > 0 {
             let room = self
                 .streams
@@ -242,7 +271,9 @@ impl<C: 'static> State<C> {
         if broken {
             let (newly, wake) = self.mark_shared_broken(key);
             ended.broke = newly;
-            ended.wakes[0] = wake;
+            if wake.is_some() {
+                ended.wakes.push(wake);
+            }
         }
         let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
@@ -254,9 +285,7 @@ impl<C: 'static> State<C> {
         drop(lease);
         if record.leases > 0 {
             if record.mode == Mode::Open && record.leases < max_streams {
-                let mut wakes = Vec::new();
-                self.serve_leasers(key, &mut wakes);
-                ended.wakes[1] = wakes.pop().flatten();
+                self.serve_leasers(key, &mut ended.wakes);
             }
             return ended;
         }
@@ -282,27 +311,22 @@ impl<C: 'static> State<C> {
             let record = self.streams.remove(key);
             ended.close = record.and_then(|r| r.conn);
             if frees_slot && let Place::Wake(waker) = self.release_slot() {
-                ended.wakes[1] = waker;
+                ended.wakes.push(waker);
             }
             return ended;
         }
-        // Healthy and free: the oldest waiter, if any, takes it.
-        match self.waiters.front_wants_lease() {
-            Some(true) => {
-                let mut wakes = Vec::new();
-                self.serve_leasers(key, &mut wakes);
-                ended.wakes[1] = wakes.pop().flatten();
-            }
-            Some(false) => {
-                if let Some(live) = self.unshare(key) {
-                    match self.waiters.serve(Grant::Conn(live)) {
-                        Ok(waker) => ended.wakes[1] = waker,
-                        Err(Grant::Conn(live)) => self.idle.push_back(live),
-                        Err(_) => {}
-                    }
+        // Healthy and free: a caller waiting for a connection of its own takes it first (a
+        // lease could use room elsewhere; `get` can use nothing else), else the leasers.
+        if self.waiters.exclusive() > 0 {
+            if let Some(live) = self.unshare(key) {
+                match self.waiters.serve_exclusive(Grant::Conn(live)) {
+                    Ok(waker) => ended.wakes.push(waker),
+                    Err(Grant::Conn(live)) => self.idle.push_back(live),
+                    Err(_) => {}
                 }
             }
-            None => {}
+        } else {
+            self.serve_leasers(key, &mut ended.wakes);
         }
         ended
     }

@@ -204,12 +204,16 @@ impl Streams {
         Some(record)
     }
 
-    /// The open connection with the fewest leases below `max_streams`: where a new lease goes.
-    pub fn pick(&self, max_streams: usize) -> Option<Key> {
+    /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
+    /// where a new lease goes.
+    pub fn pick(&self, max_streams: usize, avoid: Option<Key>) -> Option<Key> {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
             let Some(record) = record else { continue };
-            if record.mode != Mode::Open || record.leases >= max_streams {
+            if record.mode != Mode::Open
+                || record.leases >= max_streams
+                || avoid.is_some_and(|key| key.at == at)
+            {
                 continue;
             }
             if best.is_none_or(|(leases, _)| record.leases < leases) {

@@ -134,3 +134,94 @@ async fn a_connection_returned_by_get_is_shared_by_the_lease_callers_waiting() {
     assert_eq!((status.leases, status.in_use, status.waiting), (3, 1, 0));
     assert_eq!(mock.connects(), 1);
 }
+
+/// Leases that overlap without end do not starve a `get`: while it waits, the connection with
+/// the fewest leases takes no new one, so its leases run out and the `get` takes it; leasing
+/// goes on on the other connection, and resumes on both once the `get` is served.
+#[tokio::test(start_paused = true)]
+async fn overlapping_leases_do_not_starve_a_waiting_get() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(2)
+        .max_streams(8)
+        .wait_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid settings");
+    // A stream of leases, each held 30 ms, one taken every 3 ms (about ten at a time): both
+    // connections always carry some, for 2 s.
+    let leasing = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut holders = Vec::new();
+            for _ in 0..666 {
+                let pool = pool.clone();
+                holders.push(tokio::spawn(async move {
+                    let lease = pool.lease().await.expect("leases keep being served");
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    drop(lease);
+                }));
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            for holder in holders {
+                holder.await.expect("lease task");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pool.status().size, 2, "{:?}", pool.status());
+    assert!(pool.status().leases > 0);
+    let started = tokio::time::Instant::now();
+    let conn = pool.get().await.expect("served within its wait timeout");
+    // The kept connection's leases run out within one hold.
+    assert!(
+        started.elapsed() <= Duration::from_millis(30),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(conn);
+    leasing.await.expect("the leasing task");
+}
+
+/// While a `get` waits, a lease caller queues rather than take room on the connection kept
+/// for that `get`; when the `get` gives up, the lease caller is served at once on that room,
+/// without waiting for a lease to end.
+#[tokio::test(start_paused = true)]
+async fn a_lease_held_back_for_a_get_is_served_when_the_get_leaves() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(1)
+        .max_streams(4)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid settings");
+    let long = pool.lease().await.expect("a lease held throughout");
+    let getter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_millis(100), pool.get())
+                .await
+                .is_err()
+        })
+    };
+    until_waiting(&pool, 1).await;
+    let leaser = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let lease = pool.lease().await.expect("a lease");
+            (lease.id, tokio::time::Instant::now())
+        })
+    };
+    until_waiting(&pool, 2).await;
+    assert_eq!(
+        pool.status().leases,
+        1,
+        "the second lease waits behind the get"
+    );
+    let gave_up_at = tokio::time::Instant::now() + Duration::from_millis(100);
+    assert!(getter.await.expect("getter task"), "the get gave up");
+    let (id, served_at) = leaser.await.expect("leaser task");
+    assert_eq!(id, 0);
+    assert!(served_at <= gave_up_at, "served when the get left");
+    assert_eq!(pool.status().leases, 1);
+    drop(long);
+}
