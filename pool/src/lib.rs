@@ -44,6 +44,38 @@
 //! - `is_broken` runs synchronously on every return: read a flag your connection keeps, never
 //!   do I/O. True discards the connection and frees its slot at once.
 //! - `close` is the graceful goodbye of a discarded connection; it runs in a task of its own.
+//! - `is_broken_shared` (optional) is the same flag read through a shared reference, asked
+//!   on every lease handed out and ended, so a multiplexed connection that died under its
+//!   leases gets no new one.
+//!
+//! # Leases: one connection, many callers
+//! A connection that carries many requests at once (HTTP/2, the JSON transport's `Conn`, a
+//! Redis multiplexed connection) is lent to up to `max_streams` callers at once with
+//! [`Pool::lease`]. The pool still owns it: it never closes a connection while a lease holds
+//! it, a retired one (`max_lifetime`, `retain`, `resize`, `close`) takes no new lease and
+//! closes after its last, and a broken one frees its slot at once and closes after its last.
+//! A new connection opens only when every open or opening one is full, so the pool uses the
+//! fewest connections the load needs, spread evenly.
+//!
+//! ```
+//! # use std::convert::Infallible;
+//! # use pool::{Manager, Pool};
+//! # struct Numbers;
+//! # impl Manager for Numbers {
+//! #     type Connection = u64;
+//! #     type Error = Infallible;
+//! #     async fn connect(&self) -> Result<u64, Infallible> { Ok(7) }
+//! #     async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> { Ok(()) }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = Pool::builder(Numbers).max_size(4).max_streams(16).build().expect("valid");
+//! let (a, b) = (pool.lease().await.expect("a"), pool.lease().await.expect("b"));
+//! assert_eq!(pool.status().size, 1, "both leases share one connection");
+//! assert_eq!(pool.status().leases, 2);
+//! drop((a, b));
+//! # }
+//! ```
 //!
 //! The repository's `examples/custom_manager.rs` is a complete manager for a small line-based
 //! protocol, with its server, to copy from.
@@ -74,9 +106,9 @@
 //! - The fast path reads the clock twice per checkout and return (to honour `check_interval`
 //!   from the last return, and `max_lifetime`): about 25 ns each on a VM's vDSO clock, the
 //!   main cost above a bare semaphore plus a locked `Vec` (see BENCHMARKS.md).
-//! - The lock guards a few field updates only: no `.await`, no manager call and no connection
-//!   drop happens while it is held. The fast path (an idle connection used within the check
-//!   interval) allocates nothing.
+//! - The lock guards a few field updates only: no `.await`, no manager call (but the one
+//!   below) and no connection drop happens while it is held. The fast path (an idle
+//!   connection used within the check interval) allocates nothing.
 //! - Leases: the lease fast path (a connection with room, no check due) takes the lock once
 //!   to lease and once to end, and allocates nothing; `is_broken` runs under that lock at the
 //!   0 -> 1 and 1 -> 0 lease moves, since only the lock proves no lease borrows the connection.
@@ -87,6 +119,16 @@
 //! - A connection opened for a lease keeps its room promised to the callers that arrive while
 //!   it opens until its opener shares it, not merely until its connect ends, so a caller
 //!   arriving in between waits for it instead of opening another.
+//! - A caller waiting for a connection of its own is not starved by leases that overlap
+//!   without end: while it waits, the shared connection with the fewest leases takes no new
+//!   lease, so its count only falls, and at its last lease that caller takes it (lease
+//!   callers can use room elsewhere; `get` can use nothing else).
+//! - A broken shared connection, and one a shrink drains, gives its slot up at once (so a
+//!   replacement can open, and a shrink by one retires one connection), but stays counted in
+//!   `size` and `in_use` while leases still use it.
+//! - A shared connection lives in one `Arc` for its time as leases (made when it is first
+//!   leased), behind a `Send + Sync` trait object, so a pool of connections that are not
+//!   `Sync` (which `get` can lend, `lease` cannot) stays `Send`.
 //! - A leased connection past `max_lifetime` starts draining when the next lease is asked
 //!   (one comparison with the clock read the lease makes anyway), not at the background
 //!   task's next round, which may be `reap_interval` later.
