@@ -4,14 +4,26 @@
 //! ```sh
 //! cargo run --release --example demo
 //! cargo run --release --example demo -- --requests 1000000 --concurrency 256 --pool-size 2
+//! cargo run --release --example demo -- --pool-size 4 --max-streams 16
 //! ```
 //!
 //! It starts the echo server in-process on an ephemeral loopback port, builds a
 //! [`Pool`] of [`JsonManager`] connections, and sends `--requests` requests from
-//! `--concurrency` tasks. Every response is checked: its `Uid` is the request's and its `Val`
-//! is `"server: hello, " + Val`. It prints the throughput, the latency percentiles (measured
-//! per request, from checkout to verified response) and the pool's status, and exits with a
-//! failure status if any request failed.
+//! `--concurrency` tasks, each request on a [`Lease`] of its own: up to `--max-streams` leases
+//! share one connection, over at most `--pool-size` connections. Every response is checked:
+//! its `Uid` is the request's, its `Val` is `"server: hello, " + Val` (what the embedded echo
+//! server answers) and it has a `Ts`. It prints the throughput, the latency percentiles
+//! (measured per request, from the lease to the verified response), how many requests each
+//! connection carried (by its local port) and the pool's status, and exits with a failure
+//! status if any request failed.
+//!
+//! Defaults (`--pool-size 4 --max-streams 64 --concurrency 64`), measured on a 2-core machine
+//! shared with other builds (1M requests a run, medians): all 64 requests in flight on one
+//! connection ran at 526-562 k req/s with about 30 requests per write; the same 64 spread
+//! over 4 connections of 16 streams at 374 k (7.5 per write), over 1 connection of 16 (48
+//! tasks waiting) at 264 k. Here every connection costs client and server tasks and smaller
+//! writes, so the defaults fill one connection first and keep 3 more for heavier loads
+//! (`--concurrency 256`: 4 connections, 662 k). The README has the table.
 #![forbid(unsafe_code)]
 
 #[path = "support/cli.rs"]
@@ -23,9 +35,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cli::{Flag, Spec};
-use pool::{IdleOrder, Pool, PoolError, Status};
+use pool::{Lease, Pool, Status};
 use transport_json::server::{Server, ServerConfig};
-use transport_json::{Conn, ConnectOptions, Error, JsonManager, Message};
+use transport_json::{ConnectOptions, JsonManager, Message};
 
 static SPEC: Spec = Spec {
     name: "demo",
@@ -49,6 +61,12 @@ static SPEC: Spec = Spec {
             default: "4",
             help: "connections in the pool (max_size)",
         },
+        Flag {
+            name: "max-streams",
+            value: Some("S"),
+            default: "64",
+            help: "leases (requests in flight) one connection carries at once",
+        },
     ],
 };
 
@@ -61,6 +79,7 @@ async fn main() -> ExitCode {
     let requests = args.positive("requests");
     let concurrency = args.positive("concurrency");
     let pool_size = args.positive("pool-size");
+    let max_streams = args.positive("max-streams");
 
     let server = match Server::bind("127.0.0.1:0", ServerConfig::default()).await {
         Ok(server) => server.spawn(),
@@ -73,8 +92,7 @@ async fn main() -> ExitCode {
         .request_timeout(Some(Duration::from_secs(10)));
     let pool = match Pool::builder(JsonManager::new(options))
         .max_size(pool_size)
-        // FIFO hands the idle connections out in turn, so the load spreads over all of them.
-        .idle_order(IdleOrder::Fifo)
+        .max_streams(max_streams)
         .wait_timeout(Duration::from_secs(5))
         .build()
     {
@@ -82,18 +100,17 @@ async fn main() -> ExitCode {
         Err(error) => return cli::fail("demo: invalid pool settings", &error),
     };
 
-    // Open every connection up front (all checked out at once, then returned), so the run
-    // measures traffic, not connects. The handles are kept only to read counters at the end.
-    let warm = futures::future::try_join_all((0..pool_size).map(|_| pool.get())).await;
-    let conns: Vec<Conn> = match warm {
-        Ok(guards) => guards.iter().map(|guard| Conn::clone(guard)).collect(),
-        Err(error) => return cli::fail(&format!("demo: cannot connect to {addr}"), &error),
-    };
+    // Reach the server once before the run: a failure is one clear error, not one per
+    // request. The other connections open during the run, only when every open one carries
+    // `--max-streams` leases: the pool's status at the end says how many the load needed.
+    if let Err(error) = pool.lease().await {
+        return cli::fail(&format!("demo: cannot connect to {addr}"), &error);
+    }
 
     let plural = if pool_size == 1 { "" } else { "s" };
     println!(
-        "demo: echo server on {addr}; pool of {pool_size} connection{plural}; \
-         {requests} requests from {concurrency} tasks"
+        "demo: echo server on {addr}; pool of up to {pool_size} connection{plural}, \
+         {max_streams} streams each; {requests} requests from {concurrency} tasks"
     );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -109,8 +126,12 @@ async fn main() -> ExitCode {
     }
     let elapsed = started.elapsed();
 
-    let writes: u64 = conns.iter().map(Conn::write_batches).sum();
-    drop(conns);
+    // Every lease has ended, so every connection is idle: read its counter (none is removed).
+    let mut writes = 0;
+    pool.retain(|conn, _| {
+        writes += conn.write_batches();
+        true
+    });
     print_summary(&total, requests, elapsed, writes, &pool.status());
     for (n, error) in total.errors.iter().enumerate() {
         eprintln!("  error {}: {error}", n + 1);
@@ -135,9 +156,19 @@ struct Tally {
     /// The first few failures, with their whole error chain.
     errors: Vec<String>,
     latencies: Vec<Duration>,
+    /// Requests answered on each connection, keyed by the connection's local port: a linear
+    /// search, since a pool holds a handful of connections.
+    per_conn: Vec<(u16, usize)>,
 }
 
 impl Tally {
+    fn answered_on(&mut self, port: u16, n: usize) {
+        match self.per_conn.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, count)) => *count += n,
+            None => self.per_conn.push((port, n)),
+        }
+    }
+
     fn fail(&mut self, uid: &str, error: String) {
         self.failed += 1;
         if self.errors.len() < SHOWN_ERRORS {
@@ -151,6 +182,9 @@ impl Tally {
         let room = SHOWN_ERRORS.saturating_sub(self.errors.len());
         self.errors.extend(other.errors.into_iter().take(room));
         self.latencies.extend(other.latencies);
+        for (port, n) in other.per_conn {
+            self.answered_on(port, n);
+        }
     }
 }
 
@@ -167,41 +201,32 @@ async fn run_task(pool: Pool<JsonManager>, next: Arc<AtomicUsize>, requests: usi
         let val = format!("request {n}");
         let expected = format!("server: hello, {val}");
         let sent = Instant::now();
-        let result = match checkout(&pool).await {
-            Ok(conn) => conn
-                .send(Message {
-                    uid: uid.clone(),
-                    val,
-                })
-                .await
-                .map_err(|error| cli::chain(&error)),
-            Err(error) => Err(cli::chain(&error)),
+        // A lease per request, the way a multiplexed connection is pooled: up to
+        // `--max-streams` leases pipeline their requests on one connection at once, the pool
+        // puts each lease on the connection with the fewest, and dropping the lease (at the
+        // end of this iteration) gives its room back. A connection that died takes no new
+        // lease, so no retry is needed here.
+        let conn: Lease<JsonManager> = match pool.lease().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tally.fail(&uid, cli::chain(&error));
+                continue;
+            }
         };
-        match result {
+        let result = conn.send(Message {
+            uid: uid.clone(),
+            val,
+        });
+        match result.await {
             Ok(resp) if resp.uid == uid && resp.val == expected && !resp.ts.is_empty() => {
                 tally.latencies.push(sent.elapsed());
                 tally.ok += 1;
+                tally.answered_on(conn.local_addr().port(), 1);
             }
             Ok(resp) => tally.fail(&uid, format!("wrong response {resp:?}")),
-            Err(error) => tally.fail(&uid, error),
+            Err(error) => tally.fail(&uid, cli::chain(&error)),
         }
     }
-}
-
-/// Takes a connection for one request the way this transport is meant to be pooled.
-///
-/// A [`Conn`] multiplexes: any number of requests may be in flight on it at once. So a task
-/// does not hold its pool guard while it waits for the response (that would allow only
-/// `--pool-size` requests in flight, one per connection). It checks a connection out, clones
-/// the handle (an `Arc`), and returns the guard at once; the request then pipelines with the
-/// other tasks' requests on that connection, and the pool acts as the set of connections the
-/// load is spread over, each still checked and replaced by the pool when it breaks.
-///
-/// A connection that closed while idle reports itself broken, so the pool never hands it
-/// out: no retry is needed here.
-async fn checkout(pool: &Pool<JsonManager>) -> Result<Conn, PoolError<Error>> {
-    let guard = pool.get().await?;
-    Ok(Conn::clone(&guard))
 }
 
 fn print_summary(total: &Tally, requests: usize, elapsed: Duration, writes: u64, status: &Status) {
@@ -231,14 +256,35 @@ fn print_summary(total: &Tally, requests: usize, elapsed: Duration, writes: u64,
             requests as f64 / writes as f64
         );
     }
+    let mut spread = total.per_conn.clone();
+    spread.sort_unstable();
+    let counts: Vec<String> = spread
+        .iter()
+        .map(|(port, n)| format!(":{port} {n}"))
+        .collect();
+    let most = spread.iter().map(|&(_, n)| n).max().unwrap_or(0);
+    let least = spread.iter().map(|&(_, n)| n).min().unwrap_or(0);
+    let ratio = if least > 0 {
+        most as f64 / least as f64
+    } else {
+        0.0
+    };
+    println!(
+        "spread      requests per connection (local port, count): {}; max/min {ratio:.2}x \
+         over {} of {} connections",
+        counts.join(", "),
+        spread.len(),
+        status.size,
+    );
     let c = &status.counters;
     println!(
-        "pool        max {} size {} idle {} in use {} waiting {}; \
+        "pool        max {} size {} idle {} in use {} leases {} waiting {}; \
          created {} closed {} broken {} check failures {} timeouts {}",
         status.max_size,
         status.size,
         status.idle,
         status.in_use,
+        status.leases,
         status.waiting,
         c.created,
         c.closed,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{bounded, chain, checkout, options, pool_with, within};
+use support::{bounded, chain, checkout, lease, options, pool_with, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -62,6 +62,7 @@ async fn pool_replaces_a_connection_whose_server_answers_only_unknown_uids() {
         const ROUNDS: usize = 50;
         let (addr, accepted) = first_connection_answers_unknown_uids().await;
         let pool = pool_with(options(addr).request_timeout(Some(LIMIT)), 1);
+        // A handle on the first connection, watched from outside the pool.
         let first = checkout(&pool).await;
 
         // Sixteen callers, each sending through the pool until one request is answered. The
@@ -73,7 +74,7 @@ async fn pool_replaces_a_connection_whose_server_answers_only_unknown_uids() {
             callers.spawn(async move {
                 let mut failures = Vec::new();
                 for round in 0..ROUNDS {
-                    let conn = checkout(&pool).await;
+                    let conn = lease(&pool).await;
                     match conn.request(format!("{t}-{round}")).await {
                         Ok(resp) => return (resp, failures),
                         Err(err) => failures.push(err),

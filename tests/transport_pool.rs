@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use support::{bounded, chain, checkout, echoed, pool_to, spawn_server};
+use support::{bounded, chain, echoed, lease, pool_to, spawn_server};
 use tokio::task::JoinSet;
 use transport_json::server::{ServerConfig, handler_fn};
 use transport_json::{Message, Resp};
@@ -136,11 +136,11 @@ async fn ten_thousand_concurrent_requests_through_four_connections_are_each_answ
                 };
                 let result = if i % 10 == 0 {
                     // Some callers hold their guard for the whole request: they queue for a
-                    // connection while the others pipeline on it.
+                    // connection with no lease while the others pipeline on leases.
                     let guard = pool.get().await.expect("checkout");
                     guard.send(msg).await
                 } else {
-                    checkout(&pool).await.send(msg).await
+                    lease(&pool).await.send(msg).await
                 };
                 (i, result)
             });

@@ -1,5 +1,5 @@
 //! What the cross-crate tests share: bounds, a pool of `JsonManager` connections in front of a
-//! real server, the way a multiplexed connection is checked out, and test servers.
+//! real server, the ways a multiplexed connection is taken from it, and test servers.
 //!
 //! Each test file uses part of it.
 #![allow(dead_code)]
@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pool::{IdleOrder, Pool};
+use pool::{IdleOrder, Lease, Pool};
 use tokio::sync::{mpsc, watch};
 use transport_json::server::{Handler, RunningServer, Server, ServerConfig, handler_fn};
 use transport_json::{CloseCause, Conn, ConnectOptions, Error, JsonManager, Message, Resp};
@@ -58,11 +58,15 @@ pub fn options(addr: SocketAddr) -> ConnectOptions {
         .request_timeout(Some(Duration::from_secs(20)))
 }
 
+/// How many leases one test connection carries at once.
+pub const MAX_STREAMS: usize = 16;
+
 /// A pool of at most `max_size` connections made with `options`, handing idle ones out in
-/// turn.
+/// turn, each carrying up to [`MAX_STREAMS`] leases.
 pub fn pool_with(options: ConnectOptions, max_size: usize) -> Pool<JsonManager> {
     Pool::builder(JsonManager::new(options))
         .max_size(max_size)
+        .max_streams(MAX_STREAMS)
         .idle_order(IdleOrder::Fifo)
         .wait_timeout(Duration::from_secs(20))
         .connect_timeout(Duration::from_secs(5))
@@ -75,8 +79,16 @@ pub fn pool_to(addr: SocketAddr, max_size: usize) -> Pool<JsonManager> {
     pool_with(options(addr), max_size)
 }
 
-/// Checks a connection out, clones the handle, and returns the guard at once: a `Conn`
-/// carries many requests at a time, so holding the guard would serialize them.
+/// A lease for one request: the way a pooled `Conn` is used.
+pub async fn lease(pool: &Pool<JsonManager>) -> Lease<JsonManager> {
+    pool.lease().await.unwrap_or_else(|error| {
+        panic!("lease failed: {}", chain(&error));
+    })
+}
+
+/// Checks a connection out, clones the handle, and returns the guard at once. Only for a
+/// test that watches a connection from outside the pool (one idle in the pool when its
+/// server dies, say) or hands it to spawned tasks: to send requests, take a [`lease`].
 pub async fn checkout(pool: &Pool<JsonManager>) -> Conn {
     let guard = pool.get().await.unwrap_or_else(|error| {
         panic!("checkout failed: {}", chain(&error));

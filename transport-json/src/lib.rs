@@ -45,6 +45,12 @@
 //! - The pool's `check` for a [`JsonManager`] reads the closed flag and does a real round trip
 //!   only after the connection has been idle for a while; `is_broken` reads the flag, so a
 //!   connection whose server went away is never handed out.
+//! - A pooled [`Conn`] is used through leases ([`pool::Pool::lease`], a lease per request,
+//!   `max_streams` of them sharing one connection), not by cloning it out of a `get` guard:
+//!   a clone hides the work in flight from the pool, so `max_lifetime`, `retain` and `close`
+//!   cut requests, and with the guard back at once the top idle connection took almost all
+//!   the traffic. `is_broken_shared` reads the closed flag, so a connection that died under
+//!   ten leases takes no eleventh and a replacement opens in its slot at once.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,5 +1,15 @@
 //! [`JsonManager`]: the [`pool::Manager`] that pools [`Conn`]s.
 //!
+//! # Use a lease per request
+//! A [`Conn`] carries many requests at once, so the way to use a pooled one is a
+//! [`Lease`](pool::Lease): [`Pool::lease`](pool::Pool::lease) lends one connection to up to
+//! [`max_streams`](pool::Builder::max_streams) callers at a time, each of them pipelining its
+//! requests beside the others'. Take a lease for each request (or short burst of requests)
+//! and drop it when the response is in: the pool then knows which connections carry work,
+//! spreads the leases over them (the least-leased connection with room first), opens a new
+//! connection only when every one is full, and closes a connection that broke, expired or was
+//! retired only after its last lease ended, so it never cuts a request in flight.
+//!
 //! ```no_run
 //! use pool::Pool;
 //! use transport_json::conn::ConnectOptions;
@@ -7,17 +17,27 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let manager = JsonManager::new(ConnectOptions::new("127.0.0.1:3000"));
-//! let pool = Pool::builder(manager).max_size(4).build()?;
-//! let conn = pool.get().await?;
-//! let resp = conn.request("world").await?;
-//! println!("{}", resp.val);
+//! // Up to 4 connections, each carrying up to 16 requests at once.
+//! let pool = Pool::builder(manager).max_size(4).max_streams(16).build()?;
+//! let pool = &pool;
+//! let requests = (0..64).map(|i| async move {
+//!     let conn = pool.lease().await?; // a lease per request
+//!     let resp = conn.request(i.to_string()).await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(resp.val)
+//! }); // dropping the lease gives its room back
+//! for val in futures::future::try_join_all(requests).await? {
+//!     println!("{val}");
+//! }
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Since one [`Conn`] carries many requests at once, a caller may also clone the connection
-//! out of its guard and return the guard at once; the pool then serves as a set of
-//! connections to spread load over.
+//! [`max_streams`](pool::Builder::max_streams) sets how many leases share one connection:
+//! more per connection means bigger batched writes and fewer connections; fewer means the
+//! load spreads over more of them. Exclusive [`Pool::get`](pool::Pool::get) still works (a
+//! caller holding the connection alone, for example to send a burst), and shares the pool
+//! with leases; cloning the [`Conn`] out of a guard and returning the guard at once, as was
+//! done before leases, hides the work in flight from the pool: don't.
 
 use std::time::Duration;
 
@@ -38,9 +58,10 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 ///   no response to a pending request received: responses for a `Uid` nobody waits for do
 ///   not count) for [`check_idle`](JsonManager::check_idle) or longer. The ping's response,
 ///   even one carrying `Err`, proves the connection alive.
-/// - `is_broken` reads the closed flag. A connection whose server stopped answering sets it
-///   itself (see [`ConnectOptions::close_unresponsive`]), so the pool discards it and opens a
-///   fresh one.
+/// - `is_broken` and `is_broken_shared` read the closed flag. A connection whose server
+///   stopped answering sets it itself (see [`ConnectOptions::close_unresponsive`]), so the
+///   pool discards it and opens a fresh one; under leases, a connection that died while ten
+///   leases used it takes no eleventh, and its slot frees at once for a replacement.
 /// - `close` closes the connection gracefully, waiting at most [`CLOSE_GRACE`].
 #[derive(Debug, Clone)]
 pub struct JsonManager {
@@ -106,6 +127,10 @@ impl pool::Manager for JsonManager {
     }
 
     fn is_broken(&self, conn: &mut Conn) -> bool {
+        conn.is_closed()
+    }
+
+    fn is_broken_shared(&self, conn: &Conn) -> bool {
         conn.is_closed()
     }
 

@@ -300,3 +300,94 @@ async fn pool_discards_a_connection_that_closed_while_checked_out() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn lease_per_request_pool_answers_every_request_and_gives_every_lease_back() {
+    bounded(async {
+        const REQUESTS: usize = 64;
+        let server = TestServer::start(true).await;
+        let pool = Pool::builder(JsonManager::new(server.options()))
+            .max_size(2)
+            .max_streams(16)
+            .build()
+            .expect("valid settings");
+        let calls = (0..REQUESTS).map(|i| {
+            let pool = pool.clone();
+            async move {
+                let conn = pool.lease().await.expect("a lease");
+                let resp = conn.request(format!("r{i}")).await.expect("a response");
+                (i, resp, conn.local_addr())
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        for (i, resp, _) in &answers {
+            assert_eq!(resp.val, format!("re: r{i}"));
+        }
+        // 64 at once over 2 connections of 16 streams: both connections carried work.
+        let mut used: Vec<_> = answers.iter().map(|(_, _, addr)| *addr).collect();
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used.len(), 2, "{used:?}");
+        let status = pool.status();
+        assert_eq!(status.leases, 0, "{status:?}");
+        assert_eq!(status.counters.created, 2, "{status:?}");
+        assert_eq!(server.requests(), REQUESTS);
+        pool.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connection_that_died_under_its_leases_gets_no_new_lease_and_is_replaced() {
+    bounded(async {
+        const HELD: usize = 10;
+        let mut server = TestServer::start(true).await;
+        // One slot: the replacement can open only because the dead connection frees it at
+        // once, while its ten leases still hold it.
+        let pool = Pool::builder(JsonManager::new(server.options()))
+            .max_size(1)
+            .max_streams(16)
+            .build()
+            .expect("valid settings");
+        let mut held = Vec::with_capacity(HELD);
+        for _ in 0..HELD {
+            held.push(pool.lease().await.expect("a lease"));
+        }
+        let first = held[0].local_addr();
+        assert!(held.iter().all(|lease| lease.local_addr() == first));
+        // Answered: the server's task for this connection runs and will see the kill.
+        held[0].request("one").await.expect("a response");
+        server.kill_connections();
+        server.ended.recv().await.expect("the server dropped it");
+        held[0].closed().await;
+
+        // The dead connection has room for six more leases; is_broken_shared refuses them.
+        let fresh = pool.lease().await.expect("a lease on a fresh connection");
+        assert_ne!(
+            fresh.local_addr(),
+            first,
+            "the eleventh lease went to the dead connection"
+        );
+        assert_eq!(
+            fresh.request("two").await.expect("a response").val,
+            "re: two"
+        );
+        let status = pool.status();
+        assert_eq!(status.counters.created, 2, "{status:?}");
+        assert_eq!(status.counters.broken, 1, "{status:?}");
+        assert_eq!(status.leases, HELD + 1, "{status:?}");
+
+        // The old leases still see the cause; ending them closes the dead connection.
+        let err = held[1].request("late").await.expect_err("closed");
+        assert!(
+            matches!(err, Error::Closed(CloseCause::ClosedByPeer)),
+            "{err:?}"
+        );
+        drop(held);
+        drop(fresh);
+        let status = pool.status();
+        assert_eq!((status.size, status.leases), (1, 0), "{status:?}");
+        pool.close().await;
+    })
+    .await;
+}
