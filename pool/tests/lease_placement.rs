@@ -213,3 +213,19 @@ async fn min_idle_with_one_lease_at_a_time_keeps_one_spare_connection() {
     );
     assert!(status.idle <= 2, "{status:?}");
 }
+
+/// `Lease` moves into spawned tasks (it is `Send`) and its connection is shared, not
+/// exclusive: it derefs to `&Connection` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_moves_into_a_spawned_task() {
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1, 2);
+    let lease = pool.lease().await.expect("a lease");
+    assert_send(&lease);
+    let id = tokio::spawn(async move { lease.id })
+        .await
+        .expect("the task");
+    assert_eq!(id, 0);
+    assert_eq!(pool.status().leases, 0, "ended in the task");
+}
