@@ -179,12 +179,18 @@ async fn unchanged_echo_server() -> SocketAddr {
     addr
 }
 
-/// A server that accepts one connection and goes away: that connection and the listener
-/// close, so the client's next connect is refused.
+/// A server that accepts one connection and goes away when the first request arrives: that
+/// connection and the listener close, so the client's next connect is refused. (Closing at
+/// once raced the client's first lease, which rightly refuses a connection already closed.)
 async fn one_connection_server() -> SocketAddr {
     let (listener, addr) = listen().await;
     tokio::spawn(async move {
-        let _ = listener.accept().await;
+        // Open until the first request arrives (so the client's first lease finds the
+        // connection alive), then gone for good: the connection and the listener close.
+        if let Ok((mut stream, _)) = listener.accept().await {
+            let mut first = [0u8; 1];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut first).await;
+        }
     });
     addr
 }
