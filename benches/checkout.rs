@@ -12,6 +12,11 @@
 //! table of ops/s and ratios (copied into `BENCHMARKS.md`), then a separate pass measures the
 //! wait of each `get` with 64 tasks on 4 connections and prints its p50/p99/max.
 //!
+//! Leases (issue 13): the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool
+//! built with `max_streams` [`LEASE_STREAMS`] whose tasks loop `lease().await` then drop in
+//! place of get+drop, so lease+drop is measured back to back with get+drop and the peers. A
+//! second table prints it against get+drop (`lease/get`, time per op) and the peers.
+//!
 //! Run: `cargo bench --bench checkout` (about 5 minutes); `BENCH_QUICK=1` for a smoke run.
 
 #![forbid(unsafe_code)]
@@ -35,6 +40,11 @@ const MAX_SIZES: [usize; 2] = [4, 16];
 const TASKS: [usize; 4] = [1, 4, 16, 64];
 const HOLDS: [Hold; 2] = [Hold::None, Hold::Yield];
 const PEERS: [&str; 4] = ["ours", "deadpool", "bb8", "floor"];
+/// The `max_size` of the cells that also measure lease+drop.
+const LEASE_MAX: usize = 4;
+/// `max_streams` of the leasing pool: 4 connections carry 64 leases, so no task of the grid
+/// ever waits in line for one.
+const LEASE_STREAMS: usize = 16;
 
 /// What a task does while it holds a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +171,17 @@ impl Subject for pool::Pool<Ours> {
     }
 }
 
+/// Our pool, leasing: the same pool type, built with `max_streams`, and `lease` for `get`.
+#[derive(Clone)]
+struct Leasing(pool::Pool<Ours>);
+
+impl Subject for Leasing {
+    type Guard<'a> = pool::Lease<Ours>;
+    async fn checkout(&self) -> Self::Guard<'_> {
+        self.0.lease().await.expect("our pool hands out a lease")
+    }
+}
+
 impl Subject for deadpool::managed::Pool<Dead> {
     type Guard<'a> = deadpool::managed::Object<Dead>;
     async fn checkout(&self) -> Self::Guard<'_> {
@@ -199,9 +220,10 @@ impl Subject for Floor {
     }
 }
 
-/// The four peers of one cell, built fresh with the same `max_size`.
+/// The four peers of one cell, built fresh with the same `max_size`, and our pool leasing.
 struct Peers {
     ours: pool::Pool<Ours>,
+    lease: Leasing,
     dead: deadpool::managed::Pool<Dead>,
     bb8: bb8::Pool<Bb8>,
     floor: Floor,
@@ -215,6 +237,13 @@ impl Peers {
                 .max_size(max_size)
                 .build()
                 .expect("valid settings"),
+            lease: Leasing(
+                pool::Pool::builder(Ours)
+                    .max_size(max_size)
+                    .max_streams(LEASE_STREAMS)
+                    .build()
+                    .expect("valid settings"),
+            ),
             dead: deadpool::managed::Pool::builder(Dead)
                 .max_size(max_size)
                 .build()
@@ -228,6 +257,7 @@ impl Peers {
 
     fn close(self, rt: &Runtime) {
         rt.block_on(self.ours.close());
+        rt.block_on(self.lease.0.close());
         self.dead.close();
     }
 }
@@ -301,6 +331,10 @@ fn grid(c: &mut Criterion, rt: &Runtime) {
                 let mut group = c.benchmark_group(&cell);
                 group.throughput(Throughput::Elements(BATCH));
                 bench_peer(&mut group, rt, &cell, "ours", &peers.ours, tasks, hold);
+                if max_size == LEASE_MAX {
+                    let lease = &peers.lease;
+                    bench_peer(&mut group, rt, &cell, "ours_lease", lease, tasks, hold);
+                }
                 bench_peer(&mut group, rt, &cell, "deadpool", &peers.dead, tasks, hold);
                 bench_peer(&mut group, rt, &cell, "bb8", &peers.bb8, tasks, hold);
                 bench_peer(&mut group, rt, &cell, "floor", &peers.floor, tasks, hold);
@@ -351,6 +385,50 @@ fn print_summary() {
                     ours / floor,
                 );
             }
+        }
+    }
+    println!();
+}
+
+/// Prints lease+drop against get+drop and the peers, for the cells that measured it.
+fn print_lease_summary() {
+    println!(
+        "## checkout: lease+drop (max_streams {LEASE_STREAMS}) beside get+drop, max = {LEASE_MAX}"
+    );
+    println!();
+    println!(
+        "| T | hold | lease | get | deadpool | bb8 | floor | lease/get (time) | lease/deadpool | lease/bb8 | lease/floor | target |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for tasks in TASKS {
+        for hold in HOLDS {
+            let cell = cell_name(LEASE_MAX, tasks, hold);
+            let rates: Vec<Option<f64>> = ["ours_lease", "ours", "deadpool", "bb8", "floor"]
+                .iter()
+                .map(|peer| support::throughput(&cell, peer, BATCH))
+                .collect();
+            let [Some(lease), Some(get), Some(dead), Some(bb8), Some(floor)] = rates[..] else {
+                continue;
+            };
+            // Time per op: lease+drop over get+drop, so 1.20 means 20 % slower.
+            let cost = get / lease;
+            let target = if tasks == 1 {
+                verdict(cost <= 1.2, "<=1.2x get")
+            } else {
+                String::new()
+            };
+            println!(
+                "| {tasks} | {} | {} | {} | {} | {} | {} | {cost:.2} | {:.2} | {:.2} | {:.2} | {target} |",
+                hold.name(),
+                support::rate(lease),
+                support::rate(get),
+                support::rate(dead),
+                support::rate(bb8),
+                support::rate(floor),
+                lease / dead,
+                lease / bb8,
+                lease / floor,
+            );
         }
     }
     println!();
@@ -442,6 +520,7 @@ fn main() {
     c.final_summary();
     if !support::listing_or_testing() {
         print_summary();
+        print_lease_summary();
         latency_pass(&rt);
     }
 }
