@@ -15,7 +15,10 @@
 //! Leases (issue 13): the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool
 //! built with `max_streams` [`LEASE_STREAMS`] whose tasks loop `lease().await` then drop in
 //! place of get+drop, so lease+drop is measured back to back with get+drop and the peers. A
-//! second table prints it against get+drop (`lease/get`, time per op) and the peers.
+//! second table prints it against get+drop (`lease/get`, time per op) and the peers. Since
+//! criterion measures one function after the other, a last pass times get+drop and lease+drop
+//! in alternating rounds on the same pools (see [`interleaved_pass`]), which keeps a busy
+//! machine's swings out of their ratio.
 //!
 //! Run: `cargo bench --bench checkout` (about 5 minutes); `BENCH_QUICK=1` for a smoke run.
 
@@ -513,6 +516,61 @@ fn latency_pass(rt: &Runtime) {
     println!();
 }
 
+/// Rounds of the interleaved pass, and get+drops (or lease+drops) per round and pool.
+const ROUNDS: usize = 11;
+const ROUND_OPS: u64 = 64 * BATCH;
+
+/// get+drop against lease+drop, `max_size` [`LEASE_MAX`], in alternating rounds (get first in
+/// even rounds, lease first in odd ones) on the same two pools; prints the median and range of
+/// the per-round ratio of time per op (lease over get).
+fn interleaved_pass(rt: &Runtime) {
+    let rounds = if support::quick() { 5 } else { ROUNDS };
+    println!(
+        "## checkout: lease+drop / get+drop, time per op, {rounds} interleaved rounds of {ROUND_OPS} ops, max = {LEASE_MAX}"
+    );
+    println!();
+    println!(
+        "| T | hold | get ns/op (median) | lease ns/op (median) | lease/get median | min | max | target |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for tasks in TASKS {
+        for hold in HOLDS {
+            let peers = Peers::build(rt, LEASE_MAX);
+            let iters = ROUND_OPS / BATCH;
+            let (mut gets, mut leases, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let (get, lease) = rt.block_on(async {
+                    if round % 2 == 0 {
+                        let get = run_batches(&peers.ours, tasks, iters, hold).await;
+                        (get, run_batches(&peers.lease, tasks, iters, hold).await)
+                    } else {
+                        let lease = run_batches(&peers.lease, tasks, iters, hold).await;
+                        (run_batches(&peers.ours, tasks, iters, hold).await, lease)
+                    }
+                });
+                let per_op = |d: Duration| d.as_secs_f64() * 1e9 / ROUND_OPS as f64;
+                gets.push(per_op(get));
+                leases.push(per_op(lease));
+                ratios.push(lease.as_secs_f64() / get.as_secs_f64());
+            }
+            let (get, _, _) = support::spread(&mut gets);
+            let (lease, _, _) = support::spread(&mut leases);
+            let (median, min, max) = support::spread(&mut ratios);
+            let target = if tasks == 1 {
+                verdict(median <= 1.2, "<=1.2x get")
+            } else {
+                String::new()
+            };
+            println!(
+                "| {tasks} | {} | {get:.1} | {lease:.1} | {median:.2} | {min:.2} | {max:.2} | {target} |",
+                hold.name(),
+            );
+            peers.close(rt);
+        }
+    }
+    println!();
+}
+
 fn main() {
     let rt = support::runtime();
     let mut c = support::criterion();
@@ -521,6 +579,7 @@ fn main() {
     if !support::listing_or_testing() {
         print_summary();
         print_lease_summary();
+        interleaved_pass(&rt);
         latency_pass(&rt);
     }
 }

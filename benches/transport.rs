@@ -29,7 +29,10 @@
 //! cost from the server's: `raw_client_ours_server` (the raw client against our server) and
 //! `ours_client_raw_server` (our `Conn` against the raw server).
 //!
-//! At the end it prints a markdown table of messages/s and the ratio ours/raw.
+//! At the end it prints a markdown table of messages/s and the ratio ours/raw. Then a last pass
+//! runs mode `d_pool_lease`'s `bare` and `ours` in alternating rounds (see [`interleaved_pass`])
+//! and prints the median and range of their ratio, which a busy machine's swings between two
+//! criterion functions measured seconds apart do not reach.
 //!
 //! Run: `cargo bench --bench transport` (about 1 minute); `BENCH_QUICK=1` for a smoke run.
 
@@ -556,6 +559,55 @@ fn print_summary() {
     println!();
 }
 
+/// Rounds of the interleaved pass, and requests per task per round.
+const ROUNDS: usize = 15;
+const ROUND_PER_TASK: u64 = 512;
+
+/// Mode `d_pool_lease`, `bare` against `ours`, in alternating rounds (bare first in even rounds,
+/// ours first in odd ones); prints the median and range of the per-round throughput ratio.
+async fn interleaved_pass(setup: &Setup) {
+    let rounds = if support::quick() { 5 } else { ROUNDS };
+    let requests = (LEASE_TASKS as u64 * ROUND_PER_TASK) as f64;
+    let (mut bares, mut leases, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let bare_run = || ours_shared(&setup.ours, WINDOW, ROUND_PER_TASK);
+        let lease_run = || ours_lease(&setup.leasing, ROUND_PER_TASK);
+        let (bare, lease) = if round % 2 == 0 {
+            let bare = bare_run().await;
+            (bare, lease_run().await)
+        } else {
+            let lease = lease_run().await;
+            (bare_run().await, lease)
+        };
+        bares.push(requests / bare.as_secs_f64());
+        leases.push(requests / lease.as_secs_f64());
+        ratios.push(bare.as_secs_f64() / lease.as_secs_f64());
+    }
+    let (bare, _, _) = support::spread(&mut bares);
+    let (lease, _, _) = support::spread(&mut leases);
+    let (median, min, max) = support::spread(&mut ratios);
+    let verdict = if median >= LEASE_TARGET {
+        "met"
+    } else {
+        "MISSED"
+    };
+    println!(
+        "## transport: d_pool_lease, {rounds} interleaved rounds of {} requests",
+        requests as u64
+    );
+    println!();
+    println!(
+        "| bare (median) | lease per request (median) | lease/bare median | min | max | target |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {median:.2} | {min:.2} | {max:.2} | {verdict} >= {LEASE_TARGET} |",
+        support::rate(bare),
+        support::rate(lease),
+    );
+    println!();
+}
+
 fn main() {
     let rt = support::runtime();
     let setup = rt
@@ -564,8 +616,9 @@ fn main() {
     let mut c = support::criterion();
     modes(&mut c, &rt, &setup);
     c.final_summary();
-    rt.block_on(setup.stop());
     if !support::listing_or_testing() {
         print_summary();
+        rt.block_on(interleaved_pass(&setup));
     }
+    rt.block_on(setup.stop());
 }

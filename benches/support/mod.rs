@@ -114,6 +114,21 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median, least and greatest of some ratios (sorted in place); zeros when there are none.
+pub fn spread(ratios: &mut [f64]) -> (f64, f64, f64) {
+    if ratios.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    ratios.sort_unstable_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    (median, ratios[0], ratios[n - 1])
+}
+
 /// A rate as a short human string: `3.41 M`, `812 k`.
 pub fn rate(per_sec: f64) -> String {
     if per_sec >= 1e6 {
