@@ -45,10 +45,10 @@ pub fn quick() -> bool {
     std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
-/// True when the bench binary only lists its benchmarks or runs them once as a test; the extra
-/// passes and tables are skipped then.
+/// True when the bench binary only lists its benchmarks, runs them once as a test, or runs
+/// them for a profiler (`--profile-time`); the extra passes and tables are skipped then.
 pub fn listing_or_testing() -> bool {
-    std::env::args().any(|a| a == "--list" || a == "--test")
+    std::env::args().any(|a| a == "--list" || a == "--test" || a == "--profile-time")
 }
 
 /// One `iter_custom` call: how many iterations it ran and how long they took.
