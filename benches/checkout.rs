@@ -12,7 +12,16 @@
 //! table of ops/s and ratios (copied into `BENCHMARKS.md`), then a separate pass measures the
 //! wait of each `get` with 64 tasks on 4 connections and prints its p50/p99/max.
 //!
-//! Run: `cargo bench --bench checkout` (about 5 minutes); `BENCH_QUICK=1` for a smoke run.
+//! Leases (issue 13): the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool
+//! built with `max_streams` [`LEASE_STREAMS`] whose tasks loop `lease().await` then drop in
+//! place of get+drop, so lease+drop is measured back to back with get+drop and the peers. A
+//! second table prints it against get+drop (`lease/get`, time per op) and the peers. Since
+//! criterion measures one function after the other, a last pass times get+drop and lease+drop
+//! in alternating rounds on the same pools (see [`interleaved_pass`]), which keeps a busy
+//! machine's swings out of their ratio.
+//!
+//! Run: `cargo bench --bench checkout` (about 5 minutes, and about 1 more for the lease rows
+//! and the interleaved pass); `BENCH_QUICK=1` for a smoke run.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +44,11 @@ const MAX_SIZES: [usize; 2] = [4, 16];
 const TASKS: [usize; 4] = [1, 4, 16, 64];
 const HOLDS: [Hold; 2] = [Hold::None, Hold::Yield];
 const PEERS: [&str; 4] = ["ours", "deadpool", "bb8", "floor"];
+/// The `max_size` of the cells that also measure lease+drop.
+const LEASE_MAX: usize = 4;
+/// `max_streams` of the leasing pool: 4 connections carry 64 leases, so no task of the grid
+/// ever waits in line for one.
+const LEASE_STREAMS: usize = 16;
 
 /// What a task does while it holds a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +175,17 @@ impl Subject for pool::Pool<Ours> {
     }
 }
 
+/// Our pool, leasing: the same pool type, built with `max_streams`, and `lease` for `get`.
+#[derive(Clone)]
+struct Leasing(pool::Pool<Ours>);
+
+impl Subject for Leasing {
+    type Guard<'a> = pool::Lease<Ours>;
+    async fn checkout(&self) -> Self::Guard<'_> {
+        self.0.lease().await.expect("our pool hands out a lease")
+    }
+}
+
 impl Subject for deadpool::managed::Pool<Dead> {
     type Guard<'a> = deadpool::managed::Object<Dead>;
     async fn checkout(&self) -> Self::Guard<'_> {
@@ -199,9 +224,10 @@ impl Subject for Floor {
     }
 }
 
-/// The four peers of one cell, built fresh with the same `max_size`.
+/// The four peers of one cell, built fresh with the same `max_size`, and our pool leasing.
 struct Peers {
     ours: pool::Pool<Ours>,
+    lease: Leasing,
     dead: deadpool::managed::Pool<Dead>,
     bb8: bb8::Pool<Bb8>,
     floor: Floor,
@@ -215,6 +241,13 @@ impl Peers {
                 .max_size(max_size)
                 .build()
                 .expect("valid settings"),
+            lease: Leasing(
+                pool::Pool::builder(Ours)
+                    .max_size(max_size)
+                    .max_streams(LEASE_STREAMS)
+                    .build()
+                    .expect("valid settings"),
+            ),
             dead: deadpool::managed::Pool::builder(Dead)
                 .max_size(max_size)
                 .build()
@@ -228,6 +261,7 @@ impl Peers {
 
     fn close(self, rt: &Runtime) {
         rt.block_on(self.ours.close());
+        rt.block_on(self.lease.0.close());
         self.dead.close();
     }
 }
@@ -301,6 +335,10 @@ fn grid(c: &mut Criterion, rt: &Runtime) {
                 let mut group = c.benchmark_group(&cell);
                 group.throughput(Throughput::Elements(BATCH));
                 bench_peer(&mut group, rt, &cell, "ours", &peers.ours, tasks, hold);
+                if max_size == LEASE_MAX {
+                    let lease = &peers.lease;
+                    bench_peer(&mut group, rt, &cell, "ours_lease", lease, tasks, hold);
+                }
                 bench_peer(&mut group, rt, &cell, "deadpool", &peers.dead, tasks, hold);
                 bench_peer(&mut group, rt, &cell, "bb8", &peers.bb8, tasks, hold);
                 bench_peer(&mut group, rt, &cell, "floor", &peers.floor, tasks, hold);
@@ -351,6 +389,50 @@ fn print_summary() {
                     ours / floor,
                 );
             }
+        }
+    }
+    println!();
+}
+
+/// Prints lease+drop against get+drop and the peers, for the cells that measured it.
+fn print_lease_summary() {
+    println!(
+        "## checkout: lease+drop (max_streams {LEASE_STREAMS}) beside get+drop, max = {LEASE_MAX}"
+    );
+    println!();
+    println!(
+        "| T | hold | lease | get | deadpool | bb8 | floor | lease/get (time) | lease/deadpool | lease/bb8 | lease/floor | target |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for tasks in TASKS {
+        for hold in HOLDS {
+            let cell = cell_name(LEASE_MAX, tasks, hold);
+            let rates: Vec<Option<f64>> = ["ours_lease", "ours", "deadpool", "bb8", "floor"]
+                .iter()
+                .map(|peer| support::throughput(&cell, peer, BATCH))
+                .collect();
+            let [Some(lease), Some(get), Some(dead), Some(bb8), Some(floor)] = rates[..] else {
+                continue;
+            };
+            // Time per op: lease+drop over get+drop, so 1.20 means 20 % slower.
+            let cost = get / lease;
+            let target = if tasks == 1 {
+                verdict(cost <= 1.2, "<=1.2x get")
+            } else {
+                String::new()
+            };
+            println!(
+                "| {tasks} | {} | {} | {} | {} | {} | {} | {cost:.2} | {:.2} | {:.2} | {:.2} | {target} |",
+                hold.name(),
+                support::rate(lease),
+                support::rate(get),
+                support::rate(dead),
+                support::rate(bb8),
+                support::rate(floor),
+                lease / dead,
+                lease / bb8,
+                lease / floor,
+            );
         }
     }
     println!();
@@ -435,6 +517,61 @@ fn latency_pass(rt: &Runtime) {
     println!();
 }
 
+/// Rounds of the interleaved pass, and get+drops (or lease+drops) per round and pool.
+const ROUNDS: usize = 11;
+const ROUND_OPS: u64 = 64 * BATCH;
+
+/// get+drop against lease+drop, `max_size` [`LEASE_MAX`], in alternating rounds (get first in
+/// even rounds, lease first in odd ones) on the same two pools; prints the median and range of
+/// the per-round ratio of time per op (lease over get).
+fn interleaved_pass(rt: &Runtime) {
+    let rounds = if support::quick() { 5 } else { ROUNDS };
+    println!(
+        "## checkout: lease+drop / get+drop, time per op, {rounds} interleaved rounds of {ROUND_OPS} ops, max = {LEASE_MAX}"
+    );
+    println!();
+    println!(
+        "| T | hold | get ns/op (median) | lease ns/op (median) | lease/get median | min | max | target |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for tasks in TASKS {
+        for hold in HOLDS {
+            let peers = Peers::build(rt, LEASE_MAX);
+            let iters = ROUND_OPS / BATCH;
+            let (mut gets, mut leases, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let (get, lease) = rt.block_on(async {
+                    if round % 2 == 0 {
+                        let get = run_batches(&peers.ours, tasks, iters, hold).await;
+                        (get, run_batches(&peers.lease, tasks, iters, hold).await)
+                    } else {
+                        let lease = run_batches(&peers.lease, tasks, iters, hold).await;
+                        (run_batches(&peers.ours, tasks, iters, hold).await, lease)
+                    }
+                });
+                let per_op = |d: Duration| d.as_secs_f64() * 1e9 / ROUND_OPS as f64;
+                gets.push(per_op(get));
+                leases.push(per_op(lease));
+                ratios.push(lease.as_secs_f64() / get.as_secs_f64());
+            }
+            let (get, _, _) = support::spread(&mut gets);
+            let (lease, _, _) = support::spread(&mut leases);
+            let (median, min, max) = support::spread(&mut ratios);
+            let target = if tasks == 1 {
+                verdict(median <= 1.2, "<=1.2x get")
+            } else {
+                String::new()
+            };
+            println!(
+                "| {tasks} | {} | {get:.1} | {lease:.1} | {median:.2} | {min:.2} | {max:.2} | {target} |",
+                hold.name(),
+            );
+            peers.close(rt);
+        }
+    }
+    println!();
+}
+
 fn main() {
     let rt = support::runtime();
     let mut c = support::criterion();
@@ -442,6 +579,8 @@ fn main() {
     c.final_summary();
     if !support::listing_or_testing() {
         print_summary();
+        print_lease_summary();
+        interleaved_pass(&rt);
         latency_pass(&rt);
     }
 }

@@ -19,14 +19,23 @@
 //!   connection from the pool, clones the multiplexed `Conn` out of the guard and returns the
 //!   guard before it awaits the response.
 //!   Its raw baseline is raw (c).
+//! - `d_pool_lease`: the tasks of (c) through `pool.lease()` per request (issue 13): a pool of
+//!   4 `Conn`s with `max_streams` 64 (so the 4 carry all 256 leases), 256 tasks, each making
+//!   requests one after another, each request on a lease of its own held until its response.
+//!   Measured back to back with `raw` (raw (c)) and `bare` (ours in (c): the same 256 tasks on
+//!   the 4 bare `Conn`s); the target is ours/bare >= 0.9 (the pool costs under 10 %).
 //!
 //! With `BENCH_SPLIT=1`, modes (a) and (b) also runs the mixed pairs that tell the client's share of the
 //! cost from the server's: `raw_client_ours_server` (the raw client against our server) and
 //! `ours_client_raw_server` (our `Conn` against the raw server).
 //!
-//! At the end it prints a markdown table of messages/s and the ratio ours/raw.
+//! At the end it prints a markdown table of messages/s and the ratio ours/raw. Then a last pass
+//! runs mode `d_pool_lease`'s `bare` and `ours` in alternating rounds (see [`interleaved_pass`])
+//! and prints the median and range of their ratio, which a busy machine's swings between two
+//! criterion functions measured seconds apart do not reach.
 //!
-//! Run: `cargo bench --bench transport` (about 1 minute); `BENCH_QUICK=1` for a smoke run.
+//! Run: `cargo bench --bench transport` (about 1 minute, and about 20 s more for `d_pool_lease`
+//! and its interleaved pass); `BENCH_QUICK=1` for a smoke run.
 
 #![forbid(unsafe_code)]
 
@@ -59,14 +68,21 @@ const CONNS: usize = 4;
 /// Tasks in mode (d), and requests in flight per task there.
 const POOL_TASKS: usize = 64;
 const PER_TASK_IN_FLIGHT: usize = CONNS * WINDOW / POOL_TASKS;
+/// Tasks in mode `d_pool_lease` (each one request in flight): as many as ours in (c).
+const LEASE_TASKS: usize = CONNS * WINDOW;
+/// Leases one connection carries at once in mode `d_pool_lease`.
+const LEASE_STREAMS: usize = WINDOW;
 const VAL: &str = "hello";
 
-const MODES: [(&str, u64, f64); 4] = [
+const MODES: [(&str, u64, f64); 5] = [
     ("a_sequential", SEQ_BATCH, 0.9),
     ("b_pipelined_1conn", PIPE_BATCH, 0.8),
     ("c_pipelined_4conn", CONNS as u64 * PIPE_BATCH, 0.8),
     ("d_pool_get", CONNS as u64 * PIPE_BATCH, 0.8),
+    ("d_pool_lease", CONNS as u64 * PIPE_BATCH, 0.8),
 ];
+/// The target of `d_pool_lease` against `bare` (the same tasks on the bare connections).
+const LEASE_TARGET: f64 = 0.9;
 
 // --- the raw baseline ----------------------------------------------------------------------
 
@@ -280,6 +296,27 @@ async fn ours_pool(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
     start.elapsed()
 }
 
+/// Mode `d_pool_lease`: [`LEASE_TASKS`] tasks, each making `per_task` requests one after
+/// another, each on a lease of its own, held until its response arrives.
+async fn ours_lease(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..LEASE_TASKS)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let conn = pool.lease().await.expect("a lease");
+                    black_box(conn.request(VAL).await.expect("a response"));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("a lease client task panicked");
+    }
+    start.elapsed()
+}
+
 // --- the setup -----------------------------------------------------------------------------
 
 struct Setup {
@@ -292,6 +329,8 @@ struct Setup {
     /// Our client connected to the raw server (for `BENCH_SPLIT`).
     ours_to_raw: Vec<Conn>,
     pool: pool::Pool<JsonManager>,
+    /// The pool of mode `d_pool_lease`.
+    leasing: pool::Pool<JsonManager>,
 }
 
 impl Setup {
@@ -319,9 +358,14 @@ impl Setup {
                 .await
                 .map_err(io::Error::other)?,
         ];
-        let pool = pool::Pool::builder(JsonManager::new(options))
+        let pool = pool::Pool::builder(JsonManager::new(options.clone()))
             .max_size(CONNS)
             .idle_order(pool::IdleOrder::Fifo)
+            .build()
+            .map_err(io::Error::other)?;
+        let leasing = pool::Pool::builder(JsonManager::new(options))
+            .max_size(CONNS)
+            .max_streams(LEASE_STREAMS)
             .build()
             .map_err(io::Error::other)?;
         Ok(Setup {
@@ -332,11 +376,13 @@ impl Setup {
             raw_to_ours,
             ours_to_raw,
             pool,
+            leasing,
         })
     }
 
     async fn stop(self) {
         self.pool.close().await;
+        self.leasing.close().await;
         for conn in self.ours.iter().chain(&self.ours_to_raw) {
             conn.close().await;
         }
@@ -444,6 +490,22 @@ fn modes(c: &mut Criterion, rt: &Runtime, setup: &Setup) {
         )
     });
     group.finish();
+
+    let mode = "d_pool_lease";
+    let mut group = group_of(c, mode, CONNS as u64 * PIPE_BATCH);
+    bench_side(&mut group, rt, mode, "raw", |iters| {
+        raw_round(&setup.raw, iters * PIPE_BATCH, WINDOW)
+    });
+    bench_side(&mut group, rt, mode, "bare", |iters| {
+        ours_shared(&setup.ours, WINDOW, iters * PIPE_BATCH / WINDOW as u64)
+    });
+    bench_side(&mut group, rt, mode, "ours", |iters| {
+        ours_lease(
+            &setup.leasing,
+            iters * CONNS as u64 * PIPE_BATCH / LEASE_TASKS as u64,
+        )
+    });
+    group.finish();
 }
 
 /// Prints messages/s of both sides of every measured mode and the ratio.
@@ -456,6 +518,7 @@ fn print_summary() {
     for (mode, per_iter, target) in MODES {
         for (side, label) in [
             ("ours", ""),
+            ("bare", " (ours in c: the same tasks, bare `Conn`s)"),
             ("ours_window", " (ours: one task, window 64)"),
             ("raw_client_ours_server", " (raw client, our server)"),
             ("ours_client_raw_server", " (our client, raw server)"),
@@ -475,6 +538,74 @@ fn print_summary() {
             );
         }
     }
+    let mode = "d_pool_lease";
+    let per_iter = CONNS as u64 * PIPE_BATCH;
+    if let (Some(bare), Some(lease)) = (
+        support::throughput(mode, "bare", per_iter),
+        support::throughput(mode, "ours", per_iter),
+    ) {
+        let ratio = lease / bare;
+        let verdict = if ratio >= LEASE_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!();
+        println!(
+            "{mode}: lease per request {} vs bare connections {}: {ratio:.2} ({verdict} >= {LEASE_TARGET})",
+            support::rate(lease),
+            support::rate(bare),
+        );
+    }
+    println!();
+}
+
+/// Rounds of the interleaved pass, and requests per task per round.
+const ROUNDS: usize = 15;
+const ROUND_PER_TASK: u64 = 512;
+
+/// Mode `d_pool_lease`, `bare` against `ours`, in alternating rounds (bare first in even rounds,
+/// ours first in odd ones); prints the median and range of the per-round throughput ratio.
+async fn interleaved_pass(setup: &Setup) {
+    let rounds = if support::quick() { 5 } else { ROUNDS };
+    let requests = (LEASE_TASKS as u64 * ROUND_PER_TASK) as f64;
+    let (mut bares, mut leases, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let bare_run = || ours_shared(&setup.ours, WINDOW, ROUND_PER_TASK);
+        let lease_run = || ours_lease(&setup.leasing, ROUND_PER_TASK);
+        let (bare, lease) = if round % 2 == 0 {
+            let bare = bare_run().await;
+            (bare, lease_run().await)
+        } else {
+            let lease = lease_run().await;
+            (bare_run().await, lease)
+        };
+        bares.push(requests / bare.as_secs_f64());
+        leases.push(requests / lease.as_secs_f64());
+        ratios.push(bare.as_secs_f64() / lease.as_secs_f64());
+    }
+    let (bare, _, _) = support::spread(&mut bares);
+    let (lease, _, _) = support::spread(&mut leases);
+    let (median, min, max) = support::spread(&mut ratios);
+    let verdict = if median >= LEASE_TARGET {
+        "met"
+    } else {
+        "MISSED"
+    };
+    println!(
+        "## transport: d_pool_lease, {rounds} interleaved rounds of {} requests",
+        requests as u64
+    );
+    println!();
+    println!(
+        "| bare (median) | lease per request (median) | lease/bare median | min | max | target |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {median:.2} | {min:.2} | {max:.2} | {verdict} >= {LEASE_TARGET} |",
+        support::rate(bare),
+        support::rate(lease),
+    );
     println!();
 }
 
@@ -486,8 +617,9 @@ fn main() {
     let mut c = support::criterion();
     modes(&mut c, &rt, &setup);
     c.final_summary();
-    rt.block_on(setup.stop());
     if !support::listing_or_testing() {
         print_summary();
+        rt.block_on(interleaved_pass(&setup));
     }
+    rt.block_on(setup.stop());
 }

@@ -45,10 +45,10 @@ pub fn quick() -> bool {
     std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
-/// True when the bench binary only lists its benchmarks or runs them once as a test; the extra
-/// passes and tables are skipped then.
+/// True when the bench binary only lists its benchmarks, runs them once as a test, or runs
+/// them for a profiler (`--profile-time`); the extra passes and tables are skipped then.
 pub fn listing_or_testing() -> bool {
-    std::env::args().any(|a| a == "--list" || a == "--test")
+    std::env::args().any(|a| a == "--list" || a == "--test" || a == "--profile-time")
 }
 
 /// One `iter_custom` call: how many iterations it ran and how long they took.
@@ -112,6 +112,21 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     }
     let rank = ((sorted.len() as f64) * q).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median, least and greatest of some ratios (sorted in place); zeros when there are none.
+pub fn spread(ratios: &mut [f64]) -> (f64, f64, f64) {
+    if ratios.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    ratios.sort_unstable_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    (median, ratios[0], ratios[n - 1])
 }
 
 /// A rate as a short human string: `3.41 M`, `812 k`.
