@@ -5,14 +5,12 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use crate::handoff;
 use crate::line::{Ticket, Wake};
-use crate::pool::{Next, deadline_after};
+use crate::pool::Next;
 use crate::share::Placed;
 use crate::state::{Grant, Kept, Leased, Live};
 use crate::status::Metrics;
-use crate::streams::Key;
-use crate::streams::{SharedConn, conn_mut, wrap};
+use crate::streams::{Key, SharedConn, conn_mut, wrap};
 use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
 
 /// The first move of a lease, decided under the lock.
@@ -72,13 +70,7 @@ where
 
     async fn checkout_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
-        shared.ensure_maintenance();
-        let mut now = Instant::now();
-        let deadline = if may_wait {
-            deadline_after(now, shared.config.wait_timeout)
-        } else {
-            now
-        };
+        let (mut now, deadline) = self.start(may_wait);
         let mut failed_connects = 0;
         loop {
             let (step, refill) = std::future::poll_fn(|cx| {
@@ -104,29 +96,14 @@ where
                 Step::Own(live) => self.own(live, now).await?,
                 Step::Connect(room) => Next::Connect(room),
                 Step::Wait(ticket) => {
-                    let outcome = handoff::wait(shared, ticket, deadline).await;
-                    let served = Instant::now();
-                    shared
-                        .metrics
-                        .record_wait(served.saturating_duration_since(now));
-                    now = served;
+                    let outcome;
+                    (outcome, now) = self.wait_turn(ticket, deadline, now).await;
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
                         Wake::Granted(Grant::Lease(leased)) => self.confirm(leased),
                         Wake::Granted(Grant::Conn(live)) => self.own(live, now).await?,
-                        Wake::Granted(Grant::Slot) => {
-                            let mut state = shared.lock();
-                            if state.closed {
-                                state.slots -= 1;
-                                state.debug_check();
-                                return Err(PoolError::Closed);
-                            }
-                            state.connecting += 1;
-                            let room = state.max_streams - 1;
-                            state.opening_room += room;
-                            Next::Connect(room)
-                        }
+                        Wake::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
                     }
                 }
             };

@@ -115,15 +115,7 @@ impl<M: Manager> Pool<M> {
 
     async fn checkout(&self, may_wait: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
-        shared.ensure_maintenance();
-        // The fast path's one clock read (the return makes the other): it decides whether an
-        // idle connection needs its check, or has expired, and starts the caller's deadline.
-        let mut now = Instant::now();
-        let deadline = if may_wait {
-            deadline_after(now, shared.config.wait_timeout)
-        } else {
-            now
-        };
+        let (mut now, deadline) = self.start(may_wait);
         let mut failed_connects = 0;
         loop {
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line
@@ -141,14 +133,10 @@ impl<M: Manager> Pool<M> {
                     Err(live) => self.ready(live, now).await?,
                 },
                 Step::Wait(ticket) => {
-                    let outcome = handoff::wait(shared, ticket, deadline).await;
+                    let outcome;
+                    (outcome, now) = self.wait_turn(ticket, deadline, now).await;
                     // Out of line: a connection kept from leases for this caller is free again.
                     shared.unstick_leasers();
-                    let served = Instant::now();
-                    shared
-                        .metrics
-                        .record_wait(served.saturating_duration_since(now));
-                    now = served;
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
@@ -162,17 +150,7 @@ impl<M: Manager> Pool<M> {
                             shared.end_lease(leased.conn, leased.key, false);
                             Next::Again
                         }
-                        Wake::Granted(Grant::Slot) => {
-                            let mut state = shared.lock();
-                            if state.closed {
-                                // Granted just before the pool closed: open nothing.
-                                state.slots -= 1;
-                                state.debug_check();
-                                return Err(PoolError::Closed);
-                            }
-                            state.connecting += 1;
-                            Next::Connect(0)
-                        }
+                        Wake::Granted(Grant::Slot) => Next::Connect(self.take_slot(false)?),
                     }
                 }
             };
@@ -189,6 +167,52 @@ impl<M: Manager> Pool<M> {
                 },
             }
         }
+    }
+
+    /// The start of a checkout or lease: the background task is running, the clock read
+    /// (the fast path's one read: it decides whether an idle connection needs its check, or
+    /// has expired) and the caller's deadline (`now` itself for a caller that never waits).
+    pub(crate) fn start(&self, may_wait: bool) -> (Instant, Instant) {
+        self.shared.ensure_maintenance();
+        let now = Instant::now();
+        let deadline = if may_wait {
+            deadline_after(now, self.shared.config.wait_timeout)
+        } else {
+            now
+        };
+        (now, deadline)
+    }
+
+    /// Waits in line until `deadline`, counting the wait (from `since`); returns how it ended
+    /// and when.
+    pub(crate) async fn wait_turn(
+        &self,
+        ticket: Ticket,
+        deadline: Instant,
+        since: Instant,
+    ) -> (Wake<M::Connection>, Instant) {
+        let outcome = handoff::wait(&self.shared, ticket, deadline).await;
+        let served = Instant::now();
+        self.shared
+            .metrics
+            .record_wait(served.saturating_duration_since(since));
+        (outcome, served)
+    }
+
+    /// A slot granted in line becomes this caller's connect (with, for a lease caller, the
+    /// room it promises to callers arriving meanwhile, which it returns); granted just before
+    /// the pool closed, it is given up.
+    pub(crate) fn take_slot(&self, for_lease: bool) -> Result<usize, PoolError<M::Error>> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            state.slots -= 1;
+            state.debug_check();
+            return Err(PoolError::Closed);
+        }
+        state.connecting += 1;
+        let room = if for_lease { state.max_streams - 1 } else { 0 };
+        state.opening_room += room;
+        Ok(room)
     }
 
     /// A connect made for a caller failed: the error for the caller, or (retrying, the
