@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{Lease, Pool};
-use support::{Mock, until_waiting};
+use support::{Mock, lease_builder, until_waiting};
 
 fn pool_of(mock: &Mock, max_size: usize, max_streams: usize) -> Pool<Mock> {
-    Pool::builder(mock.clone())
-        .max_size(max_size)
-        .max_streams(max_streams)
-        .wait_timeout(Duration::from_secs(10))
+    lease_builder(mock, max_size, max_streams)
         .build()
         .expect("valid settings")
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{Lease, Pool, PoolError};
-use support::{Mock, Plan};
+use support::{Mock, Plan, lease_builder};
 
 /// A small deterministic generator (an LCG).
 struct Lcg(u64);
@@ -130,11 +130,8 @@ async fn a_storm_of_cancelled_leases_leaks_nothing() {
 }
 
 fn pool_of(mock: &Mock, max_size: usize, max_streams: usize) -> Pool<Mock> {
-    Pool::builder(mock.clone())
-        .max_size(max_size)
-        .max_streams(max_streams)
+    lease_builder(mock, max_size, max_streams)
         .check_interval(Duration::from_secs(1))
-        .wait_timeout(Duration::from_secs(10))
         .build()
         .expect("valid settings")
 }

@@ -10,14 +10,11 @@ mod support;
 use std::time::Duration;
 
 use pool::{Lease, Pool};
-use support::{Mock, Plan};
+use support::{Mock, Plan, lease_builder};
 
 fn pool_of(mock: &Mock, max_size: usize, max_streams: usize) -> Pool<Mock> {
-    Pool::builder(mock.clone())
-        .max_size(max_size)
-        .max_streams(max_streams)
+    lease_builder(mock, max_size, max_streams)
         .check_interval(Duration::from_secs(1))
-        .wait_timeout(Duration::from_secs(10))
         .build()
         .expect("valid settings")
 }

@@ -8,13 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pool::{Lease, Pool};
-use support::{Mock, Plan};
+use support::{Mock, Plan, lease_builder};
 
 fn pool_of(mock: &Mock, max_size: usize, max_streams: usize) -> Pool<Mock> {
-    Pool::builder(mock.clone())
-        .max_size(max_size)
-        .max_streams(max_streams)
-        .wait_timeout(Duration::from_secs(10))
+    lease_builder(mock, max_size, max_streams)
         .build()
         .expect("valid settings")
 }

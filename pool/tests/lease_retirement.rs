@@ -9,15 +9,12 @@ mod support;
 use std::time::Duration;
 
 use futures::poll;
-use pool::{Lease, Pool, PoolError};
-use support::Mock;
+use pool::{Lease, PoolError};
+use support::{Mock, lease_builder};
 use tokio::time::Instant;
 
 fn builder(mock: &Mock, max_size: usize, max_streams: usize) -> pool::Builder<Mock> {
-    Pool::builder(mock.clone())
-        .max_size(max_size)
-        .max_streams(max_streams)
-        .wait_timeout(Duration::from_secs(10))
+    lease_builder(mock, max_size, max_streams)
 }
 
 /// A leased connection past its lifetime takes no new lease from that instant, without

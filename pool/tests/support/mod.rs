@@ -534,3 +534,12 @@ pub async fn until_waiting(pool: &pool::Pool<Mock>, n: usize) {
     }
     panic!("expected {n} waiters, have {}", pool.status().waiting);
 }
+
+/// A pool for the lease tests: `max_size` connections of `max_streams` leases, a 10 s wait;
+/// the builder, for a test to add its own settings.
+pub fn lease_builder(mock: &Mock, max_size: usize, max_streams: usize) -> pool::Builder<Mock> {
+    pool::Pool::builder(mock.clone())
+        .max_size(max_size)
+        .max_streams(max_streams)
+        .wait_timeout(Duration::from_secs(10))
+}
