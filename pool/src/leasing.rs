@@ -5,8 +5,8 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
+use crate::checkout::Next;
 use crate::line::{Ticket, Wake};
-use crate::pool::Next;
 use crate::share::Placed;
 use crate::state::{Grant, Kept, Leased, Live};
 use crate::status::Metrics;

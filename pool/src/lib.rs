@@ -135,6 +135,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod checkout;
 mod config;
 mod error;
 mod handoff;

@@ -1,0 +1,347 @@
+//! The insides of a checkout: the first move under the lock, readying a connection taken from
+//! the pool, connects made for a caller and their retries. Shared by [`Pool::get`] and
+//! [`Pool::lease`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::handoff::{self, Handoff};
+use crate::inner::{Connected, connect};
+use crate::line::{Ticket, Wake};
+use crate::state::{Grant, Kept, Live};
+use crate::status::Metrics;
+use crate::{Manager, Pool, PoolError, Pooled, TimeoutKind};
+
+/// The first move of a checkout, decided under the lock.
+pub(crate) enum Step<C> {
+    Closed,
+    Idle(Live<C>),
+    Connect,
+    Full,
+    /// In line.
+    Wait(Ticket),
+}
+
+/// Where handing a connection to its caller left the caller.
+pub(crate) enum Next<T> {
+    /// It has its connection (or lease).
+    Out(T),
+    /// It holds a slot, counted as connecting (and, for a lease, the room it promised to
+    /// callers waiting for it): open a connection in it.
+    Connect(usize),
+    /// It holds nothing: decide again.
+    Again,
+}
+
+impl<M: Manager> Pool<M> {
+    pub(crate) async fn checkout(&self, may_wait: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let (mut now, deadline) = self.start(may_wait);
+        let mut failed_connects = 0;
+        loop {
+            // Decided inside `poll_fn` for the task's waker: a caller that joins the line
+            // leaves its waker there at once, so its wait need not lock again to register it.
+            let (step, refill) =
+                std::future::poll_fn(|cx| Poll::Ready(self.decide(now, may_wait, deadline, cx)))
+                    .await;
+            shared.spawn_connects(refill);
+            let next = match step {
+                Step::Closed => return Err(PoolError::Closed),
+                Step::Full => return Err(self.wait_timed_out()),
+                Step::Connect => Next::Connect(0),
+                Step::Idle(live) => match self.fresh(live, now) {
+                    Ok(pooled) => return Ok(pooled),
+                    Err(live) => self.ready(live, now).await?,
+                },
+                Step::Wait(ticket) => {
+                    let outcome;
+                    (outcome, now) = self.wait_turn(ticket, deadline, now).await;
+                    // Out of line: a connection kept from leases for this caller is free again.
+                    shared.unstick_leasers();
+                    match outcome {
+                        Wake::TimedOut => return Err(self.wait_timed_out()),
+                        Wake::Closed => return Err(PoolError::Closed),
+                        Wake::Granted(Grant::Conn(live)) => match self.fresh(live, now) {
+                            Ok(pooled) => return Ok(pooled),
+                            Err(live) => self.ready(live, now).await?,
+                        },
+                        Wake::Granted(Grant::Lease(leased)) => {
+                            // Never sent to a caller that wants a connection of its own;
+                            // given back all the same.
+                            shared.end_lease(leased.conn, leased.key, false);
+                            Next::Again
+                        }
+                        Wake::Granted(Grant::Slot) => Next::Connect(self.take_slot(false)?),
+                    }
+                }
+            };
+            match next {
+                Next::Out(pooled) => return Ok(pooled),
+                Next::Again => now = Instant::now(),
+                Next::Connect(room) => match self.connect_for_caller(room).await {
+                    Ok(pooled) => return Ok(pooled),
+                    Err(error) => {
+                        now = self
+                            .after_failed_connect(error, may_wait, deadline, &mut failed_connects)
+                            .await?;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The start of a checkout or lease: the background task is running, the clock read
+    /// (the fast path's one read: it decides whether an idle connection needs its check, or
+    /// has expired) and the caller's deadline (`now` itself for a caller that never waits).
+    pub(crate) fn start(&self, may_wait: bool) -> (Instant, Instant) {
+        self.shared.ensure_maintenance();
+        let now = Instant::now();
+        let deadline = if may_wait {
+            deadline_after(now, self.shared.config.wait_timeout)
+        } else {
+            now
+        };
+        (now, deadline)
+    }
+
+    /// Waits in line until `deadline`, counting the wait (from `since`); returns how it ended
+    /// and when.
+    pub(crate) async fn wait_turn(
+        &self,
+        ticket: Ticket,
+        deadline: Instant,
+        since: Instant,
+    ) -> (Wake<M::Connection>, Instant) {
+        let outcome = handoff::wait(&self.shared, ticket, deadline).await;
+        let served = Instant::now();
+        self.shared
+            .metrics
+            .record_wait(served.saturating_duration_since(since));
+        (outcome, served)
+    }
+
+    /// A slot granted in line becomes this caller's connect (with, for a lease caller, the
+    /// room it promises to callers arriving meanwhile, which it returns); granted just before
+    /// the pool closed, it is given up.
+    pub(crate) fn take_slot(&self, for_lease: bool) -> Result<usize, PoolError<M::Error>> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            state.slots -= 1;
+            state.debug_check();
+            return Err(PoolError::Closed);
+        }
+        state.connecting += 1;
+        let room = if for_lease { state.max_streams - 1 } else { 0 };
+        state.opening_room += room;
+        Ok(room)
+    }
+
+    /// A connect made for a caller failed: the error for the caller, or (retrying, the
+    /// default) a pause with backoff and the time to decide again at, within the deadline.
+    pub(crate) async fn after_failed_connect(
+        &self,
+        error: PoolError<M::Error>,
+        may_wait: bool,
+        deadline: Instant,
+        failed_connects: &mut u32,
+    ) -> Result<Instant, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let retry = may_wait
+            && !shared.config.fail_fast
+            && matches!(
+                error,
+                PoolError::Connect(_) | PoolError::Timeout(TimeoutKind::Connect)
+            );
+        if !retry {
+            if error.is_timeout() {
+                Metrics::bump(&shared.metrics.timeouts);
+            }
+            return Err(error);
+        }
+        // The slot went back with the failed connect (to the oldest waiter, who tries next);
+        // this caller pauses, then decides again within its deadline.
+        *failed_connects += 1;
+        let pause = shared.config.backoff(*failed_connects);
+        tracing::debug!(?pause, failed_connects, "retrying a failed connect");
+        tokio::time::sleep_until(deadline_after(Instant::now(), pause).min(deadline)).await;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(self.wait_timed_out());
+        }
+        Ok(now)
+    }
+
+    /// The first move of a checkout, under the lock: an idle connection, else a slot to
+    /// connect in, else a place in line (with `cx`'s waker) until `deadline`.
+    fn decide(
+        &self,
+        now: Instant,
+        may_wait: bool,
+        deadline: Instant,
+        cx: &mut Context<'_>,
+    ) -> (Step<M::Connection>, usize) {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.closed {
+            return (Step::Closed, 0);
+        }
+        let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
+            Step::Idle(live)
+        } else if let Some(live) = state.streams.idle_key().and_then(|key| state.unshare(key)) {
+            // A connection lent as leases before and free now: taken back to be used alone.
+            Step::Idle(live)
+        } else if state.reserve_connects(1) == 1 {
+            Step::Connect
+        } else if !may_wait || deadline <= now {
+            Step::Full
+        } else {
+            Step::Wait(state.waiters.join(cx.waker().clone(), false))
+        };
+        let refill = if state.min_idle > 0 {
+            state.reserve_refill()
+        } else {
+            0
+        };
+        state.debug_check();
+        (step, refill)
+    }
+
+    /// The fast path: a connection used within the check interval, not expired and not
+    /// reporting itself broken goes out as it is, with no `.await`; any other comes back for
+    /// [`ready`](Self::ready).
+    pub(crate) fn fresh(
+        &self,
+        mut live: Live<M::Connection>,
+        now: Instant,
+    ) -> Result<Pooled<M>, Live<M::Connection>> {
+        if live.info.expired(now)
+            || now.saturating_duration_since(live.info.last_used)
+                >= self.shared.config.check_interval
+            || self.shared.is_broken(&mut live)
+        {
+            return Err(live);
+        }
+        live.info.uses += 1;
+        Ok(Pooled::new(Arc::clone(&self.shared), live))
+    }
+
+    /// The slow path of a connection taken from the pool: retires it if expired or broken,
+    /// else checks it (it was idle longer than the check interval). A caller whose connection
+    /// is retired keeps its slot to open a fresh one ([`State::keep_slot`]), so a bad
+    /// connection handed to the first waiter never sends it to the back of the line.
+    ///
+    /// [`State::keep_slot`]: crate::state::State::keep_slot
+    pub(crate) async fn ready(
+        &self,
+        mut live: Live<M::Connection>,
+        now: Instant,
+    ) -> Result<Next<Pooled<M>>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        if live.info.expired(now) {
+            tracing::debug!("discarding an idle connection past its max_lifetime");
+            return self.replace(live);
+        }
+        if shared.is_broken(&mut live) {
+            // It broke while idle (its peer went away, say): never handed out.
+            Metrics::bump(&shared.metrics.broken);
+            tracing::debug!("discarding an idle connection that reports itself broken");
+            return self.replace(live);
+        }
+        // Out of the pool for its check: if this future is dropped meanwhile, the guard
+        // closes the connection, whose state is then unknown.
+        let mut guard = Pooled::new(Arc::clone(shared), live);
+        Pooled::mark_broken(&mut guard);
+        let checked = tokio::time::timeout(
+            shared.config.check_timeout,
+            shared.manager.check(&mut guard),
+        )
+        .await;
+        match checked {
+            Ok(Ok(())) => {
+                guard.unmark_broken(now);
+                Ok(Next::Out(guard))
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "discarding a connection that failed its check");
+                Metrics::bump(&shared.metrics.check_failures);
+                self.replace(Pooled::into_live(guard))
+            }
+            Err(_elapsed) => {
+                tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
+                Metrics::bump(&shared.metrics.check_failures);
+                Metrics::bump(&shared.metrics.timeouts);
+                shared.discard(Pooled::into_live(guard));
+                Err(PoolError::Timeout(TimeoutKind::Check))
+            }
+        }
+    }
+
+    /// Closes a connection its caller will not use, keeping its slot for the caller.
+    fn replace<T>(&self, live: Live<M::Connection>) -> Result<Next<T>, PoolError<M::Error>> {
+        let kept = {
+            let mut state = self.shared.lock();
+            let kept = state.keep_slot();
+            state.debug_check();
+            kept
+        };
+        self.shared.close_conn(live.conn);
+        match kept {
+            Kept::Connect => Ok(Next::Connect(0)),
+            Kept::Again => Ok(Next::Again),
+            Kept::Closed => Err(PoolError::Closed),
+        }
+    }
+
+    /// Opens a connection for this caller, whose slot is reserved and counted as connecting
+    /// (with `room` added to `opening_room` for a lease caller). On success the room is still
+    /// promised: the lease caller takes it off when it shares the connection, with no
+    /// `.await` in between.
+    pub(crate) async fn connect_for_caller(
+        &self,
+        room: usize,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(connect(Arc::clone(shared), Some(tx), room));
+        let mut handoff = Handoff::new(shared, rx, room);
+        match handoff.recv().await {
+            Some(Connected::Conn(mut live)) => {
+                let closed = {
+                    let mut state = shared.lock();
+                    if state.closed {
+                        state.opening_room -= room;
+                    }
+                    state.closed
+                };
+                if closed {
+                    // The pool closed while this connect ran: the caller gets what any
+                    // caller of a closed pool gets, and the connection is closed.
+                    shared.discard(live);
+                    return Err(PoolError::Closed);
+                }
+                live.info.uses += 1;
+                Ok(Pooled::new(Arc::clone(shared), live))
+            }
+            Some(Connected::Failed(error)) => Err(PoolError::Connect(error)),
+            Some(Connected::TimedOut) => Err(PoolError::Timeout(TimeoutKind::Connect)),
+            None => Err(PoolError::ConnectPanicked),
+        }
+    }
+
+    pub(crate) fn wait_timed_out(&self) -> PoolError<M::Error> {
+        Metrics::bump(&self.shared.metrics.timeouts);
+        let last_connect_error = self.shared.lock().last_connect_error.clone();
+        tracing::debug!(?last_connect_error, "timed out waiting for a connection");
+        PoolError::Timeout(TimeoutKind::Wait { last_connect_error })
+    }
+}
+
+/// `now + wait`, or a far future for a wait too long to add (`Duration::MAX`, say).
+pub(crate) fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
