@@ -201,11 +201,7 @@ impl<M: Manager> Pool<M> {
         } else {
             Step::Wait(state.waiters.join(cx.waker().clone(), false))
         };
-        let refill = if state.min_idle > 0 {
-            state.reserve_refill()
-        } else {
-            0
-        };
+        let refill = state.reserve_refill();
         state.debug_check();
         (step, refill)
     }

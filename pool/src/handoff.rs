@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::Manager;
 use crate::inner::{Connected, Shared};
 use crate::line::{Ticket, Wake};
-use crate::state::Grant;
+use crate::state::{Grant, Place};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///
@@ -71,7 +71,7 @@ impl<M: Manager> Drop for Turn<'_, M> {
             let unclaimed = state.waiters.leave(ticket);
             let outcome = match unclaimed {
                 Some(Grant::Conn(live)) => (Some(state.place_conn(live)), None),
-                Some(Grant::Slot) => (Some(state.release_slot()), None),
+                Some(Grant::Slot) => (Some(Place::Wake(state.release_slot())), None),
                 // A lease granted in the instant the caller left: it ends at once.
                 Some(Grant::Lease(leased)) => {
                     let shared = self.shared;

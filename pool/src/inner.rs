@@ -115,13 +115,15 @@ impl<M: Manager> Shared<M> {
 
     /// Frees one slot (to the oldest waiter, or given up).
     pub fn release_slot(self: &Arc<Self>) {
-        let place = {
+        let waker = {
             let mut state = self.lock();
-            let place = state.release_slot();
+            let waker = state.release_slot();
             state.debug_check();
-            place
+            waker
         };
-        self.act(place);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Drops a connection from the pool: its slot frees at once, then it is closed.

@@ -161,11 +161,7 @@ where
         } else {
             Step::Wait(state.waiters.join(cx.waker().clone(), true))
         };
-        let refill = if state.min_idle > 0 {
-            state.reserve_refill()
-        } else {
-            0
-        };
+        let refill = state.reserve_refill();
         state.debug_check();
         (step, refill)
     }
@@ -375,14 +371,16 @@ impl<M: Manager> Drop for Checking<'_, M> {
             return;
         };
         let shared = &self.pool.shared;
-        let place = {
+        let waker = {
             let mut state = shared.lock();
             state.check_failed(self.key);
-            let place = state.release_slot();
+            let waker = state.release_slot();
             state.debug_check();
-            place
+            waker
         };
-        shared.act(place);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         shared.close_shared(conn);
     }
 }

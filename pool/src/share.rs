@@ -16,7 +16,7 @@ use std::task::Waker;
 use tokio::time::Instant;
 
 use crate::info::ConnInfo;
-use crate::state::{Grant, Leased, Live, Place, State};
+use crate::state::{Grant, Leased, Live, State};
 use crate::streams::{Key, Mode, SharedConn, unwrap};
 
 /// What is left to do after a lease ended, once the lock is released.
@@ -110,10 +110,7 @@ impl<C: 'static> State<C> {
             let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
             if expired || broken {
                 let record = self.streams.remove(key)?;
-                let wake = match self.release_slot() {
-                    Place::Wake(waker) => waker,
-                    _ => None,
-                };
+                let wake = self.release_slot();
                 return Some(Placed::Retired(record.conn?, wake, broken));
             }
             if now.saturating_duration_since(record.info.last_used) >= check_interval {
@@ -244,11 +241,7 @@ impl<C: 'static> State<C> {
             // Drained by a shrink: its slot is already given up.
             return (true, None);
         }
-        let wake = match self.release_slot() {
-            Place::Wake(waker) => waker,
-            _ => None,
-        };
-        (true, wake)
+        (true, self.release_slot())
     }
 
     /// A lease ends: its `Arc` is dropped here, under the lock (never the last one while the
@@ -310,8 +303,8 @@ impl<C: 'static> State<C> {
         if let Some(frees_slot) = retire {
             let record = self.streams.remove(key);
             ended.close = record.and_then(|r| r.conn);
-            if frees_slot && let Place::Wake(waker) = self.release_slot() {
-                ended.wakes.push(waker);
+            if frees_slot && let Some(waker) = self.release_slot() {
+                ended.wakes.push(Some(waker));
             }
             return ended;
         }

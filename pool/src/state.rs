@@ -139,7 +139,7 @@ impl<C> State<C> {
 
     /// How many connects would bring idle (plus connecting) up to `min_idle`; reserves them.
     pub fn reserve_refill(&mut self) -> usize {
-        if self.closed {
+        if self.min_idle == 0 || self.closed {
             return 0;
         }
         let want = self
@@ -166,16 +166,17 @@ impl<C> State<C> {
         }
     }
 
-    /// A slot frees: it passes to the oldest waiter, or is given up.
-    pub fn release_slot(&mut self) -> Place<C> {
+    /// A slot frees: it passes to the oldest waiter, whose waker is returned to wake once the
+    /// lock is released, or is given up.
+    pub fn release_slot(&mut self) -> Option<Waker> {
         if !self.closed
             && self.slots <= self.max_size
             && let Ok(waker) = self.waiters.serve(Grant::Slot)
         {
-            return Place::Wake(waker);
+            return waker;
         }
         self.slots -= 1;
-        Place::Done
+        None
     }
 
     /// A caller dropped the connection it was handed (it failed its check, expired, or
