@@ -8,23 +8,10 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{Pool, Pooled};
-use support::{Mock, Plan};
+use support::{Lcg, Mock, Plan};
 use tokio::time::Instant;
 
 const MAX: usize = 4;
-
-/// A small deterministic generator (an LCG): the schedule is "random" but every run is the same.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 /// Asserts the pool is at rest and accounts for every connection: nothing checked out, nobody
 /// in line, nothing connecting, within max_size, and exactly the connections the mock has alive.

@@ -9,20 +9,7 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{Lease, Pool, PoolError};
-use support::{Mock, Plan, lease_builder};
-
-/// A small deterministic generator (an LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
+use support::{Lcg, Mock, Plan, lease_builder};
 
 const MAX_SIZE: usize = 4;
 const MAX_STREAMS: usize = 4;

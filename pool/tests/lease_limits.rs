@@ -10,22 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool::{Lease, Pool, PoolError, TimeoutKind};
-use support::{Mock, Plan, until_waiting};
+use support::{Lcg, Mock, Plan, until_waiting};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// A small deterministic generator (an LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 const MAX_SIZE: usize = 4;
 const MAX_STREAMS: usize = 8;

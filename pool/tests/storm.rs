@@ -10,20 +10,7 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{Pool, PoolError, Pooled};
-use support::{Mock, Plan};
-
-/// A small deterministic generator (an LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
+use support::{Lcg, Mock, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_then_close_closes_every_connection_exactly_once() {

@@ -543,3 +543,18 @@ pub fn lease_builder(mock: &Mock, max_size: usize, max_streams: usize) -> pool::
         .max_streams(max_streams)
         .wait_timeout(Duration::from_secs(10))
 }
+
+/// A small deterministic generator (an LCG): a test's schedule is "random" but every run is
+/// the same.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number, below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
