@@ -116,21 +116,25 @@ impl Args {
 
     /// The value of a flag as a timeout: seconds (`30`, `0.25`) or `off` for none; exits with
     /// status 2 on anything else, zero included.
-    pub fn timeout(&self, name: &str) -> Option<std::time::Duration> {
+    pub fn timeout(&self, name: &str) -> Option<Duration> {
         let value = self.value(name);
         if value == "off" {
             return None;
         }
-        match value
-            .parse::<f64>()
-            .map(std::time::Duration::try_from_secs_f64)
-        {
-            Ok(Ok(timeout)) if !timeout.is_zero() => Some(timeout),
-            _ => usage_error(
+        Some(self.above_zero(name).unwrap_or_else(|| {
+            usage_error(
                 self.spec,
                 &format!("--{name} {value:?}: expected seconds above 0 (such as 30 or 0.5) or off"),
-            ),
-        }
+            )
+        }))
+    }
+
+    /// The value of a flag as seconds above zero, fractions allowed; `None` when it is not.
+    fn above_zero(&self, name: &str) -> Option<Duration> {
+        let secs: f64 = self.value(name).parse().ok()?;
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|duration| !duration.is_zero())
     }
 
     /// The value of a flag parsed as `T`; exits with status 2 when it does not parse.
@@ -156,14 +160,12 @@ impl Args {
     /// The value of a flag as a number of seconds, fractions allowed (`0.5`), above zero;
     /// exits with status 2 otherwise.
     pub fn seconds(&self, name: &str) -> Duration {
-        let secs: f64 = self.parsed(name);
-        match Duration::try_from_secs_f64(secs) {
-            Ok(duration) if !duration.is_zero() => duration,
-            _ => usage_error(
+        self.above_zero(name).unwrap_or_else(|| {
+            usage_error(
                 self.spec,
                 &format!("--{name} must be a number of seconds above 0"),
-            ),
-        }
+            )
+        })
     }
 
     /// The value of a flag that is off unless given: `None` when it is not on the command
