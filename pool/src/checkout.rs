@@ -135,9 +135,7 @@ impl<M: Manager> Pool<M> {
             return Err(PoolError::Closed);
         }
         state.connecting += 1;
-        let room = if for_lease { state.max_streams - 1 } else { 0 };
-        state.opening_room += room;
-        Ok(room)
+        Ok(if for_lease { state.promise_room() } else { 0 })
     }
 
     /// A connect made for a caller failed: the error for the caller, or (retrying, the
@@ -280,16 +278,12 @@ impl<M: Manager> Pool<M> {
     fn replace<T>(&self, live: Live<M::Connection>) -> Result<Next<T>, PoolError<M::Error>> {
         let kept = {
             let mut state = self.shared.lock();
-            let kept = state.keep_slot();
+            let kept = state.keep_slot(false);
             state.debug_check();
             kept
         };
         self.shared.close_conn(live.conn);
-        match kept {
-            Kept::Connect => Ok(Next::Connect(0)),
-            Kept::Again => Ok(Next::Again),
-            Kept::Closed => Err(PoolError::Closed),
-        }
+        kept.into_next()
     }
 
     /// Opens a connection for this caller, whose slot is reserved and counted as connecting
@@ -340,4 +334,15 @@ impl<M: Manager> Pool<M> {
 pub(crate) fn deadline_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl Kept {
+    /// Where keeping (or not) a retired connection's slot leaves its caller.
+    pub(crate) fn into_next<T, E>(self) -> Result<Next<T>, PoolError<E>> {
+        match self {
+            Kept::Connect(room) => Ok(Next::Connect(room)),
+            Kept::Again => Ok(Next::Again),
+            Kept::Closed => Err(PoolError::Closed),
+        }
+    }
 }

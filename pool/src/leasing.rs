@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::checkout::Next;
 use crate::line::{Ticket, Wake};
 use crate::share::Placed;
-use crate::state::{Grant, Kept, Leased, Live};
+use crate::state::{Grant, Leased, Live};
 use crate::status::Metrics;
 use crate::streams::{Key, SharedConn, conn_mut, wrap};
 use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
@@ -153,9 +153,7 @@ where
         } else if may_wait && state.waiters.leasers() < state.opening_room {
             Step::Wait(state.waiters.join(cx.waker().clone(), true))
         } else if state.reserve_connects(1) == 1 {
-            let room = state.max_streams - 1;
-            state.opening_room += room;
-            Step::Connect(room)
+            Step::Connect(state.promise_room())
         } else if !may_wait {
             Step::Full
         } else {
@@ -344,24 +342,12 @@ where
         let kept = {
             let mut state = shared.lock();
             state.check_failed(self.key);
-            let kept = state.keep_slot();
-            let room = match kept {
-                Kept::Connect => {
-                    let room = state.max_streams - 1;
-                    state.opening_room += room;
-                    room
-                }
-                Kept::Again | Kept::Closed => 0,
-            };
+            let kept = state.keep_slot(true);
             state.debug_check();
-            (kept, room)
+            kept
         };
         shared.close_shared(conn);
-        match kept {
-            (Kept::Connect, room) => Ok(Next::Connect(room)),
-            (Kept::Again, _) => Ok(Next::Again),
-            (Kept::Closed, _) => Err(PoolError::Closed),
-        }
+        kept.into_next()
     }
 }
 

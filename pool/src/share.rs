@@ -99,7 +99,6 @@ impl<C: 'static> State<C> {
             // would have it at its next round; the lease goes elsewhere.
             record.mode = Mode::Draining;
         };
-        let max_streams = self.max_streams;
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
         if record.leases > 0 && idle_elsewhere {
@@ -119,7 +118,7 @@ impl<C: 'static> State<C> {
                 record.info.uses += 1;
                 let conn = record.conn.take()?;
                 self.streams.leases += 1;
-                self.opening_room += max_streams - 1;
+                self.promise_room();
                 return Some(Placed::Check(key, conn));
             }
         }

@@ -47,8 +47,9 @@ pub(crate) enum Place<C> {
 
 /// What [`State::keep_slot`] left the caller with.
 pub(crate) enum Kept {
-    /// The slot, counted as connecting: open a connection in it.
-    Connect,
+    /// The slot, counted as connecting, with the room promised for a lease caller (see
+    /// [`State::promise_room`]): open a connection in it.
+    Connect(usize),
     /// Nothing: decide again (an idle connection is there, or the pool shrank).
     Again,
     /// Nothing: the pool is closed.
@@ -184,7 +185,7 @@ impl<C> State<C> {
     /// keeps its place ahead of later callers. When an idle connection is there (nobody waits
     /// then) or the pool shrank below its slot count, the slot is given up instead and the
     /// caller decides again.
-    pub fn keep_slot(&mut self) -> Kept {
+    pub fn keep_slot(&mut self, for_lease: bool) -> Kept {
         if self.closed {
             self.slots -= 1;
             return Kept::Closed;
@@ -194,7 +195,16 @@ impl<C> State<C> {
             return Kept::Again;
         }
         self.connecting += 1;
-        Kept::Connect
+        Kept::Connect(if for_lease { self.promise_room() } else { 0 })
+    }
+
+    /// A connection is being opened (or checked) for a lease caller: callers arriving
+    /// meanwhile may wait for its other `max_streams - 1` leases. Returns that room, which
+    /// the opener takes off `opening_room` when it is done.
+    pub fn promise_room(&mut self) -> usize {
+        let room = self.max_streams - 1;
+        self.opening_room += room;
+        room
     }
 
     /// Takes the idle connections the predicate picks, oldest first, freeing their slots.
