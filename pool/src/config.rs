@@ -197,12 +197,18 @@ impl<M: Manager> Builder<M> {
 
     /// Closes a connection idle for longer than this, but only while more than `min_idle`
     /// are idle. `None` keeps idle connections forever. Default 10 min.
+    ///
+    /// A shared connection (leases) counts as idle from the first round of the background
+    /// task after its last lease ended (no clock is read as a lease ends), so it closes up to
+    /// one reap interval later than a connection returned by [`Pool::get`](crate::Pool::get)'s guard.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.idle_timeout = timeout;
         self
     }
 
     /// Closes a connection this long after it was opened (when it is idle or comes back).
+    /// A shared connection that carries leases takes no new lease from the end of its
+    /// lifetime (the background task wakes then) and closes after its last lease.
     /// Each connection's lifetime is shortened by a random jitter of up to 2.5 % so that
     /// connections opened together do not all expire together. `None` keeps them forever.
     /// Default 30 min.
@@ -212,7 +218,9 @@ impl<M: Manager> Builder<M> {
     }
 
     /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
-    /// bypass window); `Duration::ZERO` checks on every checkout. Default 500 ms.
+    /// bypass window); `Duration::ZERO` checks on every checkout. Default 500 ms. For a
+    /// shared connection the window runs from the start of its latest run of leases (no
+    /// clock is read as a lease ends), so it is checked at least as often.
     pub fn check_interval(mut self, interval: Duration) -> Self {
         self.config.check_interval = interval;
         self

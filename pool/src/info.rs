@@ -31,7 +31,9 @@ impl ConnInfo {
         self.created
     }
 
-    /// When the connection last came back to the pool (or was opened or checked).
+    /// When the connection last came back to the pool (or was opened or checked). For a
+    /// shared connection: when its latest run of leases began (it was leased with no lease
+    /// on it), or when it was opened or checked.
     pub fn last_used(&self) -> Instant {
         self.last_used
     }

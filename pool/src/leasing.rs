@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use crate::checkout::Next;
+use crate::checkout::{Next, Times};
 use crate::line::{Ticket, Wake};
 use crate::share::Placed;
 use crate::state::{Grant, Leased, Live};
@@ -70,13 +70,13 @@ where
 
     async fn checkout_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
-        let (mut now, deadline) = self.start(may_wait);
+        shared.ensure_maintenance();
+        let mut times = Times::new(may_wait.then_some(shared.config.wait_timeout));
         let mut failed_connects = 0;
         loop {
-            let (step, refill) = std::future::poll_fn(|cx| {
-                Poll::Ready(self.decide_lease(now, may_wait, deadline, cx))
-            })
-            .await;
+            let (step, refill) =
+                std::future::poll_fn(|cx| Poll::Ready(self.decide_lease(&mut times, may_wait, cx)))
+                    .await;
             shared.spawn_connects(refill);
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
@@ -92,35 +92,40 @@ where
                     shared.close_shared(conn);
                     Next::Again
                 }
-                Step::Placed(Placed::Check(key, conn)) => self.check_shared(key, conn, now).await?,
-                Step::Own(live) => self.own(live, now).await?,
+                Step::Placed(Placed::Check(key, conn)) => {
+                    self.check_shared(key, conn, times.now()).await?
+                }
+                Step::Own(live) => self.own(live, times.now()).await?,
                 Step::Connect(room) => Next::Connect(room),
                 Step::Wait(ticket) => {
-                    let outcome;
-                    (outcome, now) = self.wait_turn(ticket, deadline, now).await;
+                    let (outcome, served) =
+                        self.wait_turn(ticket, times.deadline(), times.now()).await;
+                    times.set(served);
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
                         Wake::Granted(Grant::Lease(leased)) => self.confirm(leased),
-                        Wake::Granted(Grant::Conn(live)) => self.own(live, now).await?,
+                        Wake::Granted(Grant::Conn(live)) => self.own(live, served).await?,
                         Wake::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
                     }
                 }
             };
             match next {
                 Next::Out(lease) => return Ok(lease),
-                Next::Again => now = Instant::now(),
+                Next::Again => times.moved(),
                 Next::Connect(room) => match self.connect_for_caller(room).await {
                     Ok(pooled) => {
                         if let Next::Out(lease) = self.share(Pooled::into_live(pooled), room)? {
                             return Ok(lease);
                         }
-                        now = Instant::now();
+                        times.moved();
                     }
                     Err(error) => {
-                        now = self
+                        let deadline = times.deadline();
+                        let now = self
                             .after_failed_connect(error, may_wait, deadline, &mut failed_connects)
                             .await?;
+                        times.set(now);
                     }
                 },
             }
@@ -130,11 +135,12 @@ where
     /// The first move of a lease, under the lock: a lease on the connection with the fewest
     /// leases that has room, else an idle connection to share, else a place in line behind a
     /// connection being opened with room, else a slot to open one, else a place in line.
+    /// The clock is read only when a move needs it (`Times`): a lease on a connection that
+    /// already carries one reads none.
     fn decide_lease(
         &self,
-        now: Instant,
+        times: &mut Times,
         may_wait: bool,
-        deadline: Instant,
         cx: &mut Context<'_>,
     ) -> (Step<M::Connection>, usize) {
         let shared = &self.shared;
@@ -143,18 +149,21 @@ where
             return (Step::Closed, 0);
         }
         let check_interval = shared.config.check_interval;
-        let may_wait = may_wait && deadline > now;
-        let step = if let Some(placed) =
-            state.place_lease(now, check_interval, |conn| shared.conn_is_broken(conn))
-        {
+        let placed = state.place_lease(
+            || times.now(),
+            check_interval,
+            |conn| shared.conn_is_broken(conn),
+        );
+        let mut may_wait = || may_wait && times.deadline() > times.now();
+        let step = if let Some(placed) = placed {
             Step::Placed(placed)
         } else if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Own(live)
-        } else if may_wait && state.waiters.leasers() < state.opening_room {
+        } else if state.waiters.leasers() < state.opening_room && may_wait() {
             Step::Wait(state.waiters.join(cx.waker().clone(), true))
         } else if state.reserve_connects(1) == 1 {
             Step::Connect(state.promise_room())
-        } else if !may_wait {
+        } else if !may_wait() {
             Step::Full
         } else {
             Step::Wait(state.waiters.join(cx.waker().clone(), true))

@@ -129,9 +129,13 @@
 //! - A shared connection lives in one `Arc` for its time as leases (made when it is first
 //!   leased), behind a `Send + Sync` trait object, so a pool of connections that are not
 //!   `Sync` (which `get` can lend, `lease` cannot) stays `Send`.
-//! - A leased connection past `max_lifetime` starts draining when the next lease is asked
-//!   (one comparison with the clock read the lease makes anyway), not at the background
-//!   task's next round, which may be `reap_interval` later.
+//! - A lease reads the clock only when it needs the time: a lease on a connection that
+//!   already carries one reads none, and neither does the end of a lease (a read costs 26 ns
+//!   on the 2-core VM of BENCHMARKS.md, a sixth of a lease). So a leased connection past
+//!   `max_lifetime` is drained by the background task, which wakes at the earliest end of a
+//!   lifetime (not only every `reap_interval`); a shared connection counts as idle
+//!   (`idle_timeout`) from the first round after its last lease ended; and its `last_used`
+//!   is when its latest run of leases began, so `check_interval` errs towards checking.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -25,17 +25,22 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
         None => return,
     };
     loop {
-        {
+        let wake = {
             let Some(shared) = pool.upgrade() else { return };
             if shared.lock().closed {
                 // Ended for good: a closed pool needs no maintenance, so the mark stays set.
                 running.armed = false;
                 return;
             }
-            reap(&shared, Instant::now());
+            let now = Instant::now();
+            let next_expiry = reap(&shared, now);
             shared.refill();
-        }
-        tokio::time::sleep(every).await;
+            // A connection created after this round expires after the next one (the round
+            // comes at most half a lifetime apart), so that round sees it.
+            let next_round = now + every;
+            next_expiry.map_or(next_round, |expiry| expiry.min(next_round))
+        };
+        tokio::time::sleep_until(wake).await;
     }
 }
 
@@ -57,11 +62,17 @@ impl<M: Manager> Drop for Running<M> {
 }
 
 /// Closes idle connections past their max lifetime, and those idle longer than
-/// `idle_timeout` while more than `min_idle` are idle. The oldest go first.
-pub(crate) fn reap<M: Manager>(shared: &std::sync::Arc<Shared<M>>, now: Instant) {
+/// `idle_timeout` while more than `min_idle` are idle. The oldest go first. Shared
+/// connections past their lifetime that carry leases drain: no new lease, closed after their
+/// last. Returns when the next lifetime ends, for the task to wake then.
+pub(crate) fn reap<M: Manager>(
+    shared: &std::sync::Arc<Shared<M>>,
+    now: Instant,
+) -> Option<Instant> {
     let idle_timeout = shared.config.idle_timeout;
-    let (evicted, shared_evicted) = {
+    let (evicted, shared_evicted, next_expiry) = {
         let mut state = shared.lock();
+        state.see_ended_leases(now);
         let min_idle = state.min_idle;
         let retire = |info: &crate::ConnInfo, remaining: usize| {
             let stale =
@@ -70,11 +81,13 @@ pub(crate) fn reap<M: Manager>(shared: &std::sync::Arc<Shared<M>>, now: Instant)
         };
         // `remaining` is the idle count before this eviction, the kept ones included.
         let evicted = state.evict(|live, remaining| retire(&live.info, remaining));
-        // Shared connections past their lifetime that carry leases drain as soon as a lease
-        // is asked for (`State::place_lease`) and close after their last lease.
         let shared_evicted = state.evict_shared(retire);
+        // A lease on a connection that carries leases reads no clock (`State::place_lease`):
+        // one past its lifetime drains here, and closes after its last lease.
+        state.drain_shared(false, |info| info.expired(now));
+        let next_expiry = state.next_expiry();
         state.debug_check();
-        (evicted, shared_evicted)
+        (evicted, shared_evicted, next_expiry)
     };
     if !evicted.is_empty() || !shared_evicted.is_empty() {
         tracing::debug!(
@@ -88,4 +101,5 @@ pub(crate) fn reap<M: Manager>(shared: &std::sync::Arc<Shared<M>>, now: Instant)
     for conn in shared_evicted {
         shared.close_shared(conn);
     }
+    next_expiry
 }

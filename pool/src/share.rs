@@ -78,33 +78,29 @@ impl<C: 'static> State<C> {
     /// The first move of a lease on the connection with the fewest leases that has room:
     /// a lease, or the connection alone for its check, or the connection to retire. `None`
     /// when no shared connection has room, or when the fewest leases are more than an idle
-    /// connection of the pool's own has (none): the caller then takes that one. A leased
-    /// connection found past its lifetime starts draining. `is_broken` is asked when the
-    /// connection had no lease.
+    /// connection of the pool's own has (none): the caller then takes that one.
+    ///
+    /// A connection with no lease is tested as it is taken: past its lifetime it retires,
+    /// `is_broken` is asked, it is checked when idle past `check_interval`, and its
+    /// `last_used` becomes `now`. A connection that carries leases takes one more without a
+    /// look at the clock (`now` is not called): the background task drains it when its
+    /// lifetime ends ([`crate::maintain`]).
     pub fn place_lease(
         &mut self,
-        now: Instant,
+        mut now: impl FnMut() -> Instant,
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
-        let key = loop {
-            let key = self
-                .streams
-                .pick(self.max_streams, self.reserved_for_get())?;
-            let record = self.streams.get_mut(key)?;
-            if record.leases == 0 || !record.info.expired(now) {
-                break key;
-            }
-            // Past its lifetime and leased: it drains from now on, as the background task
-            // would have it at its next round; the lease goes elsewhere.
-            record.mode = Mode::Draining;
-        };
+        let key = self
+            .streams
+            .pick(self.max_streams, self.reserved_for_get())?;
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
         if record.leases > 0 && idle_elsewhere {
             return None;
         }
         if record.leases == 0 {
+            let now = now();
             let expired = record.info.expired(now);
             let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
             if expired || broken {
@@ -112,7 +108,11 @@ impl<C: 'static> State<C> {
                 let wake = self.release_slot();
                 return Some(Placed::Retired(record.conn?, wake, broken));
             }
-            if now.saturating_duration_since(record.info.last_used) >= check_interval {
+            let due = now.saturating_duration_since(record.info.last_used) >= check_interval;
+            record.info.last_used = now;
+            record.unseen_end = false;
+            record.idle_from = None;
+            if due {
                 record.mode = Mode::Checking;
                 record.leases = 1;
                 record.info.uses += 1;
@@ -281,20 +281,21 @@ impl<C: 'static> State<C> {
             }
             return ended;
         }
-        // The last lease: nothing else borrows the connection now.
-        let now = Instant::now();
+        // The last lease: nothing else borrows the connection now. No clock is read: a
+        // lifetime that ended under the leases drained the connection already (the
+        // background task's timer), and `last_used` is when this run of leases began.
         let retire = match record.mode {
             Mode::Broken | Mode::Draining => Some(record.slot),
             Mode::Checking => None,
             Mode::Open => {
-                if self.closed || over_size || record.info.expired(now) {
+                if self.closed || over_size {
                     Some(true)
                 } else if record.conn_mut::<C>().is_some_and(is_broken) {
                     record.mode = Mode::Broken;
                     ended.broke = true;
                     Some(true)
                 } else {
-                    record.info.last_used = now;
+                    record.unseen_end = true;
                     None
                 }
             }
@@ -349,7 +350,9 @@ impl<C: 'static> State<C> {
             .keys()
             .filter_map(|key| {
                 let record = self.streams.get(key)?;
-                record.is_idle().then_some((record.info.last_used, key))
+                record
+                    .is_idle()
+                    .then_some((record.idle_info().last_used, key))
             })
             .collect();
         idle.sort_by_key(|(last_used, _)| *last_used);
@@ -358,7 +361,7 @@ impl<C: 'static> State<C> {
             let Some(record) = self.streams.get(key) else {
                 continue;
             };
-            if pick(&record.info, remaining)
+            if pick(&record.idle_info(), remaining)
                 && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
             {
                 self.slots -= 1;
@@ -367,6 +370,31 @@ impl<C: 'static> State<C> {
             remaining -= 1;
         }
         evicted
+    }
+
+    /// A round of the background task at `now`: shared connections whose last lease ended
+    /// since the last round count as idle from `now` (see [`Record::idle_from`]).
+    ///
+    /// [`Record::idle_from`]: crate::streams::Record
+    pub fn see_ended_leases(&mut self, now: Instant) {
+        for record in self.streams.records_mut() {
+            if std::mem::take(&mut record.unseen_end) {
+                record.idle_from = Some(now);
+            }
+        }
+    }
+
+    /// When the next connection's lifetime ends, among those the background task retires
+    /// (idle ones, and shared ones still open for leases): it wakes then, so a connection
+    /// that carries leases takes none once its lifetime is over, without a lease reading the
+    /// clock.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let idle = self.idle.iter().filter_map(|live| live.info.expires());
+        let shared = self.streams.keys().filter_map(|key| {
+            let record = self.streams.get(key)?;
+            (record.mode == Mode::Open).then_some(record.info.expires()?)
+        });
+        idle.chain(shared).min()
     }
 
     /// Retires the open shared connections that carry leases, as `pick` chooses (fewest

@@ -90,6 +90,12 @@ pub(crate) struct Record {
     pub info: ConnInfo,
     pub leases: usize,
     pub mode: Mode,
+    /// Its last lease ended after the background task's latest round (no clock is read as a
+    /// lease ends; the next round stamps `idle_from`).
+    pub unseen_end: bool,
+    /// The first round of the background task that saw the connection idle after its last
+    /// lease: idleness (`idle_timeout`) is measured from here, never from before it.
+    pub idle_from: Option<tokio::time::Instant>,
     /// Counted in the pool's slots. A broken connection gives its slot up at once, and so
     /// does one drained by a shrink (so a connection held by `get` is not retired for it
     /// too); both stay here until their last lease ends.
@@ -105,6 +111,16 @@ impl Record {
     /// Open with no lease: an idle connection in shared form.
     pub fn is_idle(&self) -> bool {
         self.mode == Mode::Open && self.leases == 0
+    }
+
+    /// Its facts as idleness is judged (`idle_timeout`, eviction order): `last_used` is the
+    /// start of its latest run of leases, or the first round that saw it idle after it.
+    pub fn idle_info(&self) -> ConnInfo {
+        let mut info = self.info;
+        if let Some(seen) = self.idle_from {
+            info.last_used = info.last_used.max(seen);
+        }
+        info
     }
 
     /// The connection, to borrow mutably: only while no lease holds it.
@@ -168,6 +184,8 @@ impl Streams {
             info,
             leases,
             mode: Mode::Open,
+            unseen_end: false,
+            idle_from: None,
             slot: true,
         };
         self.leases += leases;
@@ -238,6 +256,11 @@ impl Streams {
             .iter()
             .enumerate()
             .filter_map(|(at, r)| r.as_ref().map(|r| Key { at, id: r.id }))
+    }
+
+    /// Every record, to change.
+    pub fn records_mut(&mut self) -> impl Iterator<Item = &mut Record> + '_ {
+        self.slab.iter_mut().flatten()
     }
 
     /// The record of `key`, if it is still there.

@@ -13,13 +13,17 @@ use pool::{Lease, PoolError};
 use support::{Mock, lease_builder};
 use tokio::time::Instant;
 
+/// The timer's resolution: a timer set for an instant fires within the next millisecond.
+const TICK: Duration = Duration::from_millis(1);
+
 fn builder(mock: &Mock, max_size: usize, max_streams: usize) -> pool::Builder<Mock> {
     lease_builder(mock, max_size, max_streams)
 }
 
-/// A leased connection past its lifetime takes no new lease from that instant, without
-/// waiting for the background task: the next lease opens a fresh connection, the old lease
-/// keeps working, and the old connection closes once it ends.
+/// A leased connection past its lifetime takes no new lease from that instant (within the
+/// timer's millisecond): the background task wakes at the lifetime's end, not at its next
+/// round, since a lease on a busy connection reads no clock. The next lease opens a fresh
+/// connection, the old lease keeps working, and the old connection closes once it ends.
 #[tokio::test(start_paused = true)]
 async fn a_connection_past_max_lifetime_takes_no_new_lease() {
     let mock = Mock::new();
@@ -33,7 +37,19 @@ async fn a_connection_past_max_lifetime_takes_no_new_lease() {
         .expect("valid settings");
     let old = pool.lease().await.expect("a lease");
     let expires = Lease::info(&old).expires().expect("a lifetime");
-    tokio::time::advance(expires - Instant::now()).await;
+    // Past the round at 80 s (and let it run), then to just before the end of the lifetime.
+    tokio::time::advance(Duration::from_secs(85)).await;
+    tokio::task::yield_now().await;
+    tokio::time::advance(expires - Instant::now() - TICK).await;
+    let same = pool.lease().await.expect("a lease");
+    assert_eq!(
+        same.id, 0,
+        "a millisecond before its lifetime's end it takes leases"
+    );
+    drop(same);
+    tokio::time::advance(2 * TICK).await;
+    // The background task, woken at the lifetime's end, runs.
+    tokio::task::yield_now().await;
     let new = pool.lease().await.expect("a lease");
     assert_eq!(new.id, 1, "the expired connection takes no new lease");
     assert_eq!(old.id, 0, "its lease still works");
@@ -46,7 +62,8 @@ async fn a_connection_past_max_lifetime_takes_no_new_lease() {
 }
 
 /// A connection whose lifetime ran out under a lease closes as that lease ends, with no
-/// new lease asked and no round of the background task in between.
+/// new lease asked and no round of the background task in between (only its wake at the
+/// lifetime's end).
 #[tokio::test(start_paused = true)]
 async fn an_expired_connection_closes_when_its_last_lease_ends() {
     let mock = Mock::new();
@@ -62,7 +79,7 @@ async fn an_expired_connection_closes_when_its_last_lease_ends() {
     // Past the round at 80 s (and let it run), then to the end of the lifetime.
     tokio::time::advance(Duration::from_secs(85)).await;
     tokio::task::yield_now().await;
-    tokio::time::advance(expires - Instant::now()).await;
+    tokio::time::advance(expires - Instant::now() + TICK).await;
     drop(lease);
     tokio::task::yield_now().await;
     assert_eq!(mock.closes_started(), 1, "closed as its last lease ended");
@@ -113,7 +130,9 @@ async fn idle_timeout_closes_an_idle_shared_connection_and_spares_a_leased_one()
     let c = pool.lease().await.expect("a lease");
     assert_eq!((a.id, b.id, c.id), (0, 0, 1));
     drop(c);
-    tokio::time::advance(Duration::from_secs(20)).await;
+    // Twenty seconds, a second at a time, as the background task's rounds (every 5 s) see
+    // them: idleness runs from the first round after the last lease ended.
+    advance_seconds(20).await;
     mock.until_closes(1).await;
     assert_eq!((mock.closes_of(0), mock.closes_of(1)), (0, 1));
     let status = pool.status();
@@ -125,6 +144,39 @@ async fn idle_timeout_closes_an_idle_shared_connection_and_spares_a_leased_one()
     let d = pool.lease().await.expect("a lease");
     assert_eq!(d.id, 2, "the idle one is gone: a fresh connection");
     assert_eq!((a.id, b.id), (0, 0));
+}
+
+/// A shared connection leased for longer than `idle_timeout` is not taken for idle as its
+/// lease ends: no clock is read then, and its idleness runs from the first round of the
+/// background task after the end, not from when its lease began.
+#[tokio::test(start_paused = true)]
+async fn a_long_lease_is_not_idleness() {
+    let mock = Mock::new();
+    // Rounds every 5 s.
+    let pool = builder(&mock, 2, 2)
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .max_lifetime(None)
+        .build()
+        .expect("valid settings");
+    let lease = pool.lease().await.expect("a lease");
+    advance_seconds(30).await;
+    drop(lease);
+    // Through the round at 35 s, which sees it idle.
+    advance_seconds(7).await;
+    assert_eq!(mock.closes_started(), 0, "idle for 7 s, not 37");
+    assert_eq!(pool.status().idle, 1);
+    // The round at 45 s finds it idle for 10 s.
+    advance_seconds(8).await;
+    mock.until_closes(1).await;
+    assert_eq!(pool.status().size, 0);
+}
+
+/// Lets `n` seconds pass one at a time, each seen by the tasks whose timers it fires.
+async fn advance_seconds(n: u32) {
+    for _ in 0..n {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
 }
 
 /// `retain` visits the shared connections with no lease (and closes those it drops); a
