@@ -1,0 +1,1 @@
+//! Shrunk failures of the model test, kept as plain tests.
