@@ -128,7 +128,11 @@ async fn settle() {
     for _ in 0..QUIET {
         tokio::task::yield_now().await;
     }
-    assert_eq!(Instant::now(), before, "settling must not move the paused clock");
+    assert_eq!(
+        Instant::now(),
+        before,
+        "settling must not move the paused clock"
+    );
 }
 
 pub fn runtime() -> Runtime {
@@ -200,8 +204,8 @@ impl World {
             self.orphaned = self.leases.iter().map(|l| l.id).collect();
         }
         let status = self.pool.status();
-        let reshuffled = status.counters.connect_failures != failures_before
-            || matches!(step, Step::Resize(_));
+        let reshuffled =
+            status.counters.connect_failures != failures_before || matches!(step, Step::Resize(_));
         if reshuffled {
             // A failed connect sends its caller back to the line, a shrink may too: who is
             // first among the callers now waiting is no longer known.
@@ -333,7 +337,10 @@ impl World {
             conn.id % 2 != parity
         });
         visited.sort_unstable();
-        assert_eq!(visited, expected, "retain visits exactly the idle connections");
+        assert_eq!(
+            visited, expected,
+            "retain visits exactly the idle connections"
+        );
         let dropped = visited.iter().filter(|id| *id % 2 == parity).count();
         assert_eq!(removed, dropped, "retain counts what it removed");
     }
@@ -414,11 +421,23 @@ impl World {
     }
 
     fn check_handed_out(&self, id: u64, expires: Option<Instant>, now: Instant, seen: &Seen) {
-        assert!(!seen.dead.contains(&id), "connection {id} handed out broken");
-        assert!(!seen.closes.contains_key(&id), "connection {id} handed out closed");
-        assert!(!self.detached.contains(&id), "connection {id} handed out detached");
+        assert!(
+            !seen.dead.contains(&id),
+            "connection {id} handed out broken"
+        );
+        assert!(
+            !seen.closes.contains_key(&id),
+            "connection {id} handed out closed"
+        );
+        assert!(
+            !self.detached.contains(&id),
+            "connection {id} handed out detached"
+        );
         if let Some(expires) = expires {
-            assert!(now < expires, "connection {id} handed out past its max_lifetime");
+            assert!(
+                now < expires,
+                "connection {id} handed out past its max_lifetime"
+            );
         }
     }
 
@@ -484,7 +503,8 @@ impl World {
         assert_eq!(status.in_use, in_use, "in_use: {}", context());
         assert_eq!(status.idle, size - in_use, "idle: {}", context());
         assert_eq!(
-            status.connecting as u64, seen.in_flight,
+            status.connecting as u64,
+            seen.in_flight,
             "connecting: {}",
             context()
         );
@@ -494,7 +514,12 @@ impl World {
         // Counters.
         let counters = &status.counters;
         assert_eq!(counters.created, seen.made, "created: {}", context());
-        assert_eq!(counters.closed, seen.total_closes(), "closed: {}", context());
+        assert_eq!(
+            counters.closed,
+            seen.total_closes(),
+            "closed: {}",
+            context()
+        );
         assert_eq!(
             counters.connect_failures,
             seen.failed + seen.cancelled,
@@ -503,7 +528,8 @@ impl World {
         );
         assert_eq!(counters.timeouts, self.timeouts, "timeouts: {}", context());
         assert_eq!(
-            counters.check_failures, seen.check_failures,
+            counters.check_failures,
+            seen.check_failures,
             "check_failures: {}",
             context()
         );
@@ -518,7 +544,12 @@ impl World {
             assert_eq!(*n, 1, "connection {id} closed {n} times: {}", context());
             assert!(!self.detached.contains(id), "detached {id} closed");
         }
-        for id in self.gets.iter().map(|g| g.id).chain(per_conn.keys().copied()) {
+        for id in self
+            .gets
+            .iter()
+            .map(|g| g.id)
+            .chain(per_conn.keys().copied())
+        {
             assert!(
                 !seen.closes.contains_key(&id),
                 "connection {id} closed while in use: {}",
@@ -535,7 +566,12 @@ impl World {
             context()
         );
         if status.waiting > 0 {
-            assert_eq!(status.idle, 0, "a caller waits beside an idle connection: {}", context());
+            assert_eq!(
+                status.idle,
+                0,
+                "a caller waits beside an idle connection: {}",
+                context()
+            );
         }
         let unslotted = per_conn
             .keys()
@@ -556,7 +592,12 @@ impl World {
         assert!(slotted <= self.cap, "slots above max_size: {}", context());
         self.cap = self.max_size.max(slotted);
         if slotted > self.max_size {
-            assert_eq!(status.idle, 0, "idle connections kept above max_size: {}", context());
+            assert_eq!(
+                status.idle,
+                0,
+                "idle connections kept above max_size: {}",
+                context()
+            );
         }
 
         // Fairness: with everyone pending in line, no caller was served while a caller of
@@ -601,7 +642,12 @@ impl World {
         if self.closed_at.is_none() {
             let status = self.pool.status();
             assert_eq!(
-                (status.leases, status.in_use, status.waiting, status.connecting),
+                (
+                    status.leases,
+                    status.in_use,
+                    status.waiting,
+                    status.connecting
+                ),
                 (0, 0, 0, 0),
                 "all given back: {status:?}\n{context}"
             );
