@@ -132,6 +132,16 @@
 //! - A leased connection past `max_lifetime` starts draining when the next lease is asked
 //!   (one comparison with the clock read the lease makes anyway), not at the background
 //!   task's next round, which may be `reap_interval` later.
+//!   The same holds for a lease handed to a caller waiting in line (the clock is read there
+//!   only when someone waits): no lease ever goes out on an expired connection.
+//! - Room on a shared connection goes to the leasers waiting in line wherever it is not kept
+//!   for a waiting `get`: when the kept connection changes (another now has fewer leases),
+//!   the room on the one kept before is handed out at once, so a lease caller that came
+//!   later never takes it first.
+//! - The pool is model-checked (`tests/model.rs`): a state-machine property test runs random
+//!   sequences of every operation and fault against a ledger of what the test and the mock
+//!   know, and checks sizes, counters, fairness, liveness and closes after every step. It
+//!   found the two defects above; 256 cases run in about 4 s, so CI runs it on every push.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
