@@ -52,7 +52,13 @@ impl ReferenceStateMachine for Reference {
     type Transition = Step;
 
     fn init_state() -> BoxedStrategy<Settings> {
-        (1..=3usize, 1..=3usize, any::<bool>(), any::<bool>(), any::<bool>())
+        (
+            1..=3usize,
+            1..=3usize,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
             .prop_map(
                 |(max_size, max_streams, fail_fast, lifetime, idle_timeout)| Settings {
                     max_size,
