@@ -136,6 +136,17 @@
 //!   lifetime (not only every `reap_interval`); a shared connection counts as idle
 //!   (`idle_timeout`) from the first round after its last lease ended; and its `last_used`
 //!   is when its latest run of leases began, so `check_interval` errs towards checking.
+//!   A lease handed to a caller waiting in line is tested against the lifetime as it is
+//!   served (the clock is read there only when someone waits), so a lease that ends just as
+//!   the lifetime runs out never goes to a waiter on the expired connection.
+//! - Room on a shared connection goes to the leasers waiting in line wherever it is not kept
+//!   for a waiting `get`: when the kept connection changes (another now has fewer leases),
+//!   the room on the one kept before is handed out at once, so a lease caller that came
+//!   later never takes it first.
+//! - The pool is model-checked (`tests/model.rs`): a state-machine property test runs random
+//!   sequences of every operation and fault against a ledger of what the test and the mock
+//!   know, and checks sizes, counters, fairness, liveness and closes after every step. It
+//!   found the two defects above; 256 cases run in about 4 s, so CI runs it on every push.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

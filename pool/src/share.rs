@@ -136,21 +136,45 @@ impl<C: 'static> State<C> {
         self.streams.pick(usize::MAX, None)
     }
 
-    /// Serves callers waiting for a lease on every connection with room (after a caller that
-    /// wanted a connection of its own left the line, say); pushes their wakers.
+    /// Serves callers waiting for a lease on every connection with room but the one kept
+    /// for a caller waiting for a connection of its own (after that caller left the line, or
+    /// the connection kept for it changed); pushes their wakers.
     pub fn serve_leasers_anywhere(&mut self, wakes: &mut Vec<Option<Waker>>) {
         if self.waiters.leasers() == 0 {
             return;
         }
+        let reserved = self.reserved_for_get();
         let keys: Vec<_> = self.streams.keys().collect();
-        for key in keys {
-            self.serve_leasers(key, wakes);
+        for key in keys.into_iter().filter(|&key| Some(key) != reserved) {
+            self.serve_leasers_on(key, wakes);
         }
     }
 
     /// Serves callers waiting for a lease on `key`, while it has room; pushes their wakers.
+    /// When `key` is now the connection kept for a caller waiting for a connection of its
+    /// own (it has the fewest leases), the one kept before it may have room that nobody was
+    /// given: callers waiting for a lease are served there, never passed over by newcomers.
     pub fn serve_leasers(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
         if self.waiters.leasers() > 0 && self.reserved_for_get() == Some(key) {
+            self.serve_leasers_anywhere(wakes);
+            return;
+        }
+        self.serve_leasers_on(key, wakes);
+    }
+
+    /// Serves callers waiting for a lease on `key`, while it has room. A connection past its
+    /// lifetime takes no new lease, as in [`place_lease`](Self::place_lease): leased, it
+    /// drains from now on (the clock is read only when callers wait).
+    fn serve_leasers_on(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
+        if self.waiters.leasers() == 0 {
+            return;
+        }
+        if let Some(record) = self.streams.get_mut(key)
+            && record.info.expired(Instant::now())
+        {
+            if record.mode == Mode::Open && record.leases > 0 {
+                record.mode = Mode::Draining;
+            }
             return;
         }
         while self.waiters.leasers() > 0 {

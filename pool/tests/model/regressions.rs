@@ -1,0 +1,132 @@
+//! Shrunk failures of the model test, kept as plain tests: each replays the minimal sequence
+//! through the same model, and a scripted test shows the behaviour it proves.
+
+use std::time::Duration;
+
+use pool::{Lease, Pool};
+
+use super::mock::{Mock, Plan};
+use super::world::{Settings, Step};
+use crate::replay;
+
+fn settings(max_size: usize, max_streams: usize) -> Settings {
+    Settings {
+        max_size,
+        max_streams,
+        fail_fast: false,
+        lifetime: false,
+        idle_timeout: false,
+    }
+}
+
+/// Lets every task run without moving the paused clock.
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Found by the model (seed 2): a lease caller waiting in line was passed over by a lease
+/// caller that came after it. The connection kept for a waiting `get` (the one with the
+/// fewest leases) moved to a connection that opened with fewer, and the room on the one
+/// kept before went to nobody until a newcomer took it.
+#[test]
+fn lease_room_freed_when_the_get_reservation_moves_goes_to_the_waiting_leaser() {
+    replay(
+        settings(2, 3),
+        &[
+            Step::Script(Plan::Hang),
+            Step::Lease,
+            Step::Lease,
+            Step::Lease,
+            Step::Lease,
+            Step::Lease,
+            Step::Get,
+            Step::DropLease(0),
+            Step::Release(0, true),
+            Step::Lease,
+        ],
+    );
+}
+
+/// The same, scripted: a lease ends on the only connection while a `get` waits, so its room
+/// is kept for that caller; then a second connection opens with one lease and is kept
+/// instead. The leaser waiting in line takes the room on the first at once.
+#[tokio::test(start_paused = true)]
+async fn waiting_leaser_takes_room_no_longer_kept_for_a_get() {
+    let mock = Mock::default();
+    let pool = Pool::builder(mock.clone())
+        .max_size(2)
+        .max_streams(3)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid settings");
+    let lease = |pool: &Pool<Mock>| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.lease().await })
+    };
+    // The first connect hangs: its caller waits for it, and so do two more (its room).
+    mock.push(Plan::Hang);
+    let opener = lease(&pool);
+    let behind = [lease(&pool), lease(&pool)];
+    settle().await;
+    // A fourth opens connection 0 and shares it with the two that waited: it is full.
+    let mut held: Vec<Lease<Mock>> = vec![lease(&pool).await.expect("task").expect("a lease")];
+    for task in behind {
+        held.push(task.await.expect("task").expect("a lease on connection 0"));
+    }
+    assert!(held.iter().all(|l| l.id == 0));
+    let waiting_leaser = lease(&pool);
+    let getter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await })
+    };
+    settle().await;
+    assert_eq!(pool.status().waiting, 2);
+    // Room on connection 0, kept for the waiting `get` (its fewest-leased connection).
+    held.pop();
+    settle().await;
+    assert_eq!(pool.status().waiting, 2);
+    // Connection 1 opens for the first caller, with one lease: it is kept for the `get` now.
+    mock.release(0, true);
+    let first = opener
+        .await
+        .expect("task")
+        .expect("a lease on the new connection");
+    assert_eq!(first.id, 1);
+    settle().await;
+    assert!(
+        waiting_leaser.is_finished(),
+        "the waiting leaser takes the room on connection 0"
+    );
+    let served = waiting_leaser.await.expect("task").expect("a lease");
+    assert_eq!(served.id, 0);
+    assert_eq!(pool.status().waiting, 1, "only the get waits");
+    getter.abort();
+}
+
+/// Found by the model (seed 2, 3000 cases): a lease was handed out on a connection past its
+/// `max_lifetime`. At t = 6 s a waiting `get` timed out, which freed the room kept for it on
+/// a connection opened at t = 0 (lifetime 6 s less jitter); a lease caller waiting in line
+/// was served there in the same instant, although `place_lease` would have drained it.
+#[test]
+fn a_waiting_leaser_is_never_served_on_an_expired_connection() {
+    replay(
+        Settings {
+            lifetime: true,
+            ..settings(3, 2)
+        },
+        &[
+            Step::Get,
+            Step::Lease,
+            Step::Lease,
+            Step::Lease,
+            Step::Get,
+            Step::Advance(Duration::from_secs(2)),
+            Step::Advance(Duration::from_secs(2)),
+            Step::Get,
+            Step::Lease,
+            Step::Advance(Duration::from_secs(2)),
+        ],
+    );
+}
