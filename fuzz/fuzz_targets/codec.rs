@@ -19,10 +19,18 @@ fuzz_target!(|data: &[u8]| {
 fn check<T: Wire>(data: &[u8], max: usize, rng: &mut Rng) {
     let whole = run_codec::<T>(&[data], max);
     let bytes: Vec<&[u8]> = data.chunks(1).collect();
-    assert_eq!(run_codec::<T>(&bytes, max), whole, "a byte at a time, max {max}");
+    assert_eq!(
+        run_codec::<T>(&bytes, max),
+        whole,
+        "a byte at a time, max {max}"
+    );
     for _ in 0..2 {
         let chunks = random_chunks(data, rng);
-        assert_eq!(run_codec::<T>(&chunks, max), whole, "in pieces {chunks:?}, max {max}");
+        assert_eq!(
+            run_codec::<T>(&chunks, max),
+            whole,
+            "in pieces {chunks:?}, max {max}"
+        );
     }
     // Each frame is what the oracle reads from the bytes the codec consumed for it.
     let mut from = 0;

@@ -95,7 +95,11 @@ fn check(data: &[u8], wrote: bool, read: bool, output: &[u8]) {
         )));
     }
     let (answers, answers_end) = run_codec::<Resp>(&[output], usize::MAX);
-    assert_eq!(answers_end, End::Clean, "the server's output is a clean stream");
+    assert_eq!(
+        answers_end,
+        End::Clean,
+        "the server's output is a clean stream"
+    );
     let mut got: Vec<Resp> = answers
         .into_iter()
         .map(|(mut resp, _)| {
@@ -107,7 +111,10 @@ fn check(data: &[u8], wrote: bool, read: bool, output: &[u8]) {
     expected.sort_by(|a, b| (&a.uid, &a.val, &a.err).cmp(&(&b.uid, &b.val, &b.err)));
     got.sort_by(|a, b| (&a.uid, &a.val, &a.err).cmp(&(&b.uid, &b.val, &b.err)));
     if !failed {
-        assert!(wrote && read, "a good stream is written and read without error");
+        assert!(
+            wrote && read,
+            "a good stream is written and read without error"
+        );
         assert_eq!(got, expected, "answers to a good stream");
     } else if read {
         // The server closed after bad input: it answered everything before it.

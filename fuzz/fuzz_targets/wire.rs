@@ -20,7 +20,11 @@ fn check<T: Wire + WireEncode>(data: &[u8]) {
     let input = String::from_utf8_lossy(data);
     let expected = oracle::<T>(data);
     if let Some((value, len)) = T::decode_plain(data) {
-        assert_eq!(Oracle::Value(value, len), expected, "plain path, input {input:?}");
+        assert_eq!(
+            Oracle::Value(value, len),
+            expected,
+            "plain path, input {input:?}"
+        );
     }
     let mut buf = BytesMut::from(data);
     let got = match JsonCodec::<T, T>::new().decode_eof(&mut buf) {

@@ -3,7 +3,7 @@
 // committed corpora (fuzz/corpus/<target>/) hold its output; scripts/fuzz does not run it.
 //
 // Usage: go run gen.go DIR   (and, for the hand-written non-UTF-8 cases of tests/go/utf8.go,
-// see fuzz/seeds/README.md)
+// see fuzz/README.md)
 package main
 
 import (

@@ -75,9 +75,7 @@ pub fn go_rewrite(bytes: &[u8]) -> (Vec<u8>, Vec<usize>) {
             (1, &rest[..1])
         } else if rest[0] == b'\\' {
             match code_unit(rest) {
-                Some(0xd800..=0xdbff)
-                    if matches!(code_unit(&rest[6..]), Some(0xdc00..=0xdfff)) =>
-                {
+                Some(0xd800..=0xdbff) if matches!(code_unit(&rest[6..]), Some(0xdc00..=0xdfff)) => {
                     (12, &rest[..12])
                 }
                 Some(0xd800..=0xdfff) => (6, b"\\ufffd"),
