@@ -41,6 +41,10 @@ fn other_non_ascii_letters_name_no_field() {
         let frame = format!("{{\"{key}\":\"x\"}}");
         let (codec, plain) = decode::<Resp>(frame.as_bytes());
         assert_eq!(codec, Some(Resp::default()), "codec, key {key}");
-        assert_eq!(plain.map(|(r, _)| r), Some(Resp::default()), "plain, key {key}");
+        assert_eq!(
+            plain.map(|(r, _)| r),
+            Some(Resp::default()),
+            "plain, key {key}"
+        );
     }
 }
