@@ -14,6 +14,11 @@
 //!   [`Message`] and [`Resp`] frames of plain strings (no escapes) are decoded and encoded by
 //!   hand, byte for byte as serde_json does (property-tested against it); anything else goes
 //!   through serde_json (measured: the response decode was most of a client's cost).
+//! - The decoders and one server connection are fuzzed (`fuzz/`, run by `scripts/fuzz`, on
+//!   nightly) through the public API alone (`JsonCodec`, `WireDecode::decode_plain`, a
+//!   server on loopback TCP), so no fuzzing entry point or feature exists. Their oracle is
+//!   serde_json plus Go's rules, written apart from ours: it found that Go matches keys under
+//!   Unicode case folding (`"Tſ"` fills `Ts`), which both our decoders now do.
 //! - A [`Conn`] has two tasks: the writer takes every queued request into one write (yielding
 //!   once first when other requests are in flight, so callers woken together share it), and
 //!   the reader routes each read's responses by `Uid` and sweeps the request timeout (one

@@ -2,7 +2,7 @@
 //!
 //! Field names are exactly Go's default encoding of exported fields (`Uid`, `Val`, `Ts`).
 //! Decoding follows Go's `encoding/json` rules for a struct of strings: a key matches its field
-//! ignoring ASCII case (`"uid"` fills `Uid`), a missing field or a `null` decodes as the empty
+//! ignoring case (`"uid"` fills `Uid`; as in Go, `ſ` matches `s`, so `"Tſ"` fills `Ts`), a missing field or a `null` decodes as the empty
 //! string, unknown keys are ignored, and when a key repeats the last value wins.
 
 use std::fmt;
@@ -91,17 +91,35 @@ impl<'de> Deserialize<'de> for Resp {
     }
 }
 
-/// Which of `fields` a key names, by Go's rule: an exact match first, then any match
-/// ignoring ASCII case.
+/// Which of `fields` a key names, by Go's rule: an exact match first, then any match under
+/// Unicode simple case folding ([`folds_to`]).
 fn field_index(fields: &[&'static str], key: &[u8]) -> Option<usize> {
     fields
         .iter()
         .position(|name| name.as_bytes() == key)
-        .or_else(|| {
-            fields
-                .iter()
-                .position(|name| name.as_bytes().eq_ignore_ascii_case(key))
-        })
+        .or_else(|| fields.iter().position(|name| folds_to(name, key)))
+}
+
+/// Whether `key` equals the ASCII field name `name` under Unicode simple case folding, as Go's
+/// `encoding/json` matches keys: ASCII case, and the only two non-ASCII letters that fold to
+/// ASCII ones, `ſ` (U+017F) to `s` and the Kelvin sign (U+212A) to `k`. Both are whole UTF-8
+/// sequences whose first byte is never a continuation byte, so matching raw bytes is the
+/// same as matching the key Go decodes.
+fn folds_to(name: &str, key: &[u8]) -> bool {
+    let mut key = key;
+    for &letter in name.as_bytes() {
+        let special: &[u8] = match letter.to_ascii_lowercase() {
+            b's' => "\u{17F}".as_bytes(),
+            b'k' => "\u{212A}".as_bytes(),
+            _ => b"",
+        };
+        key = match key {
+            [first, rest @ ..] if first.eq_ignore_ascii_case(&letter) => rest,
+            _ if !special.is_empty() && key.starts_with(special) => &key[special.len()..],
+            _ => return false,
+        };
+    }
+    key.is_empty()
 }
 
 /// Reads a JSON object into `N` string fields by Go's rules; `None` for a field never set.
@@ -137,7 +155,7 @@ impl<'de, const N: usize> Visitor<'de> for GoStruct<N> {
     }
 }
 
-/// Finds which field a key names, ignoring ASCII case, without allocating the key.
+/// Finds which field a key names, by Go's case folding, without allocating the key.
 struct FieldName<'a> {
     fields: &'a [&'static str],
 }

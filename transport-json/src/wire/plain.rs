@@ -74,7 +74,7 @@ pub(crate) fn put_plain_object(
 /// The fast path of decoding: an object at the start of `bytes` whose keys are plain strings
 /// and whose values are plain strings or `null` (plain: no backslash, no control character),
 /// with JSON whitespace anywhere between tokens. Fills the fields by the same rules as the
-/// serde impls (exact key first, then ignoring ASCII case; `null` leaves a field as it was;
+/// serde impls (exact key first, then by Go's case folding; `null` leaves a field as it was;
 /// unknown keys ignored; the last duplicate wins) and returns them with the object's length.
 /// A string that is not UTF-8 is read as Go reads it ([`go_utf8::lossy`]); a key that is not
 /// names no field either way, since the field names are ASCII. Anything else (escapes,
