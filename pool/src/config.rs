@@ -53,6 +53,8 @@ pub(crate) struct Config {
     pub fail_fast: bool,
     pub backoff_first: Duration,
     pub backoff_max: Duration,
+    pub name: String,
+    pub metrics_interval: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +70,8 @@ impl Default for Config {
             max_lifetime: Some(Duration::from_secs(1800)),
             check_interval: Duration::from_millis(500),
             idle_order: IdleOrder::Lifo,
+            name: String::from("default"),
+            metrics_interval: Duration::from_secs(1),
             reap_interval: Duration::from_secs(30),
             max_streams: 1,
             fail_fast: false,
@@ -101,6 +105,10 @@ impl Config {
         let mut every = self.reap_interval;
         for limit in [self.idle_timeout, self.max_lifetime].into_iter().flatten() {
             every = every.min(limit / 2);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            every = every.min(self.metrics_interval);
         }
         every.max(Duration::from_millis(1))
     }
@@ -229,6 +237,22 @@ impl<M: Manager> Builder<M> {
     /// Which idle connection a checkout takes. Default [`IdleOrder::Lifo`].
     pub fn idle_order(mut self, order: IdleOrder) -> Self {
         self.config.idle_order = order;
+        self
+    }
+
+    /// The pool's name: the `pool` label of everything it reports with the `metrics` feature,
+    /// so two pools of one program are told apart. Default `"default"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// With the `metrics` feature, how often the background task samples the pool's gauges
+    /// (sizes, leases, waiters); [`Pool::status`](crate::Pool::status) samples them too.
+    /// Counters and the wait histogram are reported as their events happen. Without the
+    /// feature it is unused. Default 1 s.
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.config.metrics_interval = interval;
         self
     }
 

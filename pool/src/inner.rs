@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use crate::Status;
 use crate::config::Config;
 use crate::info::{ConnInfo, jittered};
 use crate::share::Ended;
@@ -46,8 +47,8 @@ impl<M: Manager> Shared<M> {
         let state = State::new(config.max_size, config.min_idle, config.max_streams);
         Shared {
             manager,
+            metrics: Metrics::new(&config.name),
             config,
-            metrics: Metrics::default(),
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
             drained: Notify::new(),
@@ -60,6 +61,32 @@ impl<M: Manager> Shared<M> {
         #[cfg(test)]
         LOCKS.with(|n| n.set(n.get() + 1));
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A consistent snapshot of sizes and counters ([`Pool::status`]); with the `metrics`
+    /// feature it sets the reported gauges too.
+    ///
+    /// [`Pool::status`]: crate::Pool::status
+    pub fn status(&self) -> Status {
+        let state = self.lock();
+        let shared = state.streams.counts();
+        // Broken (or shrunk-away) shared connections gave their slot up but stay open, and
+        // in use, until their last lease ends.
+        let size = state.slots - state.connecting + shared.unslotted;
+        let idle = state.idle.len() + shared.idle;
+        let status = Status {
+            max_size: state.max_size,
+            size,
+            idle,
+            in_use: size.saturating_sub(idle),
+            connecting: state.connecting,
+            waiting: state.waiters.len(),
+            leases: state.streams.leases,
+            counters: self.metrics.snapshot(),
+        };
+        drop(state);
+        self.metrics.publish(&status);
+        status
     }
 
     /// Starts the background task when none runs and a runtime is at hand: on the first

@@ -35,6 +35,33 @@
 //! # }
 //! ```
 //!
+//! # Metrics
+//! With the `metrics` feature the pool reports through the [`metrics`](https://docs.rs/metrics)
+//! facade, which exporters (Prometheus and others) plug into; each metric is labelled
+//! `pool = <name>` ([`Builder::name`]), so two pools of one program are told apart. Tested
+//! by `tests/metrics.rs` (`cargo test -p pool --features metrics --test metrics`).
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `pool.connections` | gauge | open connections (`Status::size`) |
+//! | `pool.connections.idle` | gauge | idle connections |
+//! | `pool.connections.in_use` | gauge | connections held by `get` or carrying leases |
+//! | `pool.leases` | gauge | leases held |
+//! | `pool.waiting` | gauge | callers waiting in line |
+//! | `pool.connecting` | gauge | connects in flight |
+//! | `pool.max_size` | gauge | the current `max_size` |
+//! | `pool.connections.created` | counter | connections opened |
+//! | `pool.connections.closed` | counter | connections the pool closed |
+//! | `pool.connections.broken` | counter | connections found or marked broken |
+//! | `pool.checks.failed` | counter | checks that failed or timed out |
+//! | `pool.connects.failed` | counter | connects that failed or timed out |
+//! | `pool.timeouts` | counter | timeouts returned to callers |
+//! | `pool.wait` | histogram | seconds each caller waited in line |
+//!
+//! Counters and the histogram are reported as their events happen. The gauges are sampled:
+//! by the background task every [`Builder::metrics_interval`] and by every
+//! [`Pool::status`](crate::Pool::status) call, so the checkout fast path pays nothing for them.
+//!
 //! # Writing a manager
 //! - `connect` opens one connection. It runs in a task of its own, within `connect_timeout`:
 //!   a caller that gives up never aborts it, and the connection goes to the next caller.
@@ -163,6 +190,7 @@ mod maintain;
 mod manager;
 mod pool;
 mod pooled;
+mod report;
 mod share;
 mod state;
 mod status;

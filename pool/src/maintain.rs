@@ -35,6 +35,9 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             let now = Instant::now();
             let next_expiry = reap(&shared, now);
             shared.refill();
+            // Samples the gauges (the rounds come every `metrics_interval` at least).
+            #[cfg(feature = "metrics")]
+            let _ = shared.status();
             // A connection created after this round expires after the next one (the round
             // comes at most half a lifetime apart), so that round sees it.
             let next_round = now + every;

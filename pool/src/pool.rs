@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::{Config, validate};
 use crate::inner::Shared;
 use crate::state::{Grant, Place};
+use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status};
 
 /// A pool of connections made by a [`Manager`]. Cheap to clone: clones share one pool.
@@ -88,22 +89,7 @@ impl<M: Manager> Pool<M> {
 
     /// A consistent snapshot of sizes and counters. Takes the lock briefly.
     pub fn status(&self) -> Status {
-        let state = self.shared.lock();
-        let shared = state.streams.counts();
-        // Broken (or shrunk-away) shared connections gave their slot up but stay open, and
-        // in use, until their last lease ends.
-        let size = state.slots - state.connecting + shared.unslotted;
-        let idle = state.idle.len() + shared.idle;
-        Status {
-            max_size: state.max_size,
-            size,
-            idle,
-            in_use: size.saturating_sub(idle),
-            connecting: state.connecting,
-            waiting: state.waiters.len(),
-            leases: state.streams.leases,
-            counters: self.shared.metrics.snapshot(),
-        }
+        self.shared.status()
     }
 
     /// True once [`close`](Pool::close) was called.
@@ -153,10 +139,7 @@ impl<M: Manager> Pool<M> {
             {
                 tracing::warn!(timeout = ?limit, "closing idle connections timed out; the rest were dropped");
             }
-            shared
-                .metrics
-                .closed
-                .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+            Metrics::add(&shared.metrics.closed, count as u64);
         });
         let drained = tokio::time::timeout(limit, self.leases_ended()).await;
         if drained.is_err() {

@@ -51,38 +51,92 @@ pub struct Counters {
     pub wait_time: Duration,
 }
 
-/// The live counters behind [`Counters`]; bumped without the lock.
-#[derive(Debug, Default)]
+/// One live counter: an atomic, and with the `metrics` feature the facade's counter beside it.
+#[derive(Debug)]
+pub(crate) struct Count {
+    n: AtomicU64,
+    #[cfg(feature = "metrics")]
+    reported: metrics::Counter,
+}
+
+impl Count {
+    fn new(_name: &'static str, _labels: &crate::report::Labels) -> Self {
+        Count {
+            n: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            reported: metrics::counter!(_name, _labels.to_vec()),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.n.load(Relaxed)
+    }
+}
+
+/// The live counters behind [`Counters`]; bumped without the lock. With the `metrics`
+/// feature each bump is reported through the facade too, and so is each wait
+/// ([`crate::report`]).
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    pub created: AtomicU64,
-    pub closed: AtomicU64,
-    pub broken: AtomicU64,
-    pub check_failures: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub waited: AtomicU64,
-    pub wait_nanos: AtomicU64,
+    pub created: Count,
+    pub closed: Count,
+    pub broken: Count,
+    pub check_failures: Count,
+    pub connect_failures: Count,
+    pub timeouts: Count,
+    waited: AtomicU64,
+    wait_nanos: AtomicU64,
+    report: crate::report::Report,
 }
 
 impl Metrics {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    /// Counters at zero, reported with the pool's `name` as their label.
+    pub(crate) fn new(name: &str) -> Self {
+        let labels = crate::report::Labels::new(name);
+        Metrics {
+            created: Count::new(crate::report::CREATED, &labels),
+            closed: Count::new(crate::report::CLOSED, &labels),
+            broken: Count::new(crate::report::BROKEN, &labels),
+            check_failures: Count::new(crate::report::CHECK_FAILURES, &labels),
+            connect_failures: Count::new(crate::report::CONNECT_FAILURES, &labels),
+            timeouts: Count::new(crate::report::TIMEOUTS, &labels),
+            waited: AtomicU64::new(0),
+            wait_nanos: AtomicU64::new(0),
+            report: crate::report::Report::new(&labels),
+        }
+    }
+
+    pub(crate) fn bump(counter: &Count) {
+        Metrics::add(counter, 1);
+    }
+
+    pub(crate) fn add(counter: &Count, n: u64) {
+        counter.n.fetch_add(n, Relaxed);
+        #[cfg(feature = "metrics")]
+        counter.reported.increment(n);
     }
 
     pub(crate) fn record_wait(&self, waited: Duration) {
         self.waited.fetch_add(1, Relaxed);
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(nanos, Relaxed);
+        self.report.wait(waited);
+    }
+
+    /// Sets the reported gauges from a snapshot of the pool (nothing without the `metrics`
+    /// feature).
+    pub(crate) fn publish(&self, status: &Status) {
+        self.report.gauges(status);
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
         Counters {
-            created: self.created.load(Relaxed),
-            closed: self.closed.load(Relaxed),
-            broken: self.broken.load(Relaxed),
-            check_failures: self.check_failures.load(Relaxed),
-            connect_failures: self.connect_failures.load(Relaxed),
-            timeouts: self.timeouts.load(Relaxed),
+            created: self.created.get(),
+            closed: self.closed.get(),
+            broken: self.broken.get(),
+            check_failures: self.check_failures.get(),
+            connect_failures: self.connect_failures.get(),
+            timeouts: self.timeouts.get(),
             waited: self.waited.load(Relaxed),
             wait_time: Duration::from_nanos(self.wait_nanos.load(Relaxed)),
         }

@@ -1,0 +1,101 @@
+//! The `metrics` feature: the pool reports through the `metrics` facade. Without the
+//! feature every item here is empty and costs nothing.
+//!
+//! What is reported, and when: the crate docs, "Metrics".
+
+use std::time::Duration;
+
+use crate::Status;
+
+pub(crate) const CREATED: &str = "pool.connections.created";
+pub(crate) const CLOSED: &str = "pool.connections.closed";
+pub(crate) const BROKEN: &str = "pool.connections.broken";
+pub(crate) const CHECK_FAILURES: &str = "pool.checks.failed";
+pub(crate) const CONNECT_FAILURES: &str = "pool.connects.failed";
+pub(crate) const TIMEOUTS: &str = "pool.timeouts";
+
+/// The labels of every metric of one pool.
+#[derive(Debug)]
+pub(crate) struct Labels {
+    #[cfg(feature = "metrics")]
+    labels: [metrics::Label; 1],
+}
+
+impl Labels {
+    pub(crate) fn new(_name: &str) -> Self {
+        Labels {
+            #[cfg(feature = "metrics")]
+            labels: [metrics::Label::new("pool", _name.to_owned())],
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn to_vec(&self) -> Vec<metrics::Label> {
+        self.labels.to_vec()
+    }
+}
+
+/// The gauges and the wait histogram of one pool.
+#[derive(Debug)]
+pub(crate) struct Report {
+    #[cfg(feature = "metrics")]
+    on: On,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct On {
+    size: metrics::Gauge,
+    idle: metrics::Gauge,
+    in_use: metrics::Gauge,
+    leases: metrics::Gauge,
+    waiting: metrics::Gauge,
+    connecting: metrics::Gauge,
+    max_size: metrics::Gauge,
+    wait: metrics::Histogram,
+}
+
+impl Report {
+    pub(crate) fn new(_labels: &Labels) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let labels = || _labels.to_vec();
+            Report {
+                on: On {
+                    size: metrics::gauge!("pool.connections", labels()),
+                    idle: metrics::gauge!("pool.connections.idle", labels()),
+                    in_use: metrics::gauge!("pool.connections.in_use", labels()),
+                    leases: metrics::gauge!("pool.leases", labels()),
+                    waiting: metrics::gauge!("pool.waiting", labels()),
+                    connecting: metrics::gauge!("pool.connecting", labels()),
+                    max_size: metrics::gauge!("pool.max_size", labels()),
+                    wait: metrics::histogram!("pool.wait", labels()),
+                },
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Report {}
+    }
+
+    /// A caller waited in line this long.
+    pub(crate) fn wait(&self, _waited: Duration) {
+        #[cfg(feature = "metrics")]
+        self.on.wait.record(_waited.as_secs_f64());
+    }
+
+    /// Sets the gauges from a snapshot.
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn gauges(&self, _status: &Status) {
+        #[cfg(feature = "metrics")]
+        {
+            let on = &self.on;
+            on.size.set(_status.size as f64);
+            on.idle.set(_status.idle as f64);
+            on.in_use.set(_status.in_use as f64);
+            on.leases.set(_status.leases as f64);
+            on.waiting.set(_status.waiting as f64);
+            on.connecting.set(_status.connecting as f64);
+            on.max_size.set(_status.max_size as f64);
+        }
+    }
+}
