@@ -164,3 +164,4 @@ pub use status::{Counters, Status};
 
 #[cfg(feature = "deadpool")]
 pub mod deadpool;
+pub mod dynamic;
