@@ -8,7 +8,7 @@
 //! native forms), so its futures are boxed and `dyn DynManager<Connection = C, Error = E>`
 //! is a type. The adapters go both ways:
 //! - every [`Manager`] is a [`DynManager`] (a blanket impl), so a native manager boxes as it
-//!   is: `Box::new(MyManager) as BoxManager<_, _>`;
+//!   is: `BoxManager::new(MyManager)`;
 //! - [`BoxManager`] and [`ArcManager`] (a boxed or shared `dyn DynManager`) are [`Manager`]s,
 //!   so `Pool<BoxManager<C, E>>` is a pool whose manager was chosen at run time.
 //!
@@ -38,8 +38,8 @@
 //! /// Which manager to use, from configuration.
 //! fn choose(name: &str) -> Option<BoxManager<u64, Infallible>> {
 //!     match name {
-//!         "one" => Some(Box::new(Numbers(1))),
-//!         "two" => Some(Box::new(Numbers(2))),
+//!         "one" => Some(BoxManager::new(Numbers(1))),
+//!         "two" => Some(BoxManager::new(Numbers(2))),
 //!         _ => None,
 //!     }
 //! }
@@ -62,12 +62,17 @@
 //! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:
 //! in a module that imports both traits, call its methods as `Manager::connect(&m)` (or
 //! import only one). This module is not glob-exported from the crate root for that reason.
+//! A decorator holding a [`BoxManager`] calls through to the boxed manager itself with
+//! `DynManager::connect(&*self.inner)`; `self.inner.connect()` would work too, through the
+//! blanket impl, at the price of a second boxed future.
 //!
 //! [`is_broken`]: DynManager::is_broken
 //! [`is_broken_shared`]: DynManager::is_broken_shared
 //! [`close`]: DynManager::close
 
+use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::Manager;
@@ -135,11 +140,89 @@ pub trait DynManager: Send + Sync + 'static {
     }
 }
 
-/// A manager chosen at run time, owned by one pool.
-pub type BoxManager<C, E> = Box<dyn DynManager<Connection = C, Error = E>>;
+/// The boxed manager a configuration chose, ready for a [`Pool`](crate::Pool): any
+/// [`DynManager`] (so any [`Manager`]) behind one type. `Pool<BoxManager<C, E>>` is a pool
+/// whose manager was chosen at run time.
+///
+/// It is a struct around `Box<dyn DynManager>`, not the bare box, because the compiler cannot
+/// prove a `Pool<Box<dyn DynManager + 'static>>`'s futures `Send` (its check forgets the
+/// `'static`; "implementation of `Manager` is not general enough"), so such a pool could not
+/// be used in `tokio::spawn`. A type with no lifetime in it has no such trouble.
+pub struct BoxManager<C, E>(Box<dyn DynManager<Connection = C, Error = E>>);
 
-/// A manager chosen at run time, shared (by several pools, or with the code that built it).
-pub type ArcManager<C, E> = Arc<dyn DynManager<Connection = C, Error = E>>;
+impl<C, E> BoxManager<C, E> {
+    /// Boxes `manager` (a [`Manager`] or a [`DynManager`]).
+    pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
+        BoxManager(Box::new(manager))
+    }
+
+    /// The boxed manager.
+    pub fn into_inner(self) -> Box<dyn DynManager<Connection = C, Error = E>> {
+        self.0
+    }
+}
+
+impl<C, E> From<Box<dyn DynManager<Connection = C, Error = E>>> for BoxManager<C, E> {
+    fn from(manager: Box<dyn DynManager<Connection = C, Error = E>>) -> Self {
+        BoxManager(manager)
+    }
+}
+
+impl<C, E> Deref for BoxManager<C, E> {
+    type Target = dyn DynManager<Connection = C, Error = E>;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl<C, E> fmt::Debug for BoxManager<C, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxManager")
+    }
+}
+
+/// A manager chosen at run time and shared: several pools (or the code that built it) hold
+/// one [`DynManager`]. Clones share the manager. See [`BoxManager`] for why it is a struct.
+pub struct ArcManager<C, E>(Arc<dyn DynManager<Connection = C, Error = E>>);
+
+impl<C, E> ArcManager<C, E> {
+    /// Shares `manager` (a [`Manager`] or a [`DynManager`]).
+    pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
+        ArcManager(Arc::new(manager))
+    }
+
+    /// The shared manager.
+    pub fn into_inner(self) -> Arc<dyn DynManager<Connection = C, Error = E>> {
+        self.0
+    }
+}
+
+impl<C, E> Clone for ArcManager<C, E> {
+    fn clone(&self) -> Self {
+        ArcManager(Arc::clone(&self.0))
+    }
+}
+
+impl<C, E> From<Arc<dyn DynManager<Connection = C, Error = E>>> for ArcManager<C, E> {
+    fn from(manager: Arc<dyn DynManager<Connection = C, Error = E>>) -> Self {
+        ArcManager(manager)
+    }
+}
+
+impl<C, E> Deref for ArcManager<C, E> {
+    type Target = dyn DynManager<Connection = C, Error = E>;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl<C, E> fmt::Debug for ArcManager<C, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArcManager")
+    }
+}
 
 /// Every native manager is a [`DynManager`]: each method forwards to the [`Manager`] one, so
 /// what the manager overrides (defaulted methods included) runs behind the box.
@@ -169,68 +252,45 @@ impl<M: Manager> DynManager for M {
     }
 }
 
-/// A boxed [`DynManager`] is a [`Manager`]: `Pool<BoxManager<C, E>>` works. Each method
-/// forwards to the boxed manager's (the futures it returns are already boxed, so nothing is
-/// boxed twice).
-impl<C, E> Manager for BoxManager<C, E>
-where
-    C: Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    type Connection = C;
-    type Error = E;
+/// Implements [`Manager`] for a holder of a `dyn DynManager` that derefs to it: each method
+/// forwards to the held manager's (whose futures are already boxed: nothing is boxed twice).
+macro_rules! manager_through_deref {
+    ($holder:ident) => {
+        /// A manager chosen at run time is a [`Manager`]: each method forwards to the held
+        /// [`DynManager`].
+        impl<C, E> Manager for $holder<C, E>
+        where
+            C: Send + 'static,
+            E: std::error::Error + Send + Sync + 'static,
+        {
+            type Connection = C;
+            type Error = E;
 
-    fn connect(&self) -> impl Future<Output = Result<C, E>> + Send {
-        DynManager::connect(&**self)
-    }
+            fn connect(&self) -> impl Future<Output = Result<C, E>> + Send {
+                DynManager::connect(&**self)
+            }
 
-    fn check(&self, conn: &mut C) -> impl Future<Output = Result<(), E>> + Send {
-        // The boxed future lives as long as the shorter of the two borrows, a lifetime the
-        // returned `impl Future` cannot name; awaiting it inside one that captures both is
-        // the way to return it (no second allocation: this future is a few words).
-        async move { DynManager::check(&**self, conn).await }
-    }
+            fn check(&self, conn: &mut C) -> impl Future<Output = Result<(), E>> + Send {
+                // The boxed future lives as long as the shorter of the two borrows, a lifetime
+                // the returned `impl Future` cannot name; awaiting it inside one that captures
+                // both returns it (no second allocation: this future is a few words).
+                async move { DynManager::check(&**self, conn).await }
+            }
 
-    fn is_broken(&self, conn: &mut C) -> bool {
-        DynManager::is_broken(&**self, conn)
-    }
+            fn is_broken(&self, conn: &mut C) -> bool {
+                DynManager::is_broken(&**self, conn)
+            }
 
-    fn is_broken_shared(&self, conn: &C) -> bool {
-        DynManager::is_broken_shared(&**self, conn)
-    }
+            fn is_broken_shared(&self, conn: &C) -> bool {
+                DynManager::is_broken_shared(&**self, conn)
+            }
 
-    fn close(&self, conn: C) -> impl Future<Output = ()> + Send {
-        DynManager::close(&**self, conn)
-    }
+            fn close(&self, conn: C) -> impl Future<Output = ()> + Send {
+                DynManager::close(&**self, conn)
+            }
+        }
+    };
 }
 
-/// A shared [`DynManager`] is a [`Manager`]: `Pool<ArcManager<C, E>>` works, and several
-/// pools may share one manager.
-impl<C, E> Manager for ArcManager<C, E>
-where
-    C: Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    type Connection = C;
-    type Error = E;
-
-    fn connect(&self) -> impl Future<Output = Result<C, E>> + Send {
-        DynManager::connect(&**self)
-    }
-
-    fn check(&self, conn: &mut C) -> impl Future<Output = Result<(), E>> + Send {
-        async move { DynManager::check(&**self, conn).await }
-    }
-
-    fn is_broken(&self, conn: &mut C) -> bool {
-        DynManager::is_broken(&**self, conn)
-    }
-
-    fn is_broken_shared(&self, conn: &C) -> bool {
-        DynManager::is_broken_shared(&**self, conn)
-    }
-
-    fn close(&self, conn: C) -> impl Future<Output = ()> + Send {
-        DynManager::close(&**self, conn)
-    }
-}
+manager_through_deref!(BoxManager);
+manager_through_deref!(ArcManager);

@@ -71,9 +71,9 @@ impl DynManager for Counted {
 /// decorator.
 fn choose(name: &str, mock: &Mock, calls: &Arc<Calls>) -> Result<Chosen, UnknownManager> {
     match name {
-        "plain" => Ok(Box::new(mock.clone())),
-        "counted" => Ok(Box::new(Counted {
-            inner: Box::new(mock.clone()),
+        "plain" => Ok(BoxManager::new(mock.clone())),
+        "counted" => Ok(BoxManager::new(Counted {
+            inner: BoxManager::new(mock.clone()),
             calls: Arc::clone(calls),
         })),
         other => Err(UnknownManager(other.to_owned())),
@@ -163,7 +163,7 @@ async fn the_defaulted_methods_of_a_boxed_manager_still_run() {
 #[tokio::test(start_paused = true)]
 async fn the_defaulted_methods_of_a_shared_manager_still_run() {
     let mock = Mock::new();
-    let manager: ArcManager<MockConn, MockError> = Arc::new(mock.clone());
+    let manager: ArcManager<MockConn, MockError> = ArcManager::new(mock.clone());
     defaulted_methods_run(&pool_of(manager), &mock).await;
 }
 
@@ -230,11 +230,11 @@ impl DynManager for Numbers {
 /// apply to a manager that does not override them.
 #[tokio::test(start_paused = true)]
 async fn an_async_trait_manager_shared_by_two_pools() {
-    let manager: ArcManager<usize, Infallible> = Arc::new(Numbers {
+    let manager: ArcManager<usize, Infallible> = ArcManager::new(Numbers {
         connects: AtomicUsize::new(0),
     });
-    let first = Pool::builder(Arc::clone(&manager)).build().expect("valid");
-    let second = Pool::builder(Arc::clone(&manager)).build().expect("valid");
+    let first = Pool::builder(manager.clone()).build().expect("valid");
+    let second = Pool::builder(manager).build().expect("valid");
     let (a, b) = (
         first.get().await.expect("a"),
         second.get().await.expect("b"),
@@ -246,4 +246,27 @@ async fn an_async_trait_manager_shared_by_two_pools() {
     second.close().await;
     assert_eq!(first.status().counters.closed, 1);
     assert_eq!(second.status().counters.closed, 1);
+}
+
+/// A pool over a chosen manager is used from spawned tasks: its `get` and `lease` futures
+/// are `Send` (a pool over a bare `Box<dyn DynManager>` fails to compile here, see
+/// `BoxManager`).
+#[tokio::test(start_paused = true)]
+async fn a_pool_over_a_chosen_manager_works_in_spawned_tasks() {
+    let (mock, calls) = (Mock::new(), Arc::new(Calls::default()));
+    let pool = pool_of(choose("counted", &mock, &calls).expect("a known manager"));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                drop(pool.get().await.expect("a connection"));
+                pool.lease().await.expect("a lease").id
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("the task ran");
+    }
+    assert_eq!(calls.connect.load(SeqCst), mock.connects());
+    assert!(mock.connects() >= 1);
 }
