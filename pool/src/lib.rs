@@ -137,9 +137,10 @@
 //!   trait, [`dynamic::DynManager`] (`#[async_trait]`, boxed futures), with adapters both ways:
 //!   only a program that picks its manager at run time pays for the boxes. The pool's fast
 //!   path calls only the synchronous `is_broken` through the box, so get+drop with a
-//!   `BoxManager` costs the same as native within this VM's noise (benches/checkout.rs, 11
-//!   interleaved rounds, time boxed/native, median: 0.99 at T=1 and 1.05 at T=16; with a check
-//!   on every checkout, one boxed future each, 1.04 and 1.02). `BoxManager` is a struct, not a
+//!   `BoxManager` costs the same as native within this VM's noise (benches/checkout.rs
+//!   `dyn_pass`, 11 interleaved rounds, time boxed/native, median of two runs each: 0.99 and
+//!   1.07 at T=1, 1.05 and 1.01 at T=16; with a check on every checkout, one boxed future
+//!   each, 1.04 and 1.07 at T=1, 1.02 and 1.01 at T=16). `BoxManager` is a struct, not a
 //!   bare `Box<dyn DynManager>`, because the compiler cannot prove the bare box's pool futures
 //!   `Send` ("not general enough"), which would keep such a pool out of `tokio::spawn`.
 //! - A leased connection past `max_lifetime` starts draining when the next lease is asked
