@@ -20,8 +20,14 @@
 //! in alternating rounds on the same pools (see [`interleaved_pass`]), which keeps a busy
 //! machine's swings out of their ratio.
 //!
+//! A boxed manager (issue 12): the cells with T in [`DYN_TASKS`] hold `ours_dyn`, our pool over
+//! the same manager behind a `pool::dynamic::BoxManager` (a `dyn DynManager`), beside `ours`;
+//! a third table prints boxed over native, and [`dyn_pass`] times the two in alternating
+//! rounds, on the fast path and with a check on every checkout (one boxed future each).
+//!
 //! Run: `cargo bench --bench checkout` (about 5 minutes, and about 1 more for the lease rows
-//! and the interleaved pass); `BENCH_QUICK=1` for a smoke run.
+//! and the interleaved pass); `BENCH_QUICK=1` for a smoke run. The boxed rows alone:
+//! `cargo bench --bench checkout -- 't(1|16)/none/ours'`.
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +55,10 @@ const LEASE_MAX: usize = 4;
 /// `max_streams` of the leasing pool: 4 connections carry 64 leases, so no task of the grid
 /// ever waits in line for one.
 const LEASE_STREAMS: usize = 16;
+
+/// The task counts of the cells that also measure the boxed manager (`ours_dyn`): one
+/// uncontended, one contended.
+const DYN_TASKS: [usize; 2] = [1, 16];
 
 /// What a task does while it holds a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +100,9 @@ impl pool::Manager for Ours {
         Ok(())
     }
 }
+
+/// Our manager chosen at run time: [`Ours`] behind a `dyn DynManager`.
+type Boxed = pool::dynamic::BoxManager<u64, Infallible>;
 
 /// deadpool's manager.
 struct Dead;
@@ -175,6 +188,13 @@ impl Subject for pool::Pool<Ours> {
     }
 }
 
+impl Subject for pool::Pool<Boxed> {
+    type Guard<'a> = pool::Pooled<Boxed>;
+    async fn checkout(&self) -> Self::Guard<'_> {
+        self.get().await.expect("our pool hands out a connection")
+    }
+}
+
 /// Our pool, leasing: the same pool type, built with `max_streams`, and `lease` for `get`.
 #[derive(Clone)]
 struct Leasing(pool::Pool<Ours>);
@@ -227,6 +247,7 @@ impl Subject for Floor {
 /// The four peers of one cell, built fresh with the same `max_size`, and our pool leasing.
 struct Peers {
     ours: pool::Pool<Ours>,
+    boxed: pool::Pool<Boxed>,
     lease: Leasing,
     dead: deadpool::managed::Pool<Dead>,
     bb8: bb8::Pool<Bb8>,
@@ -238,6 +259,10 @@ impl Peers {
         let _entered = rt.enter();
         Peers {
             ours: pool::Pool::builder(Ours)
+                .max_size(max_size)
+                .build()
+                .expect("valid settings"),
+            boxed: pool::Pool::builder(Boxed::new(Ours))
                 .max_size(max_size)
                 .build()
                 .expect("valid settings"),
@@ -261,6 +286,7 @@ impl Peers {
 
     fn close(self, rt: &Runtime) {
         rt.block_on(self.ours.close());
+        rt.block_on(self.boxed.close());
         rt.block_on(self.lease.0.close());
         self.dead.close();
     }
@@ -335,6 +361,10 @@ fn grid(c: &mut Criterion, rt: &Runtime) {
                 let mut group = c.benchmark_group(&cell);
                 group.throughput(Throughput::Elements(BATCH));
                 bench_peer(&mut group, rt, &cell, "ours", &peers.ours, tasks, hold);
+                if DYN_TASKS.contains(&tasks) {
+                    let boxed = &peers.boxed;
+                    bench_peer(&mut group, rt, &cell, "ours_dyn", boxed, tasks, hold);
+                }
                 if max_size == LEASE_MAX {
                     let lease = &peers.lease;
                     bench_peer(&mut group, rt, &cell, "ours_lease", lease, tasks, hold);
@@ -433,6 +463,34 @@ fn print_lease_summary() {
                 lease / bb8,
                 lease / floor,
             );
+        }
+    }
+    println!();
+}
+
+/// Prints the boxed manager against the native one, for the cells that measured it.
+fn print_dyn_summary() {
+    println!("## checkout: get+drop, manager boxed (`BoxManager`) beside native");
+    println!();
+    println!("| max | T | hold | native | boxed | boxed/native (time) |");
+    println!("|---|---|---|---|---|---|");
+    for max_size in MAX_SIZES {
+        for tasks in DYN_TASKS {
+            for hold in HOLDS {
+                let cell = cell_name(max_size, tasks, hold);
+                let native = support::throughput(&cell, "ours", BATCH);
+                let boxed = support::throughput(&cell, "ours_dyn", BATCH);
+                let (Some(native), Some(boxed)) = (native, boxed) else {
+                    continue;
+                };
+                println!(
+                    "| {max_size} | {tasks} | {} | {} | {} | {:.2} |",
+                    hold.name(),
+                    support::rate(native),
+                    support::rate(boxed),
+                    native / boxed,
+                );
+            }
         }
     }
     println!();
@@ -537,25 +595,8 @@ fn interleaved_pass(rt: &Runtime) {
     for tasks in TASKS {
         for hold in HOLDS {
             let peers = Peers::build(rt, LEASE_MAX);
-            let iters = ROUND_OPS / BATCH;
-            let (mut gets, mut leases, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            for round in 0..rounds {
-                let (get, lease) = rt.block_on(async {
-                    if round % 2 == 0 {
-                        let get = run_batches(&peers.ours, tasks, iters, hold).await;
-                        (get, run_batches(&peers.lease, tasks, iters, hold).await)
-                    } else {
-                        let lease = run_batches(&peers.lease, tasks, iters, hold).await;
-                        (run_batches(&peers.ours, tasks, iters, hold).await, lease)
-                    }
-                });
-                let per_op = |d: Duration| d.as_secs_f64() * 1e9 / ROUND_OPS as f64;
-                gets.push(per_op(get));
-                leases.push(per_op(lease));
-                ratios.push(lease.as_secs_f64() / get.as_secs_f64());
-            }
-            let (get, _, _) = support::spread(&mut gets);
-            let (lease, _, _) = support::spread(&mut leases);
+            let (get, lease, mut ratios) =
+                interleaved_rounds(rt, &peers.ours, &peers.lease, tasks, hold, rounds);
             let (median, min, max) = support::spread(&mut ratios);
             let target = if tasks == 1 {
                 verdict(median <= 1.2, "<=1.2x get")
@@ -572,6 +613,81 @@ fn interleaved_pass(rt: &Runtime) {
     println!();
 }
 
+/// The boxed manager against the native one, in alternating rounds as [`interleaved_pass`]
+/// does, `max_size` 4, hold none: on the fast path (default `check_interval`, so a checkout
+/// calls only `is_broken` through the box), and with a check on every checkout
+/// (`check_interval` zero, so each checkout allocates the boxed `check` future).
+fn dyn_pass(rt: &Runtime) {
+    let rounds = if support::quick() { 5 } else { ROUNDS };
+    let max_size = 4;
+    println!(
+        "## checkout: boxed / native manager, time per op, {rounds} interleaved rounds of {ROUND_OPS} ops, max = {max_size}, hold none"
+    );
+    println!();
+    println!(
+        "| T | check | native ns/op (median) | boxed ns/op (median) | boxed/native median | min | max |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for tasks in DYN_TASKS {
+        for (check, interval) in [
+            ("within interval", None),
+            ("every checkout", Some(Duration::ZERO)),
+        ] {
+            let _entered = rt.enter();
+            let mut native = pool::Pool::builder(Ours).max_size(max_size);
+            let mut boxed = pool::Pool::builder(Boxed::new(Ours)).max_size(max_size);
+            if let Some(interval) = interval {
+                native = native.check_interval(interval);
+                boxed = boxed.check_interval(interval);
+            }
+            let native = native.build().expect("valid settings");
+            let boxed = boxed.build().expect("valid settings");
+            let (native_ns, boxed_ns, mut ratios) =
+                interleaved_rounds(rt, &native, &boxed, tasks, Hold::None, rounds);
+            let (median, min, max) = support::spread(&mut ratios);
+            println!(
+                "| {tasks} | {check} | {native_ns:.1} | {boxed_ns:.1} | {median:.2} | {min:.2} | {max:.2} |"
+            );
+            rt.block_on(native.close());
+            rt.block_on(boxed.close());
+        }
+    }
+    println!();
+}
+
+/// Times `a` and `b` in `rounds` alternating rounds of [`ROUND_OPS`] ops each (`a` first in
+/// even rounds, `b` first in odd ones). Returns the median ns/op of each and the per-round
+/// ratios of time per op, `b` over `a`.
+fn interleaved_rounds<A: Subject, B: Subject>(
+    rt: &Runtime,
+    a: &A,
+    b: &B,
+    tasks: usize,
+    hold: Hold,
+    rounds: usize,
+) -> (f64, f64, Vec<f64>) {
+    let iters = ROUND_OPS / BATCH;
+    let (mut a_ns, mut b_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (a_time, b_time) = rt.block_on(async {
+            if round % 2 == 0 {
+                let a_time = run_batches(a, tasks, iters, hold).await;
+                (a_time, run_batches(b, tasks, iters, hold).await)
+            } else {
+                let b_time = run_batches(b, tasks, iters, hold).await;
+                (run_batches(a, tasks, iters, hold).await, b_time)
+            }
+        });
+        let per_op = |d: Duration| d.as_secs_f64() * 1e9 / ROUND_OPS as f64;
+        a_ns.push(per_op(a_time));
+        b_ns.push(per_op(b_time));
+        ratios.push(b_time.as_secs_f64() / a_time.as_secs_f64());
+    }
+    let (a_median, _, _) = support::spread(&mut a_ns);
+    let (b_median, _, _) = support::spread(&mut b_ns);
+    (a_median, b_median, ratios)
+}
+
 fn main() {
     let rt = support::runtime();
     let mut c = support::criterion();
@@ -580,7 +696,9 @@ fn main() {
     if !support::listing_or_testing() {
         print_summary();
         print_lease_summary();
+        print_dyn_summary();
         interleaved_pass(&rt);
+        dyn_pass(&rt);
         latency_pass(&rt);
     }
 }

@@ -1,0 +1,296 @@
+//! Managers chosen at run time: [`DynManager`], the dyn-compatible form of [`Manager`].
+//!
+//! [`Manager`]'s async methods return `impl Future`, which is what keeps a checkout free of
+//! allocations, but it also means `dyn Manager` cannot exist: a program cannot pick its
+//! manager from configuration, or wrap any manager in one decorator type (logging, metrics,
+//! fault injection), behind a single type. [`DynManager`] is the same trait written with
+//! [`#[async_trait]`](macro@async_trait) (as deadpool's and bb8's managers were before their
+//! native forms), so its futures are boxed and `dyn DynManager<Connection = C, Error = E>`
+//! is a type. The adapters go both ways:
+//! - every [`Manager`] is a [`DynManager`] (a blanket impl), so a native manager boxes as it
+//!   is: `BoxManager::new(MyManager)`;
+//! - [`BoxManager`] and [`ArcManager`] (a boxed or shared `dyn DynManager`) are [`Manager`]s,
+//!   so `Pool<BoxManager<C, E>>` is a pool whose manager was chosen at run time.
+//!
+//! Every method crosses both adapters, the defaulted ones too ([`is_broken`],
+//! [`is_broken_shared`], [`close`]): what a manager overrides still runs behind the box.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use pool::Pool;
+//! use pool::dynamic::{BoxManager, DynManager, async_trait};
+//!
+//! /// A manager written as for deadpool's and bb8's older versions.
+//! struct Numbers(u64);
+//!
+//! #[async_trait]
+//! impl DynManager for Numbers {
+//!     type Connection = u64;
+//!     type Error = Infallible;
+//!     async fn connect(&self) -> Result<u64, Infallible> {
+//!         Ok(self.0)
+//!     }
+//!     async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// Which manager to use, from configuration.
+//! fn choose(name: &str) -> Option<BoxManager<u64, Infallible>> {
+//!     match name {
+//!         "one" => Some(BoxManager::new(Numbers(1))),
+//!         "two" => Some(BoxManager::new(Numbers(2))),
+//!         _ => None,
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let manager = choose("two").expect("a known manager");
+//! let pool = Pool::builder(manager).max_size(4).build().expect("valid settings");
+//! assert_eq!(*pool.get().await.expect("a connection"), 2);
+//! # }
+//! ```
+//!
+//! # Cost
+//! Each `connect`, `check` and `close` allocates its boxed future and each call goes through
+//! a vtable; the pool's fast path (an idle connection used within the check interval) calls
+//! only the synchronous `is_broken`, so it allocates nothing and pays one indirect call per
+//! checkout and return. The crate docs give the measured cost against a native manager.
+//!
+//! # Method names
+//! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:
+//! in a module that imports both traits, call its methods as `Manager::connect(&m)` (or
+//! import only one). This module is not glob-exported from the crate root for that reason.
+//! A decorator holding a [`BoxManager`] calls through to the boxed manager itself with
+//! `DynManager::connect(&*self.inner)`; `self.inner.connect()` would work too, through the
+//! blanket impl, at the price of a second boxed future.
+//!
+//! [`is_broken`]: DynManager::is_broken
+//! [`is_broken_shared`]: DynManager::is_broken_shared
+//! [`close`]: DynManager::close
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::Manager;
+
+/// The attribute a [`DynManager`] impl is written with (re-exported from the `async-trait`
+/// crate, so an application needs no dependency of its own).
+pub use async_trait::async_trait;
+
+/// A [`Manager`] that can be a trait object: the same methods, with boxed futures.
+///
+/// Implement it with [`#[async_trait]`](macro@async_trait) and plain `async fn`s, exactly as
+/// a [`Manager`]; every guarantee listed on [`Manager`] holds for the matching method here.
+/// A type that implements [`Manager`] implements this trait already (a blanket impl): write
+/// an impl of this trait only for a manager that has no native one, such as a decorator over
+/// a [`BoxManager`].
+#[async_trait]
+pub trait DynManager: Send + Sync + 'static {
+    /// The connection the pool hands out.
+    type Connection: Send + 'static;
+    /// The error `connect` and `check` report.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a new connection; see [`Manager::connect`].
+    ///
+    /// # Errors
+    /// Whatever stopped the connection from being made.
+    ///
+    /// # Cancel safety
+    /// The pool may drop the future at an `.await` (its connect timeout, a runtime shutting
+    /// down); it must leave nothing behind when it is.
+    async fn connect(&self) -> Result<Self::Connection, Self::Error>;
+
+    /// Health check run on checkout; see [`Manager::check`].
+    ///
+    /// # Errors
+    /// Any error discards the connection.
+    ///
+    /// # Cancel safety
+    /// A check dropped before it ends (its caller gave up, the check timeout fired) makes the
+    /// pool discard the connection, whose state is then unknown.
+    async fn check(&self, conn: &mut Self::Connection) -> Result<(), Self::Error>;
+
+    /// Cheap synchronous test run on return and checkout; see [`Manager::is_broken`].
+    /// Default: never broken.
+    fn is_broken(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// The same test through a shared reference, asked on every lease handed out and ended;
+    /// see [`Manager::is_broken_shared`]. Default: never broken.
+    fn is_broken_shared(&self, conn: &Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// Graceful close of a connection the pool is discarding; see [`Manager::close`].
+    /// Default: drop it.
+    ///
+    /// # Cancel safety
+    /// The pool runs it in a task of its own, bounded by the builder's close timeout; a close
+    /// dropped there drops the connection.
+    async fn close(&self, conn: Self::Connection) {
+        drop(conn)
+    }
+}
+
+/// The boxed manager a configuration chose, ready for a [`Pool`](crate::Pool): any
+/// [`DynManager`] (so any [`Manager`]) behind one type. `Pool<BoxManager<C, E>>` is a pool
+/// whose manager was chosen at run time.
+///
+/// It is a struct around `Box<dyn DynManager>`, not the bare box, because the compiler cannot
+/// prove a `Pool<Box<dyn DynManager + 'static>>`'s futures `Send` (its check forgets the
+/// `'static`; "implementation of `Manager` is not general enough"), so such a pool could not
+/// be used in `tokio::spawn`. A type with no lifetime in it has no such trouble.
+pub struct BoxManager<C, E>(Box<dyn DynManager<Connection = C, Error = E>>);
+
+impl<C, E> BoxManager<C, E> {
+    /// Boxes `manager` (a [`Manager`] or a [`DynManager`]).
+    pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
+        BoxManager(Box::new(manager))
+    }
+
+    /// The boxed manager.
+    pub fn into_inner(self) -> Box<dyn DynManager<Connection = C, Error = E>> {
+        self.0
+    }
+}
+
+impl<C, E> From<Box<dyn DynManager<Connection = C, Error = E>>> for BoxManager<C, E> {
+    fn from(manager: Box<dyn DynManager<Connection = C, Error = E>>) -> Self {
+        BoxManager(manager)
+    }
+}
+
+impl<C, E> Deref for BoxManager<C, E> {
+    type Target = dyn DynManager<Connection = C, Error = E>;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl<C, E> fmt::Debug for BoxManager<C, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxManager")
+    }
+}
+
+/// A manager chosen at run time and shared: several pools (or the code that built it) hold
+/// one [`DynManager`]. Clones share the manager. See [`BoxManager`] for why it is a struct.
+pub struct ArcManager<C, E>(Arc<dyn DynManager<Connection = C, Error = E>>);
+
+impl<C, E> ArcManager<C, E> {
+    /// Shares `manager` (a [`Manager`] or a [`DynManager`]).
+    pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
+        ArcManager(Arc::new(manager))
+    }
+
+    /// The shared manager.
+    pub fn into_inner(self) -> Arc<dyn DynManager<Connection = C, Error = E>> {
+        self.0
+    }
+}
+
+impl<C, E> Clone for ArcManager<C, E> {
+    fn clone(&self) -> Self {
+        ArcManager(Arc::clone(&self.0))
+    }
+}
+
+impl<C, E> From<Arc<dyn DynManager<Connection = C, Error = E>>> for ArcManager<C, E> {
+    fn from(manager: Arc<dyn DynManager<Connection = C, Error = E>>) -> Self {
+        ArcManager(manager)
+    }
+}
+
+impl<C, E> Deref for ArcManager<C, E> {
+    type Target = dyn DynManager<Connection = C, Error = E>;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl<C, E> fmt::Debug for ArcManager<C, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArcManager")
+    }
+}
+
+/// Every native manager is a [`DynManager`]: each method forwards to the [`Manager`] one, so
+/// what the manager overrides (defaulted methods included) runs behind the box.
+#[async_trait]
+impl<M: Manager> DynManager for M {
+    type Connection = M::Connection;
+    type Error = M::Error;
+
+    async fn connect(&self) -> Result<M::Connection, M::Error> {
+        Manager::connect(self).await
+    }
+
+    async fn check(&self, conn: &mut M::Connection) -> Result<(), M::Error> {
+        Manager::check(self, conn).await
+    }
+
+    fn is_broken(&self, conn: &mut M::Connection) -> bool {
+        Manager::is_broken(self, conn)
+    }
+
+    fn is_broken_shared(&self, conn: &M::Connection) -> bool {
+        Manager::is_broken_shared(self, conn)
+    }
+
+    async fn close(&self, conn: M::Connection) {
+        Manager::close(self, conn).await
+    }
+}
+
+/// Implements [`Manager`] for a holder of a `dyn DynManager` that derefs to it: each method
+/// forwards to the held manager's (whose futures are already boxed: nothing is boxed twice).
+macro_rules! manager_through_deref {
+    ($holder:ident) => {
+        /// A manager chosen at run time is a [`Manager`]: each method forwards to the held
+        /// [`DynManager`].
+        impl<C, E> Manager for $holder<C, E>
+        where
+            C: Send + 'static,
+            E: std::error::Error + Send + Sync + 'static,
+        {
+            type Connection = C;
+            type Error = E;
+
+            fn connect(&self) -> impl Future<Output = Result<C, E>> + Send {
+                DynManager::connect(&**self)
+            }
+
+            fn check(&self, conn: &mut C) -> impl Future<Output = Result<(), E>> + Send {
+                // The boxed future lives as long as the shorter of the two borrows, a lifetime
+                // the returned `impl Future` cannot name; awaiting it inside one that captures
+                // both returns it (no second allocation: this future is a few words).
+                async move { DynManager::check(&**self, conn).await }
+            }
+
+            fn is_broken(&self, conn: &mut C) -> bool {
+                DynManager::is_broken(&**self, conn)
+            }
+
+            fn is_broken_shared(&self, conn: &C) -> bool {
+                DynManager::is_broken_shared(&**self, conn)
+            }
+
+            fn close(&self, conn: C) -> impl Future<Output = ()> + Send {
+                DynManager::close(&**self, conn)
+            }
+        }
+    };
+}
+
+manager_through_deref!(BoxManager);
+manager_through_deref!(ArcManager);
