@@ -55,6 +55,7 @@
 //! request timeout's sweep checks the rule, so it costs nothing per request; turn it off with
 //! [`ConnectOptions::close_unresponsive`].
 
+mod endpoint;
 mod error;
 mod options;
 mod shared;
@@ -67,16 +68,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
+pub use endpoint::{Endpoint, NOT_TCP, UNIX_PREFIX};
 pub use error::{CloseCause, Error};
 pub use options::ConnectOptions;
 
 use crate::codec::{JsonCodec, WireEncode};
 use crate::{Message, Resp};
-use options::Ends;
+use options::{Ends, Opened};
 use shared::{Failure, Shared};
 use uid::Key;
 
@@ -108,8 +111,8 @@ impl Drop for Inner {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
-            .field("local_addr", &self.inner.ends.local)
-            .field("peer_addr", &self.inner.ends.peer)
+            .field("local", &self.inner.ends.local)
+            .field("peer", &self.inner.ends.peer)
             .field("closed", &self.is_closed())
             .field("pending", &self.pending())
             .finish_non_exhaustive()
@@ -150,21 +153,85 @@ impl Drop for PendingGuard<'_> {
 
 impl Conn {
     /// Resolves `options.addr`, connects within `options.connect_timeout`, sets the socket
-    /// options, and starts the connection's reader and writer tasks.
+    /// options, and starts the connection's reader and writer tasks. An address written
+    /// `unix:PATH` connects to the Unix domain socket at `PATH` instead (the TCP socket
+    /// options do not apply to it). For any other stream, see
+    /// [`from_stream`](Conn::from_stream).
     ///
     /// Needs a Tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Connect`] when resolving, connecting or setting a socket option failed;
-    /// [`Error::ConnectTimeout`] when the connect timeout fired.
+    /// [`Error::Connect`] when resolving, connecting or setting a socket option failed (for a
+    /// Unix socket: no socket at the path, nobody listening on it, no permission, an empty
+    /// path, or a platform without Unix sockets); [`Error::ConnectTimeout`] when the connect
+    /// timeout fired.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future before it completes closes any socket it opened and
     /// starts no task.
     pub async fn connect(options: &ConnectOptions) -> Result<Conn, Error> {
-        let stream = options.open().await?;
-        let ends = Ends::of(&stream).map_err(|source| options.connect_error(source))?;
-        let (read, write) = stream.into_split();
+        // Each stream splits into owned halves of its own type: no lock between the tasks.
+        match options.open().await? {
+            Opened::Tcp(stream) => {
+                let ends = Ends::of_tcp(&stream).map_err(|source| options.connect_error(source))?;
+                let (read, write) = stream.into_split();
+                Ok(Conn::start(read, write, ends, options))
+            }
+            #[cfg(unix)]
+            Opened::Unix(stream) => {
+                let ends =
+                    Ends::of_unix(&stream).map_err(|source| options.connect_error(source))?;
+                let (read, write) = stream.into_split();
+                Ok(Conn::start(read, write, ends, options))
+            }
+        }
+    }
+
+    /// Makes a connection of a stream that is already open: a Unix socket, a TLS stream, an
+    /// in-memory [`tokio::io::duplex`], a simulated network's stream. Starts the reader and
+    /// writer tasks on it, as [`connect`](Conn::connect) does, with every option of
+    /// `options` that concerns the connection (`request_timeout`, `close_unresponsive`,
+    /// `max_in_flight`, `max_frame`); those that concern opening a socket (`addr`,
+    /// `connect_timeout`, `nodelay`, keepalive, `linger`) are the caller's business and
+    /// ignored. `peer` names the other end for [`peer`](Conn::peer), logs and `Debug`;
+    /// [`local`](Conn::local) is `Endpoint::Named("local")`.
+    ///
+    /// The stream is split with [`tokio::io::split`], so the reader and the writer share it
+    /// under a lock taken per read and per write; [`connect`](Conn::connect) avoids that for
+    /// TCP and Unix sockets by splitting them into owned halves.
+    ///
+    /// ```
+    /// use transport_json::conn::{Conn, ConnectOptions, Endpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ours, _theirs) = tokio::io::duplex(64 * 1024);
+    /// let conn = Conn::from_stream(ours, Endpoint::named("duplex"), &ConnectOptions::default());
+    /// assert_eq!(conn.peer().to_string(), "duplex");
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn from_stream<S>(stream: S, peer: Endpoint, options: &ConnectOptions) -> Conn
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        let ends = Ends {
+            local: Endpoint::named("local"),
+            peer,
+        };
+        Conn::start(read, write, ends, options)
+    }
+
+    /// Spawns the writer on `write` and the reader on `read`: generic here, so each stream
+    /// type gets its own tasks, and [`Conn`] itself names no stream type.
+    fn start<R, W>(read: R, write: W, ends: Ends, options: &ConnectOptions) -> Conn
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let shared = Arc::new(Shared::new(
             options.request_timeout,
             options.close_unresponsive,
@@ -176,7 +243,7 @@ impl Conn {
             options.max_frame,
         ));
         tracing::debug!(local = %ends.local, peer = %ends.peer, "connected");
-        Ok(Conn {
+        Conn {
             inner: Arc::new(Inner {
                 shared,
                 ends,
@@ -184,7 +251,7 @@ impl Conn {
                 request_timeout: options.request_timeout,
                 permits: options.max_in_flight.map(|max| Semaphore::new(max.max(1))),
             }),
-        })
+        }
     }
 
     /// Sends `message` and waits for its response.
@@ -377,14 +444,29 @@ impl Conn {
         self.inner.shared.idle_for()
     }
 
-    /// The local address of the socket.
+    /// The local address of the socket; [`NOT_TCP`] (`0.0.0.0:0`) when the connection is not
+    /// over TCP (read [`local`](Conn::local) then).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.ends.local
+        self.inner.ends.local.socket_addr().unwrap_or(NOT_TCP)
     }
 
-    /// The server's address.
+    /// The server's address; [`NOT_TCP`] (`0.0.0.0:0`) when the connection is not over TCP
+    /// (read [`peer`](Conn::peer) then).
     pub fn peer_addr(&self) -> SocketAddr {
-        self.inner.ends.peer
+        self.inner.ends.peer.socket_addr().unwrap_or(NOT_TCP)
+    }
+
+    /// This end of the connection, whatever the stream: a TCP address, a Unix socket (a
+    /// client's end is usually unnamed), or `Endpoint::Named("local")` for a stream given to
+    /// [`from_stream`](Conn::from_stream).
+    pub fn local(&self) -> &Endpoint {
+        &self.inner.ends.local
+    }
+
+    /// The server's end, whatever the stream: a TCP address, a Unix socket path, or the
+    /// label given to [`from_stream`](Conn::from_stream).
+    pub fn peer(&self) -> &Endpoint {
+        &self.inner.ends.peer
     }
 }
 

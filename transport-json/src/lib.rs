@@ -62,7 +62,7 @@ pub mod server;
 pub mod wire;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec, WireDecode, WireEncode};
-pub use conn::{CloseCause, Conn, ConnectOptions, Error};
+pub use conn::{CloseCause, Conn, ConnectOptions, Endpoint, Error};
 pub use manager::JsonManager;
 pub use server::{RunningServer, Server, ServerConfig};
 pub use wire::{Message, Resp};
