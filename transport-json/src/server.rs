@@ -15,6 +15,11 @@
 //! ```
 //!
 //! # Behaviour
+//! - Listeners: [`bind`](Server::bind) and [`from_listener`](Server::from_listener) serve
+//!   TCP, [`bind_unix`](Server::bind_unix) a Unix domain socket (its file removed when the
+//!   server stops), and [`new`](Server::new) any [`Listener`], for streams of your own (an
+//!   in-memory channel of `tokio::io::duplex` pairs, TLS, a simulated network). Every
+//!   listener gets the same behaviour below; only TCP sockets get `TCP_NODELAY` and keepalive.
 //! - Connections: at most [`ServerConfig::max_connections`] are served at once. At the cap the
 //!   server accepts one more client and makes room for it by closing the connection that has
 //!   been idle (no request in flight, nothing to write) the longest; when every connection is
@@ -69,11 +74,11 @@ mod handler;
 mod idle;
 mod listener;
 mod running;
+mod signal;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -92,6 +97,7 @@ use idle::Registry;
 pub use listener::Listener;
 use listener::Unlink;
 pub use running::RunningServer;
+pub use signal::shutdown_signal;
 
 pub use crate::conn::Endpoint;
 
@@ -144,7 +150,7 @@ impl Server<EchoHandler, tokio::net::UnixListener> {
     /// # Errors
     /// Binding failed: the path exists already (`AddrInUse`), its directory does not exist,
     /// permission is denied, or the path is longer than the system allows.
-    pub fn bind_unix(path: impl AsRef<Path>, config: ServerConfig) -> io::Result<Self> {
+    pub fn bind_unix(path: impl AsRef<std::path::Path>, config: ServerConfig) -> io::Result<Self> {
         let path = path.as_ref();
         let listener = tokio::net::UnixListener::bind(path)?;
         let unlink = Unlink(path.to_path_buf());
@@ -398,43 +404,5 @@ fn log_join(joined: Result<(task::Id, ()), JoinError>) -> task::Id {
             }
             error.id()
         }
-    }
-}
-
-/// Resolves when the process is asked to stop: Ctrl-C, or `SIGTERM` on Unix.
-///
-/// If the signal handlers cannot be installed, it logs a warning and never resolves.
-///
-/// # Cancel safety
-/// Dropping the future stops listening for the signals; nothing else happens.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => info!("Ctrl-C received"),
-            Err(error) => {
-                warn!(%error, "cannot listen for Ctrl-C");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-                info!("SIGTERM received");
-            }
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
