@@ -74,7 +74,9 @@ async fn a_conn_over_a_duplex_stream_is_answered_by_the_server_on_the_other_end(
     let (server, mut dialer) = serve_channel(transport_json::server::EchoHandler);
     let conn = dialer.dial();
 
-    let resp = within("a response", conn.request("duplex")).await.expect("answered");
+    let resp = within("a response", conn.request("duplex"))
+        .await
+        .expect("answered");
     assert_eq!(resp.val, "server: hello, duplex");
     assert!(!resp.ts.is_empty());
 
