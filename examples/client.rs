@@ -6,6 +6,7 @@
 //! cargo run --release --example client -- --requests 5 --expect-prefix "server: hello, "
 //! # rec1: 2025-01-01T12:00:00.123456789Z: server: hello, 1
 //! # ...
+//! cargo run --release --example client -- --addr unix:/tmp/echo.sock   # over a Unix socket
 //! ```
 //!
 //! Request `i` (from 1) carries `Uid` and `Val` `i`; its response is printed as
@@ -56,7 +57,7 @@ static SPEC: Spec = Spec {
             name: "addr",
             value: Some("ADDR"),
             default: "127.0.0.1:3000",
-            help: "the server's address",
+            help: "the server's address: host:port, or unix:/path for a Unix socket",
         },
         Flag {
             name: "requests",

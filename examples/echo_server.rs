@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example echo_server                 # listens on 127.0.0.1:3000
 //! cargo run --release --example echo_server -- --addr 0.0.0.0:4000
+//! cargo run --release --example echo_server -- --addr unix:/tmp/echo.sock   # a Unix socket
 //! cargo run --release --example echo_server -- --max-connections 64 --idle-timeout 60 --frame-timeout 5
 //! ```
 //!
@@ -16,10 +17,11 @@
 mod cli;
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cli::{Flag, Spec};
-use transport_json::server::{Server, ServerConfig, shutdown_signal};
+use transport_json::conn::UNIX_PREFIX;
+use transport_json::server::{EchoHandler, Listener, Server, ServerConfig, shutdown_signal};
 
 static SPEC: Spec = Spec {
     name: "echo_server",
@@ -29,7 +31,7 @@ static SPEC: Spec = Spec {
             name: "addr",
             value: Some("ADDR"),
             default: "127.0.0.1:3000",
-            help: "address to listen on",
+            help: "address to listen on: host:port, or unix:/path for a Unix socket",
         },
         Flag {
             name: "max-connections",
@@ -70,31 +72,48 @@ async fn main() -> ExitCode {
         ..ServerConfig::default()
     };
 
-    let server = match Server::bind(addr, config).await {
-        Ok(server) => server,
-        Err(error) => return cli::fail(&format!("cannot listen on {addr}"), &error),
+    // The socket file of a Unix socket is removed when the server stops.
+    let result = match addr.strip_prefix(UNIX_PREFIX) {
+        #[cfg(unix)]
+        Some(path) => match Server::bind_unix(path, config) {
+            Ok(server) => run(server).await,
+            Err(error) => return cli::fail(&format!("cannot listen on {addr}"), &error),
+        },
+        #[cfg(not(unix))]
+        Some(_) => {
+            eprintln!("echo_server: Unix sockets are not supported on this platform");
+            return ExitCode::from(2);
+        }
+        None => match Server::bind(addr, config).await {
+            Ok(server) => run(server).await,
+            Err(error) => return cli::fail(&format!("cannot listen on {addr}"), &error),
+        },
     };
-    // No tracing subscriber is installed (the workspace does not depend on one), so the
-    // server's own `tracing` events are not shown: this program says what matters itself.
-    eprintln!(
-        "echo_server: listening on {}; Ctrl-C to stop",
-        server.local_addr()
-    );
-
-    let mut signalled = None;
-    let result = server
-        .serve(async {
-            shutdown_signal().await;
-            signalled = Some(Instant::now());
-            eprintln!("echo_server: shutting down: finishing the requests in flight");
-        })
-        .await;
     match result {
-        Ok(()) => {
-            let drained = signalled.map(|at| at.elapsed()).unwrap_or_default();
+        Ok(drained) => {
             eprintln!("echo_server: stopped ({drained:.1?} to drain)");
             ExitCode::SUCCESS
         }
         Err(error) => cli::fail("echo_server: failed", &error),
     }
+}
+
+/// Serves until Ctrl-C or SIGTERM; returns how long the graceful shutdown took.
+async fn run<L: Listener>(server: Server<EchoHandler, L>) -> std::io::Result<Duration> {
+    // No tracing subscriber is installed (the workspace does not depend on one), so the
+    // server's own `tracing` events are not shown: this program says what matters itself.
+    eprintln!(
+        "echo_server: listening on {}; Ctrl-C to stop",
+        server.local()
+    );
+
+    let mut signalled = None;
+    server
+        .serve(async {
+            shutdown_signal().await;
+            signalled = Some(Instant::now());
+            eprintln!("echo_server: shutting down: finishing the requests in flight");
+        })
+        .await?;
+    Ok(signalled.map(|at| at.elapsed()).unwrap_or_default())
 }

@@ -113,7 +113,7 @@ impl Outcome {
 
 /// Runs the client against `addr` with `args`; a run that does not end is killed and fails
 /// the test.
-async fn run_client(addr: SocketAddr, args: &[&str]) -> Outcome {
+async fn run_client(addr: impl std::fmt::Display, args: &[&str]) -> Outcome {
     let binary = client_binary().await;
     let started = Instant::now();
     let output = bounded(
@@ -247,7 +247,7 @@ async fn a_lost_server_is_the_summarys_last_line() {
 }
 
 /// Asserts that the run succeeded and its summary says every request was answered.
-fn assert_all_answered(run: &Outcome, requests: usize, addr: SocketAddr) {
+fn assert_all_answered(run: &Outcome, requests: usize, addr: impl std::fmt::Display) {
     assert!(run.status.success(), "{}", run.printed());
     // The line ends with the time taken.
     let answered = format!("client: {requests} of {requests} requests answered by {addr} in ");
@@ -322,4 +322,24 @@ async fn expect_prefix_accepts_the_echo_servers_answers() {
     .await;
 
     assert_all_answered(&run, 200, addr);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_client_reaches_a_server_on_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("mux-pool-client-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = transport_json::Server::bind_unix(&path, ServerConfig::default())
+        .expect("binds the socket")
+        .spawn();
+    let addr = format!("unix:{}", path.display());
+    let run = run_client(
+        &addr,
+        &["--requests", "50", "--concurrency", "8", "--quiet"],
+    )
+    .await;
+
+    assert_all_answered(&run, 50, &addr);
+    server.shutdown().await.expect("shuts down");
+    assert!(!path.exists(), "the server removes its socket file");
 }

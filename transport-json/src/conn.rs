@@ -55,9 +55,11 @@
 //! request timeout's sweep checks the rule, so it costs nothing per request; turn it off with
 //! [`ConnectOptions::close_unresponsive`].
 
+mod endpoint;
 mod error;
 mod options;
 mod shared;
+mod start;
 mod tasks;
 mod uid;
 
@@ -71,6 +73,7 @@ use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
+pub use endpoint::{Endpoint, NOT_TCP, UNIX_PREFIX};
 pub use error::{CloseCause, Error};
 pub use options::ConnectOptions;
 
@@ -108,8 +111,8 @@ impl Drop for Inner {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
-            .field("local_addr", &self.inner.ends.local)
-            .field("peer_addr", &self.inner.ends.peer)
+            .field("local", &self.inner.ends.local)
+            .field("peer", &self.inner.ends.peer)
             .field("closed", &self.is_closed())
             .field("pending", &self.pending())
             .finish_non_exhaustive()
@@ -149,44 +152,6 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Conn {
-    /// Resolves `options.addr`, connects within `options.connect_timeout`, sets the socket
-    /// options, and starts the connection's reader and writer tasks.
-    ///
-    /// Needs a Tokio runtime.
-    ///
-    /// # Errors
-    /// [`Error::Connect`] when resolving, connecting or setting a socket option failed;
-    /// [`Error::ConnectTimeout`] when the connect timeout fired.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future before it completes closes any socket it opened and
-    /// starts no task.
-    pub async fn connect(options: &ConnectOptions) -> Result<Conn, Error> {
-        let stream = options.open().await?;
-        let ends = Ends::of(&stream).map_err(|source| options.connect_error(source))?;
-        let (read, write) = stream.into_split();
-        let shared = Arc::new(Shared::new(
-            options.request_timeout,
-            options.close_unresponsive,
-        ));
-        tokio::spawn(tasks::write_loop(Arc::clone(&shared), write));
-        tokio::spawn(tasks::read_loop(
-            Arc::clone(&shared),
-            read,
-            options.max_frame,
-        ));
-        tracing::debug!(local = %ends.local, peer = %ends.peer, "connected");
-        Ok(Conn {
-            inner: Arc::new(Inner {
-                shared,
-                ends,
-                max_frame: options.max_frame,
-                request_timeout: options.request_timeout,
-                permits: options.max_in_flight.map(|max| Semaphore::new(max.max(1))),
-            }),
-        })
-    }
-
     /// Sends `message` and waits for its response.
     ///
     /// An empty `Uid` is replaced by one the connection makes up (unique among the requests
@@ -377,14 +342,29 @@ impl Conn {
         self.inner.shared.idle_for()
     }
 
-    /// The local address of the socket.
+    /// The local address of the socket; [`NOT_TCP`] (`0.0.0.0:0`) when the connection is not
+    /// over TCP (read [`local`](Conn::local) then).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.ends.local
+        self.inner.ends.local.socket_addr().unwrap_or(NOT_TCP)
     }
 
-    /// The server's address.
+    /// The server's address; [`NOT_TCP`] (`0.0.0.0:0`) when the connection is not over TCP
+    /// (read [`peer`](Conn::peer) then).
     pub fn peer_addr(&self) -> SocketAddr {
-        self.inner.ends.peer
+        self.inner.ends.peer.socket_addr().unwrap_or(NOT_TCP)
+    }
+
+    /// This end of the connection, whatever the stream: a TCP address, a Unix socket (a
+    /// client's end is usually unnamed), or `Endpoint::Named("local")` for a stream given to
+    /// [`from_stream`](Conn::from_stream).
+    pub fn local(&self) -> &Endpoint {
+        &self.inner.ends.local
+    }
+
+    /// The server's end, whatever the stream: a TCP address, a Unix socket path, or the
+    /// label given to [`from_stream`](Conn::from_stream).
+    pub fn peer(&self) -> &Endpoint {
+        &self.inner.ends.peer
     }
 }
 

@@ -15,6 +15,11 @@
 //! ```
 //!
 //! # Behaviour
+//! - Listeners: [`bind`](Server::bind) and [`from_listener`](Server::from_listener) serve
+//!   TCP, [`bind_unix`](Server::bind_unix) a Unix domain socket (its file removed when the
+//!   server stops), and [`new`](Server::new) any [`Listener`], for streams of your own (an
+//!   in-memory channel of `tokio::io::duplex` pairs, TLS, a simulated network). Every
+//!   listener gets the same behaviour below; only TCP sockets get `TCP_NODELAY` and keepalive.
 //! - Connections: at most [`ServerConfig::max_connections`] are served at once. At the cap the
 //!   server accepts one more client and makes room for it by closing the connection that has
 //!   been idle (no request in flight, nothing to write) the longest; when every connection is
@@ -67,7 +72,9 @@ mod connection;
 mod deadline;
 mod handler;
 mod idle;
+mod listener;
 mod running;
+mod signal;
 
 use std::future::Future;
 use std::io;
@@ -76,7 +83,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::task::{self, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -87,13 +94,25 @@ pub use config::ServerConfig;
 use deadline::Timeouts;
 pub use handler::{EchoHandler, Handler, HandlerFn, handler_fn, rfc3339_nanos};
 use idle::Registry;
+pub use listener::Listener;
+use listener::Unlink;
 pub use running::RunningServer;
+pub use signal::shutdown_signal;
+
+pub use crate::conn::Endpoint;
 
 /// A bound server, ready to [`serve`](Server::serve) or [`spawn`](Server::spawn).
+///
+/// `L` is what it accepts clients from: a [`TcpListener`] by default
+/// ([`bind`](Server::bind), [`from_listener`](Server::from_listener)), a
+/// [`UnixListener`](tokio::net::UnixListener) ([`bind_unix`](Server::bind_unix)), or any
+/// [`Listener`] ([`new`](Server::new)).
 #[derive(Debug)]
-pub struct Server<H = EchoHandler> {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+pub struct Server<H = EchoHandler, L = TcpListener> {
+    listener: L,
+    local: Endpoint,
+    /// The socket file to remove when the listener closes, for a path bound by `bind_unix`.
+    unlink: Option<Unlink>,
     config: ServerConfig,
     handler: Arc<H>,
 }
@@ -115,29 +134,73 @@ impl Server<EchoHandler> {
     /// # Errors
     /// The listener's local address could not be read.
     pub fn from_listener(listener: TcpListener, config: ServerConfig) -> io::Result<Self> {
+        Server::new(listener, config)
+    }
+}
+
+#[cfg(unix)]
+impl Server<EchoHandler, tokio::net::UnixListener> {
+    /// Binds a Unix domain socket at `path` and makes an echo server of it. The socket file
+    /// is removed when the server stops (or is dropped unserved), as Go's `net.Listen` does,
+    /// so the path can be bound again; a file already at the path is left alone and the bind
+    /// fails, so a server never takes over another's socket.
+    ///
+    /// Needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// Binding failed: the path exists already (`AddrInUse`), its directory does not exist,
+    /// permission is denied, or the path is longer than the system allows.
+    pub fn bind_unix(path: impl AsRef<std::path::Path>, config: ServerConfig) -> io::Result<Self> {
+        let path = path.as_ref();
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let unlink = Unlink(path.to_path_buf());
+        let mut server = Server::new(listener, config)?;
+        server.unlink = Some(unlink);
+        Ok(server)
+    }
+}
+
+impl<L: Listener> Server<EchoHandler, L> {
+    /// Makes an echo server of any [`Listener`]: a [`TcpListener`], a
+    /// [`UnixListener`](tokio::net::UnixListener), or one of your own (in-memory streams, a
+    /// TLS acceptor, a simulated network).
+    ///
+    /// # Errors
+    /// The listener's [`local`](Listener::local) end could not be read.
+    pub fn new(listener: L, config: ServerConfig) -> io::Result<Self> {
         Ok(Self {
-            local_addr: listener.local_addr()?,
+            local: listener.local()?,
             listener,
+            unlink: None,
             config,
             handler: Arc::new(EchoHandler),
         })
     }
 }
 
-impl<H: Handler> Server<H> {
+impl<H: Handler> Server<H, TcpListener> {
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local.socket_addr().unwrap_or(crate::conn::NOT_TCP)
+    }
+}
+
+impl<H: Handler, L: Listener> Server<H, L> {
     /// Replaces the handler.
-    pub fn with_handler<H2: Handler>(self, handler: H2) -> Server<H2> {
+    pub fn with_handler<H2: Handler>(self, handler: H2) -> Server<H2, L> {
         Server {
             listener: self.listener,
-            local_addr: self.local_addr,
+            local: self.local,
+            unlink: self.unlink,
             config: self.config,
             handler: Arc::new(handler),
         }
     }
 
-    /// The address the server listens on (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Where the server listens, whatever the listener: a TCP address, a Unix socket path,
+    /// or what a [`Listener`] of your own reports.
+    pub fn local(&self) -> &Endpoint {
+        &self.local
     }
 
     /// The server's configuration.
@@ -170,13 +233,13 @@ impl<H: Handler> Server<H> {
         let graceful = CancellationToken::new();
         let kill = CancellationToken::new();
         let active = Arc::new(AtomicUsize::new(0));
-        let local_addr = self.local_addr;
+        let local = self.local.clone();
         let task = tokio::spawn(self.run(
             graceful.clone().cancelled_owned(),
             kill.clone(),
             Arc::clone(&active),
         ));
-        RunningServer::new(local_addr, graceful, kill, active, task)
+        RunningServer::new(local, graceful, kill, active, task)
     }
 
     /// The accept loop, then the shutdown: gracefully once `shutdown` resolves, at once if
@@ -188,12 +251,18 @@ impl<H: Handler> Server<H> {
         active: Arc<AtomicUsize>,
     ) -> io::Result<()> {
         let Server {
-            listener,
-            local_addr,
+            mut listener,
+            local,
+            unlink,
             config,
             handler,
         } = self;
-        info!(%local_addr, "server listening");
+        // Closed with the listener, so the socket file goes when the listener does.
+        let listener_closed = |listener: L| {
+            drop(listener);
+            drop(unlink);
+        };
+        info!(%local, "server listening");
         // A permit per connection, taken before it is served. At the cap the loop accepts one
         // client and holds it while it makes room by closing the idlest connection (see
         // `idle`); while every connection is busy, it waits for one to close or go idle, and
@@ -206,7 +275,7 @@ impl<H: Handler> Server<H> {
         let mut slot = None;
         // The client accepted at the cap, waiting for a slot; whether a connection was told to
         // close for it.
-        let mut held: Option<(TcpStream, SocketAddr)> = None;
+        let mut held: Option<(L::Stream, Endpoint)> = None;
         let mut evicting = false;
         let timeouts = Timeouts {
             idle: config.idle_timeout,
@@ -222,11 +291,11 @@ impl<H: Handler> Server<H> {
             tokio::select! {
                 biased;
                 () = kill.cancelled() => {
-                    drop(listener);
+                    listener_closed(listener);
                     // Aborts every connection's task and waits until each is gone: a
                     // connection's task owns its socket, so every socket is closed then.
                     connections.shutdown().await;
-                    info!(%local_addr, "server aborted");
+                    info!(%local, "server aborted");
                     return Ok(());
                 }
                 () = &mut shutdown => break,
@@ -246,11 +315,11 @@ impl<H: Handler> Server<H> {
                     match accepted {
                         Ok((stream, peer)) => {
                             backoff = ACCEPT_BACKOFF_MIN;
-                            held = Some((stream, peer));
                             if slot.is_none() {
                                 evicting = registry.evict_idlest();
                                 debug!(%peer, evicting, "at the connection cap");
                             }
+                            held = Some((stream, peer));
                         }
                         Err(error) if is_connection_error(&error) => {
                             debug!(%error, "accept failed for one connection");
@@ -269,7 +338,7 @@ impl<H: Handler> Server<H> {
             {
                 evicting = false;
                 registry.fed();
-                configure(&stream, peer, &config);
+                L::configure(&stream, &peer, &config);
                 let (idle, idle_slot) = registry.slot();
                 let cx = connection::Context {
                     handler: Arc::clone(&handler),
@@ -287,9 +356,9 @@ impl<H: Handler> Server<H> {
 
         // Graceful: refuse new clients at once, tell every connection to stop reading, and
         // wait for them to finish their running requests and flush.
-        drop(listener);
+        listener_closed(listener);
         stop.cancel();
-        info!(%local_addr, connections = connections.len(), "server shutting down");
+        info!(%local, connections = connections.len(), "server shutting down");
         drop(held);
         {
             let drained = async {
@@ -301,31 +370,18 @@ impl<H: Handler> Server<H> {
                 () = drained => {}
                 () = kill.cancelled() => {}
                 () = tokio::time::sleep(config.shutdown_timeout) => {
-                    warn!(%local_addr, "shutdown timed out; dropping the remaining connections");
+                    warn!(%local, "shutdown timed out; dropping the remaining connections");
                 }
             }
         }
         connections.shutdown().await;
-        info!(%local_addr, "server stopped");
+        info!(%local, "server stopped");
         Ok(())
     }
 }
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Socket options for an accepted connection; failing to set one is not worth refusing it.
-fn configure(stream: &TcpStream, peer: SocketAddr, config: &ServerConfig) {
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(%peer, %error, "could not set TCP_NODELAY");
-    }
-    if let Some(time) = config.tcp_keepalive {
-        let keepalive = socket2::TcpKeepalive::new().with_time(time);
-        if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
-            debug!(%peer, %error, "could not set TCP keepalive");
-        }
-    }
-}
 
 /// Errors of `accept` that concern one incoming connection, not the listener.
 fn is_connection_error(error: &io::Error) -> bool {
@@ -348,43 +404,5 @@ fn log_join(joined: Result<(task::Id, ()), JoinError>) -> task::Id {
             }
             error.id()
         }
-    }
-}
-
-/// Resolves when the process is asked to stop: Ctrl-C, or `SIGTERM` on Unix.
-///
-/// If the signal handlers cannot be installed, it logs a warning and never resolves.
-///
-/// # Cancel safety
-/// Dropping the future stops listening for the signals; nothing else happens.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => info!("Ctrl-C received"),
-            Err(error) => {
-                warn!(%error, "cannot listen for Ctrl-C");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-                info!("SIGTERM received");
-            }
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

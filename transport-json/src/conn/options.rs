@@ -1,13 +1,14 @@
 //! [`ConnectOptions`]: where to connect and how to set up the socket.
 
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
 use super::Error;
+use super::endpoint::{Endpoint, unix_path};
 use crate::codec::DEFAULT_MAX_FRAME;
 
 /// Where and how [`Conn::connect`](super::Conn::connect) connects.
@@ -30,7 +31,8 @@ use crate::codec::DEFAULT_MAX_FRAME;
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// `host:port`, resolved with Tokio's resolver on every connect; each resolved address is
-    /// tried in turn. Default `127.0.0.1:3000`.
+    /// tried in turn. Or `unix:PATH` for the Unix domain socket at `PATH` (absolute, as
+    /// `unix:/run/echo.sock`, or relative to the working directory). Default `127.0.0.1:3000`.
     pub addr: String,
     /// How long resolving and opening the TCP connection may take in all. Default 5 s.
     pub connect_timeout: Duration,
@@ -176,33 +178,47 @@ impl ConnectOptions {
         self
     }
 
-    /// Resolves the address and opens a configured TCP stream, within the connect timeout.
-    pub(crate) async fn open(&self) -> Result<TcpStream, Error> {
-        let dial = async {
-            let mut last = None;
-            for addr in tokio::net::lookup_host(&self.addr).await? {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => return Ok(stream),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
-            }))
+    /// Opens the stream `addr` names within the connect timeout: a Unix socket for
+    /// `unix:PATH`, else a TCP stream to the first resolved address that answers, configured.
+    pub(crate) async fn open(&self) -> Result<Opened, Error> {
+        let opened = match unix_path(&self.addr) {
+            Some(path) => self.within_timeout(open_unix(path)).await?,
+            None => Opened::Tcp(self.within_timeout(self.open_tcp()).await?),
         };
-        let stream = match tokio::time::timeout(self.connect_timeout, dial).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => return Err(self.connect_error(source)),
-            Err(_) => {
-                return Err(Error::ConnectTimeout {
-                    addr: self.addr.clone(),
-                    timeout: self.connect_timeout,
-                });
+        if let Opened::Tcp(stream) = &opened {
+            self.configure(stream)
+                .map_err(|source| self.connect_error(source))?;
+        }
+        Ok(opened)
+    }
+
+    /// Resolves the address and connects to the first resolved address that answers.
+    async fn open_tcp(&self) -> io::Result<TcpStream> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(&self.addr).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
             }
-        };
-        self.configure(&stream)
-            .map_err(|source| self.connect_error(source))?;
-        Ok(stream)
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
+        }))
+    }
+
+    /// `dial`, bounded by the connect timeout; its failure is [`Error::Connect`].
+    async fn within_timeout<T>(
+        &self,
+        dial: impl Future<Output = io::Result<T>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.connect_timeout, dial).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(source)) => Err(self.connect_error(source)),
+            Err(_) => Err(Error::ConnectTimeout {
+                addr: self.addr.clone(),
+                timeout: self.connect_timeout,
+            }),
+        }
     }
 
     /// [`Error::Connect`] for this address.
@@ -261,19 +277,53 @@ impl ConnectOptions {
     }
 }
 
-/// The two ends of a connected stream, kept for [`Conn::local_addr`](super::Conn::local_addr)
-/// and [`Conn::peer_addr`](super::Conn::peer_addr).
-#[derive(Debug, Clone, Copy)]
+/// A stream [`ConnectOptions::open`] opened.
+pub(crate) enum Opened {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+/// Connects to the Unix socket at `path`; an empty path is refused before any system call.
+async fn open_unix(path: &std::path::Path) -> io::Result<Opened> {
+    if path.as_os_str().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty Unix socket path (write unix:/path/to/socket)",
+        ));
+    }
+    #[cfg(unix)]
+    return tokio::net::UnixStream::connect(path)
+        .await
+        .map(Opened::Unix);
+    #[cfg(not(unix))]
+    return Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "Unix domain sockets are not supported on this platform",
+    ));
+}
+
+/// The two ends of a connected stream, kept for [`Conn::local`](super::Conn::local) and
+/// [`Conn::peer`](super::Conn::peer).
+#[derive(Debug, Clone)]
 pub(crate) struct Ends {
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
+    pub local: Endpoint,
+    pub peer: Endpoint,
 }
 
 impl Ends {
-    pub(crate) fn of(stream: &TcpStream) -> io::Result<Ends> {
+    pub(crate) fn of_tcp(stream: &TcpStream) -> io::Result<Ends> {
         Ok(Ends {
-            local: stream.local_addr()?,
-            peer: stream.peer_addr()?,
+            local: Endpoint::Tcp(stream.local_addr()?),
+            peer: Endpoint::Tcp(stream.peer_addr()?),
+        })
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn of_unix(stream: &tokio::net::UnixStream) -> io::Result<Ends> {
+        Ok(Ends {
+            local: Endpoint::of_unix(&stream.local_addr()?),
+            peer: Endpoint::of_unix(&stream.peer_addr()?),
         })
     }
 }

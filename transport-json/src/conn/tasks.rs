@@ -6,8 +6,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::FramedRead;
@@ -59,7 +58,7 @@ impl Drop for TaskGuard {
 /// swaps that buffer for its own empty one and writes it with one `write_all`, so N callers
 /// that queue together cost one system call (mostly), not N. With `TCP_NODELAY` on, the
 /// batch leaves at once.
-pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf) {
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut half: W) {
     let mut guard = TaskGuard {
         shared: Arc::clone(&shared),
         exit: Exit::Failed(CloseCause::Shutdown),
@@ -77,7 +76,10 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf) {
     };
 }
 
-async fn write_batches(shared: &Shared, half: &mut OwnedWriteHalf) -> Result<(), CloseCause> {
+async fn write_batches<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    half: &mut W,
+) -> Result<(), CloseCause> {
     let mut buf = BytesMut::with_capacity(OUT_CAPACITY);
     loop {
         tokio::select! {
@@ -147,7 +149,11 @@ fn batch_len(queued: &[u8]) -> usize {
 /// closing connection has nothing pending any more. After the writer failed it reads on to
 /// the end of the stream (within [`WRITE_ERROR_GRACE`]) and stops with the writer's cause,
 /// so that what the server sent before it closed is still routed and its reason heard.
-pub(crate) async fn read_loop(shared: Arc<Shared>, half: OwnedReadHalf, max_frame: usize) {
+pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    half: R,
+    max_frame: usize,
+) {
     let mut guard = TaskGuard {
         shared: Arc::clone(&shared),
         exit: Exit::Failed(CloseCause::Shutdown),
@@ -238,9 +244,9 @@ const ROUTE_BATCH: usize = 128;
 /// An `Err` with an empty `Uid` answers no request (a made-up `Uid` is never empty): it is the
 /// server's error for the whole connection, kept in `reason` (and counted as unknown, as any
 /// response nobody waits for). It is not fatal by itself.
-async fn route_batch(
+async fn route_batch<R: AsyncRead + Unpin>(
     shared: &Shared,
-    frames: &mut FramedRead<OwnedReadHalf, JsonCodec<Resp, Message>>,
+    frames: &mut FramedRead<R, JsonCodec<Resp, Message>>,
     reason: &mut Option<Arc<str>>,
 ) -> Result<bool, CloseCause> {
     let mut routed = 0;

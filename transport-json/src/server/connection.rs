@@ -51,15 +51,13 @@ mod requests;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{self, Poll, ready};
 
 use futures::stream::FuturesUnordered;
-use tokio::io::{AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::bytes::{Buf, BytesMut};
@@ -71,6 +69,7 @@ use super::deadline::{Deadlines, Timeouts};
 use super::handler::Handler;
 use super::idle::Marker;
 use crate::codec::{CodecError, JsonCodec};
+use crate::conn::Endpoint;
 use crate::wire::{Message, Resp};
 use ending::{ReadEnd, log_read_error};
 use requests::{Running, rejection, start_handler};
@@ -120,9 +119,12 @@ impl Drop for Active {
 /// down; then lets the requests already running finish, writes their responses and closes.
 ///
 /// `_slot` is the connection's place under the server's connection cap, freed on return.
-pub(super) async fn serve<H: Handler>(
-    stream: TcpStream,
-    peer: SocketAddr,
+///
+/// Generic over the stream, so a TCP connection runs the same code it ran before streams of
+/// other kinds were served (no boxed stream, no dynamic call per read or write).
+pub(super) async fn serve<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: Endpoint,
     cx: Context<H>,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -159,7 +161,8 @@ pub(super) async fn serve<H: Handler>(
         conn.poll_serve(task)
     })
     .await;
-    match conn.write_error {
+    let peer = &conn.peer;
+    match &conn.write_error {
         None => debug!(%peer, ?end, "connection closed"),
         Some(error) => debug!(%peer, ?end, %error, "connection closed: write failed"),
     }
@@ -167,12 +170,12 @@ pub(super) async fn serve<H: Handler>(
 
 /// The state of one connection; see the module documentation for the loop.
 ///
-/// `F` is the type of the handler's future, named by `start`.
-struct Connection<'h, H, F> {
+/// `F` is the type of the handler's future, named by `start`; `S` the stream's.
+struct Connection<'h, H, F, S> {
     handler: &'h H,
     start: fn(&'h H, Message) -> F,
-    peer: SocketAddr,
-    stream: TcpStream,
+    peer: Endpoint,
+    stream: S,
     codec: JsonCodec<Message, Resp>,
     /// Bytes read and not yet decoded.
     input: BytesMut,
@@ -216,7 +219,12 @@ enum Took {
     Stopped,
 }
 
-impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
+impl<'h, H, F, S> Connection<'h, H, F, S>
+where
+    H: Handler,
+    F: Future<Output = Resp>,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     /// The loop of the module documentation. Returns `Pending` only after every source it
     /// waits on (socket, running handlers) has registered the waker; returns once reading has
     /// stopped, every request has been answered, and the write side is shut down (or failed).
@@ -292,7 +300,7 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
                     // Requests already started are still answered: their responses are valid,
                     // and the client learns of the close right after them (and why, when the
                     // frame was too long).
-                    log_read_error(self.peer, &error);
+                    log_read_error(&self.peer, &error);
                     if let CodecError::FrameTooLong { max } = error {
                         let why = format!("frame too large: more than {max} bytes");
                         self.encode(&rejection(String::new(), &why));
@@ -362,7 +370,7 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
             Ok(0) => self.eof = true,
             Ok(_) => {}
             Err(error) => {
-                log_read_error(self.peer, &CodecError::Io(error));
+                log_read_error(&self.peer, &CodecError::Io(error));
                 self.end = Some(ReadEnd::Failed);
             }
         }

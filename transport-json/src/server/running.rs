@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::{Endpoint, NOT_TCP};
+
 /// A server running in a background task, from [`Server::spawn`](super::Server::spawn).
 ///
 /// Dropping it aborts the server, as [`abort`](RunningServer::abort) does but without waiting.
 #[derive(Debug)]
 #[must_use = "dropping a RunningServer aborts the server"]
 pub struct RunningServer {
-    local_addr: SocketAddr,
+    local: Endpoint,
     graceful: CancellationToken,
     kill: CancellationToken,
     active: Arc<AtomicUsize>,
@@ -24,14 +26,14 @@ pub struct RunningServer {
 impl RunningServer {
     /// `graceful` starts a graceful shutdown, `kill` an abort; `task` runs the server.
     pub(super) fn new(
-        local_addr: SocketAddr,
+        local: Endpoint,
         graceful: CancellationToken,
         kill: CancellationToken,
         active: Arc<AtomicUsize>,
         task: JoinHandle<io::Result<()>>,
     ) -> Self {
         Self {
-            local_addr,
+            local,
             graceful,
             kill,
             active,
@@ -39,9 +41,16 @@ impl RunningServer {
         }
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on; [`NOT_TCP`] (`0.0.0.0:0`) when it does not listen
+    /// on TCP (read [`local`](RunningServer::local) then).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local.socket_addr().unwrap_or(NOT_TCP)
+    }
+
+    /// Where the server listens, whatever the listener: a TCP address, a Unix socket path,
+    /// or what a [`Listener`](super::Listener) of your own reports.
+    pub fn local(&self) -> &Endpoint {
+        &self.local
     }
 
     /// How many connections are open right now.

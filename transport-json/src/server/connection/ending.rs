@@ -2,16 +2,17 @@
 //! the eviction at the connection cap, and bad input.
 
 use std::io;
-use std::net::SocketAddr;
 use std::task;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use super::requests::rejection;
 use super::{Connection, Took};
 use crate::codec::CodecError;
+use crate::conn::Endpoint;
 use crate::server::deadline::{Expired, Now, Waiting};
 use crate::server::handler::Handler;
 use crate::wire::Resp;
@@ -33,7 +34,12 @@ pub(super) enum ReadEnd {
     Evicted,
 }
 
-impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
+impl<'h, H, F, S> Connection<'h, H, F, S>
+where
+    H: Handler,
+    F: Future<Output = Resp>,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     /// Records whether the connection is idle, for the accept loop and the idle timeout, and
     /// checks the deadlines; the timer and an eviction wake the task. Returns true when the
     /// connection must stop (a timeout fired or it was evicted): go round the loop to close.
@@ -98,7 +104,7 @@ impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
     }
 }
 
-pub(super) fn log_read_error(peer: SocketAddr, error: &CodecError) {
+pub(super) fn log_read_error(peer: &Endpoint, error: &CodecError) {
     match error {
         CodecError::Truncated { buffered } => {
             debug!(%peer, buffered, "client closed the connection inside a frame");

@@ -9,13 +9,19 @@ use std::task::{self, Poll};
 use std::time::SystemTime;
 
 use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
 
 use super::Connection;
 use crate::server::handler::{Handler, rfc3339_nanos};
 use crate::wire::{Message, Resp};
 
-impl<'h, H: Handler, F: Future<Output = Resp>> Connection<'h, H, F> {
+impl<'h, H, F, S> Connection<'h, H, F, S>
+where
+    H: Handler,
+    F: Future<Output = Resp>,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     /// Runs a request's handler up to its first pending point; answers at once if it is done.
     ///
     /// The handler's future sits in a box reused from one request to the next, and the `Uid`
