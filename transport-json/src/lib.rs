@@ -5,6 +5,8 @@
 //! - [`conn`]: [`Conn`], one TCP connection many tasks pipeline requests through.
 //! - [`server`]: an echo server for the protocol, with a pluggable handler.
 //! - [`manager`]: [`JsonManager`], the `pool::Manager` that pools [`Conn`]s.
+//! - `service` (feature `tower`, on by default): `PoolService`, a `tower::Service` over the
+//!   pool, a lease per request.
 //!
 //! # Decisions
 //! - The wire is Go's `encoding/json` stream: we write one object and `\n`, and read values
@@ -59,10 +61,14 @@ pub mod conn;
 mod decimal;
 pub mod manager;
 pub mod server;
+#[cfg(feature = "tower")]
+pub mod service;
 pub mod wire;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec, WireDecode, WireEncode};
 pub use conn::{CloseCause, Conn, ConnectOptions, Error};
 pub use manager::JsonManager;
 pub use server::{RunningServer, Server, ServerConfig};
+#[cfg(feature = "tower")]
+pub use service::{PoolService, ServiceError};
 pub use wire::{Message, Resp};
