@@ -7,6 +7,8 @@
 //! - [`conn`]: [`Conn`], one connection many tasks pipeline requests through.
 //! - [`server`]: an echo server for the protocol, with a pluggable handler.
 //! - [`manager`]: [`JsonManager`], the `pool::Manager` that pools [`Conn`]s.
+//! - `service` (feature `tower`, on by default): `PoolService`, a `tower::Service` over the
+//!   pool, a lease per request.
 //!
 //! # Decisions
 //! - The wire is Go's `encoding/json` stream: we write one object and `\n`, and read values
@@ -86,6 +88,16 @@
 //!   silently steal a live server's socket (a stale file left by a crash is the operator's
 //!   to remove). A missing socket is [`Error::Connect`] with the `NotFound` cause and the
 //!   address in the message; the TCP options (nodelay, keepalive, linger) do not apply.
+//! - `service::PoolService` is a `tower::Service<Message>` whose `poll_ready` reserves a
+//!   lease (kept in the service, a clone starting with none) and whose `call` holds it until
+//!   the response: `poll_ready` is `Pending` exactly while the pool is full, so tower's
+//!   load-shed, concurrency-limit and rate-limit layers see the pool's real capacity, and a
+//!   `call` never waits for room. tower is the field's standard middleware stack; the
+//!   dependency is tower without default features (two crates with no dependencies of their
+//!   own), behind the default feature `tower`. Cost: two boxed futures per request (the
+//!   lease, the send), within the noise of `examples/tower.rs` against `examples/demo.rs`
+//!   (200k requests, 64 tasks, 4 connections of 16 streams: 239-270 k req/s through
+//!   concurrency limit, retry and timeout, 242-264 k on bare leases; 3 runs each).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -94,10 +106,14 @@ pub mod conn;
 mod decimal;
 pub mod manager;
 pub mod server;
+#[cfg(feature = "tower")]
+pub mod service;
 pub mod wire;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec, WireDecode, WireEncode};
 pub use conn::{CloseCause, Conn, ConnectOptions, Endpoint, Error};
 pub use manager::JsonManager;
 pub use server::{RunningServer, Server, ServerConfig};
+#[cfg(feature = "tower")]
+pub use service::{PoolService, ServiceError};
 pub use wire::{Message, Resp};
