@@ -150,6 +150,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod balance;
 mod checkout;
 mod config;
 mod error;
