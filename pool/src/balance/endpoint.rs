@@ -141,8 +141,6 @@ pub(crate) struct Tag<M> {
     pub endpoint: Arc<Endpoint<M>>,
     /// Set once the connection takes no new work (broken, or retired to rebalance).
     draining: AtomicBool,
-    /// Set once a failure of this connection was counted against the endpoint.
-    failed: AtomicBool,
 }
 
 impl<M> Tag<M> {
@@ -152,7 +150,6 @@ impl<M> Tag<M> {
         Tag {
             endpoint,
             draining: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
         }
     }
 
@@ -170,11 +167,10 @@ impl<M> Tag<M> {
         first
     }
 
-    /// Marks the connection failed (and draining); true the first time, when the failure is
-    /// to be counted.
+    /// Marks the connection failed, so draining; true the first time, when the failure is
+    /// to be counted (a draining connection is never asked again, so it fails once at most).
     pub fn fail(&self) -> bool {
-        self.drain();
-        !self.failed.swap(true, Relaxed)
+        self.drain()
     }
 }
 

@@ -46,9 +46,9 @@ impl<M: Send + Sync + 'static> Set<M> {
     fn table(&self) -> MutexGuard<'_, Table<M>> {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget removed endpoints whose last connection closed.
-        table.endpoints.retain(|e| {
-            !e.is_removed() || e.live.load(Relaxed) + e.connecting.load(Relaxed) > 0
-        });
+        table
+            .endpoints
+            .retain(|e| !e.is_removed() || e.live.load(Relaxed) + e.connecting.load(Relaxed) > 0);
         table
     }
 
