@@ -161,7 +161,15 @@ impl<M: Manager> Balanced<M> {
 
     /// The ejection policy.
     pub fn ejection(&self) -> Ejection {
-        self.set.ejection
+        self.set.ejection()
+    }
+
+    /// Changes the ejection policy; it applies from the next failure on.
+    ///
+    /// # Errors
+    /// [`SetError::ZeroFailures`] when `ejection.after` is 0.
+    pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
+        self.set.set_ejection(ejection)
     }
 
     /// Counts a failure of a connection's endpoint once per connection; the connection then

@@ -12,10 +12,18 @@ use super::{Ejection, SetError};
 /// The set, shared by the manager and the timers that end ejections.
 pub(crate) struct Set<M> {
     table: Mutex<Table<M>>,
-    pub ejection: Ejection,
+    ejection: Mutex<Ejection>,
     /// How many more connections may be retired to move load onto an endpoint that has too
     /// little; 0 almost always, so `is_broken` pays one relaxed load for it.
     rebalance: AtomicUsize,
+}
+
+/// A policy that ejects before any failure is refused.
+fn check(ejection: &Ejection) -> Result<(), SetError> {
+    match ejection.after {
+        0 => Err(SetError::ZeroFailures),
+        _ => Ok(()),
+    }
 }
 
 /// The endpoints, in the order they were added. A removed endpoint stays listed (flagged)
@@ -29,18 +37,26 @@ struct Table<M> {
 
 impl<M: Send + Sync + 'static> Set<M> {
     pub fn new(ejection: Ejection) -> Result<Self, SetError> {
-        if ejection.after == 0 {
-            return Err(SetError::ZeroFailures);
-        }
+        check(&ejection)?;
         Ok(Set {
             table: Mutex::new(Table {
                 endpoints: Vec::new(),
                 next_id: 0,
                 cursor: 0,
             }),
-            ejection,
+            ejection: Mutex::new(ejection),
             rebalance: AtomicUsize::new(0),
         })
+    }
+
+    pub fn ejection(&self) -> Ejection {
+        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
+        check(&ejection)?;
+        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner) = ejection;
+        Ok(())
     }
 
     fn table(&self) -> MutexGuard<'_, Table<M>> {
@@ -159,6 +175,7 @@ impl<M: Send + Sync + 'static> Set<M> {
     /// A failure of `endpoint` (a connect failed or was dropped, a connection broke, a check
     /// failed): ejects it after `ejection.after` in a row, or again when its probe failed.
     pub fn failed(self: &Arc<Self>, endpoint: &Endpoint<M>, now: Instant, connect: bool) {
+        let policy = self.ejection();
         let ejected = {
             let mut health = endpoint.health();
             health.failures += 1;
@@ -166,18 +183,18 @@ impl<M: Send + Sync + 'static> Set<M> {
             let probe_failed = connect && std::mem::take(&mut health.probing);
             let eject = match health.ejected_until {
                 Some(_) => probe_failed,
-                None => health.in_row >= self.ejection.after,
+                None => health.in_row >= policy.after,
             };
             if eject {
                 // Healthy for a whole `max` since it came back: start again from `base`.
                 let calm = health
                     .recovered_at
-                    .is_some_and(|at| now.saturating_duration_since(at) >= self.ejection.max);
+                    .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
                 if calm {
                     health.ejections = 0;
                 }
                 health.ejections = health.ejections.saturating_add(1);
-                let until = now + self.ejection.jittered(health.ejections);
+                let until = now + policy.jittered(health.ejections);
                 health.ejected_until = Some(until);
                 Some((until, health.ejections))
             } else {
