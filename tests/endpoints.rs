@@ -292,10 +292,18 @@ async fn a_killed_server_fails_only_its_requests_in_flight_and_comes_back() {
             0,
             "requests sent to the dead server after 1 s"
         );
+        let last_sent = records
+            .iter()
+            .filter(|r| r.at >= killed_at && r.at < restart_at)
+            .filter(|r| r.endpoint.as_deref() == Some(&*victim))
+            .map(|r| r.at.saturating_sub(killed_at))
+            .max();
         println!(
-            "killed under load: {} requests failed (of {}); traffic back {:?} after the restart",
+            "killed under load: {} requests failed (of {}); the last sent to it {:?} after the \
+             kill; traffic back {:?} after the restart",
             failed.len(),
             records.len(),
+            last_sent,
             recovery
         );
         assert!(

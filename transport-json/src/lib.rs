@@ -51,6 +51,12 @@
 //!   cut requests, and with the guard back at once the top idle connection took almost all
 //!   the traffic. `is_broken_shared` reads the closed flag, so a connection that died under
 //!   ten leases takes no eleventh and a replacement opens in its slot at once.
+//! - Several servers behind one pool go through the pool's generic combinator
+//!   ([`JsonManager::balanced`], a `pool::balance::Balanced` of one [`JsonManager`] per
+//!   address), not a JSON-specific balancer: the closed flag `is_broken_shared` reads is what
+//!   tells it a server died, so a server killed under load fails only the requests in flight
+//!   on its connections (measured: 0-16 of about 30 000, its two connections carrying 16
+//!   leases at most) and gets no new request once its readers saw the end of the stream.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
