@@ -413,3 +413,41 @@ async fn removing_a_server_drains_it_without_failing_a_request() {
     })
     .await;
 }
+
+/// `localhost` resolved on connect: each address it resolves to is an endpoint (named by the
+/// address); the one the server listens on answers every request, any other (`[::1]`, with
+/// the server on 127.0.0.1 only) is failed over without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_resolves_to_endpoints_on_connect() {
+    bounded(async {
+        let served = Arc::new(Served::default());
+        let server =
+            counting_server("127.0.0.1:0".parse().expect("addr"), Arc::clone(&served)).await;
+        let port = server.local_addr().port();
+        let manager =
+            JsonManager::resolving(&options(server.local_addr()), [format!("localhost:{port}")]);
+        assert!(
+            manager.endpoints().is_empty(),
+            "resolved on the first connect"
+        );
+        let pool = Pool::builder(manager)
+            .max_size(3)
+            .max_streams(8)
+            .wait_timeout(Duration::from_secs(20))
+            .build()
+            .expect("valid settings");
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = join(load(&pool, 16, 50, &stop, Instant::now())).await;
+        assert!(errors(&records).is_empty(), "{:?}", errors(&records));
+        assert_eq!(served.get(), 16 * 50);
+        let names: Vec<String> = pool
+            .manager()
+            .endpoints()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(names.contains(&format!("127.0.0.1:{port}")), "{names:?}");
+        println!("localhost resolved to {names:?}");
+    })
+    .await;
+}

@@ -17,6 +17,9 @@
 //!   lease), so the pool reconnects onto it even when it is full.
 //! - Changes at run time: [`add`](Balanced::add) and [`remove`](Balanced::remove); a removed
 //!   endpoint's connections drain as retired connections do, never cutting a request.
+//! - Discovery ([`Balanced::discovering`]): the set is read again on a connect, at most once
+//!   per interval, so a host name that resolves to several addresses counts as several
+//!   endpoints, re-resolved on reconnect.
 //! - [`endpoints`](Balanced::endpoints) shows per endpoint its connections, leases,
 //!   failures and ejection.
 //!
@@ -44,18 +47,22 @@
 //! # }
 //! ```
 
+mod discover;
 mod ejection;
 mod endpoint;
 mod set;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use discover::Discovered;
 pub use ejection::Ejection;
 pub use endpoint::{EndpointStatus, Routed};
 
 use crate::Manager;
+use discover::Discovery;
 use endpoint::{Endpoint, Tag};
 use set::Set;
 
@@ -65,6 +72,7 @@ use set::Set;
 /// Reach it through [`Pool::manager`](crate::Pool::manager) to change the set or read it.
 pub struct Balanced<M: Manager> {
     set: Arc<Set<M>>,
+    discovery: Option<Discovery<M>>,
 }
 
 /// A change of the endpoint set that cannot be made.
@@ -105,6 +113,7 @@ impl<M: Manager> Balanced<M> {
     pub fn new() -> Self {
         Balanced {
             set: Arc::new(Set::new(Ejection::default()).unwrap_or_else(|_| unreachable!())),
+            discovery: None,
         }
     }
 
@@ -115,7 +124,25 @@ impl<M: Manager> Balanced<M> {
     pub fn with_ejection(ejection: Ejection) -> Result<Self, SetError> {
         Ok(Balanced {
             set: Arc::new(Set::new(ejection)?),
+            discovery: None,
         })
+    }
+
+    /// A set found by `discover`, run on a connect when the last run is `every` old or more
+    /// (and before the first connect): names it returns that are new are added, names it no
+    /// longer returns are removed (they drain), the others keep their connections and health.
+    /// A failed discovery keeps the set as it was. Connects that find discovery due wait for
+    /// the one running, so it runs once at a time. For example, resolve a host name on
+    /// reconnect and make each address an endpoint (`JsonManager::resolving` in the
+    /// `transport-json` crate does).
+    pub fn discovering(
+        every: Duration,
+        discover: impl Fn() -> Discovered<M> + Send + Sync + 'static,
+    ) -> Self {
+        Balanced {
+            discovery: Some(Discovery::new(every, Box::new(discover))),
+            ..Balanced::new()
+        }
     }
 
     /// A set of the given `(name, manager)` endpoints, with the default [`Ejection`].
@@ -227,6 +254,15 @@ impl<M: Manager> Manager for Balanced<M> {
     /// Cancel safe: a connect dropped mid-way counts as a failure of its endpoint (a timeout)
     /// and leaves nothing behind.
     async fn connect(&self) -> Result<Routed<M>, Self::Error> {
+        if let Some(discovery) = &self.discovery {
+            match discovery.run_if_due().await {
+                Some(Ok(found)) => self.set.sync(found),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "discovering endpoints failed; the set is unchanged");
+                }
+                None => {}
+            }
+        }
         let mut tried = Vec::new();
         let mut last = BalanceError::NoEndpoints;
         while let Some(endpoint) = self.set.pick(Instant::now(), &tried) {
@@ -240,6 +276,12 @@ impl<M: Manager> Manager for Balanced<M> {
             attempt.finished = true;
             let endpoint = Arc::clone(&attempt.endpoint);
             match result {
+                Ok(conn) if endpoint.is_removed() => {
+                    // Removed while it connected: closed, and the next endpoint is tried.
+                    let tag = Tag::new(Arc::clone(&endpoint));
+                    drop(attempt);
+                    self.close(Routed { conn, tag }).await;
+                }
                 Ok(conn) => {
                     // Counted live before the attempt stops counting it as connecting, so
                     // placement never sees it as neither.

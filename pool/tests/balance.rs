@@ -319,3 +319,60 @@ async fn an_empty_set_fails_with_no_endpoints() {
         "{err:?}"
     );
 }
+
+/// A discovered set is read before the first connect and again on a connect once `every`
+/// has passed: a name no longer found is removed (its connections drain), a new one added,
+/// the others kept with their connections; a failed discovery keeps the set.
+#[tokio::test(start_paused = true)]
+async fn a_discovered_set_is_read_again_on_reconnect() {
+    use std::sync::{Arc, Mutex};
+    type Found = Result<Vec<(String, Mock)>, String>;
+    let found: Arc<Mutex<Found>> = Arc::new(Mutex::new(Ok(vec![
+        ("x".to_owned(), Mock::new()),
+        ("y".to_owned(), Mock::new()),
+    ])));
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let balanced = {
+        let (found, runs) = (Arc::clone(&found), Arc::clone(&runs));
+        Balanced::discovering(Duration::from_secs(1), move || {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let now = found.lock().expect("lock").clone();
+            Box::pin(async move { now.map_err(Into::into) })
+        })
+    };
+    let pool = Pool::builder(balanced).max_size(8).build().expect("valid");
+    let names = |pool: &Pool<Balanced<Mock>>| -> Vec<(String, bool)> {
+        let endpoints = pool.manager().endpoints();
+        endpoints.into_iter().map(|e| (e.name, e.removed)).collect()
+    };
+    let (a, b) = (pool.get().await.expect("x"), pool.get().await.expect("y"));
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "once, then not due"
+    );
+    assert_eq!(names(&pool), [("x".into(), false), ("y".into(), false)]);
+    // y goes, z comes; the next connect within the interval does not look.
+    *found.lock().expect("lock") = Ok(vec![
+        ("x".to_owned(), Mock::new()),
+        ("z".to_owned(), Mock::new()),
+    ]);
+    let c = pool.get().await.expect("a third");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let d = pool.get().await.expect("a fourth");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(Routed::endpoint(&d), "z", "the new endpoint has the fewest");
+    assert_eq!(
+        names(&pool),
+        [("x".into(), false), ("y".into(), true), ("z".into(), false)],
+        "y drains: listed, removed, until its connection closes"
+    );
+    // A failed discovery leaves the set as it is.
+    *found.lock().expect("lock") = Err("lookup failed".to_owned());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let e = pool.get().await.expect("a fifth, from the set as it was");
+    assert_ne!(Routed::endpoint(&e), "y");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    drop((a, b, c, d, e));
+}

@@ -132,6 +132,45 @@ impl JsonManager {
             (addr, manager)
         }))
     }
+
+    /// How often [`resolving`](JsonManager::resolving) resolves its host names again, at
+    /// most: on the first connect after this long.
+    pub const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+    /// One pool over every address the `hosts` (`host:port`) resolve to: a [`Balanced`] set
+    /// with an endpoint per resolved address (named by it, dialing it with `options`),
+    /// resolved again on a connect at most every [`RESOLVE_EVERY`](JsonManager::RESOLVE_EVERY).
+    /// An address no longer returned is removed (its connections drain); a new one is added.
+    /// A lookup that fails, or finds nothing, keeps the set as it was (and a first lookup that
+    /// fails leaves it empty: connects fail with
+    /// [`BalanceError::NoEndpoints`](pool::balance::BalanceError::NoEndpoints) until one
+    /// succeeds).
+    pub fn resolving<H: Into<String>>(
+        options: &ConnectOptions,
+        hosts: impl IntoIterator<Item = H>,
+    ) -> Balanced<JsonManager> {
+        let hosts: std::sync::Arc<[String]> = hosts.into_iter().map(Into::into).collect();
+        let options = options.clone();
+        Balanced::discovering(Self::RESOLVE_EVERY, move || {
+            let (hosts, options) = (std::sync::Arc::clone(&hosts), options.clone());
+            Box::pin(async move {
+                let mut found: Vec<(String, JsonManager)> = Vec::new();
+                for host in hosts.iter() {
+                    for addr in tokio::net::lookup_host(host.as_str()).await? {
+                        let name = addr.to_string();
+                        if !found.iter().any(|(n, _)| *n == name) {
+                            let manager = JsonManager::new(options.clone().addr(name.clone()));
+                            found.push((name, manager));
+                        }
+                    }
+                }
+                if found.is_empty() {
+                    return Err(format!("{hosts:?} resolved to no address").into());
+                }
+                Ok(found)
+            })
+        })
+    }
 }
 
 impl pool::Manager for JsonManager {

@@ -101,6 +101,28 @@ impl<M: Send + Sync + 'static> Set<M> {
         Ok(())
     }
 
+    /// Makes the set the `(name, manager)` endpoints of `found`: adds the new names, removes
+    /// (drains) those no longer found, keeps the others as they are (with their health).
+    pub fn sync(&self, found: Vec<(String, M)>) {
+        let present: Vec<String> = self
+            .table()
+            .endpoints
+            .iter()
+            .filter(|e| !e.is_removed())
+            .map(|e| e.name.clone())
+            .collect();
+        for name in &present {
+            if !found.iter().any(|(n, _)| n == name) {
+                let _ = self.remove(name);
+            }
+        }
+        for (name, manager) in found {
+            if !present.contains(&name) && self.add(name.clone(), manager).is_ok() {
+                tracing::info!(endpoint = %name, "endpoint discovered");
+            }
+        }
+    }
+
     pub fn statuses(&self) -> Vec<super::EndpointStatus> {
         let endpoints = self.table().endpoints.clone();
         endpoints.iter().map(|e| e.status()).collect()
@@ -256,7 +278,8 @@ impl<M: Send + Sync + 'static> Set<M> {
         };
         if mine < least + 2 {
             // Is any endpoint still a donor? If not, the wish is fulfilled.
-            if !table.endpoints.iter().any(|e| e.load() >= least + 2) {
+            let donor = |e: &&Arc<Endpoint<M>>| !e.is_removed() && e.load() >= least + 2;
+            if !table.endpoints.iter().any(|e| donor(&e)) {
                 self.rebalance.store(0, Relaxed);
             }
             return false;
