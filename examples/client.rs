@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use cli::{Flag, Spec};
 use pool::Pool;
+use pool::balance::Balanced;
 use tokio::time::Instant;
 use transport_json::{ConnectOptions, JsonManager, Message, Resp};
 
@@ -57,7 +58,7 @@ static SPEC: Spec = Spec {
             name: "addr",
             value: Some("ADDR"),
             default: "127.0.0.1:3000",
-            help: "the server's address: host:port, or unix:/path for a Unix socket",
+            help: "the server's address (host:port, or unix:/path); several, comma-separated, share one pool",
         },
         Flag {
             name: "requests",
@@ -109,7 +110,7 @@ const SHOWN_ERRORS: usize = 10;
 
 /// What every task shares: the pool, the requests to send, and how the run may end.
 struct Run {
-    pool: Pool<JsonManager>,
+    pool: Pool<Balanced<JsonManager>>,
     /// The number of the next request to send, from 1.
     next: AtomicUsize,
     requests: usize,
@@ -169,7 +170,18 @@ async fn main() -> ExitCode {
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(10)));
-    let pool = match Pool::builder(JsonManager::new(options))
+    // One endpoint per comma-separated address: new connections go to the one with the
+    // fewest, and a server that fails is ejected for a while (`pool::balance`).
+    let addrs = addr.split(',').map(str::trim).filter(|a| !a.is_empty());
+    let manager = match JsonManager::balanced(&options, addrs) {
+        Ok(manager) if !manager.endpoints().is_empty() => manager,
+        Ok(_) => {
+            eprintln!("client: --addr names no server");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => return cli::fail("client: invalid --addr", &error),
+    };
+    let pool = match Pool::builder(manager)
         .max_size(args.positive("pool-size"))
         .max_streams(args.positive("max-streams"))
         .connect_timeout(Duration::from_secs(5))

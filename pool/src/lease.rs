@@ -30,6 +30,11 @@ pub struct Lease<M: Manager> {
 
 impl<M: Manager> Lease<M> {
     pub(crate) fn new(shared: Arc<Shared<M>>, leased: Leased) -> Self {
+        if M::WATCHES_LEASES
+            && let Some(conn) = conn_ref::<M::Connection>(&leased.conn)
+        {
+            shared.manager.lease_started(conn);
+        }
         Lease {
             shared,
             conn: Some(leased.conn),
@@ -95,6 +100,11 @@ where
 impl<M: Manager> Drop for Lease<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
+            if M::WATCHES_LEASES
+                && let Some(conn) = conn_ref::<M::Connection>(&conn)
+            {
+                self.shared.manager.lease_ended(conn);
+            }
             self.shared.end_lease(conn, self.key, self.broken);
         }
     }

@@ -70,6 +70,25 @@ pub trait Manager: Send + Sync + 'static {
         false
     }
 
+    /// Whether the pool tells this manager when a lease starts and ends
+    /// ([`lease_started`](Manager::lease_started), [`lease_ended`](Manager::lease_ended)).
+    /// False by default, so the lease fast path of every other manager pays nothing for it.
+    const WATCHES_LEASES: bool = false;
+
+    /// Called as a lease on `conn` is handed out (before the caller sees it), outside the
+    /// pool's lock, when [`WATCHES_LEASES`](Manager::WATCHES_LEASES) is true; each call is
+    /// matched by one [`lease_ended`](Manager::lease_ended). Count, never block. Used by
+    /// [`Balanced`](crate::balance::Balanced) to show leases per endpoint.
+    fn lease_started(&self, conn: &Self::Connection) {
+        let _ = conn;
+    }
+
+    /// Called as a lease on `conn` ends, outside the pool's lock, when
+    /// [`WATCHES_LEASES`](Manager::WATCHES_LEASES) is true.
+    fn lease_ended(&self, conn: &Self::Connection) {
+        let _ = conn;
+    }
+
     /// Graceful close of a connection the pool is discarding.
     fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
         async move { drop(conn) }

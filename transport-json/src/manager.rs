@@ -41,6 +41,11 @@
 
 use std::time::Duration;
 
+use pool::balance::{Balanced, SetError};
+
+#[cfg(doc)]
+use pool::balance::Ejection;
+
 use crate::conn::{CloseCause, Conn, ConnectOptions, Error};
 
 /// What [`JsonManager::check`](pool::Manager::check) sends when it does a round trip.
@@ -89,6 +94,82 @@ impl JsonManager {
     pub fn check_idle(mut self, idle: Duration) -> Self {
         self.check_idle = idle;
         self
+    }
+
+    /// One pool over several servers: a [`Balanced`] set with a manager per address in
+    /// `addrs` (each dialing with `options` but its own address, and named by it), ejecting
+    /// as [`Ejection::default`] says. Each new connection goes to the healthy server with
+    /// the fewest; a server that refuses or breaks connections is ejected and probed back.
+    ///
+    /// ```no_run
+    /// use pool::Pool;
+    /// use pool::balance::Routed;
+    /// use transport_json::{ConnectOptions, JsonManager};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let addrs = ["10.0.0.1:3000", "10.0.0.2:3000", "10.0.0.3:3000"];
+    /// let manager = JsonManager::balanced(&ConnectOptions::default(), addrs)?;
+    /// let pool = Pool::builder(manager).max_size(6).max_streams(16).build()?;
+    /// let lease = pool.lease().await?;
+    /// let resp = lease.request("hi").await?;
+    /// println!("{} answered {}", Routed::endpoint(&lease), resp.val);
+    /// for endpoint in pool.manager().endpoints() {
+    ///     println!("{}: {} connections, {} leases", endpoint.name, endpoint.live, endpoint.leases);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SetError::Duplicate`] when an address is given twice.
+    pub fn balanced<A: Into<String>>(
+        options: &ConnectOptions,
+        addrs: impl IntoIterator<Item = A>,
+    ) -> Result<Balanced<JsonManager>, SetError> {
+        Balanced::from_endpoints(addrs.into_iter().map(|addr| {
+            let addr = addr.into();
+            let manager = JsonManager::new(options.clone().addr(addr.clone()));
+            (addr, manager)
+        }))
+    }
+
+    /// How often [`resolving`](JsonManager::resolving) resolves its host names again, at
+    /// most: on the first connect after this long.
+    pub const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+    /// One pool over every address the `hosts` (`host:port`) resolve to: a [`Balanced`] set
+    /// with an endpoint per resolved address (named by it, dialing it with `options`),
+    /// resolved again on a connect at most every [`RESOLVE_EVERY`](JsonManager::RESOLVE_EVERY).
+    /// An address no longer returned is removed (its connections drain); a new one is added.
+    /// A lookup that fails, or finds nothing, keeps the set as it was (and a first lookup that
+    /// fails leaves it empty: connects fail with
+    /// [`BalanceError::NoEndpoints`](pool::balance::BalanceError::NoEndpoints) until one
+    /// succeeds).
+    pub fn resolving<H: Into<String>>(
+        options: &ConnectOptions,
+        hosts: impl IntoIterator<Item = H>,
+    ) -> Balanced<JsonManager> {
+        let hosts: std::sync::Arc<[String]> = hosts.into_iter().map(Into::into).collect();
+        let options = options.clone();
+        Balanced::discovering(Self::RESOLVE_EVERY, move || {
+            let (hosts, options) = (std::sync::Arc::clone(&hosts), options.clone());
+            Box::pin(async move {
+                let mut found: Vec<(String, JsonManager)> = Vec::new();
+                for host in hosts.iter() {
+                    for addr in tokio::net::lookup_host(host.as_str()).await? {
+                        let name = addr.to_string();
+                        if !found.iter().any(|(n, _)| *n == name) {
+                            let manager = JsonManager::new(options.clone().addr(name.clone()));
+                            found.push((name, manager));
+                        }
+                    }
+                }
+                if found.is_empty() {
+                    return Err(format!("{hosts:?} resolved to no address").into());
+                }
+                Ok(found)
+            })
+        })
     }
 }
 

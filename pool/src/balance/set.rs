@@ -1,0 +1,298 @@
+//! The endpoint set behind a [`Balanced`](super::Balanced): placement of new connections,
+//! failures and ejection, and rebalancing onto an endpoint that joined or came back.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use tokio::time::Instant;
+
+use super::endpoint::{Endpoint, Tag};
+use super::{Ejection, SetError};
+
+/// The set, shared by the manager and the timers that end ejections.
+pub(crate) struct Set<M> {
+    table: Mutex<Table<M>>,
+    ejection: Mutex<Ejection>,
+    /// How many more connections may be retired to move load onto an endpoint that has too
+    /// little; 0 almost always, so `is_broken` pays one relaxed load for it.
+    rebalance: AtomicUsize,
+}
+
+/// A policy that ejects before any failure is refused.
+fn check(ejection: &Ejection) -> Result<(), SetError> {
+    match ejection.after {
+        0 => Err(SetError::ZeroFailures),
+        _ => Ok(()),
+    }
+}
+
+/// The endpoints, in the order they were added. A removed endpoint stays listed (flagged)
+/// until its last connection closes.
+struct Table<M> {
+    endpoints: Vec<Arc<Endpoint<M>>>,
+    next_id: u64,
+    /// Where the next placement starts looking, so ties rotate.
+    cursor: usize,
+}
+
+impl<M: Send + Sync + 'static> Set<M> {
+    pub fn new(ejection: Ejection) -> Result<Self, SetError> {
+        check(&ejection)?;
+        Ok(Set {
+            table: Mutex::new(Table {
+                endpoints: Vec::new(),
+                next_id: 0,
+                cursor: 0,
+            }),
+            ejection: Mutex::new(ejection),
+            rebalance: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn ejection(&self) -> Ejection {
+        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
+        check(&ejection)?;
+        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner) = ejection;
+        Ok(())
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table<M>> {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget removed endpoints whose last connection closed.
+        table
+            .endpoints
+            .retain(|e| !e.is_removed() || e.live.load(Relaxed) + e.connecting.load(Relaxed) > 0);
+        table
+    }
+
+    pub fn add(&self, name: String, manager: M) -> Result<(), SetError> {
+        let mut table = self.table();
+        if table
+            .endpoints
+            .iter()
+            .any(|e| !e.is_removed() && e.name == name)
+        {
+            return Err(SetError::Duplicate(name));
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        table
+            .endpoints
+            .push(Arc::new(Endpoint::new(id, name, manager)));
+        let live = table.endpoints.iter().map(|e| e.load()).sum();
+        drop(table);
+        // The newcomer has nothing: move connections onto it (the pool may be full).
+        self.rebalance.fetch_max(live, Relaxed);
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), SetError> {
+        let table = self.table();
+        let endpoint = table
+            .endpoints
+            .iter()
+            .find(|e| !e.is_removed() && e.name == name)
+            .ok_or_else(|| SetError::Unknown(name.to_owned()))?;
+        endpoint.removed.store(true, Relaxed);
+        tracing::info!(endpoint = name, "endpoint removed; its connections drain");
+        Ok(())
+    }
+
+    /// Makes the set the `(name, manager)` endpoints of `found`: adds the new names, removes
+    /// (drains) those no longer found, keeps the others as they are (with their health).
+    pub fn sync(&self, found: Vec<(String, M)>) {
+        let present: Vec<String> = self
+            .table()
+            .endpoints
+            .iter()
+            .filter(|e| !e.is_removed())
+            .map(|e| e.name.clone())
+            .collect();
+        for name in &present {
+            if !found.iter().any(|(n, _)| n == name) {
+                let _ = self.remove(name);
+            }
+        }
+        for (name, manager) in found {
+            if !present.contains(&name) && self.add(name.clone(), manager).is_ok() {
+                tracing::info!(endpoint = %name, "endpoint discovered");
+            }
+        }
+    }
+
+    pub fn statuses(&self) -> Vec<super::EndpointStatus> {
+        let endpoints = self.table().endpoints.clone();
+        endpoints.iter().map(|e| e.status()).collect()
+    }
+
+    /// The endpoint for the next connect, counted as connecting: the healthy one (not
+    /// ejected, or ejected with its backoff over and no probe in flight) with the least load,
+    /// ties rotating; none of `tried`. When none is healthy and nothing was tried yet, the
+    /// ejected one whose backoff ends first, rather than failing for nothing.
+    pub fn pick(&self, now: Instant, tried: &[u64]) -> Option<Arc<Endpoint<M>>> {
+        let mut table = self.table();
+        let count = table.endpoints.len();
+        let start = table.cursor;
+        table.cursor = table.cursor.wrapping_add(1);
+        let mut best: Option<(usize, &Arc<Endpoint<M>>)> = None;
+        for offset in 0..count {
+            let endpoint = &table.endpoints[(start + offset) % count];
+            if endpoint.is_removed() || tried.contains(&endpoint.id) {
+                continue;
+            }
+            let health = endpoint.health();
+            let ready = match health.ejected_until {
+                None => true,
+                Some(until) => now >= until && !health.probing,
+            };
+            drop(health);
+            let load = endpoint.load();
+            if ready && best.is_none_or(|(l, _)| load < l) {
+                best = Some((load, endpoint));
+            }
+        }
+        let endpoint = match best {
+            Some((_, endpoint)) => Arc::clone(endpoint),
+            None if tried.is_empty() => table
+                .endpoints
+                .iter()
+                .filter(|e| !e.is_removed())
+                .min_by_key(|e| e.health().ejected_until)
+                .map(Arc::clone)?,
+            None => return None,
+        };
+        {
+            let mut health = endpoint.health();
+            if health.ejected_until.is_some() {
+                health.probing = true;
+            }
+        }
+        endpoint.connecting.fetch_add(1, Relaxed);
+        Some(endpoint)
+    }
+
+    /// A connect to `endpoint` succeeded: its failures in a row end, and an ejected endpoint
+    /// is back (connections may then move onto it).
+    pub fn connected(&self, endpoint: &Endpoint<M>, now: Instant) {
+        let back = {
+            let mut health = endpoint.health();
+            health.in_row = 0;
+            health.probing = false;
+            let back = health.ejected_until.take().is_some();
+            if back {
+                health.recovered_at = Some(now);
+            }
+            back
+        };
+        if back {
+            tracing::info!(endpoint = %endpoint.name, "endpoint back after its ejection");
+            let live = self.table().endpoints.iter().map(|e| e.load()).sum();
+            self.rebalance.fetch_max(live, Relaxed);
+        }
+    }
+
+    /// A failure of `endpoint` (a connect failed or was dropped, a connection broke, a check
+    /// failed): ejects it after `ejection.after` in a row, or again when its probe failed.
+    pub fn failed(self: &Arc<Self>, endpoint: &Endpoint<M>, now: Instant, connect: bool) {
+        let policy = self.ejection();
+        let ejected = {
+            let mut health = endpoint.health();
+            health.failures += 1;
+            health.in_row = health.in_row.saturating_add(1);
+            let probe_failed = connect && std::mem::take(&mut health.probing);
+            let eject = match health.ejected_until {
+                Some(_) => probe_failed,
+                None => health.in_row >= policy.after,
+            };
+            if eject {
+                // Healthy for a whole `max` since it came back: start again from `base`.
+                let calm = health
+                    .recovered_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
+                if calm {
+                    health.ejections = 0;
+                }
+                health.ejections = health.ejections.saturating_add(1);
+                let until = now + policy.jittered(health.ejections);
+                health.ejected_until = Some(until);
+                Some((until, health.ejections))
+            } else {
+                None
+            }
+        };
+        if let Some((until, ejections)) = ejected {
+            tracing::warn!(
+                endpoint = %endpoint.name,
+                ejections,
+                for_ms = until.saturating_duration_since(now).as_millis() as u64,
+                "endpoint ejected after failures in a row"
+            );
+            self.wake_at(until);
+        }
+    }
+
+    /// When an ejection ends, asks for one connection to be moved, so the pool connects
+    /// again and the endpoint gets its probe even when the pool is full. Without a runtime
+    /// (never, in the pool) the probe waits for the pool's next connect.
+    fn wake_at(self: &Arc<Self>, until: Instant) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let set: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(until).await;
+            if let Some(set) = set.upgrade() {
+                set.rebalance.fetch_max(1, Relaxed);
+            }
+        });
+    }
+
+    /// Whether the connection tagged `tag` should drain to move load onto an endpoint that
+    /// has too little: only while a rebalance is wanted, and only from an endpoint carrying at
+    /// least two connections more than the least loaded one that can take one.
+    pub fn retire_to_rebalance(&self, tag: &Tag<M>) -> bool {
+        if self.rebalance.load(Relaxed) == 0 || !tag.takes_work() {
+            return false;
+        }
+        let now = Instant::now();
+        let table = self.table();
+        let least = table
+            .endpoints
+            .iter()
+            .filter(|e| !e.is_removed())
+            .filter(|e| {
+                let health = e.health();
+                health
+                    .ejected_until
+                    .is_none_or(|until| now >= until || health.probing)
+            })
+            .map(|e| e.load())
+            .min();
+        let mine = tag.endpoint.load();
+        let Some(least) = least else {
+            self.rebalance.store(0, Relaxed);
+            return false;
+        };
+        if mine < least + 2 {
+            // Is any endpoint still a donor? If not, the wish is fulfilled.
+            let donor = |e: &&Arc<Endpoint<M>>| !e.is_removed() && e.load() >= least + 2;
+            if !table.endpoints.iter().any(|e| donor(&e)) {
+                self.rebalance.store(0, Relaxed);
+            }
+            return false;
+        }
+        let taken = self
+            .rebalance
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        drop(table);
+        if taken && tag.drain() {
+            tracing::debug!(from = %tag.endpoint.name, "connection retired to rebalance endpoints");
+            return true;
+        }
+        false
+    }
+}
