@@ -20,8 +20,8 @@
 //! in alternating rounds on the same pools (see [`interleaved_pass`]), which keeps a busy
 //! machine's swings out of their ratio.
 //!
-//! Run: `cargo bench --bench checkout` (about 5 minutes, and about 1 more for the lease rows
-//! and the interleaved pass); `BENCH_QUICK=1` for a smoke run.
+//! Run: `cargo bench -p benches --bench checkout` (about 5 minutes, and about 1 more for the
+//! lease rows and the interleaved pass); `BENCH_QUICK=1` for a smoke run.
 
 #![forbid(unsafe_code)]
 
