@@ -25,9 +25,9 @@
 //! a third table prints boxed over native, and [`dyn_pass`] times the two in alternating
 //! rounds, on the fast path and with a check on every checkout (one boxed future each).
 //!
-//! Run: `cargo bench --bench checkout` (about 5 minutes, and about 1 more for the lease rows
+//! Run: `cargo bench -p benches --bench checkout` (about 5 minutes, and about 1 more for the lease rows
 //! and the interleaved pass); `BENCH_QUICK=1` for a smoke run. The boxed rows alone:
-//! `cargo bench --bench checkout -- 't(1|16)/none/ours'`.
+//! `cargo bench -p benches --bench checkout -- 't(1|16)/none/ours'`.
 
 #![forbid(unsafe_code)]
 

@@ -34,8 +34,8 @@
 //! and prints the median and range of their ratio, which a busy machine's swings between two
 //! criterion functions measured seconds apart do not reach.
 //!
-//! Run: `cargo bench --bench transport` (about 1 minute, and about 20 s more for `d_pool_lease`
-//! and its interleaved pass); `BENCH_QUICK=1` for a smoke run.
+//! Run: `cargo bench -p benches --bench transport` (about 1 minute, and about 20 s more for
+//! `d_pool_lease` and its interleaved pass); `BENCH_QUICK=1` for a smoke run.
 
 #![forbid(unsafe_code)]
 

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! redis-server --port 6379 --save "" --appendonly no &
-//! cargo run --release --example redis -- --url redis://127.0.0.1:6379
+//! cargo run --release -p redis-example -- --url redis://127.0.0.1:6379
 //! ```
 //!
 //! Flags: `--url <redis://host:port>` (default `redis://127.0.0.1:6379`), `--pool <n>`
@@ -11,8 +11,11 @@
 //! SET+GET pairs per task (default 200). Every key is written with a 60 s expiry, so the run
 //! leaves nothing behind.
 //!
-//! The manager is the part to copy. `tests/redis.rs` runs this same manager against a
-//! `redis-server` it starts, kills and restarts.
+//! The manager is the part to copy. `examples/redis/tests/redis.rs` runs this same manager
+//! against a `redis-server` it starts, kills and restarts (`cargo test -p redis-example`).
+//!
+//! A package of its own (`examples/redis/`), so that the `redis` crate is built for this
+//! program and its test only, never for the other examples.
 #![forbid(unsafe_code)]
 
 use std::error::Error;

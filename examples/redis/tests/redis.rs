@@ -1,13 +1,14 @@
-//! The pool in front of a real `redis-server`, through the manager of `examples/redis.rs`.
+//! The pool in front of a real `redis-server`, through the manager of the example program
+//! (`examples/redis/src/main.rs`).
 //!
 //! Each test starts a `redis-server` of its own on a free loopback port and stops it at its
 //! end. A missing `redis-server` is a failure, never a skip: install it with
-//! `apt-get install redis-server` (`.ci/run` does).
+//! `apt-get install redis-server` (`scripts/test` does).
 //!
 //! Run with `-- --nocapture` to see the numbers of the kill-and-restart test.
 #![forbid(unsafe_code)]
 
-#[path = "../examples/redis.rs"]
+#[path = "../src/main.rs"]
 #[allow(dead_code)]
 mod redis_example;
 
@@ -58,7 +59,7 @@ impl RedisServer {
                 panic!(
                     "cannot start `redis-server` ({error}). This test needs a real Redis server \
                  binary on PATH and does not skip without one: install it with \
-                 `apt-get install redis-server` (.ci/run does this)."
+                 `apt-get install redis-server` (scripts/test does this)."
                 )
             }
         };
