@@ -106,10 +106,6 @@ impl Config {
         for limit in [self.idle_timeout, self.max_lifetime].into_iter().flatten() {
             every = every.min(limit / 2);
         }
-        #[cfg(feature = "metrics")]
-        {
-            every = every.min(self.metrics_interval);
-        }
         every.max(Duration::from_millis(1))
     }
 }
@@ -248,7 +244,8 @@ impl<M: Manager> Builder<M> {
     }
 
     /// With the `metrics` feature, how often the background task samples the pool's gauges
-    /// (sizes, leases, waiters); [`Pool::status`](crate::Pool::status) samples them too.
+    /// (sizes, leases, waiters), between its rounds too (it reaps only every reap interval);
+    /// [`Pool::status`](crate::Pool::status) samples them too.
     /// Counters and the wait histogram are reported as their events happen. Without the
     /// feature it is unused. Default 1 s.
     pub fn metrics_interval(mut self, interval: Duration) -> Self {

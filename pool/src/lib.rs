@@ -39,7 +39,8 @@
 //! With the `metrics` feature the pool reports through the [`metrics`](https://docs.rs/metrics)
 //! facade, which exporters (Prometheus and others) plug into; each metric is labelled
 //! `pool = <name>` ([`Builder::name`]), so two pools of one program are told apart. Tested
-//! by `tests/metrics.rs` (`cargo test -p pool --features metrics --test metrics`).
+//! by `tests/metrics.rs` (run by `cargo test --workspace`, whose build of the pool's tests
+//! turns the feature on).
 //!
 //! | name | kind | what |
 //! |---|---|---|

@@ -1,6 +1,7 @@
 //! The background task: closes expired connections and keeps `min_idle` filled.
 
 use std::sync::Weak;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -20,10 +21,15 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
         pool: pool.clone(),
         armed: true,
     };
-    let every = match pool.upgrade() {
-        Some(shared) => shared.config.effective_reap_interval(),
+    let (every, sample) = match pool.upgrade() {
+        Some(shared) => (
+            shared.config.effective_reap_interval(),
+            shared.config.metrics_interval.max(Duration::from_millis(1)),
+        ),
         None => return,
     };
+    let mut next_round = Instant::now();
+    let mut next_expiry = None;
     loop {
         let wake = {
             let Some(shared) = pool.upgrade() else { return };
@@ -33,15 +39,23 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
                 return;
             }
             let now = Instant::now();
-            let next_expiry = reap(&shared, now);
-            shared.refill();
-            // Samples the gauges (the rounds come every `metrics_interval` at least).
-            #[cfg(feature = "metrics")]
-            let _ = shared.status();
+            if now >= next_round || next_expiry.is_some_and(|expiry| now >= expiry) {
+                next_expiry = reap(&shared, now);
+                shared.refill();
+                if now >= next_round {
+                    next_round = now + every;
+                }
+            }
             // A connection created after this round expires after the next one (the round
             // comes at most half a lifetime apart), so that round sees it.
-            let next_round = now + every;
-            next_expiry.map_or(next_round, |expiry| expiry.min(next_round))
+            let wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
+            if cfg!(feature = "metrics") {
+                // Samples the gauges, between rounds too (without reaping there).
+                let _ = shared.status();
+                wake.min(now + sample)
+            } else {
+                wake
+            }
         };
         tokio::time::sleep_until(wake).await;
     }
