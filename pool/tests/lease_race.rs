@@ -1,0 +1,131 @@
+//! Leases that end without the pool's lock, racing callers that join the line.
+//!
+//! A lease that is not its connection's last ends by counting itself out of an atomic count,
+//! without the pool's lock, and takes the lock only when it sees a caller waiting for a lease.
+//! A caller that found no room joins the line under the lock. If the end read "nobody
+//! waiting" just before the caller joined, and the caller looked for room just before the
+//! count went down, nobody would serve the caller: it would wait for the next lease end, and
+//! where no lease ends until it is served, forever. The pool closes that gap by having the
+//! caller look for room once more after it counted itself in line (both sides sequentially
+//! consistent): these tests hammer that window from two threads.
+
+mod support;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use pool::Pool;
+use support::Mock;
+
+/// Rounds of the race; each is a few microseconds, and the window is hit in some of them.
+const ROUNDS: usize = 20_000;
+
+/// One connection with room for two leases, both taken: `keeper` holds its lease until the
+/// caller is served, `leaver` drops its lease on another thread at the moment the caller,
+/// finding the connection full, joins the line. The caller must get the room the leaver left:
+/// no round may wait for a lease end that never comes.
+#[test]
+fn a_lease_ending_as_a_caller_joins_the_line_serves_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mock = Mock::new();
+        let pool = Pool::builder(mock.clone())
+            .max_size(1)
+            .max_streams(2)
+            .wait_timeout(Duration::from_secs(30))
+            .build()
+            .expect("valid settings");
+        let start = Arc::new(Barrier::new(2));
+        for round in 0..ROUNDS {
+            let keeper = pool.lease().await.expect("room for a first lease");
+            let leaver = pool.lease().await.expect("room for a second lease");
+            assert_eq!(keeper.id, leaver.id, "one connection");
+            let barrier = Arc::clone(&start);
+            let ender = thread::spawn(move || {
+                barrier.wait();
+                drop(leaver);
+            });
+            start.wait();
+            // A lost wake-up would leave this caller in line while the keeper, held until it
+            // is served, keeps the connection from ever ending its last lease.
+            let served = tokio::time::timeout(Duration::from_secs(10), pool.lease())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the room a lease left went to nobody"))
+                .expect("a lease");
+            ender.join().expect("the ender does not panic");
+            assert_eq!(served.id, keeper.id, "round {round}: one connection");
+            drop(served);
+            drop(keeper);
+            let status = pool.status();
+            assert_eq!(
+                (status.leases, status.waiting),
+                (0, 0),
+                "round {round}: {status:?}"
+            );
+        }
+        // The caller found the connection full in some rounds and joined the line (the race
+        // is in reach), and found the room at once in others.
+        let waited = pool.status().counters.waited;
+        println!("{waited} of {ROUNDS} rounds joined the line");
+        assert!(
+            waited > 0,
+            "no caller ever joined the line: the race was never run"
+        );
+        assert_eq!(mock.connects(), 1, "the one connection carried every round");
+        pool.close().await;
+    });
+}
+
+/// Many tasks on two threads take and end leases on two connections of four streams each, so
+/// that most ends are not their connection's last and run without the lock, while callers
+/// keep joining the line. Every caller is served (none waits out its 30 s), the counts end at
+/// zero, and every connection closes once.
+#[test]
+fn leases_ending_without_the_lock_lose_no_caller_and_no_count() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mock = Mock::with_limit(2);
+        let pool = Pool::builder(mock.clone())
+            .max_size(2)
+            .max_streams(4)
+            .wait_timeout(Duration::from_secs(30))
+            .build()
+            .expect("valid settings");
+        let mut tasks = Vec::new();
+        for task in 0..32_u32 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                for turn in 0..500_u32 {
+                    let lease = pool.lease().await.unwrap_or_else(|error| {
+                        panic!("task {task}, turn {turn}: no lease: {error:?}")
+                    });
+                    for _ in 0..(task + turn) % 3 {
+                        tokio::task::yield_now().await;
+                    }
+                    drop(lease);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("every task ends without a panic");
+        }
+        let status = pool.status();
+        assert_eq!(
+            (status.leases, status.in_use, status.waiting),
+            (0, 0, 0),
+            "{status:?}"
+        );
+        assert_eq!(mock.limit_breaches(), 0, "a connect above max_size");
+        pool.close().await;
+        mock.until_closes(mock.connected()).await;
+        mock.assert_each_closed_once();
+    });
+}
