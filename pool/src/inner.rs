@@ -74,9 +74,9 @@ impl<M: Manager> Shared<M> {
     pub fn status(&self) -> Status {
         let state = self.lock();
         let shared = state.streams.counts();
-        // Broken (or shrunk-away) shared connections gave their slot up but stay open, and
-        // in use, until their last lease ends.
-        let size = state.slots - state.connecting + shared.unslotted;
+        // Broken (or shrunk-away) shared connections gave their slot up: they are counted
+        // apart, until their last lease ends.
+        let size = state.slots - state.connecting;
         let idle = state.idle.len() + shared.idle;
         let status = Status {
             max_size: state.max_size,
@@ -86,6 +86,7 @@ impl<M: Manager> Shared<M> {
             connecting: state.connecting,
             waiting: state.waiters.len(),
             leases: state.streams.leases(),
+            discarded: shared.unslotted,
             counters: self.metrics.snapshot(),
         };
         drop(state);

@@ -44,9 +44,10 @@
 //!
 //! | name | kind | what |
 //! |---|---|---|
-//! | `pool.connections` | gauge | open connections (`Status::size`) |
+//! | `pool.connections` | gauge | open connections holding a slot (`Status::size`) |
 //! | `pool.connections.idle` | gauge | idle connections |
 //! | `pool.connections.in_use` | gauge | connections held by `get` or carrying leases |
+//! | `pool.connections.discarded` | gauge | broken or shrunk-away connections still leased (`Status::discarded`) |
 //! | `pool.leases` | gauge | leases held |
 //! | `pool.waiting` | gauge | callers waiting in line |
 //! | `pool.connecting` | gauge | connects in flight |

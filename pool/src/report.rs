@@ -48,6 +48,7 @@ struct On {
     size: metrics::Gauge,
     idle: metrics::Gauge,
     in_use: metrics::Gauge,
+    discarded: metrics::Gauge,
     leases: metrics::Gauge,
     waiting: metrics::Gauge,
     connecting: metrics::Gauge,
@@ -65,6 +66,7 @@ impl Report {
                     size: metrics::gauge!("pool.connections", labels()),
                     idle: metrics::gauge!("pool.connections.idle", labels()),
                     in_use: metrics::gauge!("pool.connections.in_use", labels()),
+                    discarded: metrics::gauge!("pool.connections.discarded", labels()),
                     leases: metrics::gauge!("pool.leases", labels()),
                     waiting: metrics::gauge!("pool.waiting", labels()),
                     connecting: metrics::gauge!("pool.connecting", labels()),
@@ -92,6 +94,7 @@ impl Report {
             on.size.set(_status.size as f64);
             on.idle.set(_status.idle as f64);
             on.in_use.set(_status.in_use as f64);
+            on.discarded.set(_status.discarded as f64);
             on.leases.set(_status.leases as f64);
             on.waiting.set(_status.waiting as f64);
             on.connecting.set(_status.connecting as f64);

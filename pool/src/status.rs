@@ -12,15 +12,26 @@ use std::time::Duration;
 pub struct Status {
     /// The current maximum number of connections.
     pub max_size: usize,
-    /// Open connections the pool owns: idle plus in use.
+    /// Open connections the pool owns, each holding a slot counted against `max_size`: idle
+    /// plus in use. Never above `max_size` once a shrink has drained ([`resize`]); the
+    /// connections in [`discarded`](Status::discarded) are not counted here.
+    ///
+    /// [`resize`]: crate::Pool::resize
     pub size: usize,
     /// Open connections waiting in the pool (with no lease).
     pub idle: usize,
     /// Connections held by [`get`](crate::Pool::get) or carrying at least one lease (or being
     /// checked on their way out).
     pub in_use: usize,
-    /// Leases held now, over every connection ([`Pool::lease`](crate::Pool::lease)).
+    /// Leases held now, over every connection ([`Pool::lease`](crate::Pool::lease)),
+    /// those on [`discarded`](Status::discarded) connections included.
     pub leases: usize,
+    /// Connections the pool let go of while leases still borrow them: found broken (their
+    /// leases may still be failing their last requests), or shrunk away by
+    /// [`resize`](crate::Pool::resize). They take no new lease and hold no slot (so
+    /// replacements may open beside them); each closes once its last lease ends. Not in
+    /// `size` or `in_use`.
+    pub discarded: usize,
     /// Connects in flight; each holds a slot counted against `max_size`.
     pub connecting: usize,
     /// Callers waiting in line for a connection.

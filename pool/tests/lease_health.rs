@@ -192,10 +192,17 @@ async fn a_connection_that_died_under_ten_leases_gets_no_eleventh() {
     let eleventh = pool.lease().await.expect("a lease");
     assert_eq!(eleventh.id, 1, "no eleventh lease on the dead connection");
     let status = pool.status();
-    // The dead one is still open under its ten leases: counted in size and in use.
+    // The dead one is still open under its ten leases, but gave its slot up: counted as
+    // discarded, not in size or in use (so size stays within max_size as a replacement
+    // opens beside it).
     assert_eq!(
-        (status.size, status.in_use, status.counters.broken),
-        (2, 2, 1),
+        (
+            status.size,
+            status.in_use,
+            status.discarded,
+            status.counters.broken
+        ),
+        (1, 1, 1, 1),
         "{status:?}"
     );
     assert_eq!(status.leases, 11);
@@ -220,9 +227,9 @@ async fn a_connection_found_dead_when_a_lease_ends_takes_no_new_lease() {
     drop(a);
     let status = pool.status();
     assert_eq!(
-        (status.size, status.in_use, status.leases),
-        (1, 1, 1),
-        "still open under lease b, {status:?}"
+        (status.size, status.in_use, status.discarded, status.leases),
+        (0, 0, 1, 1),
+        "still open under lease b, its slot given up, {status:?}"
     );
     let c = pool.lease().await.expect("a lease");
     assert_eq!(
@@ -258,9 +265,10 @@ async fn a_connection_marked_broken_frees_its_slot_and_closes_once_after_its_las
     assert_eq!(mock.connects(), 2);
     let status = pool.status();
     assert_eq!(
-        (status.size, status.in_use, status.leases),
-        (2, 2, 3),
-        "the broken connection still carries leases: open and in use, {status:?}"
+        (status.size, status.in_use, status.discarded, status.leases),
+        (1, 1, 1, 3),
+        "the broken connection still carries leases: discarded, beside a max_size of 1 \
+         filled by its replacement, {status:?}"
     );
     drop(first);
     tokio::task::yield_now().await;
@@ -269,7 +277,11 @@ async fn a_connection_marked_broken_frees_its_slot_and_closes_once_after_its_las
     mock.until_closes(1).await;
     assert_eq!(mock.closes_of(0), 1);
     let status = pool.status();
-    assert_eq!((status.size, status.leases), (1, 1), "{status:?}");
+    assert_eq!(
+        (status.size, status.discarded, status.leases),
+        (1, 0, 1),
+        "{status:?}"
+    );
     assert_eq!(status.counters.broken, 1);
     drop(replacement);
     pool.close().await;

@@ -499,8 +499,15 @@ impl World {
             .count();
         let size = seen.made as usize - closed - self.detached.len() - orphans_open;
         let in_use = self.gets.len() + leased_conns;
-        assert_eq!(status.size, size, "size: {}", context());
-        assert_eq!(status.in_use, in_use, "in_use: {}", context());
+        // A leased connection found broken or shrunk away gave its slot up: `discarded`, not
+        // in `size` or `in_use`.
+        assert_eq!(status.size + status.discarded, size, "size: {}", context());
+        assert_eq!(
+            status.in_use + status.discarded,
+            in_use,
+            "in_use: {}",
+            context()
+        );
         assert_eq!(status.idle, size - in_use, "idle: {}", context());
         assert_eq!(
             status.connecting as u64,
@@ -577,13 +584,18 @@ impl World {
             .keys()
             .filter(|id| self.unslotted.contains(id) && !self.orphaned.contains(id))
             .count();
-        // The slots in use, at most (a broken connection may still hold its slot) and at
-        // least (it may have given it up).
-        let slots_at_most = size + status.connecting;
-        let slotted = slots_at_most - unslotted.min(size);
+        // Only a leased connection marked or found broken, or leased through a shrink, may
+        // have given its slot up; `size` counts exactly the connections holding one.
+        assert!(
+            status.discarded <= unslotted,
+            "discarded: {} of {unslotted} that may be: {}",
+            status.discarded,
+            context()
+        );
+        let slotted = status.size + status.connecting;
         if status.waiting > 0 && self.callers.iter().all(|c| c.kind == Kind::Get) {
             assert!(
-                slots_at_most >= self.max_size,
+                slotted >= self.max_size,
                 "a get caller waits while there is room: {}",
                 context()
             );
