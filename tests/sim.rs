@@ -71,3 +71,37 @@ fn many_clients_reconnect_at_once() {
     scenario.script = vec![(secs(3), Fault::Crash), (secs(5), Fault::Restart)];
     check(&scenario);
 }
+
+#[test]
+fn one_way_loss_of_answers_then_of_requests() {
+    let mut scenario = Scenario::base("one_way_loss_of_answers_then_of_requests");
+    scenario.requests = 90;
+    scenario.script = vec![
+        (secs(4), Fault::DropAnswers),
+        (secs(7), Fault::RepairOneway),
+        (secs(10), Fault::DropRequests),
+        (secs(13), Fault::RepairOneway),
+    ];
+    check(&scenario);
+}
+
+#[test]
+fn crash_behind_a_held_link() {
+    let mut scenario = Scenario::base("crash_behind_a_held_link");
+    scenario.script = vec![
+        (secs(4), Fault::Hold),
+        (secs(5), Fault::Crash),
+        (secs(6), Fault::Restart),
+        (secs(8), Fault::Release),
+    ];
+    check(&scenario);
+}
+
+#[test]
+fn flaky_link_with_retiring_and_pinged_connections() {
+    let mut scenario = Scenario::base("flaky_link_with_retiring_and_pinged_connections");
+    scenario.max_lifetime = Some(secs(3));
+    scenario.check_idle = Duration::from_millis(300);
+    scenario.script = vec![(secs(2), Fault::Flaky(0.01)), (secs(10), Fault::Flaky(0.0))];
+    check(&scenario);
+}

@@ -38,15 +38,32 @@ pub enum Fault {
     Slow(Duration),
     /// Latency back to the base.
     Fast,
+    /// Only the server's segments to the clients are lost: requests arrive, answers do not.
+    DropAnswers,
+    /// Only the clients' segments to the server are lost.
+    DropRequests,
+    /// Both directions flow again (without delivering what was lost).
+    RepairOneway,
+    /// Each segment may randomly break the link (turmoil's fail rate), until repaired at
+    /// random again; 0.0 turns it off.
+    Flaky(f64),
 }
 
 impl Fault {
     /// Whether the fault starts an outage (false: it ends one).
     fn starts_outage(self) -> bool {
-        matches!(
-            self,
-            Fault::Partition | Fault::Crash | Fault::Hold | Fault::Slow(_)
-        )
+        match self {
+            Fault::Flaky(rate) => rate > 0.0,
+            _ => matches!(
+                self,
+                Fault::Partition
+                    | Fault::Crash
+                    | Fault::Hold
+                    | Fault::Slow(_)
+                    | Fault::DropAnswers
+                    | Fault::DropRequests
+            ),
+        }
     }
 }
 
@@ -77,6 +94,10 @@ pub struct Scenario {
     pub recover_within: Duration,
     /// Every request must be answered (a healthy network, however slow).
     pub all_answered: bool,
+    /// Each pool's `max_lifetime`: short, so connections retire under the faults.
+    pub max_lifetime: Option<Duration>,
+    /// The manager's `check_idle`: short, so checkouts send pings under the faults.
+    pub check_idle: Duration,
 }
 
 impl Scenario {
@@ -96,6 +117,8 @@ impl Scenario {
             script: Vec::new(),
             recover_within: Duration::from_secs(5),
             all_answered: false,
+            max_lifetime: None,
+            check_idle: transport_json::JsonManager::DEFAULT_CHECK_IDLE,
         }
     }
 }
@@ -220,8 +243,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
         probes.push(Arc::clone(&probe));
         let options = ConnectOptions::new(format!("{SERVER}:{PORT}"))
             .request_timeout(Some(scenario.request_timeout));
-        let manager = SimManager::new(options, probe);
+        let mut manager = SimManager::new(options, probe);
+        manager.json.check_idle = scenario.check_idle;
         let builder = Pool::builder(manager)
+            .max_lifetime(scenario.max_lifetime)
             .max_size(scenario.max_size)
             .max_streams(scenario.max_streams)
             .wait_timeout(WAIT_TIMEOUT)
@@ -256,6 +281,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
 
     let mut script = scenario.script.iter().peekable();
     let mut heals = Vec::new();
+    let mut faults = 0usize;
     let mut steps = 0u64;
     loop {
         while let Some(&&(at, fault)) = script.peek() {
@@ -264,12 +290,24 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
             }
             script.next();
             apply(&mut sim, &clients, fault, scenario.max_latency);
-            let outage = fault.starts_outage();
-            for probe in &probes {
-                probe.outage.store(outage, SeqCst);
+            // Faults may overlap: the network is whole again when the last one is repaired.
+            if fault.starts_outage() {
+                faults += 1;
+            } else {
+                faults = faults.saturating_sub(1);
+                if faults == 0 {
+                    heals.push(sim.elapsed());
+                }
             }
-            if !outage {
-                heals.push(sim.elapsed());
+            for probe in &probes {
+                probe.outage.store(faults > 0, SeqCst);
+            }
+            if std::env::var("SIM_DEBUG").is_ok() {
+                let attempts: Vec<_> = probes.iter().map(|p| p.attempts.load(SeqCst)).collect();
+                eprintln!(
+                    "{:?} {fault:?} faults={faults} attempts={attempts:?}",
+                    sim.elapsed()
+                );
             }
         }
         let done = sim
@@ -279,6 +317,13 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
         sample(&pools.lock().expect("pools lock"), scenario, sim.elapsed())?;
         if done {
             break;
+        }
+    }
+    // Every client closed its pool after its tasks: nothing may be left held or waiting.
+    for (host, pool) in pools.lock().expect("pools lock").iter().enumerate() {
+        let status = pool.status();
+        if status.leases + status.in_use + status.waiting + status.connecting != 0 {
+            return Err(format!("client{host} left behind after close: {status:?}"));
         }
     }
     if script.peek().is_some() {
@@ -353,6 +398,18 @@ fn apply(sim: &mut turmoil::Sim<'_>, clients: &[String], fault: Fault, base: Dur
                     Fault::Release => sim.release(SERVER, client),
                     Fault::Slow(max) => sim.set_link_max_message_latency(SERVER, client, max),
                     Fault::Fast => sim.set_link_max_message_latency(SERVER, client, base),
+                    Fault::DropAnswers => sim.partition_oneway(SERVER, client),
+                    Fault::DropRequests => sim.partition_oneway(client, SERVER),
+                    Fault::RepairOneway => {
+                        sim.repair_oneway(SERVER, client);
+                        sim.repair_oneway(client, SERVER);
+                    }
+                    Fault::Flaky(rate) => {
+                        sim.set_link_fail_rate(SERVER, client, rate);
+                        if rate == 0.0 {
+                            sim.repair(SERVER, client);
+                        }
+                    }
                     Fault::Crash | Fault::Restart => unreachable!("handled above"),
                 }
             }
