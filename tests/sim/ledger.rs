@@ -48,10 +48,13 @@ pub type SharedLedger = Arc<Mutex<Ledger>>;
 impl Ledger {
     /// Records the end of the request `uid`.
     pub fn record(&mut self, uid: String, entry: Entry) {
-        if self.entries.contains_key(&uid) {
-            self.twice.push(uid);
-        } else {
-            self.entries.insert(uid, entry);
+        match self.entries.entry(uid) {
+            std::collections::hash_map::Entry::Occupied(seen) => {
+                self.twice.push(seen.key().clone())
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(entry);
+            }
         }
     }
 

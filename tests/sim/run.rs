@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pool::Pool;
+use pool::{Lease, Pool};
 use transport_json::server::{Server, ServerConfig};
 use transport_json::{ConnectOptions, Message};
 
@@ -98,6 +98,8 @@ pub struct Scenario {
     pub max_lifetime: Option<Duration>,
     /// The manager's `check_idle`: short, so checkouts send pings under the faults.
     pub check_idle: Duration,
+    /// Tasks keep each lease through the pause after its request.
+    pub hold_lease: bool,
 }
 
 impl Scenario {
@@ -119,6 +121,7 @@ impl Scenario {
             all_answered: false,
             max_lifetime: None,
             check_idle: transport_json::JsonManager::DEFAULT_CHECK_IDLE,
+            hold_lease: false,
         }
     }
 }
@@ -169,43 +172,53 @@ fn uid(host: usize, task: usize, i: usize) -> String {
     format!("c{host}-t{task}-r{i}")
 }
 
-/// One request: a lease, a send, the outcome.
-async fn one(pool: &Pool<SimManager>, uid: &str, val: &str) -> Outcome {
+/// One request: a lease, a send, the outcome, and the lease (none if it failed).
+async fn one(
+    pool: &Pool<SimManager>,
+    uid: &str,
+    val: &str,
+) -> (Outcome, Option<Lease<SimManager>>) {
     let lease = match pool.lease().await {
         Ok(lease) => lease,
-        Err(err) => return ledger::of_lease_error(&err),
+        Err(err) => return (ledger::of_lease_error(&err), None),
     };
     let message = Message {
         uid: uid.to_owned(),
         val: val.to_owned(),
     };
-    match lease.send(message).await {
+    let outcome = match lease.send(message).await {
         Ok(resp) => ledger::of_response(uid, val, &resp),
         Err(err) => ledger::of_request_error(&err),
-    }
+    };
+    (outcome, Some(lease))
 }
 
-/// A client task: its requests one after another, each recorded in the ledger.
+/// A client task: its requests one after another, each recorded in the ledger; with
+/// `hold_lease`, each lease is kept through the pause after its request.
 async fn task(
     pool: Pool<SimManager>,
     ledger: SharedLedger,
     gaps: Vec<Duration>,
     host: usize,
     t: usize,
+    hold_lease: bool,
 ) {
     for (i, gap) in gaps.into_iter().enumerate() {
         let uid = uid(host, t, i);
         let val = format!("v{i}");
         let start = now();
-        let outcome = tokio::time::timeout(HANG_GUARD, one(&pool, &uid, &val))
+        let (outcome, lease) = tokio::time::timeout(HANG_GUARD, one(&pool, &uid, &val))
             .await
-            .unwrap_or(Outcome::Hung);
+            .unwrap_or((Outcome::Hung, None));
         let entry = Entry {
             start,
             end: now(),
             outcome,
         };
         ledger.lock().expect("ledger lock").record(uid, entry);
+        // A caller that keeps its lease between requests keeps it on a connection that may
+        // break meanwhile.
+        let _kept = lease.filter(|_| hold_lease);
         tokio::time::sleep(gap).await;
     }
 }
@@ -263,12 +276,20 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
             })
             .collect();
         let (ledger, pools) = (Arc::clone(&ledger), Arc::clone(&pools));
+        let hold_lease = scenario.hold_lease;
         sim.client(client_name(host), async move {
             let pool = builder.build()?;
             pools.lock().expect("pools lock").push(pool.clone());
             let mut tasks = tokio::task::JoinSet::new();
             for (t, gaps) in plans.into_iter().enumerate() {
-                tasks.spawn(task(pool.clone(), Arc::clone(&ledger), gaps, host, t));
+                tasks.spawn(task(
+                    pool.clone(),
+                    Arc::clone(&ledger),
+                    gaps,
+                    host,
+                    t,
+                    hold_lease,
+                ));
             }
             while let Some(joined) = tasks.join_next().await {
                 joined?;
