@@ -4,9 +4,13 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use transport_json::server::{EchoHandler, Handler, Listener};
 use transport_json::{Conn, ConnectOptions, Endpoint, Error, JsonManager, Message, Resp};
@@ -64,6 +68,58 @@ pub struct Probe {
     pub attempts: AtomicU64,
     /// Set by the driver between a fault and its repair.
     pub outage: AtomicBool,
+    /// Client sockets open now: made by a connect and not yet dropped by their `Conn`.
+    pub open: AtomicUsize,
+    /// The most client sockets open at once.
+    pub max_open: AtomicUsize,
+}
+
+/// A client socket, counted in [`Probe::open`] until its `Conn`'s tasks drop it.
+pub struct Counted {
+    stream: turmoil::net::TcpStream,
+    probe: Arc<Probe>,
+}
+
+impl Counted {
+    fn new(stream: turmoil::net::TcpStream, probe: Arc<Probe>) -> Self {
+        let now = probe.open.fetch_add(1, SeqCst) + 1;
+        probe.max_open.fetch_max(now, SeqCst);
+        Counted { stream, probe }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.probe.open.fetch_sub(1, SeqCst);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// One connect in flight; counted down when the connect ends or is dropped.
@@ -118,7 +174,10 @@ impl pool::Manager for SimManager {
         let options = &self.json.options;
         let timeout: Duration = options.connect_timeout;
         match tokio::time::timeout(timeout, turmoil::net::TcpStream::connect(addr.as_str())).await {
-            Ok(Ok(stream)) => Ok(Conn::from_stream(stream, Endpoint::named(SERVER), options)),
+            Ok(Ok(stream)) => {
+                let stream = Counted::new(stream, Arc::clone(&self.probe));
+                Ok(Conn::from_stream(stream, Endpoint::named(SERVER), options))
+            }
             Ok(Err(source)) => Err(Error::Connect { addr, source }),
             Err(_) => Err(Error::ConnectTimeout { addr, timeout }),
         }

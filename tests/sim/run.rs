@@ -100,6 +100,18 @@ pub struct Scenario {
     pub check_idle: Duration,
     /// Tasks keep each lease through the pause after its request.
     pub hold_lease: bool,
+    /// The script is drawn from the seed ([`chaos_script`]), and every other task keeps its
+    /// leases through its pauses.
+    pub chaos: bool,
+    /// Segments a simulated socket buffers before a write waits (turmoil's default is 64).
+    pub tcp_capacity: usize,
+    /// Bytes of padding in each request's value.
+    pub val_len: usize,
+    /// turmoil runs the hosts in a random order each step (drawn from the seed).
+    pub random_order: bool,
+    /// Also hold the pool's own count to the bound: `Status::size <= max_size` after every
+    /// step. The sockets are always held to it.
+    pub status_size_bound: bool,
 }
 
 impl Scenario {
@@ -122,6 +134,11 @@ impl Scenario {
             max_lifetime: None,
             check_idle: transport_json::JsonManager::DEFAULT_CHECK_IDLE,
             hold_lease: false,
+            chaos: false,
+            tcp_capacity: 64,
+            val_len: 0,
+            random_order: false,
+            status_size_bound: true,
         }
     }
 }
@@ -202,10 +219,11 @@ async fn task(
     host: usize,
     t: usize,
     hold_lease: bool,
+    val_len: usize,
 ) {
     for (i, gap) in gaps.into_iter().enumerate() {
         let uid = uid(host, t, i);
-        let val = format!("v{i}");
+        let val = format!("v{i}{}", "x".repeat(val_len));
         let start = now();
         let (outcome, lease) = tokio::time::timeout(HANG_GUARD, one(&pool, &uid, &val))
             .await
@@ -225,11 +243,21 @@ async fn task(
 
 /// Runs `scenario` with `seed`; `Err` says which invariant broke.
 pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
-    let mut sim = turmoil::Builder::new()
+    let mut builder = turmoil::Builder::new();
+    builder
         .rng_seed(seed)
         .simulation_duration(SIM_LIMIT)
         .max_message_latency(scenario.max_latency)
-        .build();
+        .tcp_capacity(scenario.tcp_capacity);
+    if scenario.random_order {
+        builder.enable_random_order();
+    }
+    let mut sim = builder.build();
+    let script = if scenario.chaos {
+        chaos_script(seed)
+    } else {
+        scenario.script.clone()
+    };
 
     let served: Served = Arc::default();
     let server_served = Arc::clone(&served);
@@ -276,7 +304,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
             })
             .collect();
         let (ledger, pools) = (Arc::clone(&ledger), Arc::clone(&pools));
-        let hold_lease = scenario.hold_lease;
+        let (hold_lease, chaos, val_len) = (scenario.hold_lease, scenario.chaos, scenario.val_len);
         sim.client(client_name(host), async move {
             let pool = builder.build()?;
             pools.lock().expect("pools lock").push(pool.clone());
@@ -288,7 +316,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
                     gaps,
                     host,
                     t,
-                    hold_lease,
+                    hold_lease || (chaos && t % 2 == 0),
+                    val_len,
                 ));
             }
             while let Some(joined) = tasks.join_next().await {
@@ -300,7 +329,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
     }
     let clients: Vec<String> = (0..scenario.clients).map(client_name).collect();
 
-    let mut script = scenario.script.iter().peekable();
+    let mut script = script.iter().peekable();
     let mut heals = Vec::new();
     let mut faults = 0usize;
     let mut steps = 0u64;
@@ -335,7 +364,12 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
             .step()
             .map_err(|err| format!("the simulation failed at {:?}: {err}", sim.elapsed()))?;
         steps += 1;
-        sample(&pools.lock().expect("pools lock"), scenario, sim.elapsed())?;
+        sample(
+            &pools.lock().expect("pools lock"),
+            &probes,
+            scenario,
+            sim.elapsed(),
+        )?;
         if done {
             break;
         }
@@ -393,6 +427,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
         if max > scenario.max_size {
             let _ = writeln!(problems, "client{host}: {max} connects in flight at once");
         }
+        let open = probe.max_open.load(SeqCst);
+        if open > scenario.max_size {
+            let _ = writeln!(problems, "client{host}: {open} sockets open at once");
+        }
         summary.max_connects = summary.max_connects.max(max);
         summary.max_connects_outage = summary.max_connects_outage.max(in_outage);
         summary.outage_connects += probe.outage_attempts.load(SeqCst);
@@ -402,6 +440,41 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
     } else {
         Err(problems)
     }
+}
+
+/// A script drawn from `seed`: from 2 s to 16 s, one fault after another, each of a kind,
+/// a length (0.3-3 s) and a pause before the next (1-3 s) drawn from the seed, each repaired
+/// before the next begins.
+pub fn chaos_script(seed: u64) -> Vec<(Duration, Fault)> {
+    let mut script = Vec::new();
+    let mut draw = {
+        let mut n = 0u64;
+        move |range: u64| {
+            n += 1;
+            mix(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ n) % range
+        }
+    };
+    let ms = Duration::from_millis;
+    let mut at = ms(2000);
+    while at < ms(16_000) {
+        let (fault, repair) = match draw(7) {
+            0 => (Fault::Partition, Fault::Repair),
+            1 => (Fault::Hold, Fault::Release),
+            2 => (Fault::Crash, Fault::Restart),
+            3 => (Fault::Slow(ms(500 + draw(2500))), Fault::Fast),
+            4 => (Fault::DropAnswers, Fault::RepairOneway),
+            5 => (Fault::DropRequests, Fault::RepairOneway),
+            _ => (
+                Fault::Flaky(0.005 + draw(20) as f64 / 1000.0),
+                Fault::Flaky(0.0),
+            ),
+        };
+        let lasts = ms(300 + draw(2700));
+        script.push((at, fault));
+        script.push((at + lasts, repair));
+        at += lasts + ms(1000 + draw(2000));
+    }
+    script
 }
 
 /// Applies one fault to the links between the server and every client.
@@ -438,12 +511,28 @@ fn apply(sim: &mut turmoil::Sim<'_>, clients: &[String], fault: Fault, base: Dur
     }
 }
 
-/// The pool's bounds, read after a step: no more connections than `max_size`, no more
-/// leases than `max_streams` per connection.
-fn sample(pools: &[Pool<SimManager>], scenario: &Scenario, at: Duration) -> Result<(), String> {
+/// The pool's bounds, read after a step: no more sockets open than `max_size` (and, with
+/// `status_size_bound`, no more connections counted in its status), no more leases than
+/// `max_streams` per connection.
+fn sample(
+    pools: &[Pool<SimManager>],
+    probes: &[Arc<Probe>],
+    scenario: &Scenario,
+    at: Duration,
+) -> Result<(), String> {
     for (host, pool) in pools.iter().enumerate() {
         let status = pool.status();
-        if status.size > scenario.max_size || status.leases > status.size * scenario.max_streams {
+        let open = probes[host].open.load(SeqCst);
+        if open > scenario.max_size {
+            return Err(format!(
+                "client{host} at {at:?}: {open} sockets open; {status:?}"
+            ));
+        }
+        if std::env::var("SIM_DEBUG").is_ok() && status.size > scenario.max_size {
+            eprintln!("client{host} at {at:?}: {open} sockets open; {status:?}");
+        }
+        let size_over = scenario.status_size_bound && status.size > scenario.max_size;
+        if size_over || status.leases > status.size * scenario.max_streams {
             return Err(format!("client{host} at {at:?}: {status:?}"));
         }
     }
