@@ -3,9 +3,11 @@
 //! after every run, that every request ended exactly once (a right answer or a typed error,
 //! none lost, none twice, none run twice by the server, none hung past 30 s), that after each
 //! repair a request started after it is answered within 5 s, that no client ever had more
-//! than `max_size` connects in flight (no herd, outages included), and that each pool is
-//! empty of leases, waiters and connects after its close. After every simulation step each
-//! pool's status is checked too: `size <= max_size` and `leases <= size * max_streams`.
+//! than `max_size` connects in flight (no herd, outages included) nor more than `max_size`
+//! sockets open (counted by a wrapper around each stream, from connect to drop), and that
+//! each pool is empty of leases, waiters and connects after its close. After every
+//! simulation step each pool's status is checked too: `leases <= size * max_streams`, and
+//! `size <= max_size` except in the chaos scenario (see the ignored test).
 //!
 //! CI runs seeds 0..8 of each scenario. `SIM_SEEDS=64 cargo test --test sim` runs more; a
 //! failing seed prints itself with the command that reruns it alone (`SIM_SEED=n`), and
@@ -28,10 +30,18 @@
 //!   from `RandomState`), so a rerun replays the same faults on the same schedule but may
 //!   interleave a little differently: the invariants hold for every interleaving, so a
 //!   failure stays a failure, but it may take a few reruns of its seed.
+//! - The last scenario draws its faults from the seed, one after another, with small socket
+//!   buffers, 3 kB requests, hosts in random order, connections retiring every 3 s and pinged
+//!   after 300 ms idle, and half the tasks keeping their leases through their pauses. There
+//!   `Status::size` reads 4-5 with `max_size` 3 while 3 sockets are open: the pool counts a
+//!   broken connection until its last lease ends (its slot freed at once, as its Decisions
+//!   say), which `Status::size`'s "open connections" does not; the bound on the status stays
+//!   asserted in `chaos_status_size_stays_within_max_size`, ignored until the pool decides.
 //! - Found by mutation, not by luck: with `close_unresponsive(false)` the partition, one-way
 //!   loss and flaky-link scenarios fail (no service for 50-100 s after the repair); with a
 //!   `Conn` that forgets its waiters on close every scenario with a fault fails; with a pool
-//!   that reserves one connect past `max_size` the crash scenario fails at its first step.
+//!   that reserves one connect past `max_size` the crash scenario fails at its first step,
+//!   and the chaos scenario (no status bound) on its socket count.
 
 // The crate root of a test looks for modules beside it, so the helpers' paths are spelled out.
 #[path = "sim/ledger.rs"]
