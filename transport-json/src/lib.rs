@@ -23,7 +23,7 @@
 //!   server on loopback TCP), so no fuzzing entry point or feature exists. Their oracle is
 //!   serde_json plus Go's rules, written apart from ours: it found that Go matches keys under
 //!   Unicode case folding (`"Tſ"` fills `Ts`), which both our decoders now do.
-//! - The server and pooled clients also run on turmoil's simulated network (the repository's
+//! - The server and pooled clients also run on turmoil's simulated network (this crate's
 //!   `tests/sim.rs`, seeds 0..8 in CI, `SIM_SEEDS=n` for more) under partitions, crashes,
 //!   held and slow links, latency spikes and a reconnect herd, checking after every run that
 //!   each request ended exactly once and the pool kept its bounds. It needs no hook here:
