@@ -28,7 +28,10 @@
 //!   one never delivers again, so a partition leaves half-open connections behind, as a
 //!   real one does to a client without keepalive; `hold` is a peer that is silent but not
 //!   gone; a crash closes the server's sockets (the clients see the FIN), and a crash behind
-//!   a held link is the crash a client cannot see. A refused SYN fails a connect at once, so
+//!   a held link is a crash the client sees late: its FINs come when the link lets them
+//!   through, and the requests held with them reach the restarted host, which knows none of
+//!   them (released only after the restart, every connection had timed out first and the
+//!   outcomes were exactly those of a plain hold). A refused SYN fails a connect at once, so
 //!   during a partition the pool's retries run back to back with their backoff.
 //! - A seed fixes turmoil's network (latencies, losses, which host runs first) and the
 //!   workload's pauses. It does not fix the pool's jitter (connect backoff and lifetime draw
@@ -139,11 +142,15 @@ fn one_way_loss_of_answers_then_of_requests() {
 #[test]
 fn crash_behind_a_held_link() {
     let mut scenario = Scenario::base("crash_behind_a_held_link");
+    // The crash's FINs are held with the requests; the link lets them through 500 ms later,
+    // before the requests' 1 s timeout, while the host is still down, and the requests reach
+    // the host only once it has restarted (a new incarnation that knows none of them).
+    let ms = Duration::from_millis;
     scenario.script = vec![
-        (secs(4), Fault::Hold),
-        (secs(5), Fault::Crash),
-        (secs(6), Fault::Restart),
-        (secs(8), Fault::Release),
+        (ms(4000), Fault::Hold),
+        (ms(4500), Fault::Crash),
+        (ms(5000), Fault::Release),
+        (ms(7000), Fault::Restart),
     ];
     check(&scenario);
 }
