@@ -252,7 +252,6 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
             &probes,
             scenario,
             sim.elapsed(),
-            debug,
         )?;
         if done {
             break;
@@ -325,15 +324,16 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Summary, String> {
         Err(problems)
     }
 }
-/// The pool's bounds, read after a step: no more sockets open than `max_size` (and, with
-/// `status_size_bound`, no more connections counted in its status), no more leases than
-/// `max_streams` per connection.
+
+/// The pool's bounds, read after a step: no more sockets open than `max_size`; no more
+/// connections holding a slot, open or opening (`size + connecting`), than `max_size`; no
+/// more leases than `max_streams` per connection, counting the connections the pool let go
+/// of while leased (`discarded`: broken ones draining their last leases, which hold no slot).
 fn sample(
     pools: &[Pool<SimManager>],
     probes: &[Arc<Probe>],
     scenario: &Scenario,
     at: Duration,
-    debug: bool,
 ) -> Result<(), String> {
     for (host, pool) in pools.iter().enumerate() {
         let status = pool.status();
@@ -343,12 +343,12 @@ fn sample(
                 "client{host} at {at:?}: {open} sockets open; {status:?}"
             ));
         }
-        if debug && status.size > scenario.max_size {
-            eprintln!("client{host} at {at:?}: {open} sockets open; {status:?}");
-        }
-        let size_over = scenario.status_size_bound && status.size > scenario.max_size;
-        if size_over || status.leases > status.size * scenario.max_streams {
-            return Err(format!("client{host} at {at:?}: {status:?}"));
+        let slots = status.size + status.connecting;
+        let room = (status.size + status.discarded) * scenario.max_streams;
+        if slots > scenario.max_size || status.leases > room {
+            return Err(format!(
+                "client{host} at {at:?}: {open} sockets open; {status:?}"
+            ));
         }
     }
     Ok(())

@@ -97,9 +97,6 @@ pub struct Scenario {
     pub val_len: usize,
     /// turmoil runs the hosts in a random order each step (drawn from the seed).
     pub random_order: bool,
-    /// Also hold the pool's own count to the bound: `Status::size <= max_size` after every
-    /// step. The sockets are always held to it.
-    pub status_size_bound: bool,
 }
 
 impl Scenario {
@@ -126,7 +123,6 @@ impl Scenario {
             tcp_capacity: 64,
             val_len: 0,
             random_order: false,
-            status_size_bound: true,
         }
     }
 }
