@@ -23,6 +23,11 @@
 //!   server on loopback TCP), so no fuzzing entry point or feature exists. Their oracle is
 //!   serde_json plus Go's rules, written apart from ours: it found that Go matches keys under
 //!   Unicode case folding (`"Tſ"` fills `Ts`), which both our decoders now do.
+//! - The server and pooled clients also run on turmoil's simulated network (this crate's
+//!   `tests/sim.rs`, seeds 0..8 in CI, `SIM_SEEDS=n` for more) under partitions, crashes,
+//!   held and slow links, latency spikes and a reconnect herd, checking after every run that
+//!   each request ended exactly once and the pool kept its bounds. It needs no hook here:
+//!   [`Conn::from_stream`] and [`server::Listener`] take turmoil's streams as they are.
 //! - A [`Conn`] has two tasks: the writer takes every queued request into one write (yielding
 //!   once first when other requests are in flight, so callers woken together share it), and
 //!   the reader routes each read's responses by `Uid` and sweeps the request timeout (one
