@@ -9,6 +9,8 @@
 //! - [`manager`]: [`JsonManager`], the `pool::Manager` that pools [`Conn`]s.
 //! - `service` (feature `tower`, on by default): `PoolService`, a `tower::Service` over the
 //!   pool, a lease per request.
+//! - `tls` (feature `tls`, off by default): TLS and mutual TLS on rustls, for
+//!   [`Conn::connect`] (`ConnectOptions::tls`) and the server (`tls::TlsListener`).
 //!
 //! # Decisions
 //! - The wire is Go's `encoding/json` stream: we write one object and `\n`, and read values
@@ -119,6 +121,8 @@ pub mod manager;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod service;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wire;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, JsonCodec, WireDecode, WireEncode};
