@@ -7,7 +7,14 @@
 //! # rec1: 2025-01-01T12:00:00.123456789Z: server: hello, 1
 //! # ...
 //! cargo run --release --example client -- --addr unix:/tmp/echo.sock   # over a Unix socket
+//! cargo run --release --example client -- --addr 127.0.0.1:3443 --tls-ca ca.pem   # TLS
+//! cargo run --release --example client -- --addr 127.0.0.1:3443 --tls-ca ca.pem \
+//!     --tls-cert client.pem --tls-key client.key                  # mutual TLS
 //! ```
+//!
+//! `--tls-ca F` connects over TLS, trusting the CA certificates of the PEM file `F` and
+//! expecting the server's certificate to name `--tls-server-name` (default `localhost`);
+//! `--tls-cert` and `--tls-key` present a client certificate to a server that asks for one.
 //!
 //! Request `i` (from 1) carries `Uid` and `Val` `i`; its response is printed as
 //! `rec<i>: <Ts>: <Val>` (`rec<i>: <Val>` when it has no `Ts`), in the order responses arrive
@@ -48,6 +55,7 @@ use cli::{Flag, Spec};
 use pool::Pool;
 use pool::balance::Balanced;
 use tokio::time::Instant;
+use transport_json::tls::TlsConnect;
 use transport_json::{ConnectOptions, JsonManager, Message, Resp};
 
 static SPEC: Spec = Spec {
@@ -101,6 +109,30 @@ static SPEC: Spec = Spec {
             value: None,
             default: "",
             help: "print only the summary, not each response",
+        },
+        Flag {
+            name: "tls-ca",
+            value: Some("FILE"),
+            default: "",
+            help: "connect over TLS, trusting the CA certificates of this PEM file",
+        },
+        Flag {
+            name: "tls-server-name",
+            value: Some("NAME"),
+            default: "localhost",
+            help: "with --tls-ca: the name the server's certificate must carry",
+        },
+        Flag {
+            name: "tls-cert",
+            value: Some("FILE"),
+            default: "",
+            help: "with --tls-ca: present this PEM client certificate (mutual TLS)",
+        },
+        Flag {
+            name: "tls-key",
+            value: Some("FILE"),
+            default: "",
+            help: "the PEM private key of --tls-cert",
         },
     ],
 };
@@ -167,9 +199,14 @@ async fn main() -> ExitCode {
         .checked_add(deadline_after)
         .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
 
+    let tls = match tls_settings(&args) {
+        Ok(tls) => tls,
+        Err(code) => return code,
+    };
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))
-        .request_timeout(Some(Duration::from_secs(10)));
+        .request_timeout(Some(Duration::from_secs(10)))
+        .tls(tls);
     // One endpoint per comma-separated address: new connections go to the one with the
     // fewest, and a server that fails is ejected for a while (`pool::balance`).
     let addrs = addr.split(',').map(str::trim).filter(|a| !a.is_empty());
@@ -230,6 +267,29 @@ async fn main() -> ExitCode {
     let elapsed = started.elapsed();
     run.pool.close().await;
     summarize(&run, &addr, total, elapsed)
+}
+
+/// The TLS settings of `--tls-ca`, `--tls-server-name`, `--tls-cert` and `--tls-key`;
+/// `None` without `--tls-ca`.
+fn tls_settings(args: &cli::Args) -> Result<Option<TlsConnect>, ExitCode> {
+    let name = args.value("tls-server-name");
+    let tls = match (
+        args.given("tls-ca"),
+        args.given("tls-cert"),
+        args.given("tls-key"),
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(ca), None, None) => TlsConnect::from_ca_file(ca, name),
+        (Some(ca), Some(cert), Some(key)) => {
+            TlsConnect::from_ca_file_with_client_cert(ca, cert, key, name)
+        }
+        _ => {
+            eprintln!("client: --tls-cert and --tls-key go together, and need --tls-ca");
+            return Err(ExitCode::from(2));
+        }
+    };
+    tls.map(Some)
+        .map_err(|error| cli::fail("client: invalid TLS settings", &error))
 }
 
 /// Prints the summary on stderr and returns the exit status. When some request was not
