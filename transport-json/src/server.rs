@@ -18,8 +18,9 @@
 //! - Listeners: [`bind`](Server::bind) and [`from_listener`](Server::from_listener) serve
 //!   TCP, [`bind_unix`](Server::bind_unix) a Unix domain socket (its file removed when the
 //!   server stops), and [`new`](Server::new) any [`Listener`], for streams of your own (an
-//!   in-memory channel of `tokio::io::duplex` pairs, TLS, a simulated network). Every
-//!   listener gets the same behaviour below; only TCP sockets get `TCP_NODELAY` and keepalive.
+//!   in-memory channel of `tokio::io::duplex` pairs, TLS with `tls::TlsListener` of feature
+//!   `tls`, a simulated network). Every listener gets the same behaviour below; only TCP
+//!   sockets get `TCP_NODELAY` and keepalive.
 //! - Connections: at most [`ServerConfig::max_connections`] are served at once. At the cap the
 //!   server accepts one more client and makes room for it by closing the connection that has
 //!   been idle (no request in flight, nothing to write) the longest; when every connection is

@@ -141,12 +141,10 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 fn read_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|source| TlsError::CaCertificate {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        roots.add(cert).map_err(|source| TlsError::CaCertificate {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(roots)
 }

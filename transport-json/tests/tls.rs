@@ -207,7 +207,10 @@ async fn server_certificate_for_another_name_is_refused() {
         .unwrap_err();
     assert!(matches!(error, Error::Tls { .. }), "{error:?}");
     let text = chain(&error);
-    assert!(text.contains("certificate not valid for name \"echo.example.com\""), "{text}");
+    assert!(
+        text.contains("certificate not valid for name \"echo.example.com\""),
+        "{text}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -262,7 +265,11 @@ async fn silent_client_is_closed_after_the_handshake_timeout() {
         .await
         .expect("the server must close a client that never handshakes");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert!(started.elapsed() >= handshake_timeout, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= handshake_timeout,
+        "{:?}",
+        started.elapsed()
+    );
     timeout(GUARD, async {
         while server.active_connections() > 0 {
             tokio::task::yield_now().await;
@@ -279,14 +286,14 @@ async fn client_mid_handshake_does_not_hold_up_the_others() {
     // A silent client would hold its handshake for a minute: long past the guard.
     let server = tls_server(pki.accept().handshake_timeout(Duration::from_secs(60))).await;
     let _silent = TcpStream::connect(server.local_addr()).await.unwrap();
-    let conn = timeout(
-        GUARD,
-        Conn::connect(&options(&server, Some(pki.connect()))),
-    )
-    .await
-    .expect("the accept loop must not wait on the silent client's handshake")
-    .unwrap();
-    assert_eq!(conn.request("next").await.unwrap().val, "server: hello, next");
+    let conn = timeout(GUARD, Conn::connect(&options(&server, Some(pki.connect()))))
+        .await
+        .expect("the accept loop must not wait on the silent client's handshake")
+        .unwrap();
+    assert_eq!(
+        conn.request("next").await.unwrap().val,
+        "server: hello, next"
+    );
     server.abort().await;
 }
 
@@ -368,9 +375,12 @@ async fn tls_runs_over_a_unix_socket_too() {
     let pki = Pki::new();
     let path = pki.path("echo.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let server = Server::new(TlsListener::new(listener, pki.accept()), ServerConfig::default())
-        .unwrap()
-        .spawn();
+    let server = Server::new(
+        TlsListener::new(listener, pki.accept()),
+        ServerConfig::default(),
+    )
+    .unwrap()
+    .spawn();
     let options = ConnectOptions::new(format!("unix:{}", path.display()))
         .connect_timeout(GUARD)
         .tls(Some(pki.connect()));
@@ -388,14 +398,29 @@ fn bad_settings_are_typed_errors() {
     // A key file holds no certificate.
     let no_cert = TlsConnect::from_ca_file(pki.path("server.key"), "localhost").unwrap_err();
     assert!(
-        matches!(no_cert, TlsError::Missing { what: "certificate", .. }),
+        matches!(
+            no_cert,
+            TlsError::Missing {
+                what: "certificate",
+                ..
+            }
+        ),
         "{no_cert:?}"
     );
-    assert!(no_cert.to_string().contains("holds no PEM certificate"), "{no_cert}");
+    assert!(
+        no_cert.to_string().contains("holds no PEM certificate"),
+        "{no_cert}"
+    );
     let no_key =
         TlsAccept::from_pem_files(pki.path("server.pem"), pki.path("server.pem")).unwrap_err();
     assert!(
-        matches!(no_key, TlsError::Missing { what: "private key", .. }),
+        matches!(
+            no_key,
+            TlsError::Missing {
+                what: "private key",
+                ..
+            }
+        ),
         "{no_key:?}"
     );
     // The client's key with the server's certificate.
@@ -404,7 +429,10 @@ fn bad_settings_are_typed_errors() {
     assert!(matches!(mismatch, TlsError::Config(_)), "{mismatch:?}");
     let name = TlsConnect::from_ca_file(pki.path("ca.pem"), "not a name!").unwrap_err();
     assert!(matches!(name, TlsError::ServerName { .. }), "{name:?}");
-    pki.write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n");
+    pki.write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n",
+    );
     let garbage = TlsConnect::from_ca_file(pki.path("garbage.pem"), "localhost").unwrap_err();
     assert!(matches!(garbage, TlsError::Pem { .. }), "{garbage:?}");
 }
@@ -415,6 +443,9 @@ fn connect_options_with_tls_compare_by_configuration() {
     let tls = pki.connect();
     let a = ConnectOptions::new("127.0.0.1:1").tls(Some(tls.clone()));
     assert_eq!(a, ConnectOptions::new("127.0.0.1:1").tls(Some(tls)));
-    assert_ne!(a, ConnectOptions::new("127.0.0.1:1").tls(Some(pki.connect())));
+    assert_ne!(
+        a,
+        ConnectOptions::new("127.0.0.1:1").tls(Some(pki.connect()))
+    );
     assert_ne!(a, ConnectOptions::new("127.0.0.1:1"));
 }

@@ -35,7 +35,7 @@ pub struct ConnectOptions {
     /// `unix:/run/echo.sock`, or relative to the working directory). Default `127.0.0.1:3000`.
     pub addr: String,
     /// How long resolving and opening the TCP connection, and the TLS handshake when
-    /// [`tls`](ConnectOptions::tls) is set, may take in all. Default 5 s.
+    /// `tls` is set, may take in all. Default 5 s.
     pub connect_timeout: Duration,
     /// `TCP_NODELAY`: send small requests at once instead of waiting (Nagle). Default true:
     /// the writer already batches what is queued.

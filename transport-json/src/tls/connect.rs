@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
-use tokio_rustls::TlsConnector;
 
 use super::{TlsError, provider, read_certs, read_key, read_roots};
 use crate::conn::{ConnectOptions, Error};
@@ -81,11 +81,12 @@ impl TlsConnect {
         config: Arc<rustls::ClientConfig>,
         server_name: &str,
     ) -> Result<Self, TlsError> {
-        let server_name =
-            ServerName::try_from(server_name.to_owned()).map_err(|source| TlsError::ServerName {
+        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|source| {
+            TlsError::ServerName {
                 name: server_name.to_owned(),
                 source,
-            })?;
+            }
+        })?;
         Ok(TlsConnect {
             connector: TlsConnector::from(config),
             server_name,
@@ -139,7 +140,10 @@ impl fmt::Debug for TlsConnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConnect")
             .field("server_name", &self.server_name)
-            .field("client_cert", &self.config().client_auth_cert_resolver.has_certs())
+            .field(
+                "client_cert",
+                &self.config().client_auth_cert_resolver.has_certs(),
+            )
             .finish_non_exhaustive()
     }
 }

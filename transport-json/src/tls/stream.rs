@@ -33,7 +33,7 @@ pub struct TlsServerStream<S> {
 enum State<S> {
     /// The handshake, started or not, and when it must have finished.
     Handshaking {
-        accept: Accept<S>,
+        accept: Box<Accept<S>>,
         deadline: Pin<Box<Sleep>>,
         timeout: Duration,
     },
@@ -47,7 +47,7 @@ impl<S> TlsServerStream<S> {
     pub(super) fn new(accept: Accept<S>, timeout: Duration, peer: Endpoint) -> Self {
         TlsServerStream {
             state: State::Handshaking {
-                accept,
+                accept: Box::new(accept),
                 deadline: Box::pin(tokio::time::sleep(timeout)),
                 timeout,
             },
@@ -88,7 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsServerStream<S> {
             timeout,
         } = &mut self.state
         {
-            match Pin::new(accept).poll(cx) {
+            match Pin::new(&mut **accept).poll(cx) {
                 Poll::Ready(Ok(tls)) => self.state = State::Ready(Box::new(tls)),
                 Poll::Ready(Err(error)) => {
                     debug!(peer = %self.peer, %error, "TLS handshake failed; closing");
