@@ -449,3 +449,57 @@ fn connect_options_with_tls_compare_by_configuration() {
     );
     assert_ne!(a, ConnectOptions::new("127.0.0.1:1"));
 }
+
+/// A client limited to TLS 1.2, through [`TlsConnect::from_config`], trusting the test CA
+/// and presenting `client` when given.
+fn tls12(pki: &Pki, client: Option<&str>) -> TlsConnect {
+    use transport_json::tls::rustls;
+    use transport_json::tls::rustls::pki_types::pem::PemObject;
+    use transport_json::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        Some(name) => {
+            let cert = CertificateDer::pem_file_iter(pki.path(&format!("{name}.pem")))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(cert, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnect::from_config(std::sync::Arc::new(config), "localhost").unwrap()
+}
+
+#[tokio::test]
+async fn tls12_clients_are_served_and_refused_as_with_tls13() {
+    let pki = Pki::new();
+    let server = tls_server(pki.accept_mtls()).await;
+    let conn = Conn::connect(&options(&server, Some(tls12(&pki, Some("client")))))
+        .await
+        .unwrap();
+    let resp = timeout(GUARD, conn.request("1.2")).await.unwrap().unwrap();
+    assert_eq!(resp.val, "server: hello, 1.2");
+    // Under TLS 1.2 the server checks the client's certificate inside the handshake, so the
+    // refusal comes from `connect` itself.
+    let error = timeout(
+        GUARD,
+        Conn::connect(&options(&server, Some(tls12(&pki, None)))),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(matches!(error, Error::Tls { .. }), "{error:?}");
+    let text = chain(&error);
+    assert!(text.contains("received fatal alert"), "{text}");
+    server.shutdown().await.unwrap();
+}
