@@ -503,3 +503,58 @@ async fn tls12_clients_are_served_and_refused_as_with_tls13() {
     assert!(text.contains("received fatal alert"), "{text}");
     server.shutdown().await.unwrap();
 }
+
+/// The race of a TLS 1.3 client refused for want of a certificate: its side of the handshake
+/// is done, so it sends requests at once, and they may reach the server after the server
+/// sent its alert. A server that closed the socket then had the client's bytes unread, so
+/// its kernel answered them with a reset: the client's next write failed (`Broken pipe`)
+/// and [`Conn`] reported that instead of the alert. The server now shuts its side down after
+/// the alert and reads on until the client closes (1 s at most), so the client's writes
+/// succeed and it reads why it was refused.
+#[tokio::test]
+async fn refused_client_can_still_write_and_reads_the_alert() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let server = tls_server(pki.accept_mtls()).await;
+    let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.connect().config().clone());
+    let name = pki.connect().server_name().clone();
+    let mut tls = timeout(GUARD, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .expect("TLS 1.3: the client's side of the handshake ends before the server checks");
+    // Wait until the server's alert is here: the server has refused us.
+    let mut first = [0u8; 1];
+    timeout(GUARD, tls.get_ref().0.peek(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    // Requests sent after the refusal: a reset would fail the second write or a later one.
+    for _ in 0..20 {
+        let sent = async {
+            tls.write_all(b"{\"Uid\":\"1\",\"Val\":\"x\"}\n").await?;
+            tls.flush().await
+        };
+        timeout(GUARD, sent)
+            .await
+            .unwrap()
+            .expect("the refusing server still takes the client's bytes");
+        // Let a reset, if one comes, come.
+        timeout(GUARD, tls.get_ref().0.writable())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    let mut buf = Vec::new();
+    let error = timeout(GUARD, tls.read_to_end(&mut buf))
+        .await
+        .expect("the refusal must come, not a hang")
+        .expect_err("a client without a certificate is refused");
+    assert!(
+        error.to_string().contains("CertificateRequired"),
+        "{:?}: {error}",
+        error.kind()
+    );
+    server.shutdown().await.unwrap();
+}

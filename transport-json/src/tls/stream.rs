@@ -4,12 +4,14 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::FallibleAccept;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{Accept, rustls};
 use tracing::debug;
@@ -27,18 +29,35 @@ use crate::conn::Endpoint;
 /// server then closes the connection.
 pub struct TlsServerStream<S> {
     state: State<S>,
+    /// When the handshake must have finished; after a failed one, when the closing must.
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
     peer: Endpoint,
 }
 
+/// After a failed handshake, the longest the stream reads what the client still sends
+/// before it closes (never past the handshake deadline).
+const LINGER: Duration = Duration::from_secs(1);
+/// Reads of a closing stream in one poll, so a client that floods it cannot hold the task.
+const LINGER_READS: usize = 16;
+
 enum State<S> {
-    /// The handshake, started or not, and when it must have finished.
-    Handshaking {
-        accept: Box<Accept<S>>,
-        deadline: Pin<Box<Sleep>>,
-        timeout: Duration,
-    },
+    /// Accepted, the handshake not begun: `Accept` still lends the stream to `configure`.
+    Start(Box<Accept<S>>),
+    /// The handshake runs; on failure it hands the stream back for the closing.
+    Handshaking(Box<FallibleAccept<S>>),
     Ready(Box<TlsStream<S>>),
-    /// The handshake failed or timed out; the socket is closed.
+    /// The handshake failed and its alert is written. The stream shuts its write side down
+    /// and reads (and drops) what the client still sends, until the client closes or
+    /// [`LINGER`] passes; then the read or write fails with `error`. Closing at once would
+    /// close a socket with the client's next bytes unread, which resets the connection, and
+    /// the reset can cost the client the alert that says why it was refused.
+    Closing {
+        socket: S,
+        error: Option<io::Error>,
+        shut: bool,
+    },
+    /// The handshake failed or timed out, and the stream is closed or closing.
     Failed,
 }
 
@@ -46,21 +65,21 @@ impl<S> TlsServerStream<S> {
     /// A stream whose handshake `accept` will run, and must end within `timeout` from now.
     pub(super) fn new(accept: Accept<S>, timeout: Duration, peer: Endpoint) -> Self {
         TlsServerStream {
-            state: State::Handshaking {
-                accept: Box::new(accept),
-                deadline: Box::pin(tokio::time::sleep(timeout)),
-                timeout,
-            },
+            state: State::Start(Box::new(accept)),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
             peer,
         }
     }
 
-    /// The stream under the TLS; `None` once a failed handshake has closed it.
+    /// The stream under the TLS, before the handshake begins and once it is done; `None`
+    /// while it runs and once a failed handshake has closed the stream.
     pub fn get_ref(&self) -> Option<&S> {
         match &self.state {
-            State::Handshaking { accept, .. } => accept.get_ref(),
+            State::Start(accept) => accept.get_ref(),
             State::Ready(tls) => Some(tls.get_ref().0),
-            State::Failed => None,
+            State::Closing { socket, .. } => Some(socket),
+            State::Handshaking(_) | State::Failed => None,
         }
     }
 
@@ -75,31 +94,37 @@ impl<S> TlsServerStream<S> {
 
     /// Whether the handshake has not finished (nor failed) yet.
     pub fn is_handshaking(&self) -> bool {
-        matches!(self.state, State::Handshaking { .. })
+        matches!(self.state, State::Start(_) | State::Handshaking(_))
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsServerStream<S> {
-    /// Drives the handshake to its end; then the TLS stream, or the error that ended it.
+    /// Drives the handshake to its end; then the TLS stream, or the error that ended it
+    /// (once the closing after it is done).
     fn poll_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<S>>> {
-        if let State::Handshaking {
-            accept,
-            deadline,
-            timeout,
-        } = &mut self.state
+        if matches!(self.state, State::Start(_))
+            && let State::Start(accept) = mem::replace(&mut self.state, State::Failed)
         {
+            self.state = State::Handshaking(Box::new(accept.into_fallible()));
+        }
+        if let State::Handshaking(accept) = &mut self.state {
             match Pin::new(&mut **accept).poll(cx) {
                 Poll::Ready(Ok(tls)) => self.state = State::Ready(Box::new(tls)),
-                Poll::Ready(Err(error)) => {
+                Poll::Ready(Err((error, socket))) => {
                     debug!(peer = %self.peer, %error, "TLS handshake failed; closing");
-                    self.state = State::Failed;
-                    return Poll::Ready(Err(error));
+                    let until = (Instant::now() + LINGER).min(self.deadline.deadline());
+                    self.deadline.as_mut().reset(until);
+                    self.state = State::Closing {
+                        socket,
+                        error: Some(error),
+                        shut: false,
+                    };
                 }
                 Poll::Pending => {
-                    ready!(deadline.as_mut().poll(cx));
+                    ready!(self.deadline.as_mut().poll(cx));
                     let error = io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("TLS handshake not finished within {timeout:?}"),
+                        format!("TLS handshake not finished within {:?}", self.timeout),
                     );
                     debug!(peer = %self.peer, %error, "closing");
                     self.state = State::Failed;
@@ -107,14 +132,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsServerStream<S> {
                 }
             }
         }
+        if let State::Closing {
+            socket,
+            error,
+            shut,
+        } = &mut self.state
+        {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                ready!(poll_linger(socket, shut, cx));
+            }
+            let error = error.take().unwrap_or_else(handshake_failed);
+            self.state = State::Failed;
+            return Poll::Ready(Err(error));
+        }
         match &mut self.state {
             State::Ready(tls) => Poll::Ready(Ok(tls)),
-            _ => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the TLS handshake failed",
-            ))),
+            _ => Poll::Ready(Err(handshake_failed())),
         }
     }
+}
+
+/// Shuts the write side of `socket` down, then reads and drops what comes until the end of
+/// the stream or an error: ready then.
+fn poll_linger<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut S,
+    shut: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if !*shut {
+        if ready!(Pin::new(&mut *socket).poll_shutdown(cx)).is_err() {
+            return Poll::Ready(());
+        }
+        *shut = true;
+    }
+    let mut buf = [0u8; 1024];
+    for _ in 0..LINGER_READS {
+        let mut read = ReadBuf::new(&mut buf);
+        match ready!(Pin::new(&mut *socket).poll_read(cx, &mut read)) {
+            Ok(()) if read.filled().is_empty() => return Poll::Ready(()),
+            Ok(()) => {}
+            Err(_) => return Poll::Ready(()),
+        }
+    }
+    // More may come: yield to the other tasks and read on at the next poll.
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+fn handshake_failed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the TLS handshake failed")
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsServerStream<S> {
@@ -156,20 +222,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsServerStream<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().state {
             State::Ready(tls) => Pin::new(tls).poll_flush(cx),
-            State::Handshaking { .. } | State::Failed => Poll::Ready(Ok(())),
+            _ => Poll::Ready(Ok(())),
         }
     }
 
-    /// After the handshake: TLS's `close_notify`, then the stream's shutdown. During it: the
-    /// stream's shutdown, dropping the handshake.
+    /// After the handshake: TLS's `close_notify`, then the stream's shutdown. Before it
+    /// begins: the stream's shutdown. While it runs or after it failed: nothing; dropping
+    /// the stream closes it.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().state {
             State::Ready(tls) => Pin::new(tls).poll_shutdown(cx),
-            State::Handshaking { accept, .. } => match accept.get_mut() {
+            State::Start(accept) => match accept.get_mut() {
                 Some(socket) => Pin::new(socket).poll_shutdown(cx),
                 None => Poll::Ready(Ok(())),
             },
-            State::Failed => Poll::Ready(Ok(())),
+            State::Handshaking(_) | State::Closing { .. } | State::Failed => Poll::Ready(Ok(())),
         }
     }
 }
@@ -177,8 +244,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsServerStream<S> {
 impl<S> fmt::Debug for TlsServerStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            State::Handshaking { .. } => "handshaking",
+            State::Start(_) | State::Handshaking(_) => "handshaking",
             State::Ready(_) => "ready",
+            State::Closing { .. } => "closing",
             State::Failed => "failed",
         };
         f.debug_struct("TlsServerStream")
