@@ -1,14 +1,18 @@
-//! TLS and mutual TLS (feature `tls`), with certificates made at test time by rcgen: a CA, a
-//! server certificate for `localhost` and `127.0.0.1` signed by it, a client certificate
-//! signed by it, and a second CA nobody trusts. Loopback only.
+//! TLS and mutual TLS (feature `tls`), with certificates made at test time by rcgen
+//! (`examples/support/pki.rs`, which `examples/tls_certs.rs` shares): a CA, a server
+//! certificate for `localhost` and `127.0.0.1` signed by it, a client certificate signed by
+//! it, and a second CA nobody trusts. Loopback only.
 #![cfg(feature = "tls")]
+
+#[path = "../examples/support/pki.rs"]
+#[allow(dead_code)] // `FILES` is for the example's message.
+mod pki;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pool::Pool;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
@@ -35,16 +39,8 @@ impl Pki {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let pki = Pki { dir };
-
-        let test_ca = ca("test CA");
-        pki.write("ca.pem", &test_ca.pem());
-        leaf(&pki, &test_ca, "server", &["localhost", "127.0.0.1"]);
-        leaf(&pki, &test_ca, "client", &["client.test"]);
-        let other = ca("another CA");
-        pki.write("other-ca.pem", &other.pem());
-        leaf(&pki, &other, "stranger", &["stranger.test"]);
-        pki
+        pki::write(&dir).expect("the test PKI is written");
+        Pki { dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -91,27 +87,6 @@ impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// Writes `NAME.pem` and `NAME.key`: a certificate for `names` signed by `issuer`.
-fn leaf(pki: &Pki, issuer: &CertifiedIssuer<'static, KeyPair>, name: &str, names: &[&str]) {
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let cert = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, issuer)
-        .unwrap();
-    pki.write(&format!("{name}.pem"), &cert.pem());
-    pki.write(&format!("{name}.key"), &key.serialize_pem());
 }
 
 /// An echo server on loopback serving TLS with `tls`.
