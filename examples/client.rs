@@ -7,14 +7,17 @@
 //! # rec1: 2025-01-01T12:00:00.123456789Z: server: hello, 1
 //! # ...
 //! cargo run --release --example client -- --addr unix:/tmp/echo.sock   # over a Unix socket
-//! cargo run --release --example client -- --addr 127.0.0.1:3443 --tls-ca ca.pem   # TLS
-//! cargo run --release --example client -- --addr 127.0.0.1:3443 --tls-ca ca.pem \
-//!     --tls-cert client.pem --tls-key client.key                  # mutual TLS
+//! cargo run --release --features tls --example client -- --addr 127.0.0.1:3443 \
+//!     --tls-ca ca.pem                                              # TLS
+//! cargo run --release --features tls --example client -- --addr 127.0.0.1:3443 \
+//!     --tls-ca ca.pem --tls-cert client.pem --tls-key client.key   # mutual TLS
 //! ```
 //!
 //! `--tls-ca F` connects over TLS, trusting the CA certificates of the PEM file `F` and
 //! expecting the server's certificate to name `--tls-server-name` (default `localhost`);
 //! `--tls-cert` and `--tls-key` present a client certificate to a server that asks for one.
+//! The TLS flags need the root package's `tls` feature (rustls); a build without it refuses
+//! them and says so.
 //!
 //! Request `i` (from 1) carries `Uid` and `Val` `i`; its response is printed as
 //! `rec<i>: <Ts>: <Val>` (`rec<i>: <Val>` when it has no `Ts`), in the order responses arrive
@@ -55,6 +58,7 @@ use cli::{Flag, Spec};
 use pool::Pool;
 use pool::balance::Balanced;
 use tokio::time::Instant;
+#[cfg(feature = "tls")]
 use transport_json::tls::TlsConnect;
 use transport_json::{ConnectOptions, JsonManager, Message, Resp};
 
@@ -114,7 +118,7 @@ static SPEC: Spec = Spec {
             name: "tls-ca",
             value: Some("FILE"),
             default: "",
-            help: "connect over TLS, trusting the CA certificates of this PEM file",
+            help: "connect over TLS, trusting the CA certificates of this PEM file (feature tls)",
         },
         Flag {
             name: "tls-server-name",
@@ -136,6 +140,10 @@ static SPEC: Spec = Spec {
         },
     ],
 };
+
+/// The flags of the `tls` feature, refused without it.
+#[cfg(not(feature = "tls"))]
+const TLS_FLAGS: [&str; 4] = ["tls-ca", "tls-server-name", "tls-cert", "tls-key"];
 
 /// The most failures printed in full; the rest are only counted.
 const SHOWN_ERRORS: usize = 10;
@@ -199,14 +207,18 @@ async fn main() -> ExitCode {
         .checked_add(deadline_after)
         .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
 
-    let tls = match tls_settings(&args) {
-        Ok(tls) => tls,
-        Err(code) => return code,
-    };
+    #[cfg(not(feature = "tls"))]
+    if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
+        return code;
+    }
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))
-        .request_timeout(Some(Duration::from_secs(10)))
-        .tls(tls);
+        .request_timeout(Some(Duration::from_secs(10)));
+    #[cfg(feature = "tls")]
+    let options = match tls_settings(&args) {
+        Ok(tls) => options.tls(tls),
+        Err(code) => return code,
+    };
     // One endpoint per comma-separated address: new connections go to the one with the
     // fewest, and a server that fails is ejected for a while (`pool::balance`).
     let addrs = addr.split(',').map(str::trim).filter(|a| !a.is_empty());
@@ -271,6 +283,7 @@ async fn main() -> ExitCode {
 
 /// The TLS settings of `--tls-ca`, `--tls-server-name`, `--tls-cert` and `--tls-key`;
 /// `None` without `--tls-ca`.
+#[cfg(feature = "tls")]
 fn tls_settings(args: &cli::Args) -> Result<Option<TlsConnect>, ExitCode> {
     let name = args.value("tls-server-name");
     let tls = match (
@@ -278,13 +291,16 @@ fn tls_settings(args: &cli::Args) -> Result<Option<TlsConnect>, ExitCode> {
         args.given("tls-cert"),
         args.given("tls-key"),
     ) {
-        (None, None, None) => return Ok(None),
+        (None, None, None) if args.given("tls-server-name").is_none() => return Ok(None),
         (Some(ca), None, None) => TlsConnect::from_ca_file(ca, name),
         (Some(ca), Some(cert), Some(key)) => {
             TlsConnect::from_ca_file_with_client_cert(ca, cert, key, name)
         }
         _ => {
-            eprintln!("client: --tls-cert and --tls-key go together, and need --tls-ca");
+            eprintln!(
+                "client: --tls-cert and --tls-key go together; they and --tls-server-name \
+                 need --tls-ca"
+            );
             return Err(ExitCode::from(2));
         }
     };

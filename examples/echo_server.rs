@@ -6,15 +6,17 @@
 //! cargo run --release --example echo_server -- --addr 0.0.0.0:4000
 //! cargo run --release --example echo_server -- --addr unix:/tmp/echo.sock   # a Unix socket
 //! cargo run --release --example echo_server -- --max-connections 64 --idle-timeout 60 --frame-timeout 5
-//! cargo run --release --example echo_server -- --addr 127.0.0.1:3443 \
+//! cargo run --release --features tls --example echo_server -- --addr 127.0.0.1:3443 \
 //!     --tls-cert server.pem --tls-key server.key                 # TLS
-//! cargo run --release --example echo_server -- --addr 127.0.0.1:3443 \
+//! cargo run --release --features tls --example echo_server -- --addr 127.0.0.1:3443 \
 //!     --tls-cert server.pem --tls-key server.key --tls-client-ca ca.pem   # mutual TLS
 //! ```
 //!
 //! With `--tls-cert` and `--tls-key` (PEM files: the certificate chain, server's first, and
 //! its private key) it serves TLS, on TCP or a Unix socket; `--tls-client-ca` also requires
-//! every client to present a certificate signed by a CA of that PEM file.
+//! every client to present a certificate signed by a CA of that PEM file. The TLS flags need
+//! the root package's `tls` feature (rustls); a build without it refuses them and says so.
+//! `cargo run -p transport-json --example tls_certs -- DIR` writes certificates to try it.
 //!
 //! It runs until Ctrl-C (or SIGTERM), then shuts down gracefully: it stops accepting, lets
 //! the requests in flight finish and their responses flush, and closes every connection.
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use cli::{Flag, Spec};
 use transport_json::conn::UNIX_PREFIX;
 use transport_json::server::{EchoHandler, Listener, Server, ServerConfig, shutdown_signal};
+#[cfg(feature = "tls")]
 use transport_json::tls::{TlsAccept, TlsListener};
 
 static SPEC: Spec = Spec {
@@ -70,7 +73,7 @@ static SPEC: Spec = Spec {
             name: "tls-cert",
             value: Some("FILE"),
             default: "",
-            help: "serve TLS with this PEM certificate chain (needs --tls-key)",
+            help: "serve TLS with this PEM certificate chain (needs --tls-key; feature tls)",
         },
         Flag {
             name: "tls-key",
@@ -87,6 +90,10 @@ static SPEC: Spec = Spec {
     ],
 };
 
+/// The flags of the `tls` feature, refused without it.
+#[cfg(not(feature = "tls"))]
+const TLS_FLAGS: [&str; 3] = ["tls-cert", "tls-key", "tls-client-ca"];
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::parse(&SPEC);
@@ -99,22 +106,29 @@ async fn main() -> ExitCode {
         ..ServerConfig::default()
     };
 
-    let tls = match tls_settings(&args) {
-        Ok(tls) => tls,
+    #[cfg(not(feature = "tls"))]
+    if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
+        return code;
+    }
+    #[cfg(feature = "tls")]
+    match tls_settings(&args) {
+        Ok(None) => {}
+        Ok(Some(tls)) => {
+            eprintln!(
+                "echo_server: serving TLS ({})",
+                match args.given("tls-client-ca") {
+                    Some(_) => "only clients with a certificate of --tls-client-ca",
+                    None => "no client certificate asked",
+                }
+            );
+            return match serve_tls(addr, tls, config).await {
+                Ok(drained) => stopped(drained),
+                Err(error) => {
+                    cli::fail(&format!("echo_server: cannot serve TLS on {addr}"), &*error)
+                }
+            };
+        }
         Err(code) => return code,
-    };
-    if let Some(tls) = tls {
-        eprintln!(
-            "echo_server: serving TLS ({})",
-            match args.given("tls-client-ca") {
-                Some(_) => "only clients with a certificate of --tls-client-ca",
-                None => "no client certificate asked",
-            }
-        );
-        return match serve_tls(addr, tls, config).await {
-            Ok(drained) => stopped(drained),
-            Err(error) => cli::fail(&format!("echo_server: cannot serve TLS on {addr}"), &*error),
-        };
     }
 
     // The socket file of a Unix socket is removed when the server stops.
@@ -146,6 +160,7 @@ fn stopped(drained: Duration) -> ExitCode {
 }
 
 /// The TLS settings of `--tls-cert`, `--tls-key` and `--tls-client-ca`; `None` without them.
+#[cfg(feature = "tls")]
 fn tls_settings(args: &cli::Args) -> Result<Option<TlsAccept>, ExitCode> {
     let cert = args.given("tls-cert");
     let key = args.given("tls-key");
@@ -167,6 +182,7 @@ fn tls_settings(args: &cli::Args) -> Result<Option<TlsAccept>, ExitCode> {
 }
 
 /// Serves TLS on `addr` (TCP, or `unix:PATH`) until Ctrl-C or SIGTERM.
+#[cfg(feature = "tls")]
 async fn serve_tls(
     addr: &str,
     tls: TlsAccept,
