@@ -11,6 +11,8 @@
 //!   pool, a lease per request.
 //! - `tls` (feature `tls`, off by default): TLS and mutual TLS on rustls, for
 //!   [`Conn::connect`] (`ConnectOptions::tls`) and the server (`tls::TlsListener`).
+//! - Feature `metrics` (off by default): the server counts connections, answers and decode
+//!   errors through the `metrics` facade ([`server`], "Metrics").
 //!
 //! # Decisions
 //! - The wire is Go's `encoding/json` stream: we write one object and `\n`, and read values
