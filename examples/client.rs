@@ -19,6 +19,9 @@
 //! The TLS flags need the root package's `tls` feature (rustls); a build without it refuses
 //! them and says so.
 //!
+//! `--metrics-addr ADDR` (feature `prometheus`) serves the pool's metrics as Prometheus text
+//! at `http://ADDR/metrics` while the client runs (labelled `pool="client"`).
+//!
 //! Request `i` (from 1) carries `Uid` and `Val` `i`; its response is printed as
 //! `rec<i>: <Ts>: <Val>` (`rec<i>: <Val>` when it has no `Ts`), in the order responses arrive
 //! (`--quiet` prints only the summary). The exit status is 0 only when every request got its
@@ -47,6 +50,9 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[cfg(feature = "prometheus")]
+#[path = "support/prometheus.rs"]
+mod prometheus;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -138,6 +144,12 @@ static SPEC: Spec = Spec {
             default: "",
             help: "the PEM private key of --tls-cert",
         },
+        Flag {
+            name: "metrics-addr",
+            value: Some("ADDR"),
+            default: "",
+            help: "serve the pool's Prometheus text at http://ADDR/metrics (feature prometheus)",
+        },
     ],
 };
 
@@ -211,6 +223,21 @@ async fn main() -> ExitCode {
     if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
         return code;
     }
+    #[cfg(not(feature = "prometheus"))]
+    if let Err(code) = cli::refuse_without_feature(&args, "prometheus", &["metrics-addr"]) {
+        return code;
+    }
+    // Before the pool is built: it registers its metrics with the recorder then in force.
+    #[cfg(feature = "prometheus")]
+    if let Some(metrics_addr) = args.given("metrics-addr") {
+        match prometheus::serve(metrics_addr) {
+            Ok(addr) => eprintln!("client: Prometheus metrics at http://{addr}/metrics"),
+            Err(error) => {
+                let context = format!("client: cannot serve metrics on {metrics_addr}");
+                return cli::fail(&context, &*error);
+            }
+        }
+    }
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(10)));
@@ -231,6 +258,7 @@ async fn main() -> ExitCode {
         Err(error) => return cli::fail("client: invalid --addr", &error),
     };
     let pool = match Pool::builder(manager)
+        .name("client")
         .max_size(args.positive("pool-size"))
         .max_streams(args.positive("max-streams"))
         .connect_timeout(Duration::from_secs(5))

@@ -18,6 +18,16 @@
 //! the root package's `tls` feature (rustls); a build without it refuses them and says so.
 //! `cargo run -p transport-json --example tls_certs -- DIR` writes certificates to try it.
 //!
+//! With `--metrics-addr ADDR` (`IP:PORT`; port 0 takes a free one, printed) it serves
+//! Prometheus text at `http://ADDR/metrics`: clients accepted, connections open, requests
+//! answered and decode errors (transport-json's server metrics, labelled with the address it
+//! serves). That needs the root package's `prometheus` feature:
+//!
+//! ```sh
+//! cargo run --release --features prometheus --example echo_server -- --metrics-addr 127.0.0.1:9000
+//! curl -s http://127.0.0.1:9000/metrics
+//! ```
+//!
 //! It runs until Ctrl-C (or SIGTERM), then shuts down gracefully: it stops accepting, lets
 //! the requests in flight finish and their responses flush, and closes every connection.
 //! Talk to it with `cargo run --release --example client`, or with the original Go client.
@@ -25,6 +35,9 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[cfg(feature = "prometheus")]
+#[path = "support/prometheus.rs"]
+mod prometheus;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -87,6 +100,12 @@ static SPEC: Spec = Spec {
             default: "",
             help: "mutual TLS: admit only clients with a certificate of a CA in this PEM file",
         },
+        Flag {
+            name: "metrics-addr",
+            value: Some("ADDR"),
+            default: "",
+            help: "serve Prometheus text at http://ADDR/metrics (IP:PORT; feature prometheus)",
+        },
     ],
 };
 
@@ -109,6 +128,21 @@ async fn main() -> ExitCode {
     #[cfg(not(feature = "tls"))]
     if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
         return code;
+    }
+    #[cfg(not(feature = "prometheus"))]
+    if let Err(code) = cli::refuse_without_feature(&args, "prometheus", &["metrics-addr"]) {
+        return code;
+    }
+    // Before the server is made: it registers its metrics with the recorder then in force.
+    #[cfg(feature = "prometheus")]
+    if let Some(metrics_addr) = args.given("metrics-addr") {
+        match prometheus::serve(metrics_addr) {
+            Ok(addr) => eprintln!("echo_server: Prometheus metrics at http://{addr}/metrics"),
+            Err(error) => {
+                let context = format!("echo_server: cannot serve metrics on {metrics_addr}");
+                return cli::fail(&context, &*error);
+            }
+        }
     }
     #[cfg(feature = "tls")]
     match tls_settings(&args) {

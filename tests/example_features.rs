@@ -46,3 +46,22 @@ async fn tls_flags_without_the_tls_feature_are_refused_with_how_to_build_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_addr_without_the_prometheus_feature_is_refused_with_how_to_build_it() {
+    let programs = plain_programs().await;
+    for (program, name) in [
+        (&programs.echo_server, "echo_server"),
+        (&programs.client, "client"),
+    ] {
+        let out = run(program, &["--metrics-addr", "127.0.0.1:0"]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{name}: --metrics-addr needs the `prometheus` feature"
+            )) && stderr.contains("--features prometheus"),
+            "{name}: {stderr}"
+        );
+    }
+}

@@ -21,8 +21,15 @@ const MAX_CRATES: usize = 64;
 const NOT_FOR_THE_DEMO: [&str; 4] = ["criterion", "deadpool", "bb8", "redis"];
 
 /// The crates of the root package's optional features (`tls`: rustls and ring, and rcgen for
-/// its tests), off by default.
-const NOT_WITHOUT_A_FEATURE: [&str; 4] = ["rustls", "ring", "tokio-rustls", "rcgen"];
+/// its tests; `prometheus`: the exporter and its HTTP server), off by default.
+const NOT_WITHOUT_A_FEATURE: [&str; 6] = [
+    "rustls",
+    "ring",
+    "tokio-rustls",
+    "rcgen",
+    "metrics-exporter-prometheus",
+    "hyper",
+];
 
 /// The names of every package an example of the root package builds: the root package and
 /// its normal, build and dev dependencies, transitively, for this machine's target.

@@ -6,8 +6,10 @@
 //! needs the programs runs `cargo build` for them with the cargo that built this test, in the
 //! same profile and with the same root features (`tls`, `prometheus`: those this test was
 //! built with), and takes their paths from cargo's JSON messages. The PKI is written by
-//! transport-json's `tls_certs` example, built in the same run: rcgen is a dev-dependency of
-//! transport-json alone, so the demo's build never compiles it.
+//! transport-json's `tls_certs` example: rcgen is a dev-dependency of transport-json alone,
+//! so the demo's build never compiles it. That example is built by a cargo run of its own:
+//! building it with the others would build them with transport-json's dev-dependencies'
+//! features too (its `tls` and `metrics`), not as a user's `cargo run --example` does.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -25,17 +27,18 @@ const BUILD_BOUND: Duration = Duration::from_secs(600);
 /// The bound on a run of a program, or on a program's start.
 pub const RUN_BOUND: Duration = Duration::from_secs(60);
 
-/// The built programs.
+/// The built example programs of this package.
 pub struct Programs {
     pub echo_server: PathBuf,
     pub client: PathBuf,
-    pub tls_certs: PathBuf,
 }
 
 /// The programs with this test's features, built at most once per test binary.
 static PROGRAMS: OnceCell<Programs> = OnceCell::const_new();
 /// The programs with no optional feature, built at most once per test binary.
 static PLAIN_PROGRAMS: OnceCell<Programs> = OnceCell::const_new();
+/// transport-json's `tls_certs`, built at most once per test binary.
+static TLS_CERTS: OnceCell<PathBuf> = OnceCell::const_new();
 
 /// The programs built with this test's features; the first caller builds them, the others
 /// wait for it.
@@ -58,53 +61,85 @@ fn features() -> String {
     if cfg!(feature = "tls") {
         features.push("mux-pool/tls");
     }
+    if cfg!(feature = "prometheus") {
+        features.push("mux-pool/prometheus");
+    }
     features.join(",")
 }
 
-/// Runs `cargo build` for `echo_server` and `client` (this package) and `tls_certs`
-/// (transport-json) in this test's profile, with `features` (`,`-separated, or empty).
+/// transport-json's `tls_certs` example program; the first caller builds it.
+async fn tls_certs() -> &'static Path {
+    TLS_CERTS
+        .get_or_init(|| async {
+            let mut built = cargo_build(&["-p", "transport-json", "--example", "tls_certs"]).await;
+            built.remove(0)
+        })
+        .await
+}
+
+/// Runs `cargo build` for `echo_server` and `client` in this test's profile, with `features`
+/// (`,`-separated, or empty).
 async fn build(features: String) -> Programs {
+    let mut args = vec![
+        "-p",
+        "mux-pool",
+        "--example",
+        "echo_server",
+        "--example",
+        "client",
+    ];
+    if !features.is_empty() {
+        args.extend(["--features", &features]);
+    }
+    let mut built = cargo_build(&args).await.into_iter();
+    Programs {
+        echo_server: built.next().expect("two programs"),
+        client: built.next().expect("two programs"),
+    }
+}
+
+/// Runs `cargo build ARGS` in this test's profile; returns the executables of the examples
+/// `ARGS` names with `--example`, in their order.
+async fn cargo_build(args: &[&str]) -> Vec<PathBuf> {
     let mut command = Command::new(env!("CARGO"));
     command
-        .args(["build", "-p", "mux-pool", "-p", "transport-json"])
-        .args(["--example", "echo_server", "--example", "client"])
-        .args(["--example", "tls_certs"])
+        .arg("build")
+        .args(args)
         .args(["--profile", &profile()])
         .args(["--message-format", "json-render-diagnostics"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .kill_on_drop(true);
-    if !features.is_empty() {
-        command.args(["--features", &features]);
-    }
     let output = timeout(BUILD_BOUND, command.output())
         .await
         .expect("the programs build within the bound")
         .expect("cargo runs");
     assert!(
         output.status.success(),
-        "building the programs failed ({}):\n{}",
+        "`cargo build {}` failed ({}):\n{}",
+        args.join(" "),
         output.status,
         String::from_utf8_lossy(&output.stderr),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let executable = |name: &str| {
+    let executable = |name: &&str| {
         stdout
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .find(|m| {
                 m["reason"] == "compiler-artifact"
-                    && m["target"]["name"] == name
+                    && m["target"]["name"] == *name
                     && m["target"]["kind"][0] == "example"
             })
             .and_then(|m| m["executable"].as_str().map(PathBuf::from))
             .unwrap_or_else(|| panic!("cargo's messages name the {name} example's executable"))
     };
-    Programs {
-        echo_server: executable("echo_server"),
-        client: executable("client"),
-        tls_certs: executable("tls_certs"),
-    }
+    let examples = args
+        .iter()
+        .zip(args.iter().skip(1))
+        .filter(|(flag, _)| **flag == "--example")
+        .map(|(_, name)| name);
+    examples.map(executable).collect()
 }
 
 /// This test's cargo profile, read off its directory (`target/<dir>/deps/<test>`).
@@ -142,7 +177,7 @@ impl Pki {
         let pki = Pki { dir };
         let output = timeout(
             RUN_BOUND,
-            Command::new(&programs().await.tls_certs)
+            Command::new(tls_certs().await)
                 .arg(&pki.dir)
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
