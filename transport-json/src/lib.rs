@@ -129,7 +129,10 @@
 //!   client finishes its side of the handshake before the server checks its certificate,
 //!   so a client without an accepted one sees `connect` succeed and its first request fail
 //!   with [`Error::Closed`] (`received fatal alert: CertificateRequired`); the server never
-//!   reads a request from it. Cost, measured with the release examples on loopback (a 2-core
+//!   reads a request from it. After a failed handshake the server shuts its side down and
+//!   drains what the client still sends, for 1 s at most, before it closes: closing with the
+//!   client's requests unread made the kernel reset the connection, and the client then saw
+//!   `Broken pipe` on its next write instead of the alert that says why. Cost, measured with the release examples on loopback (a 2-core
 //!   VM shared with other builds; `client --requests 200000 --concurrency 64 --pool-size 4
 //!   --max-streams 16`, 5 runs each, interleaved): median 470 ms plain, 556 ms TLS (runs
 //!   434-479 and 485-788 ms), about 15 % fewer requests a second; mutual TLS ran within the
