@@ -151,3 +151,30 @@ async fn client_serves_its_pool_metrics_while_it_runs() {
     );
     client.kill().await.expect("the client stops");
 }
+
+#[tokio::test]
+async fn a_metrics_addr_that_is_not_ip_and_port_is_refused() {
+    let programs = programs().await;
+    for (program, name) in [
+        (&programs.echo_server, "echo_server"),
+        (&programs.client, "client"),
+    ] {
+        let command = Command::new(program)
+            .args(["--addr", "127.0.0.1:0", "--metrics-addr", "metrics.example"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = timeout(RUN_BOUND, command)
+            .await
+            .expect("refused at once")
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{name}: cannot serve metrics on metrics.example: \"metrics.example\" is not IP:PORT"
+            )),
+            "{name}: {stderr}"
+        );
+    }
+}
