@@ -7,7 +7,20 @@
 //! # rec1: 2025-01-01T12:00:00.123456789Z: server: hello, 1
 //! # ...
 //! cargo run --release --example client -- --addr unix:/tmp/echo.sock   # over a Unix socket
+//! cargo run --release --features tls --example client -- --addr 127.0.0.1:3443 \
+//!     --tls-ca ca.pem                                              # TLS
+//! cargo run --release --features tls --example client -- --addr 127.0.0.1:3443 \
+//!     --tls-ca ca.pem --tls-cert client.pem --tls-key client.key   # mutual TLS
 //! ```
+//!
+//! `--tls-ca F` connects over TLS, trusting the CA certificates of the PEM file `F` and
+//! expecting the server's certificate to name `--tls-server-name` (default `localhost`);
+//! `--tls-cert` and `--tls-key` present a client certificate to a server that asks for one.
+//! The TLS flags need the root package's `tls` feature (rustls); a build without it refuses
+//! them and says so.
+//!
+//! `--metrics-addr ADDR` (feature `prometheus`) serves the pool's metrics as Prometheus text
+//! at `http://ADDR/metrics` while the client runs (labelled `pool="client"`).
 //!
 //! Request `i` (from 1) carries `Uid` and `Val` `i`; its response is printed as
 //! `rec<i>: <Ts>: <Val>` (`rec<i>: <Val>` when it has no `Ts`), in the order responses arrive
@@ -37,6 +50,9 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[cfg(feature = "prometheus")]
+#[path = "support/prometheus.rs"]
+mod prometheus;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -48,6 +64,8 @@ use cli::{Flag, Spec};
 use pool::Pool;
 use pool::balance::Balanced;
 use tokio::time::Instant;
+#[cfg(feature = "tls")]
+use transport_json::tls::TlsConnect;
 use transport_json::{ConnectOptions, JsonManager, Message, Resp};
 
 static SPEC: Spec = Spec {
@@ -102,8 +120,42 @@ static SPEC: Spec = Spec {
             default: "",
             help: "print only the summary, not each response",
         },
+        Flag {
+            name: "tls-ca",
+            value: Some("FILE"),
+            default: "",
+            help: "connect over TLS, trusting the CA certificates of this PEM file (feature tls)",
+        },
+        Flag {
+            name: "tls-server-name",
+            value: Some("NAME"),
+            default: "localhost",
+            help: "with --tls-ca: the name the server's certificate must carry",
+        },
+        Flag {
+            name: "tls-cert",
+            value: Some("FILE"),
+            default: "",
+            help: "with --tls-ca: present this PEM client certificate (mutual TLS)",
+        },
+        Flag {
+            name: "tls-key",
+            value: Some("FILE"),
+            default: "",
+            help: "the PEM private key of --tls-cert",
+        },
+        Flag {
+            name: "metrics-addr",
+            value: Some("ADDR"),
+            default: "",
+            help: "serve the pool's Prometheus text at http://ADDR/metrics (feature prometheus)",
+        },
     ],
 };
+
+/// The flags of the `tls` feature, refused without it.
+#[cfg(not(feature = "tls"))]
+const TLS_FLAGS: [&str; 4] = ["tls-ca", "tls-server-name", "tls-cert", "tls-key"];
 
 /// The most failures printed in full; the rest are only counted.
 const SHOWN_ERRORS: usize = 10;
@@ -167,9 +219,33 @@ async fn main() -> ExitCode {
         .checked_add(deadline_after)
         .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
 
+    #[cfg(not(feature = "tls"))]
+    if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
+        return code;
+    }
+    #[cfg(not(feature = "prometheus"))]
+    if let Err(code) = cli::refuse_without_feature(&args, "prometheus", &["metrics-addr"]) {
+        return code;
+    }
+    // Before the pool is built: it registers its metrics with the recorder then in force.
+    #[cfg(feature = "prometheus")]
+    if let Some(metrics_addr) = args.given("metrics-addr") {
+        match prometheus::serve(metrics_addr) {
+            Ok(addr) => eprintln!("client: Prometheus metrics at http://{addr}/metrics"),
+            Err(error) => {
+                let context = format!("client: cannot serve metrics on {metrics_addr}");
+                return cli::fail(&context, &*error);
+            }
+        }
+    }
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(10)));
+    #[cfg(feature = "tls")]
+    let options = match tls_settings(&args) {
+        Ok(tls) => options.tls(tls),
+        Err(code) => return code,
+    };
     // One endpoint per comma-separated address: new connections go to the one with the
     // fewest, and a server that fails is ejected for a while (`pool::balance`).
     let addrs = addr.split(',').map(str::trim).filter(|a| !a.is_empty());
@@ -182,6 +258,7 @@ async fn main() -> ExitCode {
         Err(error) => return cli::fail("client: invalid --addr", &error),
     };
     let pool = match Pool::builder(manager)
+        .name("client")
         .max_size(args.positive("pool-size"))
         .max_streams(args.positive("max-streams"))
         .connect_timeout(Duration::from_secs(5))
@@ -230,6 +307,33 @@ async fn main() -> ExitCode {
     let elapsed = started.elapsed();
     run.pool.close().await;
     summarize(&run, &addr, total, elapsed)
+}
+
+/// The TLS settings of `--tls-ca`, `--tls-server-name`, `--tls-cert` and `--tls-key`;
+/// `None` without `--tls-ca`.
+#[cfg(feature = "tls")]
+fn tls_settings(args: &cli::Args) -> Result<Option<TlsConnect>, ExitCode> {
+    let name = args.value("tls-server-name");
+    let tls = match (
+        args.given("tls-ca"),
+        args.given("tls-cert"),
+        args.given("tls-key"),
+    ) {
+        (None, None, None) if args.given("tls-server-name").is_none() => return Ok(None),
+        (Some(ca), None, None) => TlsConnect::from_ca_file(ca, name),
+        (Some(ca), Some(cert), Some(key)) => {
+            TlsConnect::from_ca_file_with_client_cert(ca, cert, key, name)
+        }
+        _ => {
+            eprintln!(
+                "client: --tls-cert and --tls-key go together; they and --tls-server-name \
+                 need --tls-ca"
+            );
+            return Err(ExitCode::from(2));
+        }
+    };
+    tls.map(Some)
+        .map_err(|error| cli::fail("client: invalid TLS settings", &error))
 }
 
 /// Prints the summary on stderr and returns the exit status. When some request was not

@@ -20,6 +20,17 @@ const MAX_CRATES: usize = 64;
 /// The crates only the benches and the Redis example need.
 const NOT_FOR_THE_DEMO: [&str; 4] = ["criterion", "deadpool", "bb8", "redis"];
 
+/// The crates of the root package's optional features (`tls`: rustls and ring, and rcgen for
+/// its tests; `prometheus`: the exporter and its HTTP server), off by default.
+const NOT_WITHOUT_A_FEATURE: [&str; 6] = [
+    "rustls",
+    "ring",
+    "tokio-rustls",
+    "rcgen",
+    "metrics-exporter-prometheus",
+    "hyper",
+];
+
 /// The names of every package an example of the root package builds: the root package and
 /// its normal, build and dev dependencies, transitively, for this machine's target.
 fn demo_dependencies() -> BTreeSet<String> {
@@ -68,5 +79,20 @@ fn the_demo_builds_at_most_fifty_crates() {
          allows (the README quotes the first build's time): give test-only dependencies to the \
          package whose tests use them. The crates: {crates:?}",
         crates.len()
+    );
+}
+
+#[test]
+fn the_demo_builds_no_crate_of_an_optional_feature() {
+    let crates = demo_dependencies();
+    let optional: Vec<&str> = NOT_WITHOUT_A_FEATURE
+        .into_iter()
+        .filter(|name| crates.contains(*name))
+        .collect();
+    assert!(
+        optional.is_empty(),
+        "`cargo run --example demo` now builds {optional:?}: a root package's feature is on by \
+         default, or a dev-dependency turns one on, or a test-only crate is a dev-dependency of \
+         the root package (make it one of the package whose tests use it)"
     );
 }

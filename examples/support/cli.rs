@@ -227,6 +227,22 @@ pub fn chain(error: &(dyn Error + 'static)) -> String {
     text
 }
 
+/// For a program built without the cargo feature `feature`: refuses the first of `flags` given
+/// on the command line with a message that says how to build with it, and the usage status 2.
+/// `Ok` when none of them is given.
+pub fn refuse_without_feature(args: &Args, feature: &str, flags: &[&str]) -> Result<(), ExitCode> {
+    match flags.iter().find(|flag| args.given.contains(flag)) {
+        None => Ok(()),
+        Some(flag) => {
+            let name = args.spec.name;
+            eprintln!(
+                "{name}: --{flag} needs the `{feature}` feature, which this build of {name}                  lacks: build with `--features {feature}` (cargo run --release --features                  {feature} --example {name} -- ...)"
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// Prints `context: <error chain>` to stderr and returns a failing exit code.
 pub fn fail(context: &str, error: &(dyn Error + 'static)) -> ExitCode {
     eprintln!("{context}: {}", chain(error));

@@ -18,8 +18,9 @@
 //! - Listeners: [`bind`](Server::bind) and [`from_listener`](Server::from_listener) serve
 //!   TCP, [`bind_unix`](Server::bind_unix) a Unix domain socket (its file removed when the
 //!   server stops), and [`new`](Server::new) any [`Listener`], for streams of your own (an
-//!   in-memory channel of `tokio::io::duplex` pairs, TLS, a simulated network). Every
-//!   listener gets the same behaviour below; only TCP sockets get `TCP_NODELAY` and keepalive.
+//!   in-memory channel of `tokio::io::duplex` pairs, TLS with `tls::TlsListener` of feature
+//!   `tls`, a simulated network). Every listener gets the same behaviour below; only TCP
+//!   sockets get `TCP_NODELAY` and keepalive.
 //! - Connections: at most [`ServerConfig::max_connections`] are served at once. At the cap the
 //!   server accepts one more client and makes room for it by closing the connection that has
 //!   been idle (no request in flight, nothing to write) the longest; when every connection is
@@ -47,6 +48,23 @@
 //!   let the running requests finish and their responses flush, then close the connections.
 //!   Whatever has not finished after [`ServerConfig::shutdown_timeout`] is dropped.
 //!
+//! # Metrics
+//! With the `metrics` feature the server reports through the
+//! [`metrics`](https://docs.rs/metrics) facade, which exporters (Prometheus and others) plug
+//! into; each metric is labelled `server = <where it listens>` ([`Server::local`]). The
+//! handles are registered when the server is made ([`Server::new`], [`Server::bind`] ...),
+//! so install the recorder before. Tested by `tests/server_metrics.rs`.
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `json_server.connections.accepted` | counter | clients accepted |
+//! | `json_server.connections` | gauge | connections open (served) |
+//! | `json_server.requests.answered` | counter | responses made, `Err` rejections included; counted before they are written |
+//! | `json_server.decode_errors` | counter | input that is not a request frame (malformed JSON, not an object, a frame too long), each closing its connection |
+//!
+//! A connection adds to the shared counters once per event, and to the answers once per
+//! write, however many answers the write carries.
+//!
 //! # Decisions
 //! - The server bounds what a client may hold without doing its part: an idle timeout
 //!   (15 min, longer than the pool's 10 min idle timeout so the client side retires first), a
@@ -73,6 +91,7 @@ mod deadline;
 mod handler;
 mod idle;
 mod listener;
+mod report;
 mod running;
 mod signal;
 
@@ -96,6 +115,7 @@ pub use handler::{EchoHandler, Handler, HandlerFn, handler_fn, rfc3339_nanos};
 use idle::Registry;
 pub use listener::Listener;
 use listener::Unlink;
+use report::Report;
 pub use running::RunningServer;
 pub use signal::shutdown_signal;
 
@@ -115,6 +135,8 @@ pub struct Server<H = EchoHandler, L = TcpListener> {
     unlink: Option<Unlink>,
     config: ServerConfig,
     handler: Arc<H>,
+    /// The metrics of feature `metrics`, registered when the server is made.
+    report: Report,
 }
 
 impl Server<EchoHandler> {
@@ -168,8 +190,10 @@ impl<L: Listener> Server<EchoHandler, L> {
     /// # Errors
     /// The listener's [`local`](Listener::local) end could not be read.
     pub fn new(listener: L, config: ServerConfig) -> io::Result<Self> {
+        let local = listener.local()?;
         Ok(Self {
-            local: listener.local()?,
+            report: Report::new(&local),
+            local,
             listener,
             unlink: None,
             config,
@@ -194,6 +218,7 @@ impl<H: Handler, L: Listener> Server<H, L> {
             unlink: self.unlink,
             config: self.config,
             handler: Arc::new(handler),
+            report: self.report,
         }
     }
 
@@ -256,6 +281,7 @@ impl<H: Handler, L: Listener> Server<H, L> {
             unlink,
             config,
             handler,
+            report,
         } = self;
         // Closed with the listener, so the socket file goes when the listener does.
         let listener_closed = |listener: L| {
@@ -315,6 +341,7 @@ impl<H: Handler, L: Listener> Server<H, L> {
                     match accepted {
                         Ok((stream, peer)) => {
                             backoff = ACCEPT_BACKOFF_MIN;
+                            report.accepted();
                             if slot.is_none() {
                                 evicting = registry.evict_idlest();
                                 debug!(%peer, evicting, "at the connection cap");
@@ -348,6 +375,7 @@ impl<H: Handler, L: Listener> Server<H, L> {
                     active: Arc::clone(&active),
                     timeouts,
                     idle,
+                    report: report.clone(),
                 };
                 let task = connections.spawn(connection::serve(stream, peer, cx, permit));
                 registry.insert(task.id(), idle_slot);

@@ -54,13 +54,27 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Opening the TCP connection took longer than the connect timeout.
+    /// Opening the TCP connection (and the TLS handshake, with TLS) took longer than the
+    /// connect timeout.
     #[error("connecting to {addr} timed out after {timeout:?}")]
     ConnectTimeout {
         /// The address as configured.
         addr: String,
         /// The connect timeout that fired.
         timeout: Duration,
+    },
+    /// The TLS handshake failed (feature `tls`): the server's certificate was refused (the
+    /// source reads, for example, `invalid peer certificate: UnknownIssuer` for a certificate
+    /// of another CA, or `NotValidForName`), the server refused ours, or it does not speak
+    /// TLS.
+    #[error("TLS handshake with {addr} failed")]
+    Tls {
+        /// The address as configured.
+        addr: String,
+        /// What rustls said (an `InvalidData` error carrying a `rustls::Error`), or the
+        /// socket's error.
+        #[source]
+        source: io::Error,
     },
     /// The server answered the request with an `Err` field; the connection stays usable.
     #[error("the server rejected the request: {0}")]

@@ -34,7 +34,8 @@ pub struct ConnectOptions {
     /// tried in turn. Or `unix:PATH` for the Unix domain socket at `PATH` (absolute, as
     /// `unix:/run/echo.sock`, or relative to the working directory). Default `127.0.0.1:3000`.
     pub addr: String,
-    /// How long resolving and opening the TCP connection may take in all. Default 5 s.
+    /// How long resolving and opening the TCP connection, and the TLS handshake when
+    /// `tls` is set, may take in all. Default 5 s.
     pub connect_timeout: Duration,
     /// `TCP_NODELAY`: send small requests at once instead of waiting (Nagle). Default true:
     /// the writer already batches what is queued.
@@ -79,6 +80,12 @@ pub struct ConnectOptions {
     /// The longest frame accepted from the server and the longest request sent (newline
     /// included). Default [`DEFAULT_MAX_FRAME`] (1 MiB).
     pub max_frame: usize,
+    /// TLS (feature `tls`): when set, [`Conn::connect`](super::Conn::connect) runs a TLS
+    /// handshake on the TCP or Unix stream it opened, within what is left of
+    /// [`connect_timeout`](ConnectOptions::connect_timeout), and the connection runs over
+    /// TLS. Default `None`: plain text.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConnect>,
 }
 
 impl Default for ConnectOptions {
@@ -95,6 +102,8 @@ impl Default for ConnectOptions {
             close_unresponsive: true,
             max_in_flight: None,
             max_frame: DEFAULT_MAX_FRAME,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -175,6 +184,14 @@ impl ConnectOptions {
     #[must_use]
     pub fn max_frame(mut self, max: usize) -> Self {
         self.max_frame = max;
+        self
+    }
+
+    /// Sets [`tls`](ConnectOptions::tls) (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: Option<crate::tls::TlsConnect>) -> Self {
+        self.tls = tls;
         self
     }
 

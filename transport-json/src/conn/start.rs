@@ -14,7 +14,9 @@ impl Conn {
     /// Resolves `options.addr`, connects within `options.connect_timeout`, sets the socket
     /// options, and starts the connection's reader and writer tasks. An address written
     /// `unix:PATH` connects to the Unix domain socket at `PATH` instead (the TCP socket
-    /// options do not apply to it). For any other stream, see
+    /// options do not apply to it). With `ConnectOptions::tls` set (feature `tls`), a TLS
+    /// handshake then runs on the stream, within what is left of the connect timeout, and the
+    /// connection runs over TLS (split with [`tokio::io::split`]). For any other stream, see
     /// [`from_stream`](Conn::from_stream).
     ///
     /// Needs a Tokio runtime.
@@ -23,16 +25,24 @@ impl Conn {
     /// [`Error::Connect`] when resolving, connecting or setting a socket option failed (for a
     /// Unix socket: no socket at the path, nobody listening on it, no permission, an empty
     /// path, or a platform without Unix sockets); [`Error::ConnectTimeout`] when the connect
-    /// timeout fired.
+    /// timeout fired; with `ConnectOptions::tls` set, [`Error::Tls`] when the handshake
+    /// failed (a certificate refused, a server that does not speak TLS).
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future before it completes closes any socket it opened and
     /// starts no task.
     pub async fn connect(options: &ConnectOptions) -> Result<Conn, Error> {
+        #[cfg(feature = "tls")]
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
         // Each stream splits into owned halves of its own type: no lock between the tasks.
         match options.open().await? {
             Opened::Tcp(stream) => {
                 let ends = Ends::of_tcp(&stream).map_err(|source| options.connect_error(source))?;
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &options.tls {
+                    let stream = tls.handshake(stream, options, deadline).await?;
+                    return Ok(Conn::start_split(stream, ends, options));
+                }
                 let (read, write) = stream.into_split();
                 Ok(Conn::start(read, write, ends, options))
             }
@@ -40,6 +50,11 @@ impl Conn {
             Opened::Unix(stream) => {
                 let ends =
                     Ends::of_unix(&stream).map_err(|source| options.connect_error(source))?;
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &options.tls {
+                    let stream = tls.handshake(stream, options, deadline).await?;
+                    return Ok(Conn::start_split(stream, ends, options));
+                }
                 let (read, write) = stream.into_split();
                 Ok(Conn::start(read, write, ends, options))
             }
@@ -76,11 +91,19 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (read, write) = tokio::io::split(stream);
         let ends = Ends {
             local: Endpoint::named("local"),
             peer,
         };
+        Conn::start_split(stream, ends, options)
+    }
+
+    /// [`start`](Conn::start) on the halves of [`tokio::io::split`].
+    fn start_split<S>(stream: S, ends: Ends, options: &ConnectOptions) -> Conn
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
         Conn::start(read, write, ends, options)
     }
 

@@ -68,6 +68,7 @@ use tracing::{debug, warn};
 use super::deadline::{Deadlines, Timeouts};
 use super::handler::Handler;
 use super::idle::Marker;
+use super::report::{ConnectionReport, Report};
 use crate::codec::{CodecError, JsonCodec};
 use crate::conn::Endpoint;
 use crate::wire::{Message, Resp};
@@ -97,21 +98,26 @@ pub(super) struct Context<H> {
     pub(super) timeouts: Timeouts,
     /// The connection's idle stamp, read by the accept loop at the cap.
     pub(super) idle: Marker,
+    /// The server's metrics (feature `metrics`).
+    pub(super) report: Report,
 }
 
-/// Keeps the server's count of open connections right however the connection ends.
-struct Active(Arc<AtomicUsize>);
+/// Keeps the server's count of open connections (and its gauge) right however the
+/// connection ends.
+struct Active(Arc<AtomicUsize>, Report);
 
 impl Active {
-    fn enter(count: Arc<AtomicUsize>) -> Self {
+    fn enter(count: Arc<AtomicUsize>, report: Report) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+        report.opened();
+        Self(count, report)
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.closed();
     }
 }
 
@@ -128,7 +134,7 @@ pub(super) async fn serve<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
     cx: Context<H>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let _active = Active::enter(Arc::clone(&cx.active));
+    let _active = Active::enter(Arc::clone(&cx.active), cx.report.clone());
     debug!(%peer, "connection opened");
     let mut conn = Connection {
         handler: &*cx.handler,
@@ -151,6 +157,7 @@ pub(super) async fn serve<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
         idle: cx.idle,
         idle_since: None,
         started: false,
+        report: ConnectionReport::new(&cx.report),
     };
     let mut shutdown = pin!(cx.shutdown.cancelled());
     let end = std::future::poll_fn(|task| {
@@ -206,6 +213,7 @@ struct Connection<'h, H, F, S> {
     idle_since: Option<Instant>,
     /// A request was started since the last wait.
     started: bool,
+    report: ConnectionReport,
 }
 
 /// What stopped [`Connection::take_requests`].
@@ -301,6 +309,7 @@ where
                     // and the client learns of the close right after them (and why, when the
                     // frame was too long).
                     log_read_error(&self.peer, &error);
+                    self.report.decode_failed(&error);
                     if let CodecError::FrameTooLong { max } = error {
                         let why = format!("frame too large: more than {max} bytes");
                         self.encode(&rejection(String::new(), &why));
@@ -318,7 +327,10 @@ where
         // A `Resp` is all strings: encoding cannot fail, but if it ever did, losing one
         // answer is better than losing the connection.
         match self.codec.encode(resp, &mut self.output) {
-            Ok(()) => self.unwritten += 1,
+            Ok(()) => {
+                self.unwritten += 1;
+                self.report.answered();
+            }
             Err(error) => {
                 warn!(peer = %self.peer, %error, "could not encode a response; dropped it")
             }
@@ -328,6 +340,9 @@ where
     /// Writes `output` while the socket takes it; leaves the waker registered if it could not
     /// write everything. A failed write ends reading and drops the output.
     fn poll_write_out(&mut self, task: &mut task::Context<'_>) {
+        if !self.output.is_empty() {
+            self.report.before_write();
+        }
         while !self.output.is_empty() {
             match Pin::new(&mut self.stream).poll_write(task, &self.output) {
                 Poll::Ready(Ok(0)) => return self.fail_write(io::ErrorKind::WriteZero.into()),
