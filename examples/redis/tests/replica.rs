@@ -68,8 +68,8 @@ async fn write(pool: &Pool<RedisManager>, key: &str, value: &str) -> Result<(), 
 async fn writes_wait_for_the_replica_and_reads_spread_over_primary_and_replica() {
     const TASKS: usize = 64;
     const PAIRS: usize = 4;
-    let primary = RedisServer::start(free_port()).await;
-    let replica = RedisServer::start_replica(free_port(), primary.port()).await;
+    let mut primary = RedisServer::start(free_port()).await;
+    let replica = RedisServer::start_replica(free_port(), &mut primary).await;
     let writes = write_pool(&primary);
     let reads = read_pool(&primary, &replica);
 
@@ -181,8 +181,8 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
     const READERS: usize = 16;
     const WARM_READS: usize = 64;
     const READS_AFTER: usize = 256;
-    let primary = RedisServer::start(free_port()).await;
-    let mut replica = RedisServer::start_replica(free_port(), primary.port()).await;
+    let mut primary = RedisServer::start(free_port()).await;
+    let mut replica = RedisServer::start_replica(free_port(), &mut primary).await;
     let writes = write_pool(&primary);
     let reads = read_pool(&primary, &replica);
     // Ejected at its first failure, so "after the ejection" is the moment its connection
