@@ -32,6 +32,12 @@
 //!   ([`WriteError::NotReplicated`]), never a silent success. It costs one more round trip
 //!   per write and stalls writes while a replica is down, which is the price of
 //!   read-your-writes on replicas; a program that tolerates stale reads drops the WAIT.
+//! - Before the run, one write waits for every replica (10 s at most), since a replica
+//!   started just before may still be in its first sync (a primary with default settings
+//!   starts it after 5 s); a replica that never acknowledges stops the program with a hint.
+//! - WAIT counts the primary's replicas, whichever they are: it does not tell whether the
+//!   `--replica` URLs are those replicas. A dead one is ejected (its reads go to the others,
+//!   and the summary shows it ejected); a server that is not a replica shows as mismatches.
 //! - Decision: the WAIT timeout (1 s) stays under the connection's reply timeout (2 s), so a
 //!   slow replica is reported as `NotReplicated`, not as a reply timeout that would discard a
 //!   healthy primary connection.
@@ -487,6 +493,41 @@ async fn run_task(pools: Pools, task: usize, requests: usize, run: u128) -> Tall
     tally
 }
 
+/// How many times [`replicas_ready`] writes and waits `WAIT_TIMEOUT` before it gives up.
+const READY_ATTEMPTS: usize = 10;
+
+/// Writes a key on `conn` (the primary) and waits for `replicas` to acknowledge it, again
+/// while they do not, `READY_ATTEMPTS` times at most (10 s): a replica started just before
+/// the run may still be in its first sync, which a primary with default settings starts
+/// only after 5 s (`repl-diskless-sync-delay`), and whose writes a diskless primary streams
+/// only after the replica's next acknowledgement (up to 1 s more).
+async fn replicas_ready(
+    conn: &mut RedisConn,
+    replicas: usize,
+    run: u128,
+) -> Result<(), WriteError> {
+    let key = format!("mux-pool:example:{run}:ready");
+    let mut attempt = 1;
+    loop {
+        match conn
+            .set_replicated(&key, "1", 60, replicas, WAIT_TIMEOUT)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(WriteError::NotReplicated { acked, .. }) if attempt < READY_ATTEMPTS => {
+                if attempt == 1 {
+                    eprintln!(
+                        "waiting for {replicas} replica(s) to acknowledge a write ({acked} did); \
+                         a new replica's first sync takes a few seconds"
+                    );
+                }
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -495,12 +536,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// An error with its causes, on one line.
+/// An error with its causes, on one line; a cause whose text already ends the line (the
+/// `redis` crate repeats its source in its own message) is not repeated.
 fn chain(error: &dyn Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
-        text = format!("{text}: {inner}");
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text = format!("{text}: {inner_text}");
+        }
         cause = inner.source();
     }
     text
@@ -537,19 +582,37 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .build()?;
 
     // Fail fast, with a hint, when nothing listens at the URL.
-    if let Err(error) = writes.get().await {
-        eprintln!(
-            "could not reach Redis at {}: {}\nstart one with `redis-server` or pass --url",
-            args.url,
-            chain(&error)
-        );
-        std::process::exit(1);
-    }
-
+    let mut conn = match writes.get().await {
+        Ok(conn) => conn,
+        Err(error) => {
+            eprintln!(
+                "could not reach Redis at {}: {}\nstart one with `redis-server` or pass --url",
+                args.url,
+                chain(&error)
+            );
+            std::process::exit(1);
+        }
+    };
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    // And when the replicas do not acknowledge writes, rather than every write of the run
+    // failing `NotReplicated` after `WAIT_TIMEOUT`.
+    if !args.replicas.is_empty()
+        && let Err(error) = replicas_ready(&mut conn, args.replicas.len(), run).await
+    {
+        eprintln!(
+            "{} does not replicate to {} replica(s): {}\nstart them with `redis-server \
+             --replicaof <host> <port>`",
+            args.url,
+            args.replicas.len(),
+            chain(&error)
+        );
+        std::process::exit(1);
+    }
+    drop(conn);
+
     let pools = Pools {
         writes: writes.clone(),
         reads: reads.clone(),
@@ -593,7 +656,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     let commands = if args.replicas.is_empty() { 2 } else { 3 };
     println!(
-        "throughput: {:.0} commands/s  checkout+SET+GET latency p50 {:.2?} p99 {:.2?} max {:.2?}",
+        "throughput: {:.0} commands/s  latency per pair (checkouts included) p50 {:.2?} p99 {:.2?} max {:.2?}",
         (total.pairs * commands) as f64 / elapsed.as_secs_f64(),
         percentile(&total.latencies, 0.50),
         percentile(&total.latencies, 0.99),
