@@ -167,6 +167,14 @@ async fn writes_wait_for_the_replica_and_reads_spread_over_primary_and_replica()
     writes.close().await;
 }
 
+/// A read of the kill test as it ends, told to the test body.
+struct Ended {
+    started: Instant,
+    ended: Instant,
+    ok: bool,
+    on_replica: bool,
+}
+
 /// One read of the kill test.
 struct Read {
     started: Instant,
@@ -210,7 +218,7 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
 
     // Readers loop (bounded) until told to stop; each read is reported as it ends.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(Instant, Instant, bool)>();
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let readers: Vec<_> = (0..READERS)
         .map(|reader| {
             let (reads, stop, ended_tx) = (reads.clone(), Arc::clone(&stop), ended_tx.clone());
@@ -233,7 +241,12 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
                     });
                     drop(conn);
                     let ended = Instant::now();
-                    let _ = ended_tx.send((started, ended, outcome.is_ok()));
+                    let _ = ended_tx.send(Ended {
+                        started,
+                        ended,
+                        ok: outcome.is_ok(),
+                        on_replica: endpoint == "replica-1",
+                    });
                     seen.push(Read {
                         started,
                         ended,
@@ -247,12 +260,21 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
         .collect();
     drop(ended_tx);
 
-    let guard = Duration::from_secs(30);
-    for _ in 0..WARM_READS {
-        timeout(guard, ended_rx.recv())
+    // Under load before the kill: WARM_READS reads, some of them on the replica. (On a busy
+    // machine, the primary alone may serve the first reads while the replica's process
+    // waits for a core.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut warm, mut warm_on_replica) = (0, 0);
+    while warm < WARM_READS || warm_on_replica == 0 {
+        let read = tokio::time::timeout_at(deadline, ended_rx.recv())
             .await
-            .expect("reads go on")
+            .unwrap_or_else(|_| {
+                panic!("within 10 s: {warm} reads, {warm_on_replica} on the replica")
+            })
             .expect("a reader stopped early");
+        assert!(read.ok, "a read failed before the kill");
+        warm += 1;
+        warm_on_replica += usize::from(read.on_replica);
     }
     let killed_at = Instant::now();
     replica.kill();
@@ -265,7 +287,9 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let (mut cut_off, mut after) = (None, 0);
     while after < READS_AFTER {
-        let (started, ended, ok) = tokio::time::timeout_at(deadline, ended_rx.recv())
+        let Ended {
+            started, ended, ok, ..
+        } = tokio::time::timeout_at(deadline, ended_rx.recv())
             .await
             .unwrap_or_else(|_| {
                 panic!(
@@ -282,7 +306,7 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let all = timeout(guard, futures::future::join_all(readers))
+    let all = timeout(Duration::from_secs(30), futures::future::join_all(readers))
         .await
         .expect("the readers stop");
     let seen: Vec<Read> = all
