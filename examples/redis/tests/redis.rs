@@ -11,144 +11,18 @@
 #[path = "../src/main.rs"]
 #[allow(dead_code)]
 mod redis_example;
+#[allow(dead_code)]
+mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pool::{Pool, PoolError};
 use redis::RedisError;
 use redis_example::RedisManager;
+use support::{RedisServer, chain, free_port};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-
-/// A `redis-server` owned by the test: killed, waited for and its directory removed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    /// Starts `redis-server` on `port` without persistence, in a fresh temporary directory.
-    /// Returns at once; [`wait_ready`](RedisServer::wait_ready) waits until it answers.
-    fn spawn(port: u16) -> RedisServer {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mux-pool-redis-{}-{port}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory for redis-server");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                panic!(
-                    "cannot start `redis-server` ({error}). This test needs a real Redis server \
-                 binary on PATH and does not skip without one: install it with \
-                 `apt-get install redis-server` (scripts/test does this)."
-                )
-            }
-        };
-        RedisServer { child, port, dir }
-    }
-
-    /// Starts a server and waits until it answers PING.
-    async fn start(port: u16) -> RedisServer {
-        let mut server = RedisServer::spawn(port);
-        server.wait_ready().await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
-    }
-
-    /// Panics with the server's log if it has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "redis-server on port {} exited ({status}); its log:\n{}",
-                self.port,
-                self.log()
-            );
-        }
-    }
-
-    /// Polls PING over a fresh connection until it answers, with bounded retries.
-    async fn wait_ready(&mut self) {
-        let client = redis::Client::open(self.url()).expect("a valid URL");
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        for _ in 0..1000 {
-            self.assert_running();
-            let ping = async {
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await
-            };
-            if let Ok(Ok(pong)) = timeout(Duration::from_secs(1), ping).await
-                && pong == "PONG"
-            {
-                return;
-            }
-            tick.tick().await;
-        }
-        panic!(
-            "redis-server on port {} did not answer PING within the retries; its log:\n{}",
-            self.port,
-            self.log()
-        );
-    }
-
-    /// SIGKILL, then reap the process.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// An error with its causes, on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.ends_with(&inner_text) {
-            text = format!("{text}: {inner_text}");
-        }
-        cause = inner.source();
-    }
-    text
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("a local address").port()
-}
 
 fn pool_for(server: &RedisServer) -> Pool<RedisManager> {
     let manager = RedisManager::new(&server.url())
