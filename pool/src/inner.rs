@@ -1,6 +1,6 @@
 //! The pool's shared core: taking connections in and out, opening and discarding them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, oneshot};
@@ -28,8 +28,6 @@ pub(crate) struct Shared<M: Manager> {
     pub config: Config,
     pub metrics: Metrics,
     state: Mutex<State<M::Connection>>,
-    /// The count of callers waiting for a lease (the line's own), read without the lock.
-    leasers: Arc<AtomicUsize>,
     /// True while a maintenance task runs (in whichever runtime started it).
     maintenance_started: AtomicBool,
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
@@ -47,10 +45,8 @@ pub(crate) enum Connected<C, E> {
 impl<M: Manager> Shared<M> {
     pub fn new(manager: M, config: Config) -> Self {
         let state = State::new(config.max_size, config.min_idle, config.max_streams);
-        let leasers = state.waiters.leasers_count();
         Shared {
             manager,
-            leasers,
             metrics: Metrics::new(&config.name),
             config,
             state: Mutex::new(state),
@@ -85,7 +81,7 @@ impl<M: Manager> Shared<M> {
             in_use: size.saturating_sub(idle),
             connecting: state.connecting,
             waiting: state.waiters.len(),
-            leases: state.streams.leases(),
+            leases: state.streams.leases,
             discarded: shared.unslotted,
             counters: self.metrics.snapshot(),
         };
@@ -187,37 +183,11 @@ impl<M: Manager> Shared<M> {
         .unwrap_or(true)
     }
 
-    /// Ends a lease on the connection of `key`. A lease that is not its connection's last,
-    /// ending while no caller waits for a lease, takes no lock: it counts itself out of the
-    /// connection's atomic count, then drops its `Arc` (the count never falls to zero
-    /// without the lock, so whoever ends the last lease, under the lock, finds every other
-    /// lease counted out and waits the few instructions until their `Arc`s are gone:
-    /// [`wait_alone`](crate::streams::wait_alone)). Else, under the lock: wakes who was
-    /// served, and closes the connection if its last lease retired it.
-    ///
-    /// The count of callers waiting for a lease is read after the count goes down, and a
-    /// caller joining the line counts itself before it looks for room again, both in
-    /// sequentially consistent order: so either this end sees the waiter and serves it under
-    /// the lock, or the waiter sees the room.
+    /// Ends a lease on the connection of `key`: under the lock, then wakes who was served and
+    /// closes the connection if its last lease retired it.
     pub fn end_lease(self: &Arc<Self>, conn: SharedConn, key: Key, broken: bool) {
         let broken = broken
             || conn_ref::<M::Connection>(&conn).is_some_and(|conn| self.is_broken_shared(conn));
-        if !broken {
-            let count = conn.leases();
-            let mut leases = count.load(SeqCst);
-            while leases > 1 {
-                match count.compare_exchange_weak(leases, leases - 1, SeqCst, SeqCst) {
-                    Ok(_) => {
-                        drop(conn);
-                        if self.leasers.load(SeqCst) > 0 {
-                            self.serve_leasers(key);
-                        }
-                        return;
-                    }
-                    Err(now) => leases = now,
-                }
-            }
-        }
         let ended = {
             let mut state = self.lock();
             let ended = state.end_lease(conn, key, broken, |c| self.conn_is_broken(c));
@@ -225,20 +195,6 @@ impl<M: Manager> Shared<M> {
             ended
         };
         self.after_lease(ended);
-    }
-
-    /// Serves the callers waiting for a lease on the connection of `key`, which a lease
-    /// ended without the lock just left room on.
-    fn serve_leasers(self: &Arc<Self>, key: Key) {
-        let mut wakes = Vec::new();
-        {
-            let mut state = self.lock();
-            state.serve_leasers(key, &mut wakes);
-            state.debug_check();
-        }
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
     }
 
     /// A caller that wanted a connection of its own has left the line (served, timed out or

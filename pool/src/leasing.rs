@@ -74,12 +74,9 @@ where
         let mut times = Times::new(may_wait.then_some(shared.config.wait_timeout));
         let mut failed_connects = 0;
         loop {
-            let (step, refill, wakes) =
+            let (step, refill) =
                 std::future::poll_fn(|cx| Poll::Ready(self.decide_lease(&mut times, may_wait, cx)))
                     .await;
-            for waker in wakes.into_iter().flatten() {
-                waker.wake();
-            }
             shared.spawn_connects(refill);
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
@@ -145,11 +142,11 @@ where
         times: &mut Times,
         may_wait: bool,
         cx: &mut Context<'_>,
-    ) -> (Step<M::Connection>, usize, Vec<Option<std::task::Waker>>) {
+    ) -> (Step<M::Connection>, usize) {
         let shared = &self.shared;
         let mut state = shared.lock();
         if state.closed {
-            return (Step::Closed, 0, Vec::new());
+            return (Step::Closed, 0);
         }
         let check_interval = shared.config.check_interval;
         let placed = state.place_lease(
@@ -158,36 +155,22 @@ where
             |conn| shared.conn_is_broken(conn),
         );
         let mut may_wait = || may_wait && times.deadline() > times.now();
-        let join = if placed.is_some() || !state.idle.is_empty() {
-            false
-        } else if state.waiters.leasers() < state.opening_room && may_wait() {
-            true
-        } else if state.reserve_connects(1) == 1 {
-            let room = state.promise_room();
-            let refill = state.reserve_refill();
-            state.debug_check();
-            return (Step::Connect(room), refill, Vec::new());
-        } else if !may_wait() {
-            return (Step::Full, 0, Vec::new());
-        } else {
-            true
-        };
-        let mut wakes = Vec::new();
         let step = if let Some(placed) = placed {
             Step::Placed(placed)
-        } else if !join && let Some(live) = state.take_idle(shared.config.idle_order) {
+        } else if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Own(live)
+        } else if state.waiters.leasers() < state.opening_room && may_wait() {
+            Step::Wait(state.waiters.join(cx.waker().clone(), true))
+        } else if state.reserve_connects(1) == 1 {
+            Step::Connect(state.promise_room())
+        } else if !may_wait() {
+            Step::Full
         } else {
-            let ticket = state.waiters.join(cx.waker().clone(), true);
-            // Counted in line, this caller looks for room again: a lease that ended without
-            // the lock since `place_lease` looked saw no caller waiting, so it served none
-            // (`Shared::end_lease`).
-            state.serve_leasers_anywhere(&mut wakes);
-            Step::Wait(ticket)
+            Step::Wait(state.waiters.join(cx.waker().clone(), true))
         };
         let refill = state.reserve_refill();
         state.debug_check();
-        (step, refill, wakes)
+        (step, refill)
     }
 
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the

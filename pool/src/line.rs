@@ -8,8 +8,6 @@
 //! deadline never depends on a background task that may be gone with its runtime.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
 
 use crate::state::Grant;
@@ -56,10 +54,7 @@ pub(crate) struct Line<C> {
     slab: Vec<Option<Slot<C>>>,
     free: Vec<usize>,
     next_id: u64,
-    /// Shared with [`Shared`](crate::inner::Shared), which reads it without the lock: a lease
-    /// that ends without the lock serves nobody, so it takes the lock when this is not zero
-    /// (sequentially consistent on both sides, see `Shared::end_lease`).
-    leasers: Arc<AtomicUsize>,
+    leasers: usize,
 }
 
 impl<C> Line<C> {
@@ -69,23 +64,18 @@ impl<C> Line<C> {
             slab: Vec::new(),
             free: Vec::new(),
             next_id: 0,
-            leasers: Arc::new(AtomicUsize::new(0)),
+            leasers: 0,
         }
-    }
-
-    /// The count of callers waiting for a lease, to read without the lock.
-    pub fn leasers_count(&self) -> Arc<AtomicUsize> {
-        Arc::clone(&self.leasers)
     }
 
     /// Callers waiting for a lease.
     pub fn leasers(&self) -> usize {
-        self.leasers.load(SeqCst)
+        self.leasers
     }
 
     /// Callers waiting for a connection of their own.
     pub fn exclusive(&self) -> usize {
-        self.queue.len() - self.leasers()
+        self.queue.len() - self.leasers
     }
 
     /// Callers waiting.
@@ -120,7 +110,7 @@ impl<C> Line<C> {
             lease,
         };
         self.next_id += 1;
-        self.leasers.fetch_add(usize::from(lease), SeqCst);
+        self.leasers += usize::from(lease);
         self.queue.push_back(ticket);
         ticket
     }
@@ -166,7 +156,7 @@ impl<C> Line<C> {
     fn take(&mut self, ticket: Ticket) -> Option<Wake<C>> {
         if let Ok(at) = self.queue.binary_search_by_key(&ticket.id, |t| t.id) {
             self.queue.remove(at);
-            self.leasers.fetch_sub(usize::from(ticket.lease), SeqCst);
+            self.leasers -= usize::from(ticket.lease);
         }
         let slot = self.slab.get_mut(ticket.key).and_then(Option::take);
         self.free.push(ticket.key);
@@ -178,7 +168,7 @@ impl<C> Line<C> {
     pub fn serve(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
         match self.queue.pop_front() {
             Some(ticket) => {
-                self.leasers.fetch_sub(usize::from(ticket.lease), SeqCst);
+                self.leasers -= usize::from(ticket.lease);
                 Ok(self.settle(ticket, Wake::Granted(grant)))
             }
             None => Err(grant),
@@ -202,7 +192,7 @@ impl<C> Line<C> {
     /// Hands `grant` (a lease) to the oldest caller that waits for a lease, passing over
     /// callers that want a connection of their own; gives it back when no such caller waits.
     pub fn serve_leaser(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
-        if self.leasers() == 0 {
+        if self.leasers == 0 {
             return Err(grant);
         }
         let Some(ticket) = self
@@ -213,13 +203,13 @@ impl<C> Line<C> {
         else {
             return Err(grant);
         };
-        self.leasers.fetch_sub(1, SeqCst);
+        self.leasers -= 1;
         Ok(self.settle(ticket, Wake::Granted(grant)))
     }
 
     /// Fails every waiter with [`Wake::Closed`]; returns their wakers.
     pub fn close_all(&mut self) -> Vec<Waker> {
-        self.leasers.store(0, SeqCst);
+        self.leasers = 0;
         let tickets: Vec<_> = self.queue.drain(..).collect();
         tickets
             .into_iter()

@@ -11,14 +11,13 @@
 //! [`Manager::is_broken`]: crate::Manager::is_broken
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::SeqCst;
 use std::task::Waker;
 
 use tokio::time::Instant;
 
 use crate::info::ConnInfo;
 use crate::state::{Grant, Leased, Live, State};
-use crate::streams::{Key, Mode, SharedConn, unwrap, wait_alone};
+use crate::streams::{Key, Mode, SharedConn, unwrap};
 
 /// What is left to do after a lease ended, once the lock is released.
 pub(crate) struct Ended {
@@ -58,20 +57,21 @@ impl<C: 'static> State<C> {
     fn count_lease(&mut self, key: Key) -> Option<Leased> {
         let record = self.streams.get_mut(key)?;
         let conn = Arc::clone(record.conn.as_ref()?);
-        conn.leases().fetch_add(1, SeqCst);
+        record.leases += 1;
         record.info.uses += 1;
         let info = record.info;
+        self.streams.leases += 1;
         Some(Leased { conn, key, info })
     }
 
     /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
     fn uncount_lease(&mut self, lease: Leased) {
-        lease.conn.leases().fetch_sub(1, SeqCst);
         if let Some(record) = self.streams.get_mut(lease.key) {
+            record.leases -= 1;
             record.info.uses -= 1;
+            self.streams.leases -= 1;
         }
-        // The record still holds its own `Arc`, and this lease was not its last (the caller
-        // counted it a moment ago): dropping this one closes nothing.
+        // The record still holds its own `Arc`: dropping this one closes nothing.
         drop(lease.conn);
     }
 
@@ -96,11 +96,10 @@ impl<C: 'static> State<C> {
             .pick(self.max_streams, self.reserved_for_get())?;
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
-        let leases = record.leases();
-        if leases > 0 && idle_elsewhere {
+        if record.leases > 0 && idle_elsewhere {
             return None;
         }
-        if leases == 0 {
+        if record.leases == 0 {
             let now = now();
             let expired = record.info.expired(now);
             let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
@@ -115,8 +114,10 @@ impl<C: 'static> State<C> {
             record.idle_from = None;
             if due {
                 record.mode = Mode::Checking;
+                record.leases = 1;
                 record.info.uses += 1;
                 let conn = record.conn.take()?;
+                self.streams.leases += 1;
                 self.promise_room();
                 return Some(Placed::Check(key, conn));
             }
@@ -171,7 +172,7 @@ impl<C: 'static> State<C> {
         if let Some(record) = self.streams.get_mut(key)
             && record.info.expired(Instant::now())
         {
-            if record.mode == Mode::Open && record.leases() > 0 {
+            if record.mode == Mode::Open && record.leases > 0 {
                 record.mode = Mode::Draining;
             }
             return;
@@ -180,7 +181,7 @@ impl<C: 'static> State<C> {
             let room = self
                 .streams
                 .get_mut(key)
-                .is_some_and(|r| r.mode == Mode::Open && r.leases() < self.max_streams);
+                .is_some_and(|r| r.mode == Mode::Open && r.leases < self.max_streams);
             if !room {
                 return;
             }
@@ -233,8 +234,6 @@ impl<C: 'static> State<C> {
         record.info.last_used = now;
         let info = record.info;
         let lease_conn = Arc::clone(&conn);
-        // The checker's lease (the count was zero while the checker had it alone).
-        conn.leases().store(1, SeqCst);
         record.conn = Some(conn);
         self.serve_leasers(key, wakes);
         Some(Leased {
@@ -282,10 +281,7 @@ impl<C: 'static> State<C> {
         let mut ended = Ended::new();
         if self.streams.get_mut(key).is_none() {
             // Orphaned: the pool closed and let go of it. The last lease closes it.
-            if lease.leases().fetch_sub(1, SeqCst) == 1 {
-                wait_alone(&lease);
-                ended.close = Some(lease);
-            }
+            ended.close = Some(lease);
             return ended;
         }
         if broken {
@@ -297,21 +293,17 @@ impl<C: 'static> State<C> {
         }
         let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
+        self.streams.leases -= 1;
         let Some(record) = self.streams.get_mut(key) else {
             return ended;
         };
-        let left = lease.leases().fetch_sub(1, SeqCst) - 1;
+        record.leases -= 1;
         drop(lease);
-        if left > 0 {
-            if record.mode == Mode::Open && left < max_streams {
+        if record.leases > 0 {
+            if record.mode == Mode::Open && record.leases < max_streams {
                 self.serve_leasers(key, &mut ended.wakes);
             }
             return ended;
-        }
-        // Leases that ended without the lock counted themselves out before this one did;
-        // their `Arc`s go a few instructions later.
-        if let Some(conn) = record.conn.as_ref() {
-            wait_alone(conn);
         }
         // The last lease: nothing else borrows the connection now. No clock is read: a
         // lifetime that ended under the leases drained the connection already (the
@@ -444,8 +436,7 @@ impl<C: 'static> State<C> {
             .keys()
             .filter_map(|key| {
                 let record = self.streams.get(key)?;
-                let leases = record.leases();
-                (record.mode == Mode::Open && leases > 0).then_some((leases, key))
+                (record.mode == Mode::Open && record.leases > 0).then_some((record.leases, key))
             })
             .collect();
         leased.sort_by_key(|(leases, _)| *leases);

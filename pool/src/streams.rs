@@ -1,14 +1,10 @@
 //! [`Streams`]: the connections lent out as leases, each shared by up to `max_streams`
 //! callers, and the moves that place a lease.
 //!
-//! A shared connection lives in an `Arc` that its record and each of its leases hold, beside
-//! an atomic count of its leases; the record keeps its mode under the pool's lock. The count
-//! goes up only under the lock, and down to zero only under it: a lease that is not its
-//! connection's last may count itself out without the lock and drop its `Arc` right after
-//! (`Shared::end_lease`), so whoever ends the last lease, under the lock, waits the few
-//! instructions until those `Arc`s are gone ([`wait_alone`]). So whenever the lock holder
-//! reads "no lease", the record's `Arc` is the only one and the pool may borrow the
-//! connection mutably (`Arc::get_mut`) or take it back.
+//! A shared connection lives in an `Arc` that its record and each of its leases hold; the
+//! record keeps its count of leases and its mode under the pool's lock. Every lease drops its
+//! `Arc` under that lock, so whenever the record says "no lease", the record's `Arc` is the
+//! only one and the pool may borrow the connection mutably (`Arc::get_mut`) or take it back.
 //! The `Arc` is made once, when the connection is first leased: a lease on a connection
 //! already in this list allocates nothing.
 //!
@@ -19,7 +15,6 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use crate::info::ConnInfo;
 
@@ -31,33 +26,21 @@ pub(crate) trait Shareable: Send + Sync + 'static {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// The connection, taken back when this `Arc` is the last one.
     fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>>;
-    /// The leases the connection carries: changed under the pool's lock, except that a
-    /// lease that is not the last may end without it ([`Shared::end_lease`]).
-    ///
-    /// [`Shared::end_lease`]: crate::inner::Shared::end_lease
-    fn leases(&self) -> &AtomicUsize;
 }
 
-struct Holder<C> {
-    leases: AtomicUsize,
-    conn: C,
-}
+struct Holder<C>(C);
 
 impl<C: Send + Sync + 'static> Shareable for Holder<C> {
     fn as_any(&self) -> &dyn Any {
-        &self.conn
+        &self.0
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
-        &mut self.conn
+        &mut self.0
     }
 
     fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>> {
-        Arc::into_inner(self).map(|holder| Box::new(holder.conn) as Box<dyn Any + Send>)
-    }
-
-    fn leases(&self) -> &AtomicUsize {
-        &self.leases
+        Arc::into_inner(self).map(|holder| Box::new(holder.0) as Box<dyn Any + Send>)
     }
 }
 
@@ -66,26 +49,7 @@ pub(crate) type SharedConn = Arc<dyn Shareable>;
 
 /// Puts a connection into shared form (one allocation, for its whole time as leases).
 pub(crate) fn wrap<C: Send + Sync + 'static>(conn: C) -> SharedConn {
-    Arc::new(Holder {
-        leases: AtomicUsize::new(0),
-        conn,
-    })
-}
-
-/// Waits until `conn` is the only `Arc` of its connection, once its lease count fell to zero
-/// under the pool's lock: a lease that ended without the lock counts itself out first and
-/// drops its `Arc` right after (no await, no call between), so this waits for at most a few
-/// instructions of another thread, unless the system preempts that thread in between.
-pub(crate) fn wait_alone(conn: &SharedConn) {
-    let mut spins = 0_u32;
-    while Arc::strong_count(conn) > 1 {
-        if spins < 100 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-        spins = spins.saturating_add(1);
-    }
+    Arc::new(Holder(conn))
 }
 
 /// The connection inside, shared.
@@ -124,6 +88,7 @@ pub(crate) struct Record {
     /// `None` only while `Checking`.
     pub conn: Option<SharedConn>,
     pub info: ConnInfo,
+    pub leases: usize,
     pub mode: Mode,
     /// Its last lease ended after the background task's latest round (no clock is read as a
     /// lease ends; the next round stamps `idle_from`).
@@ -138,15 +103,6 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// The leases it carries: its checker's while `Checking`, else its connection's count.
-    pub fn leases(&self) -> usize {
-        match (&self.conn, self.mode) {
-            (_, Mode::Checking) => 1,
-            (Some(conn), _) => conn.leases().load(SeqCst),
-            (None, _) => 0,
-        }
-    }
-
     /// Counted in the pool's slots.
     pub fn holds_slot(&self) -> bool {
         self.slot
@@ -154,7 +110,7 @@ impl Record {
 
     /// Open with no lease: an idle connection in shared form.
     pub fn is_idle(&self) -> bool {
-        self.mode == Mode::Open && self.leases() == 0
+        self.mode == Mode::Open && self.leases == 0
     }
 
     /// Its facts as idleness is judged (`idle_timeout`, eviction order): `last_used` is the
@@ -169,7 +125,7 @@ impl Record {
 
     /// The connection, to borrow mutably: only while no lease holds it.
     pub fn conn_mut<C: 'static>(&mut self) -> Option<&mut C> {
-        if self.leases() != 0 {
+        if self.leases != 0 {
             return None;
         }
         self.conn.as_mut().and_then(conn_mut)
@@ -193,12 +149,14 @@ pub(crate) struct Key {
 
 /// The shared connections, in a slab whose places are reused.
 ///
-/// Invariants: a record with leases holds its `conn`; a `Checking` record has exactly one
-/// lease, its checker's.
+/// Invariants: `leases` is the sum of every record's `leases`; a record with leases holds its
+/// `conn`; a `Checking` record has exactly one lease, its checker's.
 pub(crate) struct Streams {
     slab: Vec<Option<Record>>,
     free: Vec<usize>,
     next_id: u64,
+    /// Leases held now, over every record.
+    pub leases: usize,
 }
 
 impl Streams {
@@ -207,6 +165,7 @@ impl Streams {
             slab: Vec::new(),
             free: Vec::new(),
             next_id: 0,
+            leases: 0,
         }
     }
 
@@ -219,16 +178,17 @@ impl Streams {
     pub fn insert(&mut self, conn: SharedConn, info: ConnInfo, leases: usize) -> Key {
         let id = self.next_id;
         self.next_id += 1;
-        conn.leases().store(leases, SeqCst);
         let record = Record {
             id,
             conn: Some(conn),
             info,
+            leases,
             mode: Mode::Open,
             unseen_end: false,
             idle_from: None,
             slot: true,
         };
+        self.leases += leases;
         let at = match self.free.pop() {
             Some(at) => {
                 self.slab[at] = Some(record);
@@ -258,6 +218,7 @@ impl Streams {
         }
         let record = slot.take()?;
         self.free.push(key.at);
+        self.leases -= record.leases;
         Some(record)
     }
 
@@ -267,16 +228,15 @@ impl Streams {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
             let Some(record) = record else { continue };
-            let leases = record.leases();
             if record.mode != Mode::Open
-                || leases >= max_streams
+                || record.leases >= max_streams
                 || avoid.is_some_and(|key| key.at == at)
             {
                 continue;
             }
-            if best.is_none_or(|(fewest, _)| leases < fewest) {
-                best = Some((leases, Key { at, id: record.id }));
-                if leases == 0 {
+            if best.is_none_or(|(leases, _)| record.leases < leases) {
+                best = Some((record.leases, Key { at, id: record.id }));
+                if record.leases == 0 {
                     break;
                 }
             }
@@ -288,11 +248,6 @@ impl Streams {
     pub fn idle_key(&self) -> Option<Key> {
         self.keys()
             .find(|&key| self.get(key).is_some_and(Record::is_idle))
-    }
-
-    /// Leases held now, over every record.
-    pub fn leases(&self) -> usize {
-        self.slab.iter().flatten().map(Record::leases).sum()
     }
 
     /// The keys of every record.
