@@ -154,7 +154,6 @@ static SPEC: Spec = Spec {
 };
 
 /// The flags of the `tls` feature, refused without it.
-#[cfg(not(feature = "tls"))]
 const TLS_FLAGS: [&str; 4] = ["tls-ca", "tls-server-name", "tls-cert", "tls-key"];
 
 /// The most failures printed in full; the rest are only counted.
@@ -219,24 +218,13 @@ async fn main() -> ExitCode {
         .checked_add(deadline_after)
         .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
 
-    #[cfg(not(feature = "tls"))]
-    if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
-        return code;
-    }
-    #[cfg(not(feature = "prometheus"))]
-    if let Err(code) = cli::refuse_without_feature(&args, "prometheus", &["metrics-addr"]) {
+    if let Err(code) = cli::refuse_missing_features(&args, &TLS_FLAGS) {
         return code;
     }
     // Before the pool is built: it registers its metrics with the recorder then in force.
     #[cfg(feature = "prometheus")]
-    if let Some(metrics_addr) = args.given("metrics-addr") {
-        match prometheus::serve(metrics_addr) {
-            Ok(addr) => eprintln!("client: Prometheus metrics at http://{addr}/metrics"),
-            Err(error) => {
-                let context = format!("client: cannot serve metrics on {metrics_addr}");
-                return cli::fail(&context, &*error);
-            }
-        }
+    if let Err(code) = prometheus::serve_flag(&args, "client") {
+        return code;
     }
     let options = ConnectOptions::new(addr.clone())
         .connect_timeout(Duration::from_secs(3))

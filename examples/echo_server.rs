@@ -110,7 +110,6 @@ static SPEC: Spec = Spec {
 };
 
 /// The flags of the `tls` feature, refused without it.
-#[cfg(not(feature = "tls"))]
 const TLS_FLAGS: [&str; 3] = ["tls-cert", "tls-key", "tls-client-ca"];
 
 #[tokio::main]
@@ -125,24 +124,13 @@ async fn main() -> ExitCode {
         ..ServerConfig::default()
     };
 
-    #[cfg(not(feature = "tls"))]
-    if let Err(code) = cli::refuse_without_feature(&args, "tls", &TLS_FLAGS) {
-        return code;
-    }
-    #[cfg(not(feature = "prometheus"))]
-    if let Err(code) = cli::refuse_without_feature(&args, "prometheus", &["metrics-addr"]) {
+    if let Err(code) = cli::refuse_missing_features(&args, &TLS_FLAGS) {
         return code;
     }
     // Before the server is made: it registers its metrics with the recorder then in force.
     #[cfg(feature = "prometheus")]
-    if let Some(metrics_addr) = args.given("metrics-addr") {
-        match prometheus::serve(metrics_addr) {
-            Ok(addr) => eprintln!("echo_server: Prometheus metrics at http://{addr}/metrics"),
-            Err(error) => {
-                let context = format!("echo_server: cannot serve metrics on {metrics_addr}");
-                return cli::fail(&context, &*error);
-            }
-        }
+    if let Err(code) = prometheus::serve_flag(&args, "echo_server") {
+        return code;
     }
     #[cfg(feature = "tls")]
     match tls_settings(&args) {

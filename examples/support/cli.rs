@@ -243,6 +243,17 @@ pub fn refuse_without_feature(args: &Args, feature: &str, flags: &[&str]) -> Res
     }
 }
 
+/// Refuses the flags of the optional features this build lacks: `tls_flags` without the
+/// `tls` feature, `--metrics-addr` without `prometheus` (see [`refuse_without_feature`]).
+pub fn refuse_missing_features(args: &Args, tls_flags: &[&str]) -> Result<(), ExitCode> {
+    #[cfg(not(feature = "tls"))]
+    refuse_without_feature(args, "tls", tls_flags)?;
+    #[cfg(not(feature = "prometheus"))]
+    refuse_without_feature(args, "prometheus", &["metrics-addr"])?;
+    let _ = (args, tls_flags);
+    Ok(())
+}
+
 /// Prints `context: <error chain>` to stderr and returns a failing exit code.
 pub fn fail(context: &str, error: &(dyn Error + 'static)) -> ExitCode {
     eprintln!("{context}: {}", chain(error));

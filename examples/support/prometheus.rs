@@ -7,7 +7,29 @@
 use std::error::Error;
 use std::net::SocketAddr;
 
+use std::process::ExitCode;
+
 use metrics_exporter_prometheus::PrometheusBuilder;
+
+use super::cli::{self, Args};
+
+/// `--metrics-addr ADDR`, when given: [`serve`]s there and says where on stderr, as `program`.
+/// Call it before making what reports.
+///
+/// # Errors
+/// The exit code to return when it cannot serve, after saying why.
+pub fn serve_flag(args: &Args, program: &str) -> Result<(), ExitCode> {
+    if let Some(metrics_addr) = args.given("metrics-addr") {
+        match serve(metrics_addr) {
+            Ok(addr) => eprintln!("{program}: Prometheus metrics at http://{addr}/metrics"),
+            Err(error) => {
+                let context = format!("{program}: cannot serve metrics on {metrics_addr}");
+                return Err(cli::fail(&context, &*error));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Installs the Prometheus recorder and serves its text at `http://ADDR/metrics` from a task of
 /// the current Tokio runtime; returns the address served. Port 0 takes a free port: the
