@@ -164,8 +164,10 @@
 //!   lease, so its count only falls, and at its last lease that caller takes it (lease
 //!   callers can use room elsewhere; `get` can use nothing else).
 //! - A broken shared connection, and one a shrink drains, gives its slot up at once (so a
-//!   replacement can open, and a shrink by one retires one connection), but stays counted in
-//!   `size` and `in_use` while leases still use it.
+//!   replacement can open, and a shrink by one retires one connection); while leases still
+//!   use it, it is counted in `Status::discarded`, not in `size` or `in_use`, so `size`
+//!   never reads above `max_size` (the turmoil simulation saw 4-5 of 3 when it was counted
+//!   there).
 //! - A shared connection lives in one `Arc` for its time as leases (made when it is first
 //!   leased), behind a `Send + Sync` trait object, so a pool of connections that are not
 //!   `Sync` (which `get` can lend, `lease` cannot) stays `Send`.
