@@ -107,7 +107,7 @@ impl JsonManager {
     /// use transport_json::{ConnectOptions, JsonManager};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let addrs = ["10.0.0.1:3000", "10.0.0.2:3000", "10.0.0.3:3000"];
+    /// let addrs = ["127.0.0.1:3000", "127.0.0.2:3000", "127.0.0.3:3000"];
     /// let manager = JsonManager::balanced(&ConnectOptions::default(), addrs)?;
     /// let pool = Pool::builder(manager).max_size(6).max_streams(16).build()?;
     /// let lease = pool.lease().await?;
