@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
 
 use super::options::{Ends, Opened};
@@ -32,33 +35,47 @@ impl Conn {
     /// Cancel safe: dropping the future before it completes closes any socket it opened and
     /// starts no task.
     pub async fn connect(options: &ConnectOptions) -> Result<Conn, Error> {
-        #[cfg(feature = "tls")]
-        let deadline = tokio::time::Instant::now() + options.connect_timeout;
-        // Each stream splits into owned halves of its own type: no lock between the tasks.
+        let started = tokio::time::Instant::now();
         match options.open().await? {
             Opened::Tcp(stream) => {
                 let ends = Ends::of_tcp(&stream).map_err(|source| options.connect_error(source))?;
-                #[cfg(feature = "tls")]
-                if let Some(tls) = &options.tls {
-                    let stream = tls.handshake(stream, options, deadline).await?;
-                    return Ok(Conn::start_split(stream, ends, options));
-                }
-                let (read, write) = stream.into_split();
-                Ok(Conn::start(read, write, ends, options))
+                Conn::start_socket(stream, TcpStream::into_split, ends, options, started).await
             }
             #[cfg(unix)]
             Opened::Unix(stream) => {
                 let ends =
                     Ends::of_unix(&stream).map_err(|source| options.connect_error(source))?;
-                #[cfg(feature = "tls")]
-                if let Some(tls) = &options.tls {
-                    let stream = tls.handshake(stream, options, deadline).await?;
-                    return Ok(Conn::start_split(stream, ends, options));
-                }
-                let (read, write) = stream.into_split();
-                Ok(Conn::start(read, write, ends, options))
+                Conn::start_socket(stream, UnixStream::into_split, ends, options, started).await
             }
         }
+    }
+
+    /// Starts a connection on a socket [`connect`](Conn::connect) opened at `started`: over
+    /// TLS when `options.tls` is set (the handshake within what is left of the connect
+    /// timeout), else on the socket's owned halves (`into_split`), so no lock stands between
+    /// the reader and the writer.
+    async fn start_socket<S, R, W>(
+        stream: S,
+        into_split: impl FnOnce(S) -> (R, W),
+        ends: Ends,
+        options: &ConnectOptions,
+        started: tokio::time::Instant,
+    ) -> Result<Conn, Error>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &options.tls {
+            let deadline = started + options.connect_timeout;
+            let stream = tls.handshake(stream, options, deadline).await?;
+            return Ok(Conn::start_split(stream, ends, options));
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = started;
+        let (read, write) = into_split(stream);
+        Ok(Conn::start(read, write, ends, options))
     }
 
     /// Makes a connection of a stream that is already open: a Unix socket, a TLS stream, an
