@@ -218,10 +218,8 @@ impl<M: Manager> Shared<M> {
             Metrics::bump(&self.metrics.broken);
             tracing::debug!("a shared connection is broken; it closes after its last lease");
         }
-        if !ended.wakes.is_empty() {
-            for waker in ended.wakes.into_iter().flatten() {
-                waker.wake();
-            }
+        for waker in ended.wakes.into_iter().flatten() {
+            waker.wake();
         }
         if let Some(conn) = ended.close {
             self.close_shared(conn);
