@@ -44,6 +44,12 @@ fn live(pool: &Pool<Balanced<Mock>>) -> Vec<usize> {
     endpoints.iter().map(|e| e.live - e.draining).collect()
 }
 
+/// Leases held per endpoint.
+fn leased(pool: &Pool<Balanced<Mock>>) -> Vec<usize> {
+    let endpoints = pool.manager().endpoints();
+    endpoints.iter().map(|e| e.leases).collect()
+}
+
 /// 64 concurrent leases, 8 per connection, `max_size(6)`: two connections on each endpoint,
 /// the leases spread 16/16/16 over them... and the lease counts per endpoint add up.
 #[tokio::test(start_paused = true)]
@@ -59,21 +65,9 @@ async fn connections_go_to_the_endpoint_with_the_fewest() {
     assert_eq!(live(&pool), [2, 2, 2]);
     let counts = per_endpoint(leases.iter().map(|l| Routed::endpoint(l)));
     assert!(counts.values().all(|&n| n == 16), "{counts:?}");
-    let leased: Vec<usize> = pool
-        .manager()
-        .endpoints()
-        .iter()
-        .map(|e| e.leases)
-        .collect();
-    assert_eq!(leased, [16, 16, 16]);
+    assert_eq!(leased(&pool), [16, 16, 16]);
     drop(leases);
-    let leased: Vec<usize> = pool
-        .manager()
-        .endpoints()
-        .iter()
-        .map(|e| e.leases)
-        .collect();
-    assert_eq!(leased, [0, 0, 0]);
+    assert_eq!(leased(&pool), [0, 0, 0]);
 }
 
 /// An endpoint that refuses every connect is failed over within the same connect, so no
