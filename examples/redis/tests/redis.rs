@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use pool::{Pool, PoolError};
 use redis::RedisError;
 use redis_example::RedisManager;
-use support::{RedisServer, chain, free_port};
+use support::{RedisServer, chain, free_port, join_tasks};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -84,12 +84,7 @@ async fn sixty_four_tasks_through_a_pool_of_eight_read_back_every_value() {
             })
         })
         .collect();
-    let all = timeout(Duration::from_secs(60), futures::future::join_all(tasks))
-        .await
-        .expect("all tasks finish within 60 s");
-    for joined in all {
-        joined.expect("no task failed");
-    }
+    join_tasks(tasks, "the 64 tasks").await;
 
     // Every key is there, seen through a connection of its own.
     let client = redis::Client::open(server.url()).expect("a valid URL");
@@ -272,12 +267,7 @@ async fn killed_server_fails_in_flight_requests_and_the_same_pool_recovers_after
             })
         })
         .collect();
-    let all = timeout(Duration::from_secs(60), futures::future::join_all(tasks))
-        .await
-        .expect("the traffic after the restart finishes within 60 s");
-    for joined in all {
-        joined.expect("every checkout after the restart succeeded");
-    }
+    join_tasks(tasks, "the traffic after the restart").await;
     let recovered = pool.status();
     assert!(
         recovered.counters.created > before.counters.created,

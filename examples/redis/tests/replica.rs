@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use pool::Pool;
 use pool::balance::{Balanced, Ejection, Routed};
 use redis_example::{RedisManager, WriteError};
-use support::{RedisServer, free_port};
+use support::{RedisServer, free_port, join_tasks};
 use tokio::sync::{Barrier, mpsc};
 use tokio::time::timeout;
 
@@ -109,12 +109,7 @@ async fn writes_wait_for_the_replica_and_reads_spread_over_primary_and_replica()
             })
         })
         .collect();
-    let all = timeout(Duration::from_secs(60), futures::future::join_all(tasks))
-        .await
-        .expect("all tasks finish within 60 s");
-    for joined in all {
-        joined.expect("no task failed");
-    }
+    join_tasks(tasks, "the readers").await;
 
     let failures = failures.lock().unwrap().clone();
     assert!(

@@ -190,6 +190,17 @@ impl Drop for RedisServer {
     }
 }
 
+/// Waits up to 60 s for every task; a task that panicked, or tasks still running then, fail
+/// the test with `what` in the message.
+pub async fn join_tasks(tasks: Vec<tokio::task::JoinHandle<()>>, what: &str) {
+    let all = timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not finished within 60 s"));
+    for joined in all {
+        joined.unwrap_or_else(|error| panic!("{what}: a task failed: {error}"));
+    }
+}
+
 /// An error with its causes, on one line.
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
