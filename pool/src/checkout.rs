@@ -352,15 +352,12 @@ impl Times {
 
     /// The time of the current move (read from the clock at its first use).
     pub(crate) fn now(&mut self) -> Instant {
-        match self.now {
-            Some(now) => now,
-            None => {
-                let now = Instant::now();
-                self.arrived.get_or_insert(now);
-                self.now = Some(now);
-                now
-            }
+        if let Some(now) = self.now {
+            return now;
         }
+        let now = Instant::now();
+        self.set(now);
+        now
     }
 
     /// The move ended at `now` (read by the caller).
