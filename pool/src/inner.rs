@@ -194,7 +194,10 @@ impl<M: Manager> Shared<M> {
             state.debug_check();
             ended
         };
-        self.after_lease(ended);
+        // The common end (nobody to wake, nothing to close) skips the call.
+        if ended.broke || !ended.wakes.is_empty() || ended.close.is_some() {
+            self.after_lease(ended);
+        }
     }
 
     /// A caller that wanted a connection of its own has left the line (served, timed out or

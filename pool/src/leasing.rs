@@ -53,7 +53,13 @@ where
     /// caller); a connect started for it runs on and its connection goes to the next caller
     /// or idle; a connection dropped in the middle of its check is closed.
     pub async fn lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
-        self.checkout_lease(true).await
+        let mut times = Times::new(Some(self.shared.config.wait_timeout));
+        match self.fast_lease(&mut times) {
+            Ok(lease) => Ok(lease),
+            // Boxed: the full path's state is large, and the future of every lease would
+            // carry it (and be moved with it) though the fast path never needs it.
+            Err(first) => Box::pin(self.checkout_lease(times, true, first)).await,
+        }
     }
 
     /// Like [`lease`](Pool::lease), but never waits in line: when every connection is full
@@ -65,19 +71,63 @@ where
     /// # Cancel safety
     /// Cancel safe, as [`lease`](Pool::lease).
     pub async fn try_lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
-        self.checkout_lease(false).await
+        let mut times = Times::new(None);
+        match self.fast_lease(&mut times) {
+            Ok(lease) => Ok(lease),
+            Err(first) => Box::pin(self.checkout_lease(times, false, first)).await,
+        }
     }
 
-    async fn checkout_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
+    /// The first move of a lease, outside the checkout's state machine (which it would
+    /// otherwise carry in every lease's future): the connection with the fewest leases that
+    /// has room is placed as the full path places it (`State::place_lease`). A plain lease
+    /// is handed out here; any other move placed (a check to run, a connection to retire)
+    /// goes to the full path as its first step, and so does no move at all (no room, a
+    /// closed pool), for the full path to decide with the same `times`.
+    fn fast_lease(&self, times: &mut Times) -> Result<Lease<M>, Option<Placed>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
-        let mut times = Times::new(may_wait.then_some(shared.config.wait_timeout));
+        let mut state = shared.lock();
+        if state.closed {
+            return Err(None);
+        }
+        let placed = state.place_lease(
+            || times.now(),
+            shared.config.check_interval,
+            |conn| shared.conn_is_broken(conn),
+        );
+        let refill = state.reserve_refill();
+        state.debug_check();
+        drop(state);
+        shared.spawn_connects(refill);
+        match placed {
+            Some(Placed::Lease(leased)) => self.hand_out(leased).ok_or(None),
+            other => Err(other),
+        }
+    }
+
+    /// The full path of a lease, from `first` (what [`fast_lease`](Self::fast_lease)
+    /// placed, if anything) on.
+    async fn checkout_lease(
+        &self,
+        mut times: Times,
+        may_wait: bool,
+        mut first: Option<Placed>,
+    ) -> Result<Lease<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
         let mut failed_connects = 0;
         loop {
-            let (step, refill) =
-                std::future::poll_fn(|cx| Poll::Ready(self.decide_lease(&mut times, may_wait, cx)))
+            let step = match first.take() {
+                Some(placed) => Step::Placed(placed),
+                None => {
+                    let (step, refill) = std::future::poll_fn(|cx| {
+                        Poll::Ready(self.decide_lease(&mut times, may_wait, cx))
+                    })
                     .await;
-            shared.spawn_connects(refill);
+                    shared.spawn_connects(refill);
+                    step
+                }
+            };
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
                 Step::Full => return Err(self.wait_timed_out()),
@@ -176,13 +226,18 @@ where
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
     /// lease then ends, marking it broken, and the caller decides again.
     fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
+        self.hand_out(leased).map_or(Next::Again, Next::Out)
+    }
+
+    /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died.
+    fn hand_out(&self, leased: Leased) -> Option<Lease<M>> {
         let mut lease = Lease::new(Arc::clone(&self.shared), leased);
         if self.shared.is_broken_shared(&*lease) {
             Lease::mark_broken(&mut lease);
             drop(lease);
-            return Next::Again;
+            return None;
         }
-        Next::Out(lease)
+        Some(lease)
     }
 
     /// A connection the caller has alone (idle, or handed over): readied as `get` readies

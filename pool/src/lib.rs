@@ -152,6 +152,12 @@
 //! - Leases: the lease fast path (a connection with room, no check due) takes the lock once
 //!   to lease and once to end, and allocates nothing; `is_broken` runs under that lock at the
 //!   0 -> 1 and 1 -> 0 lease moves, since only the lock proves no lease borrows the connection.
+//! - The lease fast path is a plain function called before anything is awaited; the rest of
+//!   a lease (waiting in line, connecting, checking) is boxed, allocated only when taken.
+//!   Unboxed, every lease's future carried that state (over 1 KiB) and was moved with it.
+//!   With that, and the check's due time tested by an addition instead of a subtraction of
+//!   instants, the uncontended lease+drop went from 1.31-1.34x a get+drop to 1.01-1.03x
+//!   (BENCHMARKS.md).
 //! - A lease goes to the connection with the fewest leases, an idle connection of the pool's
 //!   own (returned by `get`, or kept by `min_idle`) counting as one with none: with `min_idle`
 //!   set, leases therefore spread over the spare connections the refill keeps opening, which

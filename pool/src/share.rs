@@ -108,7 +108,15 @@ impl<C: 'static> State<C> {
                 let wake = self.release_slot();
                 return Some(Placed::Retired(record.conn?, wake, broken));
             }
-            let due = now.saturating_duration_since(record.info.last_used) >= check_interval;
+            // `now - last_used >= check_interval` (saturating), as an addition and a comparison:
+            // cheaper than the subtraction's normalised `Duration`. Past the clock's range,
+            // never due; a zero interval, always.
+            let due = check_interval.is_zero()
+                || record
+                    .info
+                    .last_used
+                    .checked_add(check_interval)
+                    .is_some_and(|at| now >= at);
             record.info.last_used = now;
             record.unseen_end = false;
             record.idle_from = None;
@@ -154,8 +162,12 @@ impl<C: 'static> State<C> {
     /// When `key` is now the connection kept for a caller waiting for a connection of its
     /// own (it has the fewest leases), the one kept before it may have room that nobody was
     /// given: callers waiting for a lease are served there, never passed over by newcomers.
+    #[inline]
     pub fn serve_leasers(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
-        if self.waiters.leasers() > 0 && self.reserved_for_get() == Some(key) {
+        if self.waiters.leasers() == 0 {
+            return;
+        }
+        if self.reserved_for_get() == Some(key) {
             self.serve_leasers_anywhere(wakes);
             return;
         }
