@@ -32,7 +32,10 @@
 //! At the end it prints a markdown table of messages/s and the ratio ours/raw. Then a last pass
 //! runs mode `d_pool_lease`'s `bare` and `ours` in alternating rounds (see [`interleaved_pass`])
 //! and prints the median and range of their ratio, which a busy machine's swings between two
-//! criterion functions measured seconds apart do not reach.
+//! criterion functions measured seconds apart do not reach. The same rounds run a reference
+//! point, `floor`: the least code that lends the bare connections by count (one `Mutex` over
+//! four counters, fewest first, the count taken back on drop), what any pool that places
+//! leases under one lock pays at the least.
 //!
 //! Run: `cargo bench -p benches --bench transport` (about 1 minute, and about 20 s more for
 //! `d_pool_lease` and its interleaved pass); `BENCH_QUICK=1` for a smoke run.
@@ -317,6 +320,66 @@ async fn ours_lease(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
     start.elapsed()
 }
 
+/// The reference point of the interleaved pass: the bare connections lent by count under one
+/// `Mutex`, fewest first, with none of a pool's duties (no size, no health, no waiting line).
+struct MutexFloor {
+    counts: std::sync::Mutex<[usize; CONNS]>,
+    conns: Vec<Conn>,
+}
+
+/// A connection lent by [`MutexFloor`]; dropping it takes its count back.
+struct FloorLease {
+    floor: Arc<MutexFloor>,
+    at: usize,
+}
+
+impl MutexFloor {
+    fn lease(self: &Arc<Self>) -> FloorLease {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let at = (0..CONNS).min_by_key(|&at| counts[at]).unwrap_or(0);
+        counts[at] += 1;
+        FloorLease {
+            floor: Arc::clone(self),
+            at,
+        }
+    }
+}
+
+impl std::ops::Deref for FloorLease {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.floor.conns[self.at]
+    }
+}
+
+impl Drop for FloorLease {
+    fn drop(&mut self) {
+        let mut counts = self.floor.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts[self.at] -= 1;
+    }
+}
+
+/// [`ours_lease`]'s tasks, each request on a lease from the [`MutexFloor`].
+async fn floor_lease(floor: &Arc<MutexFloor>, per_task: u64) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..LEASE_TASKS)
+        .map(|_| {
+            let floor = Arc::clone(floor);
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let conn = floor.lease();
+                    black_box(conn.request(VAL).await.expect("a response"));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("a floor client task panicked");
+    }
+    start.elapsed()
+}
+
 // --- the setup -----------------------------------------------------------------------------
 
 struct Setup {
@@ -564,29 +627,37 @@ fn print_summary() {
 const ROUNDS: usize = 15;
 const ROUND_PER_TASK: u64 = 512;
 
-/// Mode `d_pool_lease`, `bare` against `ours`, in alternating rounds (bare first in even rounds,
-/// ours first in odd ones); prints the median and range of the per-round throughput ratio.
+/// Mode `d_pool_lease`, `bare` against `ours` and against the [`MutexFloor`], in rounds that
+/// rotate their order (each first in a third of the rounds); prints the median and range of
+/// the per-round throughput ratios to `bare`.
 async fn interleaved_pass(setup: &Setup) {
     let rounds = if support::quick() { 5 } else { ROUNDS };
     let requests = (LEASE_TASKS as u64 * ROUND_PER_TASK) as f64;
-    let (mut bares, mut leases, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let floor = Arc::new(MutexFloor {
+        counts: std::sync::Mutex::new([0; CONNS]),
+        conns: setup.ours.clone(),
+    });
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    let (mut lease_ratios, mut floor_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let bare_run = || ours_shared(&setup.ours, WINDOW, ROUND_PER_TASK);
-        let lease_run = || ours_lease(&setup.leasing, ROUND_PER_TASK);
-        let (bare, lease) = if round % 2 == 0 {
-            let bare = bare_run().await;
-            (bare, lease_run().await)
-        } else {
-            let lease = lease_run().await;
-            (bare_run().await, lease)
-        };
-        bares.push(requests / bare.as_secs_f64());
-        leases.push(requests / lease.as_secs_f64());
-        ratios.push(bare.as_secs_f64() / lease.as_secs_f64());
+        let mut times = [Duration::ZERO; 3];
+        for turn in 0..3 {
+            let side = (round + turn) % 3;
+            times[side] = match side {
+                0 => ours_shared(&setup.ours, WINDOW, ROUND_PER_TASK).await,
+                1 => ours_lease(&setup.leasing, ROUND_PER_TASK).await,
+                _ => floor_lease(&floor, ROUND_PER_TASK).await,
+            };
+        }
+        for (rate, time) in rates.iter_mut().zip(times) {
+            rate.push(requests / time.as_secs_f64());
+        }
+        lease_ratios.push(times[0].as_secs_f64() / times[1].as_secs_f64());
+        floor_ratios.push(times[0].as_secs_f64() / times[2].as_secs_f64());
     }
-    let (bare, _, _) = support::spread(&mut bares);
-    let (lease, _, _) = support::spread(&mut leases);
-    let (median, min, max) = support::spread(&mut ratios);
+    let [bare, lease, floor] = rates.map(|mut rate| support::spread(&mut rate).0);
+    let (median, min, max) = support::spread(&mut lease_ratios);
+    let (floor_median, floor_min, floor_max) = support::spread(&mut floor_ratios);
     let verdict = if median >= LEASE_TARGET {
         "met"
     } else {
@@ -598,13 +669,14 @@ async fn interleaved_pass(setup: &Setup) {
     );
     println!();
     println!(
-        "| bare (median) | lease per request (median) | lease/bare median | min | max | target |"
+        "| bare (median) | lease per request (median) | floor (median) | lease/bare median | min | max | floor/bare median (min-max) | target |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {median:.2} | {min:.2} | {max:.2} | {verdict} >= {LEASE_TARGET} |",
+        "| {} | {} | {} | {median:.2} | {min:.2} | {max:.2} | {floor_median:.2} ({floor_min:.2}-{floor_max:.2}) | {verdict} >= {LEASE_TARGET} |",
         support::rate(bare),
         support::rate(lease),
+        support::rate(floor),
     );
     println!();
 }
