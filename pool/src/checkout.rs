@@ -213,8 +213,7 @@ impl<M: Manager> Pool<M> {
         now: Instant,
     ) -> Result<Pooled<M>, Live<M::Connection>> {
         if live.info.expired(now)
-            || now.saturating_duration_since(live.info.last_used)
-                >= self.shared.config.check_interval
+            || live.info.check_due(now, self.shared.config.check_interval)
             || self.shared.is_broken(&mut live)
         {
             return Err(live);

@@ -56,6 +56,19 @@ impl ConnInfo {
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|at| now >= at)
     }
+
+    /// Idle at `now` for `interval` or longer since `last_used` (saturating: a `last_used`
+    /// after `now` counts as no time), so its check is due. Tested as an addition and a
+    /// comparison, cheaper than a subtraction of instants and its normalised `Duration`;
+    /// past the clock's range, never due; a zero interval, always.
+    #[inline]
+    pub(crate) fn check_due(&self, now: Instant, interval: Duration) -> bool {
+        interval.is_zero()
+            || self
+                .last_used
+                .checked_add(interval)
+                .is_some_and(|at| now >= at)
+    }
 }
 
 /// A lifetime shortened by a random jitter of up to 2.5 % (HikariCP's variance), so that

@@ -108,15 +108,7 @@ impl<C: 'static> State<C> {
                 let wake = self.release_slot();
                 return Some(Placed::Retired(record.conn?, wake, broken));
             }
-            // `now - last_used >= check_interval` (saturating), as an addition and a comparison:
-            // cheaper than the subtraction's normalised `Duration`. Past the clock's range,
-            // never due; a zero interval, always.
-            let due = check_interval.is_zero()
-                || record
-                    .info
-                    .last_used
-                    .checked_add(check_interval)
-                    .is_some_and(|at| now >= at);
+            let due = record.info.check_due(now, check_interval);
             record.info.last_used = now;
             record.unseen_end = false;
             record.idle_from = None;
