@@ -89,3 +89,74 @@ pub(crate) fn random() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use tokio::time::Instant;
+
+    use super::ConnInfo;
+
+    /// What `check_due` stands for: the idle time, saturating at zero, is at least the
+    /// interval.
+    fn by_subtraction(info: &ConnInfo, now: Instant, interval: Duration) -> bool {
+        now.saturating_duration_since(info.last_used) >= interval
+    }
+
+    proptest! {
+        /// `check_due` agrees with the subtraction it replaces, with `last_used` before or
+        /// after `now`, for intervals from zero to `Duration::MAX`.
+        #[test]
+        fn check_due_is_the_saturating_subtraction(
+            last_ns in 0u64..4_000_000_000,
+            now_ns in 0u64..4_000_000_000,
+            interval_ns in prop_oneof![
+                Just(0u64),
+                0u64..4_000_000_000,
+                Just(u64::MAX),
+            ],
+            huge in any::<bool>(),
+        ) {
+            let base = Instant::now();
+            let mut info = ConnInfo::new(base, None);
+            info.last_used = base + Duration::from_nanos(last_ns);
+            let now = base + Duration::from_nanos(now_ns);
+            let interval = if huge { Duration::MAX } else { Duration::from_nanos(interval_ns) };
+            prop_assert_eq!(
+                info.check_due(now, interval),
+                by_subtraction(&info, now, interval),
+                "last_used +{}ns, now +{}ns, interval {:?}", last_ns, now_ns, interval
+            );
+        }
+    }
+
+    /// The edges, named: equal times, one nanosecond either side, a zero interval with
+    /// `last_used` after `now`.
+    #[test]
+    fn check_due_at_its_edges() {
+        let base = Instant::now();
+        let mut info = ConnInfo::new(base, None);
+        let second = Duration::from_secs(1);
+        assert!(
+            info.check_due(base + second, second),
+            "exactly the interval"
+        );
+        assert!(!info.check_due(base + second - Duration::from_nanos(1), second));
+        assert!(info.check_due(base + second + Duration::from_nanos(1), second));
+        info.last_used = base + second;
+        assert!(
+            info.check_due(base, Duration::ZERO),
+            "a zero interval is always due"
+        );
+        assert!(
+            !info.check_due(base, Duration::from_nanos(1)),
+            "last_used after now"
+        );
+        assert!(
+            !info.check_due(base + second, Duration::MAX),
+            "past the clock's range"
+        );
+    }
+}
