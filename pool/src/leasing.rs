@@ -13,7 +13,8 @@ use crate::status::Metrics;
 use crate::streams::{Key, SharedConn, conn_mut, wrap};
 use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
 
-/// The first move of a lease, decided under the lock.
+/// A move of a lease's full path, decided under the lock (its first may come placed from the
+/// fast path).
 enum Step<C> {
     Closed,
     Full,
@@ -182,8 +183,8 @@ where
         }
     }
 
-    /// The first move of a lease, under the lock: a lease on the connection with the fewest
-    /// leases that has room, else an idle connection to share, else a place in line behind a
+    /// A move of a lease's full path, under the lock: a lease on the connection with the
+    /// fewest leases that has room, else an idle connection to share, else a place in line behind a
     /// connection being opened with room, else a slot to open one, else a place in line.
     /// The clock is read only when a move needs it (`Times`): a lease on a connection that
     /// already carries one reads none.
