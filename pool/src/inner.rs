@@ -194,10 +194,7 @@ impl<M: Manager> Shared<M> {
             state.debug_check();
             ended
         };
-        // The common end (nobody to wake, nothing to close) skips the call.
-        if ended.broke || !ended.wakes.is_empty() || ended.close.is_some() {
-            self.after_lease(ended);
-        }
+        self.after_lease(ended);
     }
 
     /// A caller that wanted a connection of its own has left the line (served, timed out or
@@ -215,8 +212,17 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Carries out what ending a lease left to do, outside the lock.
+    /// Carries out what ending a lease left to do, outside the lock. Inlined for the common
+    /// end, which leaves nothing to do.
+    #[inline]
     pub fn after_lease(self: &Arc<Self>, ended: Ended) {
+        if ended.broke || !ended.wakes.is_empty() || ended.close.is_some() {
+            self.carry_out(ended);
+        }
+    }
+
+    /// [`after_lease`](Self::after_lease) when there is something to do.
+    fn carry_out(self: &Arc<Self>, ended: Ended) {
         if ended.broke {
             Metrics::bump(&self.metrics.broken);
             tracing::debug!("a shared connection is broken; it closes after its last lease");
