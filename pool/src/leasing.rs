@@ -54,13 +54,7 @@ where
     /// caller); a connect started for it runs on and its connection goes to the next caller
     /// or idle; a connection dropped in the middle of its check is closed.
     pub async fn lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
-        let mut times = Times::new(Some(self.shared.config.wait_timeout));
-        match self.fast_lease(&mut times) {
-            Ok(lease) => Ok(lease),
-            // Boxed: the full path's state is large, and the future of every lease would
-            // carry it (and be moved with it) though the fast path never needs it.
-            Err(first) => Box::pin(self.checkout_lease(times, true, first)).await,
-        }
+        self.start_lease(true).await
     }
 
     /// Like [`lease`](Pool::lease), but never waits in line: when every connection is full
@@ -72,10 +66,17 @@ where
     /// # Cancel safety
     /// Cancel safe, as [`lease`](Pool::lease).
     pub async fn try_lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
-        let mut times = Times::new(None);
+        self.start_lease(false).await
+    }
+
+    /// A lease: the fast path, else the full path from what the fast path placed.
+    async fn start_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
+        let mut times = Times::new(may_wait.then_some(self.shared.config.wait_timeout));
         match self.fast_lease(&mut times) {
             Ok(lease) => Ok(lease),
-            Err(first) => Box::pin(self.checkout_lease(times, false, first)).await,
+            // Boxed: the full path's state is large, and the future of every lease would
+            // carry it (and be moved with it) though the fast path never needs it.
+            Err(first) => Box::pin(self.checkout_lease(times, may_wait, first)).await,
         }
     }
 
@@ -184,8 +185,9 @@ where
     }
 
     /// A move of a lease's full path, under the lock: a lease on the connection with the
-    /// fewest leases that has room, else an idle connection to share, else a place in line behind a
-    /// connection being opened with room, else a slot to open one, else a place in line.
+    /// fewest leases that has room, else an idle connection to share, else a place in line
+    /// behind a connection being opened with room, else a slot to open one, else a place in
+    /// line.
     /// The clock is read only when a move needs it (`Times`): a lease on a connection that
     /// already carries one reads none.
     fn decide_lease(

@@ -156,7 +156,7 @@
 //!   a lease (waiting in line, connecting, checking) is boxed, allocated only when taken.
 //!   Unboxed, every lease's future carried that state (over 1 KiB) and was moved with it.
 //!   With that, and the check's due time tested by an addition instead of a subtraction of
-//!   instants, the uncontended lease+drop went from 1.31-1.34x a get+drop to 1.01-1.03x
+//!   instants, the uncontended lease+drop went from 1.31-1.34x a get+drop to 0.98-1.06x
 //!   (BENCHMARKS.md).
 //! - A lease goes to the connection with the fewest leases, an idle connection of the pool's
 //!   own (returned by `get`, or kept by `min_idle`) counting as one with none: with `min_idle`
