@@ -141,6 +141,8 @@ async fn an_ended_lease_goes_to_the_oldest_waiter() {
         });
         until_waiting(&pool, i + 1).await;
     }
+    // Only the waiters send from now on: one that is never served ends the wait below.
+    drop(served);
     drop(first);
     for expected in 0..WAITERS {
         let (i, id) = order.recv().await.expect("every waiter is served");
