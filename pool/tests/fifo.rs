@@ -38,6 +38,8 @@ async fn waiters_are_served_fifo() {
         });
         until_waiting(&pool, i + 1).await;
     }
+    // Only the waiters send from now on: one that is never served ends the wait below.
+    drop(served);
     drop(held);
     for expected in 0..WAITERS {
         let (i, id) = order.recv().await.expect("every waiter is served");
@@ -203,6 +205,8 @@ async fn waiter_keeps_its_place_when_its_connection_fails_its_check() {
         });
         until_waiting(&pool, i + 1).await;
     }
+    // Only the waiters send from now on: one that is never served ends the wait below.
+    drop(served);
     drop(held);
     let mut got = Vec::new();
     for _ in 0..3 {

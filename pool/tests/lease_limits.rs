@@ -185,6 +185,8 @@ async fn leases_and_gets_wait_in_one_fifo_line() {
         });
         until_waiting(&pool, i + 1).await;
     }
+    // Only the waiters send from now on: one that is never served ends the wait below.
+    drop(served);
     drop(held);
     for expected in 0..WAITERS {
         let i = order.recv().await.expect("every waiter is served");
