@@ -355,8 +355,10 @@ impl World {
             }
             Ok(()) => {
                 assert_ne!(n, 0, "resize(0) must be refused");
-                if n < self.max_size {
-                    // Connections leased now may be drained by the shrink (their slot goes).
+                if n < self.max_size || n < before.size + before.connecting {
+                    // Connections leased now may be drained by the shrink (their slot goes),
+                    // also when the size does not change but the pool is above it (connects
+                    // that were in flight at an earlier shrink).
                     self.unslotted.extend(self.leases.iter().map(|l| l.id));
                 }
                 self.max_size = n;
