@@ -33,6 +33,9 @@ pub(crate) struct Shared<M: Manager> {
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
+    /// Wakes the background task to plan its next wake again ([`State::rearm`]). Its own
+    /// `Arc`, so the task can wait on it without keeping the pool alive.
+    pub rearm: Arc<Notify>,
 }
 
 /// How a connect ended, as sent to the caller that asked for it.
@@ -52,6 +55,16 @@ impl<M: Manager> Shared<M> {
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
             drained: Notify::new(),
+            rearm: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes the background task to plan again, when a move under the lock asked for it
+    /// ([`State::rearm`]).
+    #[inline]
+    pub fn rearm_maintenance(&self, rearm: bool) {
+        if rearm {
+            self.rearm.notify_one();
         }
     }
 

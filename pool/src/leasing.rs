@@ -1,12 +1,12 @@
 //! [`Pool::lease`]: many callers share one connection, and the pool still owns its life.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
 
 use crate::checkout::{Next, Times};
-use crate::line::{Ticket, Wake};
+use crate::line::{Line, Ticket, Wake};
 use crate::share::Placed;
 use crate::state::{Grant, Leased, Live};
 use crate::status::Metrics;
@@ -26,6 +26,8 @@ enum Step<C> {
     Connect(usize),
     /// In line.
     Wait(Ticket),
+    /// Served in line while it looked again (see [`Pool::confirm_in_turn`]), with its ticket.
+    Granted(Grant<C>, Ticket),
 }
 
 impl<M: Manager> Pool<M>
@@ -99,8 +101,10 @@ where
             |conn| shared.conn_is_broken(conn),
         );
         let refill = state.reserve_refill();
+        let rearm = std::mem::take(&mut state.rearm);
         state.debug_check();
         drop(state);
+        shared.rearm_maintenance(rearm);
         shared.spawn_connects(refill);
         match placed {
             Some(Placed::Lease(leased)) => self.hand_out(leased).ok_or(None),
@@ -118,12 +122,15 @@ where
     ) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut failed_connects = 0;
+        // A caller served in line whose lease could not be used, back at its place.
+        let mut requeued = None;
         loop {
             let step = match first.take() {
                 Some(placed) => Step::Placed(placed),
                 None => {
+                    // Ready at once: nothing suspends between a requeue and this look.
                     let (step, refill) = std::future::poll_fn(|cx| {
-                        Poll::Ready(self.decide_lease(&mut times, may_wait, cx))
+                        Poll::Ready(self.decide_lease(&mut times, may_wait, cx, requeued.take()))
                     })
                     .await;
                     shared.spawn_connects(refill);
@@ -156,10 +163,14 @@ where
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
-                        Wake::Granted(Grant::Lease(leased)) => self.confirm(leased),
-                        Wake::Granted(Grant::Conn(live)) => self.own(live, served).await?,
-                        Wake::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
+                        Wake::Granted(grant) => {
+                            self.granted(grant, ticket, served, &mut requeued).await?
+                        }
                     }
+                }
+                Step::Granted(grant, ticket) => {
+                    self.granted(grant, ticket, times.now(), &mut requeued)
+                        .await?
                 }
             };
             match next {
@@ -190,14 +201,25 @@ where
     /// line.
     /// The clock is read only when a move needs it (`Times`): a lease on a connection that
     /// already carries one reads none.
+    ///
+    /// A caller `requeued` (back at its place in line, see
+    /// [`confirm_in_turn`](Self::confirm_in_turn)) takes what it was served meanwhile, or
+    /// leaves the line to look; if it has to wait, it waits at its old place.
     fn decide_lease(
         &self,
         times: &mut Times,
         may_wait: bool,
         cx: &mut Context<'_>,
+        requeued: Option<Ticket>,
     ) -> (Step<M::Connection>, usize) {
         let shared = &self.shared;
         let mut state = shared.lock();
+        if let Some(ticket) = requeued
+            && let Some(Wake::Granted(grant)) = state.waiters.withdraw(ticket)
+        {
+            state.debug_check();
+            return (Step::Granted(grant, ticket), 0);
+        }
         if state.closed {
             return (Step::Closed, 0);
         }
@@ -208,21 +230,28 @@ where
             |conn| shared.conn_is_broken(conn),
         );
         let mut may_wait = || may_wait && times.deadline() > times.now();
+        let join = |line: &mut Line<M::Connection>| match requeued {
+            Some(ticket) => line.rejoin(ticket, cx.waker().clone()),
+            None => line.join(cx.waker().clone(), true),
+        };
         let step = if let Some(placed) = placed {
             Step::Placed(placed)
         } else if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Own(live)
         } else if state.waiters.leasers() < state.opening_room && may_wait() {
-            Step::Wait(state.waiters.join(cx.waker().clone(), true))
+            Step::Wait(join(&mut state.waiters))
         } else if state.reserve_connects(1) == 1 {
             Step::Connect(state.promise_room())
         } else if !may_wait() {
             Step::Full
         } else {
-            Step::Wait(state.waiters.join(cx.waker().clone(), true))
+            Step::Wait(join(&mut state.waiters))
         };
         let refill = state.reserve_refill();
+        let rearm = std::mem::take(&mut state.rearm);
         state.debug_check();
+        drop(state);
+        shared.rearm_maintenance(rearm);
         (step, refill)
     }
 
@@ -230,6 +259,51 @@ where
     /// lease then ends, marking it broken, and the caller decides again.
     fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
         self.hand_out(leased).map_or(Next::Again, Next::Out)
+    }
+
+    /// What a caller was served in line (`ticket`): a lease, a connection of its own, or a
+    /// slot to open one in.
+    async fn granted(
+        &self,
+        grant: Grant<M::Connection>,
+        ticket: Ticket,
+        now: Instant,
+        requeued: &mut Option<Ticket>,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        Ok(match grant {
+            Grant::Lease(leased) => self.confirm_in_turn(leased, ticket, requeued),
+            Grant::Conn(live) => self.own(live, now).await?,
+            Grant::Slot => Next::Connect(self.take_slot(true)?),
+        })
+    }
+
+    /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the
+    /// caller keeps its turn: it is back at its place in line (`requeued`) before the lease
+    /// ends and the connection's slot is freed, so that slot, or room elsewhere, reaches it
+    /// before callers that came after it. Its next look ([`decide_lease`](Self::decide_lease),
+    /// with nothing awaited in between) takes what it was served meanwhile, or leaves the line
+    /// to look. With an idle connection in the pool (nobody waits then) it just looks again.
+    fn confirm_in_turn(
+        &self,
+        leased: Leased,
+        ticket: Ticket,
+        requeued: &mut Option<Ticket>,
+    ) -> Next<Lease<M>> {
+        let mut lease = Lease::new(Arc::clone(&self.shared), leased);
+        if !self.shared.is_broken_shared(&*lease) {
+            return Next::Out(lease);
+        }
+        {
+            let mut state = self.shared.lock();
+            if !state.closed && state.idle.is_empty() {
+                // Woken through its next look, which takes the outcome itself.
+                *requeued = Some(state.waiters.rejoin(ticket, Waker::noop().clone()));
+            }
+            state.debug_check();
+        }
+        Lease::mark_broken(&mut lease);
+        drop(lease);
+        Next::Again
     }
 
     /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died.
@@ -272,19 +346,20 @@ where
         let shared = &self.shared;
         let conn = wrap(live.conn);
         let mut wakes = Vec::new();
-        let leased = {
+        let (leased, rearm) = {
             let mut state = shared.lock();
             state.opening_room -= room;
             if state.closed {
                 state.slots -= 1;
                 state.debug_check();
-                None
+                (None, false)
             } else {
                 let leased = state.share(conn.clone(), live.info, &mut wakes);
                 state.debug_check();
-                Some(leased)
+                (Some(leased), std::mem::take(&mut state.rearm))
             }
         };
+        shared.rearm_maintenance(rearm);
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }

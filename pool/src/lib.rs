@@ -167,8 +167,9 @@
 //!   arriving in between waits for it instead of opening another.
 //! - A caller waiting for a connection of its own is not starved by leases that overlap
 //!   without end: while it waits, the shared connection with the fewest leases takes no new
-//!   lease, so its count only falls, and at its last lease that caller takes it (lease
-//!   callers can use room elsewhere; `get` can use nothing else).
+//!   lease but from lease callers ahead of it in line (first come, first served still
+//!   holds), so its count falls, and at its last lease that caller takes it (lease callers
+//!   can use room elsewhere; `get` can use nothing else).
 //! - A broken shared connection, and one a shrink drains, gives its slot up at once (so a
 //!   replacement can open, and a shrink by one retires one connection); while leases still
 //!   use it, it is counted in `Status::discarded`, not in `size` or `in_use`, so `size`
@@ -181,7 +182,9 @@
 //!   already carries one reads none, and neither does the end of a lease (a read costs 26 ns
 //!   on the 2-core VM of BENCHMARKS.md, a sixth of a lease). So a leased connection past
 //!   `max_lifetime` is drained by the background task, which wakes at the earliest end of a
-//!   lifetime (not only every `reap_interval`); a shared connection counts as idle
+//!   lifetime (not only every `reap_interval`), planned again when a connection takes its
+//!   first lease with a lifetime that ends before the planned wake (one held by `get`
+//!   through the rounds before); a shared connection counts as idle
 //!   (`idle_timeout`) from the first round after its last lease ended; and its `last_used`
 //!   is when its latest run of leases began, so `check_interval` errs towards checking.
 //!   A lease handed to a caller waiting in line is tested against the lifetime as it is
@@ -190,7 +193,9 @@
 //! - Room on a shared connection goes to the leasers waiting in line wherever it is not kept
 //!   for a waiting `get`: when the kept connection changes (another now has fewer leases),
 //!   the room on the one kept before is handed out at once, so a lease caller that came
-//!   later never takes it first.
+//!   later never takes it first. A waiting caller served a lease on a connection that died
+//!   meanwhile (`is_broken_shared` at hand-out) keeps its place: it is back in line before
+//!   the dead connection's slot is freed, so the slot, or room elsewhere, comes to it first.
 //! - Several endpoints are a [`Manager`] combinator ([`balance::Balanced`]), not a pool
 //!   feature: the pool stays one set of slots, and any manager gets placement, failover,
 //!   ejection and recovery. A connect that fails tries the next healthy endpoint within the

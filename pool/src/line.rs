@@ -73,6 +73,11 @@ impl<C> Line<C> {
         self.leasers
     }
 
+    /// The first caller in line waits for a lease.
+    pub fn leaser_first(&self) -> bool {
+        self.queue.front().is_some_and(|t| t.lease)
+    }
+
     /// Callers waiting for a connection of their own.
     pub fn exclusive(&self) -> usize {
         self.queue.len() - self.leasers
@@ -90,20 +95,7 @@ impl<C> Line<C> {
     /// Joins the end of the line, for a lease or a connection of its own; `waker` is woken
     /// when the wait ends.
     pub fn join(&mut self, waker: Waker, lease: bool) -> Ticket {
-        let slot = Slot {
-            waker: Some(waker),
-            outcome: None,
-        };
-        let key = match self.free.pop() {
-            Some(key) => {
-                self.slab[key] = Some(slot);
-                key
-            }
-            None => {
-                self.slab.push(Some(slot));
-                self.slab.len() - 1
-            }
-        };
+        let key = self.new_slot(waker);
         let ticket = Ticket {
             id: self.next_id,
             key,
@@ -113,6 +105,44 @@ impl<C> Line<C> {
         self.leasers += usize::from(lease);
         self.queue.push_back(ticket);
         ticket
+    }
+
+    /// Joins the line again at the place `ticket` had: a caller that was served but could not
+    /// use what it was given (a lease on a connection that died) keeps its turn. Returns its
+    /// new ticket, with the same place.
+    pub fn rejoin(&mut self, ticket: Ticket, waker: Waker) -> Ticket {
+        let key = self.new_slot(waker);
+        let ticket = Ticket { key, ..ticket };
+        let at = self
+            .queue
+            .binary_search_by_key(&ticket.id, |t| t.id)
+            .unwrap_or_else(|at| at);
+        self.queue.insert(at, ticket);
+        self.leasers += usize::from(ticket.lease);
+        ticket
+    }
+
+    /// A free slot for a waiter that wakes with `waker`; its key.
+    fn new_slot(&mut self, waker: Waker) -> usize {
+        let slot = Slot {
+            waker: Some(waker),
+            outcome: None,
+        };
+        match self.free.pop() {
+            Some(key) => {
+                self.slab[key] = Some(slot);
+                key
+            }
+            None => {
+                self.slab.push(Some(slot));
+                self.slab.len() - 1
+            }
+        }
+    }
+
+    /// Takes the ticket out of the line; returns what it was served meanwhile, if anything.
+    pub fn withdraw(&mut self, ticket: Ticket) -> Option<Wake<C>> {
+        self.take(ticket)
     }
 
     /// The outcome, once there is one (the slot is then freed); else keeps the waker.

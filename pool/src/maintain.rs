@@ -1,6 +1,6 @@
 //! The background task: closes expired connections and keeps `min_idle` filled.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,10 +21,11 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
         pool: pool.clone(),
         armed: true,
     };
-    let (every, sample) = match pool.upgrade() {
+    let (every, sample, rearm) = match pool.upgrade() {
         Some(shared) => (
             shared.config.effective_reap_interval(),
             shared.config.metrics_interval.max(Duration::from_millis(1)),
+            Arc::clone(&shared.rearm),
         ),
         None => return,
     };
@@ -40,24 +41,33 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             }
             let now = Instant::now();
             if now >= next_round || next_expiry.is_some_and(|expiry| now >= expiry) {
-                next_expiry = reap(&shared, now);
+                reap(&shared, now);
                 shared.refill();
                 if now >= next_round {
                     next_round = now + every;
                 }
             }
-            // A connection created after this round expires after the next one (the round
-            // comes at most half a lifetime apart), so that round sees it.
-            let wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
             if cfg!(feature = "metrics") {
                 // Samples the gauges, between rounds too (without reaping there).
                 let _ = shared.status();
-                wake.min(now + sample)
-            } else {
-                wake
             }
+            // A connection created after this round expires after the next one (the round
+            // comes at most half a lifetime apart), so that round sees it. One held by `get`
+            // in the rounds before its lifetime ends is not seen by them: when it takes its
+            // first lease before its lifetime ends and after the planned wake, the lease's
+            // caller wakes this task to plan again (`State::rearm`).
+            let mut state = shared.lock();
+            next_expiry = state.next_expiry();
+            let mut wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
+            if cfg!(feature = "metrics") {
+                wake = wake.min(now + sample);
+            }
+            state.maintenance_wake = Some(wake);
+            state.rearm = false;
+            wake
         };
-        tokio::time::sleep_until(wake).await;
+        // A rearm that came after the plan above left a permit: this returns at once.
+        let _ = tokio::time::timeout_at(wake, rearm.notified()).await;
     }
 }
 
@@ -81,13 +91,10 @@ impl<M: Manager> Drop for Running<M> {
 /// Closes idle connections past their max lifetime, and those idle longer than
 /// `idle_timeout` while more than `min_idle` are idle. The oldest go first. Shared
 /// connections past their lifetime that carry leases drain: no new lease, closed after their
-/// last. Returns when the next lifetime ends, for the task to wake then.
-pub(crate) fn reap<M: Manager>(
-    shared: &std::sync::Arc<Shared<M>>,
-    now: Instant,
-) -> Option<Instant> {
+/// last.
+pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let idle_timeout = shared.config.idle_timeout;
-    let (evicted, shared_evicted, next_expiry) = {
+    let (evicted, shared_evicted) = {
         let mut state = shared.lock();
         state.see_ended_leases(now);
         let min_idle = state.min_idle;
@@ -102,9 +109,8 @@ pub(crate) fn reap<M: Manager>(
         // A lease on a connection that carries leases reads no clock (`State::place_lease`):
         // one past its lifetime drains here, and closes after its last lease.
         state.drain_shared(false, |info| info.expired(now));
-        let next_expiry = state.next_expiry();
         state.debug_check();
-        (evicted, shared_evicted, next_expiry)
+        (evicted, shared_evicted)
     };
     if !evicted.is_empty() || !shared_evicted.is_empty() {
         tracing::debug!(
@@ -118,5 +124,4 @@ pub(crate) fn reap<M: Manager>(
     for conn in shared_evicted {
         shared.close_shared(conn);
     }
-    next_expiry
 }

@@ -112,6 +112,9 @@ impl<C: 'static> State<C> {
             record.info.last_used = now;
             record.unseen_end = false;
             record.idle_from = None;
+            let expires = record.info.expires();
+            self.watch_expiry(expires);
+            let record = self.streams.get_mut(key)?;
             if due {
                 record.mode = Mode::Checking;
                 record.leases = 1;
@@ -126,8 +129,9 @@ impl<C: 'static> State<C> {
     }
 
     /// The shared connection kept from new leases while a caller waits for a connection of
-    /// its own: the open one with the fewest leases. It takes no new lease, so its count only
-    /// falls, and when its last lease ends that caller takes it. Without it, leases that
+    /// its own: the open one with the fewest leases. It takes no new lease (but from callers
+    /// ahead of that caller in line), so its count falls, and when its last lease ends that
+    /// caller takes it. Without it, leases that
     /// overlap would keep every connection leased and starve `get`.
     pub fn reserved_for_get(&self) -> Option<Key> {
         if self.waiters.exclusive() == 0 {
@@ -136,17 +140,18 @@ impl<C: 'static> State<C> {
         self.streams.pick(usize::MAX, None)
     }
 
-    /// Serves callers waiting for a lease on every connection with room but the one kept
-    /// for a caller waiting for a connection of its own (after that caller left the line, or
-    /// the connection kept for it changed); pushes their wakers.
+    /// Serves callers waiting for a lease on every connection with room (after a caller
+    /// waiting for a connection of its own left the line, or the connection kept for it
+    /// changed); pushes their wakers. The connection kept for such a caller serves only the
+    /// callers ahead of it in line.
     pub fn serve_leasers_anywhere(&mut self, wakes: &mut Vec<Option<Waker>>) {
         if self.waiters.leasers() == 0 {
             return;
         }
         let reserved = self.reserved_for_get();
         let keys: Vec<_> = self.streams.keys().collect();
-        for key in keys.into_iter().filter(|&key| Some(key) != reserved) {
-            self.serve_leasers_on(key, wakes);
+        for key in keys {
+            self.serve_leasers_on(key, Some(key) == reserved, wakes);
         }
     }
 
@@ -163,13 +168,16 @@ impl<C: 'static> State<C> {
             self.serve_leasers_anywhere(wakes);
             return;
         }
-        self.serve_leasers_on(key, wakes);
+        self.serve_leasers_on(key, false, wakes);
     }
 
-    /// Serves callers waiting for a lease on `key`, while it has room. A connection past its
-    /// lifetime takes no new lease, as in [`place_lease`](Self::place_lease): leased, it
-    /// drains from now on (the clock is read only when callers wait).
-    fn serve_leasers_on(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
+    /// Serves callers waiting for a lease on `key`, while it has room; when it is kept for a
+    /// caller waiting for a connection of its own (`kept`), only while a caller waiting for
+    /// a lease is first in line (it came before every such caller, so first come, first
+    /// served still holds). A connection past its lifetime takes no new lease, as in
+    /// [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is read
+    /// only when callers wait).
+    fn serve_leasers_on(&mut self, key: Key, kept: bool, wakes: &mut Vec<Option<Waker>>) {
         if self.waiters.leasers() == 0 {
             return;
         }
@@ -181,7 +189,7 @@ impl<C: 'static> State<C> {
             }
             return;
         }
-        while self.waiters.leasers() > 0 {
+        while self.waiters.leasers() > 0 && (!kept || self.waiters.leaser_first()) {
             let room = self
                 .streams
                 .get_mut(key)
@@ -214,6 +222,7 @@ impl<C: 'static> State<C> {
         wakes: &mut Vec<Option<Waker>>,
     ) -> Leased {
         let lease_conn = Arc::clone(&conn);
+        self.watch_expiry(info.expires());
         let key = self.streams.insert(conn, info, 1);
         self.serve_leasers(key, wakes);
         Leased {

@@ -49,9 +49,9 @@ fn lease_room_freed_when_the_get_reservation_moves_goes_to_the_waiting_leaser() 
     );
 }
 
-/// The same, scripted: a lease ends on the only connection while a `get` waits, so its room
-/// is kept for that caller; then a second connection opens with one lease and is kept
-/// instead. The leaser waiting in line takes the room on the first at once.
+/// The same, scripted: a lease ends on the only connection while a `get` waits ahead of a
+/// leaser, so its room is kept for that caller; then a second connection opens with one
+/// lease and is kept instead. The leaser waiting in line takes the room on the first at once.
 #[tokio::test(start_paused = true)]
 async fn waiting_leaser_takes_room_no_longer_kept_for_a_get() {
     let mock = Mock::default();
@@ -76,11 +76,13 @@ async fn waiting_leaser_takes_room_no_longer_kept_for_a_get() {
         held.push(task.await.expect("task").expect("a lease on connection 0"));
     }
     assert!(held.iter().all(|l| l.id == 0));
-    let waiting_leaser = lease(&pool);
+    // The `get` comes first in line: room is kept for it ahead of the leaser behind it.
     let getter = {
         let pool = pool.clone();
         tokio::spawn(async move { pool.get().await })
     };
+    settle().await;
+    let waiting_leaser = lease(&pool);
     settle().await;
     assert_eq!(pool.status().waiting, 2);
     // Room on connection 0, kept for the waiting `get` (its fewest-leased connection).
@@ -130,6 +132,32 @@ fn a_waiting_leaser_is_never_served_on_an_expired_connection() {
         ],
     );
 }
+
+/// Found by the model (seed 7, 50,000 cases): a lease caller waiting in line was passed over
+/// by lease callers that came after it. It was served a lease on a connection that had died
+/// meanwhile (`is_broken_shared`); ending that lease freed the connection's slot to the next
+/// caller in line, and the caller went to the back of the line. It now keeps its place: it
+/// is back in line before the slot is freed, and the slot comes to it.
+#[test]
+fn a_leaser_served_on_a_dead_connection_keeps_its_place_in_line() {
+    replay(
+        settings(2, 2),
+        &[
+            Step::DropGet(0),
+            Step::Lease,
+            Step::Get,
+            Step::Get,
+            Step::Get,
+            Step::Kill(2),
+            Step::Lease,
+            Step::Abort(0),
+            Step::Lease,
+            Step::Lease,
+            Step::DropGet(0),
+        ],
+    );
+}
+
 /// Found by the model (seed 7, 50,000 cases), a fault of the model: a `resize` to the size the
 /// pool already has may still drain a leased connection (its slot given up), when connects
 /// that were in flight at an earlier shrink left the pool above that size. The model allowed
@@ -155,6 +183,58 @@ fn a_resize_to_the_same_size_may_drain_leased_connections_above_it() {
             Step::Resize(1),
             Step::Release(1, true),
             Step::Resize(1),
+        ],
+    );
+}
+
+/// Found by the model (seed 8, 50,000 cases): a lease caller waiting for a connection being
+/// opened was passed over by a later one that opened its own. That connection opened first,
+/// with room, but was kept from leases for the `get` callers waiting behind both of them; a
+/// connection kept for a `get` now still serves the lease callers ahead of it in line.
+#[test]
+fn a_connection_kept_for_a_get_serves_the_leasers_ahead_of_it() {
+    replay(
+        settings(3, 2),
+        &[
+            Step::Get,
+            Step::Script(Plan::Hang),
+            Step::MarkGet(0),
+            Step::Script(Plan::Hang),
+            Step::Lease,
+            Step::Abort(0),
+            Step::Lease,
+            Step::Lease,
+            Step::Get,
+            Step::Get,
+            Step::Release(1, true),
+        ],
+    );
+}
+
+/// Found by the model (seed 10, 50,000 cases): a lease was handed out on a connection past
+/// its `max_lifetime`. The connection was held by `get` through the background task's last
+/// rounds, took its first lease just before its lifetime ended, and the next round was
+/// planned after that end; a lease joining it then reads no clock. The first lease now wakes
+/// the task to plan again, so it drains the connection when its lifetime ends.
+#[test]
+fn a_connection_leased_just_before_its_lifetime_ends_drains_on_time() {
+    replay(
+        Settings {
+            lifetime: true,
+            ..settings(3, 2)
+        },
+        &[
+            Step::Get,
+            Step::Advance(Duration::from_secs(2)),
+            Step::Advance(Duration::from_millis(700)),
+            Step::Advance(Duration::from_millis(700)),
+            Step::Get,
+            Step::Advance(Duration::from_secs(2)),
+            Step::DropGet(2),
+            Step::Lease,
+            Step::Get,
+            Step::Advance(Duration::from_millis(700)),
+            Step::Lease,
         ],
     );
 }
