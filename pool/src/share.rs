@@ -131,8 +131,8 @@ impl<C: 'static> State<C> {
     /// The shared connection kept from new leases while a caller waits for a connection of
     /// its own: the open one with the fewest leases. It takes no new lease (but from callers
     /// ahead of that caller in line), so its count falls, and when its last lease ends that
-    /// caller takes it. Without it, leases that
-    /// overlap would keep every connection leased and starve `get`.
+    /// caller takes it. Without it, leases that overlap would keep every connection leased
+    /// and starve `get`.
     pub fn reserved_for_get(&self) -> Option<Key> {
         if self.waiters.exclusive() == 0 {
             return None;
