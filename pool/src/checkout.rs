@@ -332,7 +332,8 @@ impl<M: Manager> Pool<M> {
 /// The clock of one lease call, read only when a move needs it: placing a lease on a
 /// connection that already carries one needs no time at all, and a clock read costs tens of
 /// nanoseconds on some machines (26 ns on the 2-core VM of BENCHMARKS.md), a fifth of a
-/// lease. The first read stands for the caller's arrival, from which its deadline runs.
+/// lease. The first read stands for the caller's arrival, from which its deadline runs; a
+/// lease that leaves the fast path reads it before it awaits anything (`Pool::start_lease`).
 pub(crate) struct Times {
     arrived: Option<Instant>,
     now: Option<Instant>,

@@ -76,9 +76,15 @@ where
         let mut times = Times::new(may_wait.then_some(self.shared.config.wait_timeout));
         match self.fast_lease(&mut times) {
             Ok(lease) => Ok(lease),
-            // Boxed: the full path's state is large, and the future of every lease would
-            // carry it (and be moved with it) though the fast path never needs it.
-            Err(first) => Box::pin(self.checkout_lease(times, may_wait, first)).await,
+            Err(first) => {
+                // The caller's arrival, from which its `wait_timeout` runs: read before the
+                // full path awaits anything (a connect, say), however few of its moves read
+                // the clock.
+                times.now();
+                // Boxed: the full path's state is large, and the future of every lease would
+                // carry it (and be moved with it) though the fast path never needs it.
+                Box::pin(self.checkout_lease(times, may_wait, first)).await
+            }
         }
     }
 

@@ -238,3 +238,29 @@ fn a_connection_leased_just_before_its_lifetime_ends_drains_on_time() {
         ],
     );
 }
+
+/// Found by the model (seed 25, 50,000 cases): a lease caller waited past its
+/// `wait_timeout` and `connect_timeout` together. A lease reads the clock only when a move
+/// needs it, and its first read stood for its arrival: a caller that went straight to a
+/// connect read none before it, so its deadline ran from the connect's failure, not from
+/// its arrival, and it waited a second `wait_timeout` after it. The full path now reads the
+/// arrival before it awaits anything.
+#[test]
+fn a_lease_that_connects_first_still_times_out_from_its_arrival() {
+    replay(
+        settings(1, 1),
+        &[
+            Step::Script(Plan::Hang),
+            Step::Lease,
+            Step::Get,
+            Step::Get,
+            Step::Lease,
+            Step::Advance(Duration::from_millis(700)),
+            Step::Script(Plan::Hang),
+            Step::Advance(Duration::from_secs(2)),
+            Step::Advance(Duration::from_millis(700)),
+            Step::Script(Plan::Hang),
+            Step::Advance(Duration::from_secs(2)),
+        ],
+    );
+}
