@@ -258,3 +258,59 @@ impl<C> Line<C> {
         self.free.push(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::{Line, Wake};
+    use crate::state::Grant;
+
+    /// Serves the oldest waiter a slot; returns which of `tickets` it was.
+    fn serve_slot(line: &mut Line<()>, tickets: &[super::Ticket]) -> usize {
+        line.serve(Grant::Slot).ok().expect("someone waits");
+        let mut cx = Context::from_waker(Waker::noop());
+        let served: Vec<_> = tickets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                matches!(
+                    line.poll(**t, &mut cx),
+                    Poll::Ready(Wake::Granted(Grant::Slot))
+                )
+            })
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(served.len(), 1, "one waiter served");
+        served[0]
+    }
+
+    /// A caller served and put back with `rejoin` is first again, ahead of those who came
+    /// after it, and counts as a leaser again.
+    #[test]
+    fn a_rejoined_caller_is_back_at_its_own_place() {
+        let mut line: Line<()> = Line::new();
+        let waker = || Waker::noop().clone();
+        let first = line.join(waker(), true);
+        let second = line.join(waker(), true);
+        let get = line.join(waker(), false);
+        assert!(line.leaser_first());
+        // The first is served, then cannot use what it got and rejoins.
+        line.serve(Grant::Slot).ok().expect("someone waits");
+        assert!(matches!(line.withdraw(first), Some(Wake::Granted(_))));
+        assert_eq!(line.leasers(), 1);
+        let first = line.rejoin(first, waker());
+        assert_eq!((line.len(), line.leasers()), (3, 2));
+        let tickets = [first, second, get];
+        assert_eq!(
+            serve_slot(&mut line, &tickets),
+            0,
+            "the rejoined caller first"
+        );
+        assert!(line.leaser_first(), "the second leaser is next");
+        assert_eq!(serve_slot(&mut line, &tickets[1..]), 0, "then the second");
+        assert!(!line.leaser_first(), "then the get");
+        assert_eq!(serve_slot(&mut line, &tickets[2..]), 0);
+        assert!(line.is_empty());
+    }
+}
