@@ -113,7 +113,7 @@ where
         shared.rearm_maintenance(rearm);
         shared.spawn_connects(refill);
         match placed {
-            Some(Placed::Lease(leased)) => self.hand_out(leased).ok_or(None),
+            Some(Placed::Lease(leased)) => self.hand_out(leased, || {}).ok_or(None),
             other => Err(other),
         }
     }
@@ -264,7 +264,7 @@ where
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
     /// lease then ends, marking it broken, and the caller decides again.
     fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
-        self.hand_out(leased).map_or(Next::Again, Next::Out)
+        self.hand_out(leased, || {}).map_or(Next::Again, Next::Out)
     }
 
     /// What a caller was served in line (`ticket`): a lease, a connection of its own, or a
@@ -295,27 +295,23 @@ where
         ticket: Ticket,
         requeued: &mut Option<Ticket>,
     ) -> Next<Lease<M>> {
-        let mut lease = Lease::new(Arc::clone(&self.shared), leased);
-        if !self.shared.is_broken_shared(&*lease) {
-            return Next::Out(lease);
-        }
-        {
+        self.hand_out(leased, || {
             let mut state = self.shared.lock();
             if !state.closed && state.idle.is_empty() {
                 // Woken through its next look, which takes the outcome itself.
                 *requeued = Some(state.waiters.rejoin(ticket, Waker::noop().clone()));
             }
             state.debug_check();
-        }
-        Lease::mark_broken(&mut lease);
-        drop(lease);
-        Next::Again
+        })
+        .map_or(Next::Again, Next::Out)
     }
 
-    /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died.
-    fn hand_out(&self, leased: Leased) -> Option<Lease<M>> {
+    /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died: `before_end`
+    /// runs then, before the lease ends and marks the connection broken.
+    fn hand_out(&self, leased: Leased, before_end: impl FnOnce()) -> Option<Lease<M>> {
         let mut lease = Lease::new(Arc::clone(&self.shared), leased);
         if self.shared.is_broken_shared(&*lease) {
+            before_end();
             Lease::mark_broken(&mut lease);
             drop(lease);
             return None;
