@@ -140,11 +140,6 @@ impl<C> Line<C> {
         }
     }
 
-    /// Takes the ticket out of the line; returns what it was served meanwhile, if anything.
-    pub fn withdraw(&mut self, ticket: Ticket) -> Option<Wake<C>> {
-        self.take(ticket)
-    }
-
     /// The outcome, once there is one (the slot is then freed); else keeps the waker.
     pub fn poll(&mut self, ticket: Ticket, cx: &mut Context<'_>) -> Poll<Wake<C>> {
         let Some(slot) = self.slab.get_mut(ticket.key).and_then(Option::as_mut) else {
@@ -169,7 +164,7 @@ impl<C> Line<C> {
     /// Leaves the line for good (the wait was dropped). Returns a grant that had arrived but
     /// was never taken, for the pool to place again.
     pub fn leave(&mut self, ticket: Ticket) -> Option<Grant<C>> {
-        match self.take(ticket)? {
+        match self.withdraw(ticket)? {
             Wake::Granted(grant) => Some(grant),
             Wake::Closed | Wake::TimedOut => None,
         }
@@ -179,11 +174,12 @@ impl<C> Line<C> {
     /// outcome reached it first, which it then takes (a connection granted in the same instant
     /// is used, not bounced).
     pub fn time_out(&mut self, ticket: Ticket) -> Wake<C> {
-        self.take(ticket).unwrap_or(Wake::TimedOut)
+        self.withdraw(ticket).unwrap_or(Wake::TimedOut)
     }
 
-    /// Takes the ticket out of the queue and frees its slot; returns its outcome, if any.
-    fn take(&mut self, ticket: Ticket) -> Option<Wake<C>> {
+    /// Takes the ticket out of the queue and frees its slot; returns its outcome, if any
+    /// (what it was served meanwhile).
+    pub fn withdraw(&mut self, ticket: Ticket) -> Option<Wake<C>> {
         if let Ok(at) = self.queue.binary_search_by_key(&ticket.id, |t| t.id) {
             self.queue.remove(at);
             self.leasers -= usize::from(ticket.lease);
