@@ -57,6 +57,11 @@ impl ConnInfo {
         self.expires.is_some_and(|at| now >= at)
     }
 
+    /// Its lifetime ends before `wake` (the background task's next wake, if it runs).
+    pub(crate) fn expires_before(&self, wake: Option<Instant>) -> bool {
+        self.expires.zip(wake).is_some_and(|(at, wake)| at < wake)
+    }
+
     /// Idle at `now` for `interval` or longer since `last_used` (saturating: a `last_used`
     /// after `now` counts as no time), so its check is due. Tested as an addition and a
     /// comparison, cheaper than a subtraction of instants and its normalised `Duration`;

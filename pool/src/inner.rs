@@ -33,8 +33,8 @@ pub(crate) struct Shared<M: Manager> {
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
-    /// Wakes the background task to plan its next wake again ([`State::rearm`]). Its own
-    /// `Arc`, so the task can wait on it without keeping the pool alive.
+    /// Wakes the background task to plan its next wake again (`State::maintenance_wake`).
+    /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
     pub rearm: Arc<Notify>,
 }
 
@@ -59,8 +59,8 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Wakes the background task to plan again, when a move under the lock asked for it
-    /// ([`State::rearm`]).
+    /// Wakes the background task to plan again, when a move under the lock found it must
+    /// (`State::maintenance_wake`).
     #[inline]
     pub fn rearm_maintenance(&self, rearm: bool) {
         if rearm {

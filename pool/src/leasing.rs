@@ -107,10 +107,8 @@ where
             |conn| shared.conn_is_broken(conn),
         );
         let refill = state.reserve_refill();
-        let rearm = std::mem::take(&mut state.rearm);
         state.debug_check();
         drop(state);
-        shared.rearm_maintenance(rearm);
         shared.spawn_connects(refill);
         match placed {
             Some(Placed::Lease(leased)) => self.hand_out(leased, || {}).ok_or(None),
@@ -254,10 +252,7 @@ where
             Step::Wait(join(&mut state.waiters))
         };
         let refill = state.reserve_refill();
-        let rearm = std::mem::take(&mut state.rearm);
         state.debug_check();
-        drop(state);
-        shared.rearm_maintenance(rearm);
         (step, refill)
     }
 
@@ -358,7 +353,12 @@ where
             } else {
                 let leased = state.share(conn.clone(), live.info, &mut wakes);
                 state.debug_check();
-                (Some(leased), std::mem::take(&mut state.rearm))
+                // New to the shared connections (opened, or held by `get` through the
+                // background task's rounds): the task must wake by its lifetime's end, or a
+                // lease could join it past that end (one on a connection that carries leases
+                // reads no clock). One already shared is in the task's plan.
+                let rearm = live.info.expires_before(state.maintenance_wake);
+                (Some(leased), rearm)
             }
         };
         shared.rearm_maintenance(rearm);

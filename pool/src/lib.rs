@@ -182,8 +182,8 @@
 //!   already carries one reads none, and neither does the end of a lease (a read costs 26 ns
 //!   on the 2-core VM of BENCHMARKS.md, a sixth of a lease). So a leased connection past
 //!   `max_lifetime` is drained by the background task, which wakes at the earliest end of a
-//!   lifetime (not only every `reap_interval`), planned again when a connection takes its
-//!   first lease with a lifetime that ends before the planned wake (one held by `get`
+//!   lifetime (not only every `reap_interval`), planned again when a connection comes into
+//!   shared form with a lifetime that ends before the planned wake (one held by `get`
 //!   through the rounds before); a shared connection counts as idle
 //!   (`idle_timeout`) from the first round after its last lease ended; and its `last_used`
 //!   is when its latest run of leases began, so `check_interval` errs towards checking.

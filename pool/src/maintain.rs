@@ -53,9 +53,9 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             }
             // A connection created after this round expires after the next one (the round
             // comes at most half a lifetime apart), so that round sees it. One held by `get`
-            // in the rounds before its lifetime ends is not seen by them: when it takes its
-            // first lease before its lifetime ends and after the planned wake, the lease's
-            // caller wakes this task to plan again (`State::rearm`).
+            // in the rounds before its lifetime ends is not seen by them: when it comes into
+            // shared form with a lifetime that ends before the planned wake, the caller that
+            // shared it wakes this task to plan again (`Shared::rearm`).
             let mut state = shared.lock();
             next_expiry = state.next_expiry();
             let mut wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
@@ -63,7 +63,6 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
                 wake = wake.min(now + sample);
             }
             state.maintenance_wake = Some(wake);
-            state.rearm = false;
             wake
         };
         // A rearm that came after the plan above left a permit: this returns at once.

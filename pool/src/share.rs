@@ -112,9 +112,6 @@ impl<C: 'static> State<C> {
             record.info.last_used = now;
             record.unseen_end = false;
             record.idle_from = None;
-            let expires = record.info.expires();
-            self.watch_expiry(expires);
-            let record = self.streams.get_mut(key)?;
             if due {
                 record.mode = Mode::Checking;
                 record.leases = 1;
@@ -222,7 +219,6 @@ impl<C: 'static> State<C> {
         wakes: &mut Vec<Option<Waker>>,
     ) -> Leased {
         let lease_conn = Arc::clone(&conn);
-        self.watch_expiry(info.expires());
         let key = self.streams.insert(conn, info, 1);
         self.serve_leasers(key, wakes);
         Leased {

@@ -87,12 +87,10 @@ pub(crate) struct State<C> {
     /// connection's room stays counted until its caller shares it (or, the caller gone, it
     /// is placed), after its connect has left `connecting`.
     pub opening_room: usize,
-    /// When the background task wakes next, as it last planned (`None` before it runs).
+    /// When the background task wakes next, as it last planned (`None` before it runs): a
+    /// connection that comes into shared form with a lifetime that ends sooner wakes it
+    /// ([`Shared::rearm`](crate::inner::Shared)).
     pub maintenance_wake: Option<Instant>,
-    /// A shared connection took its first lease and its lifetime ends before that wake: the
-    /// task must plan again, or a lease could join the connection past its lifetime (a lease
-    /// on a connection that carries leases reads no clock). Taken by whoever holds the lock.
-    pub rearm: bool,
 }
 
 impl<C> State<C> {
@@ -110,19 +108,6 @@ impl<C> State<C> {
             max_streams,
             opening_room: 0,
             maintenance_wake: None,
-            rearm: false,
-        }
-    }
-
-    /// A shared connection that expires at `expires` takes its first lease: when that comes
-    /// before the background task's next wake, the task must wake for it ([`rearm`]).
-    ///
-    /// [`rearm`]: State::rearm
-    pub fn watch_expiry(&mut self, expires: Option<Instant>) {
-        if let (Some(expires), Some(wake)) = (expires, self.maintenance_wake)
-            && expires < wake
-        {
-            self.rearm = true;
         }
     }
 
