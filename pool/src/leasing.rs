@@ -6,7 +6,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 use crate::checkout::{Next, Times};
-use crate::line::{Line, Ticket, Wake};
+use crate::line::{Arrival, Ticket, Wake};
 use crate::share::Placed;
 use crate::state::{Grant, Leased, Live};
 use crate::status::Metrics;
@@ -26,8 +26,8 @@ enum Step<C> {
     Connect(usize),
     /// In line.
     Wait(Ticket),
-    /// Served in line while it looked again (see [`Pool::confirm_in_turn`]), with its ticket.
-    Granted(Grant<C>, Ticket),
+    /// Served in line while it looked again (see [`Pool::confirm_in_turn`]).
+    Granted(Grant<C>),
 }
 
 impl<M: Manager> Pool<M>
@@ -126,6 +126,8 @@ where
     ) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut failed_connects = 0;
+        // The caller's place in line, from its first look (`decide_lease`) on.
+        let mut place = None;
         // A caller served in line whose lease could not be used, back at its place.
         let mut requeued = None;
         loop {
@@ -134,7 +136,13 @@ where
                 None => {
                     // Ready at once: nothing suspends between a requeue and this look.
                     let (step, refill) = std::future::poll_fn(|cx| {
-                        Poll::Ready(self.decide_lease(&mut times, may_wait, cx, requeued.take()))
+                        Poll::Ready(self.decide_lease(
+                            &mut times,
+                            may_wait,
+                            cx,
+                            requeued.take(),
+                            &mut place,
+                        ))
                     })
                     .await;
                     shared.spawn_connects(refill);
@@ -168,12 +176,14 @@ where
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
                         Wake::Granted(grant) => {
-                            self.granted(grant, ticket, served, &mut requeued).await?
+                            let place = self.place(&mut place);
+                            self.granted(grant, served, place, &mut requeued).await?
                         }
                     }
                 }
-                Step::Granted(grant, ticket) => {
-                    self.granted(grant, ticket, times.now(), &mut requeued)
+                Step::Granted(grant) => {
+                    let place = self.place(&mut place);
+                    self.granted(grant, times.now(), place, &mut requeued)
                         .await?
                 }
             };
@@ -206,15 +216,20 @@ where
     /// The clock is read only when a move needs it (`Times`): a lease on a connection that
     /// already carries one reads none.
     ///
-    /// A caller `requeued` (back at its place in line, see
+    /// The caller's `place` in line is taken at its first look, and it waits at that place
+    /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed
+    /// keeps its turn. A caller `requeued` (back at its place in line, see
     /// [`confirm_in_turn`](Self::confirm_in_turn)) takes what it was served meanwhile, or
-    /// leaves the line to look; if it has to wait, it waits at its old place.
+    /// leaves the line to look.
+    ///
+    /// [`Line::rejoin`]: crate::line::Line::rejoin
     fn decide_lease(
         &self,
         times: &mut Times,
         may_wait: bool,
         cx: &mut Context<'_>,
         requeued: Option<Ticket>,
+        place: &mut Option<Arrival>,
     ) -> (Step<M::Connection>, usize) {
         let shared = &self.shared;
         let mut state = shared.lock();
@@ -222,11 +237,12 @@ where
             && let Some(Wake::Granted(grant)) = state.waiters.withdraw(ticket)
         {
             state.debug_check();
-            return (Step::Granted(grant, ticket), 0);
+            return (Step::Granted(grant), 0);
         }
         if state.closed {
             return (Step::Closed, 0);
         }
+        let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
         let check_interval = shared.config.check_interval;
         let placed = state.place_lease(
             || times.now(),
@@ -234,22 +250,18 @@ where
             |conn| shared.conn_is_broken(conn),
         );
         let mut may_wait = || may_wait && times.deadline() > times.now();
-        let join = |line: &mut Line<M::Connection>| match requeued {
-            Some(ticket) => line.rejoin(ticket, cx.waker().clone()),
-            None => line.join(cx.waker().clone(), true),
-        };
         let step = if let Some(placed) = placed {
             Step::Placed(placed)
         } else if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Own(live)
         } else if state.waiters.leasers() < state.opening_room && may_wait() {
-            Step::Wait(join(&mut state.waiters))
+            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
         } else if state.reserve_connects(1) == 1 {
             Step::Connect(state.promise_room())
         } else if !may_wait() {
             Step::Full
         } else {
-            Step::Wait(join(&mut state.waiters))
+            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
         };
         let refill = state.reserve_refill();
         state.debug_check();
@@ -262,20 +274,26 @@ where
         self.hand_out(leased, || {}).map_or(Next::Again, Next::Out)
     }
 
-    /// What a caller was served in line (`ticket`): a lease, a connection of its own, or a
-    /// slot to open one in.
+    /// What a caller was served at its `place` in line: a lease, a connection of its own,
+    /// or a slot to open one in.
     async fn granted(
         &self,
         grant: Grant<M::Connection>,
-        ticket: Ticket,
         now: Instant,
+        place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         Ok(match grant {
-            Grant::Lease(leased) => self.confirm_in_turn(leased, ticket, requeued),
+            Grant::Lease(leased) => self.confirm_in_turn(leased, place, requeued),
             Grant::Conn(live) => self.own(live, now).await?,
             Grant::Slot => Next::Connect(self.take_slot(true)?),
         })
+    }
+
+    /// The caller's place in line, taken at its first look
+    /// ([`decide_lease`](Self::decide_lease)); here, for a caller that has none yet.
+    fn place(&self, place: &mut Option<Arrival>) -> Arrival {
+        *place.get_or_insert_with(|| self.shared.lock().waiters.arrive(true))
     }
 
     /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the
@@ -287,14 +305,14 @@ where
     fn confirm_in_turn(
         &self,
         leased: Leased,
-        ticket: Ticket,
+        place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Next<Lease<M>> {
         self.hand_out(leased, || {
             let mut state = self.shared.lock();
             if !state.closed && state.idle.is_empty() {
                 // Woken through its next look, which takes the outcome itself.
-                *requeued = Some(state.waiters.rejoin(ticket, Waker::noop().clone()));
+                *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
             }
             state.debug_check();
         })

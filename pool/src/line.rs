@@ -38,6 +38,14 @@ impl Ticket {
     }
 }
 
+/// A caller's place in line by when it came ([`Line::arrive`]), kept while it is out of line:
+/// it waits at that place whenever it waits ([`Line::rejoin`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    id: u64,
+    lease: bool,
+}
+
 struct Slot<C> {
     waker: Option<Waker>,
     outcome: Option<Wake<C>>,
@@ -107,12 +115,24 @@ impl<C> Line<C> {
         ticket
     }
 
-    /// Joins the line again at the place `ticket` had: a caller that was served but could not
-    /// use what it was given (a lease on a connection that died) keeps its turn. Returns its
-    /// new ticket, with the same place.
-    pub fn rejoin(&mut self, ticket: Ticket, waker: Waker) -> Ticket {
+    /// A place in line for a caller that comes now, without joining it: behind every caller
+    /// in line, ahead of every caller that comes later.
+    pub fn arrive(&mut self, lease: bool) -> Arrival {
+        let id = self.next_id;
+        self.next_id += 1;
+        Arrival { id, lease }
+    }
+
+    /// Joins the line at the place `arrival` gives (its end, for a caller that just came): a
+    /// caller that comes back to the line (a connect failed, or it was served a lease on a
+    /// connection that died) keeps its turn. Returns its ticket, at that place.
+    pub fn rejoin(&mut self, arrival: Arrival, waker: Waker) -> Ticket {
         let key = self.new_slot(waker);
-        let ticket = Ticket { key, ..ticket };
+        let ticket = Ticket {
+            id: arrival.id,
+            key,
+            lease: arrival.lease,
+        };
         let at = self
             .queue
             .binary_search_by_key(&ticket.id, |t| t.id)
@@ -287,7 +307,9 @@ mod tests {
     fn a_rejoined_caller_is_back_at_its_own_place() {
         let mut line: Line<()> = Line::new();
         let waker = || Waker::noop().clone();
-        let first = line.join(waker(), true);
+        // A lease caller joins at the place its arrival gives it: the end of the line.
+        let arrival = line.arrive(true);
+        let first = line.rejoin(arrival, waker());
         let second = line.join(waker(), true);
         let get = line.join(waker(), false);
         assert!(line.leaser_first());
@@ -295,7 +317,7 @@ mod tests {
         line.serve(Grant::Slot).ok().expect("someone waits");
         assert!(matches!(line.withdraw(first), Some(Wake::Granted(_))));
         assert_eq!(line.leasers(), 1);
-        let first = line.rejoin(first, waker());
+        let first = line.rejoin(arrival, waker());
         assert_eq!((line.len(), line.leasers()), (3, 2));
         let tickets = [first, second, get];
         assert_eq!(
