@@ -128,7 +128,8 @@ where
         let mut failed_connects = 0;
         // The caller's place in line, from its first look (`decide_lease`) on.
         let mut place = None;
-        // A caller served in line whose lease could not be used, back at its place.
+        // A caller served in line whose lease could not be used, or whose connection went to
+        // the callers ahead of it, back at its place.
         let mut requeued = None;
         loop {
             let step = match first.take() {
@@ -164,9 +165,15 @@ where
                     Next::Again
                 }
                 Step::Placed(Placed::Check(key, conn)) => {
+                    // Should the check fail, the caller opens a connection: its place is
+                    // taken before the check, as a look would have taken it.
+                    self.place(&mut place);
                     self.check_shared(key, conn, times.now()).await?
                 }
-                Step::Own(live) => self.own(live, times.now()).await?,
+                Step::Own(live) => {
+                    let place = self.place(&mut place);
+                    self.own(live, times.now(), place, &mut requeued).await?
+                }
                 Step::Connect(room) => Next::Connect(room),
                 Step::Wait(ticket) => {
                     let (outcome, served) =
@@ -192,7 +199,9 @@ where
                 Next::Again => times.moved(),
                 Next::Connect(room) => match self.connect_for_caller(room).await {
                     Ok(pooled) => {
-                        if let Next::Out(lease) = self.share(Pooled::into_live(pooled), room)? {
+                        let live = Pooled::into_live(pooled);
+                        let place = self.place(&mut place);
+                        if let Next::Out(lease) = self.share(live, room, place, &mut requeued)? {
                             return Ok(lease);
                         }
                         times.moved();
@@ -217,10 +226,11 @@ where
     /// already carries one reads none.
     ///
     /// The caller's `place` in line is taken at its first look, and it waits at that place
-    /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed
-    /// keeps its turn. A caller `requeued` (back at its place in line, see
-    /// [`confirm_in_turn`](Self::confirm_in_turn)) takes what it was served meanwhile, or
-    /// leaves the line to look.
+    /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed,
+    /// or after its connection went to the callers ahead of it, keeps its turn. A caller
+    /// `requeued` (back at its place in line, see [`confirm_in_turn`](Self::confirm_in_turn)
+    /// and [`share`](Self::share)) takes what it was served meanwhile, or leaves the line to
+    /// look.
     ///
     /// [`Line::rejoin`]: crate::line::Line::rejoin
     fn decide_lease(
@@ -285,13 +295,14 @@ where
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         Ok(match grant {
             Grant::Lease(leased) => self.confirm_in_turn(leased, place, requeued),
-            Grant::Conn(live) => self.own(live, now).await?,
+            Grant::Conn(live) => self.own(live, now, place, requeued).await?,
             Grant::Slot => Next::Connect(self.take_slot(true)?),
         })
     }
 
-    /// The caller's place in line, taken at its first look
-    /// ([`decide_lease`](Self::decide_lease)); here, for a caller that has none yet.
+    /// The caller's place in line: taken at its first look
+    /// ([`decide_lease`](Self::decide_lease)), or here by a caller whose first move the fast
+    /// path placed (a check), before it awaits anything.
     fn place(&self, place: &mut Option<Arrival>) -> Arrival {
         *place.get_or_insert_with(|| self.shared.lock().waiters.arrive(true))
     }
@@ -333,11 +344,13 @@ where
     }
 
     /// A connection the caller has alone (idle, or handed over): readied as `get` readies
-    /// one (checked if due), then shared.
+    /// one (checked if due), then shared as the caller at `place` in line shares it.
     async fn own(
         &self,
         live: Live<M::Connection>,
         now: Instant,
+        place: Arrival,
+        requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let pooled = match self.fresh(live, now) {
             Ok(pooled) => pooled,
@@ -347,16 +360,25 @@ where
                 Next::Again => return Ok(Next::Again),
             },
         };
-        self.share(Pooled::into_live(pooled), 0)
+        self.share(Pooled::into_live(pooled), 0, place, requeued)
     }
 
-    /// Puts a connection this caller has alone into shared form, with the caller's lease;
-    /// callers waiting for a lease are served on it. `room` is what the connect made for
-    /// this caller promised them (`opening_room`): the connection now gives it.
+    /// Puts a connection this caller has alone into shared form; its leases go to the
+    /// callers waiting for one that came before this caller (at `place` in line), then to
+    /// this caller, then to those behind it (`State::share`). `room` is what the connect made
+    /// for this caller promised them (`opening_room`): the connection now gives it.
+    ///
+    /// When the callers ahead of it took every lease, the caller is back at its place in line
+    /// (`requeued`), as in [`confirm_in_turn`](Self::confirm_in_turn): first come, first
+    /// served holds for the callers it opened the connection beside, and its next look
+    /// ([`decide_lease`](Self::decide_lease)) takes what it was served meanwhile, or leaves
+    /// the line to look.
     fn share(
         &self,
         live: Live<M::Connection>,
         room: usize,
+        place: Arrival,
+        requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
         let conn = wrap(live.conn);
@@ -369,7 +391,11 @@ where
                 state.debug_check();
                 (None, false)
             } else {
-                let leased = state.share(conn.clone(), live.info, &mut wakes);
+                let leased = state.share(conn.clone(), live.info, place, &mut wakes);
+                if leased.is_none() && state.idle.is_empty() {
+                    // Woken through its next look, which takes the outcome itself.
+                    *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
+                }
                 state.debug_check();
                 // New to the shared connections (opened, or held by `get` through the
                 // background task's rounds): the task must wake by its lifetime's end, or a
@@ -386,7 +412,7 @@ where
         match leased {
             Some(leased) => {
                 drop(conn);
-                Ok(self.confirm(leased))
+                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased)))
             }
             None => {
                 shared.close_shared(conn);

@@ -196,6 +196,12 @@
 //!   later never takes it first. A waiting caller served a lease on a connection that died
 //!   meanwhile (`is_broken_shared` at hand-out) keeps its place: it is back in line before
 //!   the dead connection's slot is freed, so the slot, or room elsewhere, comes to it first.
+//! - A lease caller has a place in line from its first look, whether it waits or not, and
+//!   waits at that place whenever it waits. A connection it opens (or readies) serves first
+//!   the lease callers ahead of that place, then it, then those behind it: callers ahead may
+//!   wait for room promised by a connect whose own caller left, which never reaches them
+//!   while that connect hangs (the model test found a later caller served first). When the
+//!   callers ahead take every lease, the opener waits at its place.
 //! - Several endpoints are a [`Manager`] combinator ([`balance::Balanced`]), not a pool
 //!   feature: the pool stays one set of slots, and any manager gets placement, failover,
 //!   ejection and recovery. A connect that fails tries the next healthy endpoint within the

@@ -39,7 +39,9 @@ impl Ticket {
 }
 
 /// A caller's place in line by when it came ([`Line::arrive`]), kept while it is out of line:
-/// it waits at that place whenever it waits ([`Line::rejoin`]).
+/// it waits at that place ([`Line::rejoin`]), and a connection it opens serves the callers
+/// ahead of that place first ([`Line::leaser_before`]), so first come, first served holds
+/// for a caller that was never in line too.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Arrival {
     id: u64,
@@ -86,6 +88,14 @@ impl<C> Line<C> {
         self.queue.front().is_some_and(|t| t.lease)
     }
 
+    /// The oldest caller waiting for a lease came before `arrival`.
+    pub fn leaser_before(&self, arrival: Arrival) -> bool {
+        self.queue
+            .iter()
+            .find(|t| t.lease)
+            .is_some_and(|t| t.id < arrival.id)
+    }
+
     /// Callers waiting for a connection of their own.
     pub fn exclusive(&self) -> usize {
         self.queue.len() - self.leasers
@@ -124,8 +134,9 @@ impl<C> Line<C> {
     }
 
     /// Joins the line at the place `arrival` gives (its end, for a caller that just came): a
-    /// caller that comes back to the line (a connect failed, or it was served a lease on a
-    /// connection that died) keeps its turn. Returns its ticket, at that place.
+    /// caller that comes back to the line (a connect failed, it was served a lease on a
+    /// connection that died, or the connection it opened went to the callers ahead of it)
+    /// keeps its turn. Returns its ticket, at that place.
     pub fn rejoin(&mut self, arrival: Arrival, waker: Waker) -> Ticket {
         let key = self.new_slot(waker);
         let ticket = Ticket {
@@ -329,6 +340,26 @@ mod tests {
         assert_eq!(serve_slot(&mut line, &tickets[1..]), 0, "then the second");
         assert!(!line.leaser_first(), "then the get");
         assert_eq!(serve_slot(&mut line, &tickets[2..]), 0);
+        assert!(line.is_empty());
+    }
+
+    /// A caller that came before others but was never in line (it opened a connection) sees
+    /// who came before it, and waits ahead of those who came after it.
+    #[test]
+    fn an_arrival_out_of_line_keeps_its_place() {
+        let mut line: Line<()> = Line::new();
+        let waker = || Waker::noop().clone();
+        let older = line.join(waker(), true);
+        let opener = line.arrive(true);
+        let younger = line.join(waker(), true);
+        assert!(line.leaser_before(opener), "the older leaser came first");
+        line.serve_leaser(Grant::Slot).ok().expect("a leaser waits");
+        assert!(matches!(line.withdraw(older), Some(Wake::Granted(_))));
+        assert!(!line.leaser_before(opener), "the younger came after it");
+        let opener = line.rejoin(opener, waker());
+        let tickets = [opener, younger];
+        assert_eq!(serve_slot(&mut line, &tickets), 0, "the opener first");
+        assert_eq!(serve_slot(&mut line, &tickets[1..]), 0);
         assert!(line.is_empty());
     }
 }

@@ -16,6 +16,7 @@ use std::task::Waker;
 use tokio::time::Instant;
 
 use crate::info::ConnInfo;
+use crate::line::{Arrival, Line};
 use crate::state::{Grant, Leased, Live, State};
 use crate::streams::{Key, Mode, SharedConn, unwrap};
 
@@ -148,7 +149,8 @@ impl<C: 'static> State<C> {
         let reserved = self.reserved_for_get();
         let keys: Vec<_> = self.streams.keys().collect();
         for key in keys {
-            self.serve_leasers_on(key, Some(key) == reserved, wakes);
+            let kept = Some(key) == reserved;
+            self.serve_leasers_on(key, |line| !kept || line.leaser_first(), wakes);
         }
     }
 
@@ -165,16 +167,22 @@ impl<C: 'static> State<C> {
             self.serve_leasers_anywhere(wakes);
             return;
         }
-        self.serve_leasers_on(key, false, wakes);
+        self.serve_leasers_on(key, |_| true, wakes);
     }
 
-    /// Serves callers waiting for a lease on `key`, while it has room; when it is kept for a
-    /// caller waiting for a connection of its own (`kept`), only while a caller waiting for
-    /// a lease is first in line (it came before every such caller, so first come, first
-    /// served still holds). A connection past its lifetime takes no new lease, as in
-    /// [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is read
-    /// only when callers wait).
-    fn serve_leasers_on(&mut self, key: Key, kept: bool, wakes: &mut Vec<Option<Waker>>) {
+    /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` says
+    /// the line allows it: a connection kept for a caller waiting for a connection of its
+    /// own serves only while a caller waiting for a lease is first in line (it came before
+    /// every such caller, so first come, first served still holds); one a caller just opened
+    /// serves first the callers that came before it ([`share`](Self::share)). A connection
+    /// past its lifetime takes no new lease, as in [`place_lease`](Self::place_lease):
+    /// leased, it drains from now on (the clock is read only when callers wait).
+    fn serve_leasers_on(
+        &mut self,
+        key: Key,
+        may_serve: impl Fn(&Line<C>) -> bool,
+        wakes: &mut Vec<Option<Waker>>,
+    ) {
         if self.waiters.leasers() == 0 {
             return;
         }
@@ -186,12 +194,8 @@ impl<C: 'static> State<C> {
             }
             return;
         }
-        while self.waiters.leasers() > 0 && (!kept || self.waiters.leaser_first()) {
-            let room = self
-                .streams
-                .get_mut(key)
-                .is_some_and(|r| r.mode == Mode::Open && r.leases < self.max_streams);
-            if !room {
+        while self.waiters.leasers() > 0 && may_serve(&self.waiters) {
+            if !self.has_room(key) {
                 return;
             }
             let Some(lease) = self.count_lease(key) else {
@@ -209,23 +213,38 @@ impl<C: 'static> State<C> {
         }
     }
 
-    /// A connection a lease caller has alone (new, idle, or just checked) becomes shared,
-    /// with that caller's lease counted (its use already is: the caller's checkout counted
-    /// it); callers waiting for a lease are served on it.
+    /// `key` is open for leases and has room for one more.
+    fn has_room(&self, key: Key) -> bool {
+        self.streams
+            .get(key)
+            .is_some_and(|r| r.mode == Mode::Open && r.leases < self.max_streams)
+    }
+
+    /// A connection a lease caller has alone (opened for it, or idle and readied) becomes
+    /// shared. Its leases go first to the callers waiting for one that came before that
+    /// caller (`arrival`: they may wait for room promised by a connect whose own caller left,
+    /// which reaches them only when that connect ends), then to the caller, then to the
+    /// callers behind it: first come, first served. Returns the caller's lease, or `None`
+    /// when the callers ahead of it took every one; its use, which its checkout counted, is
+    /// then not counted.
     pub fn share(
         &mut self,
         conn: SharedConn,
-        info: ConnInfo,
+        mut info: ConnInfo,
+        arrival: Arrival,
         wakes: &mut Vec<Option<Waker>>,
-    ) -> Leased {
-        let lease_conn = Arc::clone(&conn);
-        let key = self.streams.insert(conn, info, 1);
+    ) -> Option<Leased> {
+        // Counted again with its lease, as any other lease on the connection.
+        info.uses = info.uses.saturating_sub(1);
+        let key = self.streams.insert(conn, info, 0);
+        self.serve_leasers_on(key, |line| line.leaser_before(arrival), wakes);
+        let leased = if self.has_room(key) {
+            self.count_lease(key)
+        } else {
+            None
+        };
         self.serve_leasers(key, wakes);
-        Leased {
-            conn: lease_conn,
-            key,
-            info,
-        }
+        leased
     }
 
     /// The check of a `Checking` connection passed: it opens for leases, its checker's lease

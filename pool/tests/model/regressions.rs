@@ -264,3 +264,87 @@ fn a_lease_that_connects_first_still_times_out_from_its_arrival() {
         ],
     );
 }
+
+/// Found by the model (seed 87, 50,000 cases): a lease caller was served before older lease
+/// callers still in line. Two connects hang, each opened for a leaser who then left, so their
+/// room stays promised; the leasers of steps 8 and 9 wait for it. The leaser of step 10 finds
+/// it all claimed and opens a connection of its own, which connects at once: it took a lease
+/// on it first and gave the other to step 8, while step 9 waited on. The connection a caller
+/// opens now serves the leasers ahead of it in line first; the caller takes a lease only if
+/// room is left, else it waits at its own place.
+#[test]
+fn a_leaser_that_opens_a_connection_serves_older_leasers_first() {
+    replay(
+        settings(1, 2),
+        &[
+            Step::Script(Plan::Hang),
+            Step::Lease,
+            Step::Script(Plan::Hang),
+            Step::Abort(0),
+            Step::Lease,
+            Step::Resize(3),
+            Step::Abort(0),
+            Step::Lease,
+            Step::Lease,
+            Step::Lease,
+        ],
+    );
+}
+
+/// The same, scripted: two connects hang, their callers gone, so their room stays promised;
+/// the leasers waiting for it are served first on the connection a later leaser opens, and
+/// that leaser, finding no room left, waits its turn. The next connection goes to it.
+#[tokio::test(start_paused = true)]
+async fn a_connection_a_leaser_opens_goes_to_the_leasers_ahead_of_it() {
+    let mock = Mock::default();
+    let pool = Pool::builder(mock.clone())
+        .max_size(3)
+        .max_streams(2)
+        .wait_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid settings");
+    let lease = |pool: &Pool<Mock>| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.lease().await })
+    };
+    // Two connects hang, each opened for a leaser who then leaves; a leaser between them
+    // waits for the first one's room.
+    mock.push(Plan::Hang);
+    mock.push(Plan::Hang);
+    let gone = lease(&pool);
+    settle().await;
+    let older = lease(&pool);
+    settle().await;
+    let gone_too = lease(&pool);
+    settle().await;
+    assert_eq!(mock.hanging(), 2);
+    gone.abort();
+    gone_too.abort();
+    settle().await;
+    // A second leaser waits for the room the hanging connects still promise.
+    let second = lease(&pool);
+    settle().await;
+    assert_eq!(pool.status().waiting, 2);
+    // A third finds that room all claimed and opens a connection, which connects at once:
+    // both leasers ahead of it take its two leases, and it waits.
+    let opener = lease(&pool);
+    settle().await;
+    assert!(older.is_finished() && second.is_finished());
+    let held = [
+        older.await.expect("task").expect("a lease"),
+        second.await.expect("task").expect("a lease"),
+    ];
+    assert!(
+        held.iter().all(|l| l.id == 0),
+        "both on the opened connection"
+    );
+    assert!(!opener.is_finished(), "the opener waits its turn");
+    assert_eq!(pool.status().waiting, 1);
+    // A hanging connect ends: its connection is the opener's.
+    mock.release(0, true);
+    settle().await;
+    assert!(opener.is_finished());
+    let last = opener.await.expect("task").expect("a lease");
+    assert_eq!(last.id, 1);
+}
