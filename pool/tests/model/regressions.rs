@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use pool::{Lease, Pool};
+use pool::{Lease, Pool, PoolError};
 
-use super::mock::{Mock, Plan};
+use super::mock::{Mock, MockError, Plan};
 use super::world::{Settings, Step};
 use crate::replay;
 
@@ -49,6 +49,12 @@ fn lease_room_freed_when_the_get_reservation_moves_goes_to_the_waiting_leaser() 
     );
 }
 
+/// A task that takes a lease from `pool`.
+fn lease(pool: &Pool<Mock>) -> tokio::task::JoinHandle<Result<Lease<Mock>, PoolError<MockError>>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.lease().await })
+}
+
 /// The same, scripted: a lease ends on the only connection while a `get` waits ahead of a
 /// leaser, so its room is kept for that caller; then a second connection opens with one
 /// lease and is kept instead. The leaser waiting in line takes the room on the first at once.
@@ -61,10 +67,6 @@ async fn waiting_leaser_takes_room_no_longer_kept_for_a_get() {
         .wait_timeout(Duration::from_secs(10))
         .build()
         .expect("valid settings");
-    let lease = |pool: &Pool<Mock>| {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.lease().await })
-    };
     // The first connect hangs: its caller waits for it, and so do two more (its room).
     mock.push(Plan::Hang);
     let opener = lease(&pool);
@@ -304,10 +306,6 @@ async fn a_connection_a_leaser_opens_goes_to_the_leasers_ahead_of_it() {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("valid settings");
-    let lease = |pool: &Pool<Mock>| {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.lease().await })
-    };
     // Two connects hang, each opened for a leaser who then leaves; a leaser between them
     // waits for the first one's room.
     mock.push(Plan::Hang);
