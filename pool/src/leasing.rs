@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::checkout::{Next, Times};
 use crate::line::{Arrival, Ticket, Wake};
 use crate::share::Placed;
-use crate::state::{Grant, Leased, Live};
+use crate::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
 use crate::streams::{Key, SharedConn, conn_mut, wrap};
 use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
@@ -321,10 +321,7 @@ where
     ) -> Next<Lease<M>> {
         self.hand_out(leased, || {
             let mut state = self.shared.lock();
-            if !state.closed && state.idle.is_empty() {
-                // Woken through its next look, which takes the outcome itself.
-                *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
-            }
+            back_in_line(&mut state, place, requeued);
             state.debug_check();
         })
         .map_or(Next::Again, Next::Out)
@@ -392,9 +389,8 @@ where
                 (None, false)
             } else {
                 let leased = state.share(conn.clone(), live.info, place, &mut wakes);
-                if leased.is_none() && state.idle.is_empty() {
-                    // Woken through its next look, which takes the outcome itself.
-                    *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
+                if leased.is_none() {
+                    back_in_line(&mut state, place, requeued);
                 }
                 state.debug_check();
                 // New to the shared connections (opened, or held by `get` through the
@@ -470,6 +466,16 @@ where
                 Err(error)
             }
         }
+    }
+}
+
+/// Puts a caller that could not use what it got (a lease on a connection that died, or a
+/// connection whose leases went to the callers ahead of it) back at its `place` in line, as
+/// `requeued`, unless the pool closed or a connection is idle (its next look takes that). It
+/// is woken through its next look, which takes the outcome itself.
+fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
+    if !state.closed && state.idle.is_empty() {
+        *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
     }
 }
 

@@ -113,16 +113,8 @@ impl<C> Line<C> {
     /// Joins the end of the line, for a lease or a connection of its own; `waker` is woken
     /// when the wait ends.
     pub fn join(&mut self, waker: Waker, lease: bool) -> Ticket {
-        let key = self.new_slot(waker);
-        let ticket = Ticket {
-            id: self.next_id,
-            key,
-            lease,
-        };
-        self.next_id += 1;
-        self.leasers += usize::from(lease);
-        self.queue.push_back(ticket);
-        ticket
+        let arrival = self.arrive(lease);
+        self.rejoin(arrival, waker)
     }
 
     /// A place in line for a caller that comes now, without joining it: behind every caller
