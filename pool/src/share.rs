@@ -217,7 +217,7 @@ impl<C: 'static> State<C> {
     fn has_room(&self, key: Key) -> bool {
         self.streams
             .get(key)
-            .is_some_and(|r| r.mode == Mode::Open && r.leases < self.max_streams)
+            .is_some_and(|r| r.has_room(self.max_streams))
     }
 
     /// A connection a lease caller has alone (opened for it, or idle and readied) becomes
@@ -328,7 +328,7 @@ impl<C: 'static> State<C> {
         record.leases -= 1;
         drop(lease);
         if record.leases > 0 {
-            if record.mode == Mode::Open && record.leases < max_streams {
+            if record.has_room(max_streams) {
                 self.serve_leasers(key, &mut ended.wakes);
             }
             return ended;

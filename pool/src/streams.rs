@@ -108,6 +108,11 @@ impl Record {
         self.slot
     }
 
+    /// Open, with room for one more lease under `max_streams`.
+    pub fn has_room(&self, max_streams: usize) -> bool {
+        self.mode == Mode::Open && self.leases < max_streams
+    }
+
     /// Open with no lease: an idle connection in shared form.
     pub fn is_idle(&self) -> bool {
         self.mode == Mode::Open && self.leases == 0
@@ -228,10 +233,7 @@ impl Streams {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
             let Some(record) = record else { continue };
-            if record.mode != Mode::Open
-                || record.leases >= max_streams
-                || avoid.is_some_and(|key| key.at == at)
-            {
+            if !record.has_room(max_streams) || avoid.is_some_and(|key| key.at == at) {
                 continue;
             }
             if best.is_none_or(|(leases, _)| record.leases < leases) {
