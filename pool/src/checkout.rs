@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::handoff::{self, Handoff};
 use crate::inner::{Connected, connect};
-use crate::line::{Ticket, Wake};
+use crate::line::{Arrival, Ticket, Wake};
 use crate::state::{Grant, Kept, Live};
 use crate::status::Metrics;
 use crate::{Manager, Pool, PoolError, Pooled, TimeoutKind};
@@ -42,12 +42,16 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let (mut now, deadline) = self.start(may_wait);
         let mut failed_connects = 0;
+        // The caller's place in line, from its first look on: after a failed connect (or a
+        // connection served to it that proved dead) it waits there, ahead of later callers.
+        let mut place = None;
         loop {
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line
             // leaves its waker there at once, so its wait need not lock again to register it.
-            let (step, refill) =
-                std::future::poll_fn(|cx| Poll::Ready(self.decide(now, may_wait, deadline, cx)))
-                    .await;
+            let (step, refill) = std::future::poll_fn(|cx| {
+                Poll::Ready(self.decide(now, may_wait, deadline, cx, &mut place))
+            })
+            .await;
             shared.spawn_connects(refill);
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
@@ -174,19 +178,23 @@ impl<M: Manager> Pool<M> {
     }
 
     /// The first move of a checkout, under the lock: an idle connection, else a slot to
-    /// connect in, else a place in line (with `cx`'s waker) until `deadline`.
+    /// connect in, else a wait in line (with `cx`'s waker) until `deadline`, at the caller's
+    /// `place`: taken at its first look, so a caller that comes back (its connect failed)
+    /// keeps its turn.
     fn decide(
         &self,
         now: Instant,
         may_wait: bool,
         deadline: Instant,
         cx: &mut Context<'_>,
+        place: &mut Option<Arrival>,
     ) -> (Step<M::Connection>, usize) {
         let shared = &self.shared;
         let mut state = shared.lock();
         if state.closed {
             return (Step::Closed, 0);
         }
+        let arrival = *place.get_or_insert_with(|| state.waiters.arrive(false));
         let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Idle(live)
         } else if let Some(live) = state.streams.idle_key().and_then(|key| state.unshare(key)) {
@@ -197,7 +205,7 @@ impl<M: Manager> Pool<M> {
         } else if !may_wait || deadline <= now {
             Step::Full
         } else {
-            Step::Wait(state.waiters.join(cx.waker().clone(), false))
+            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
         };
         let refill = state.reserve_refill();
         state.debug_check();

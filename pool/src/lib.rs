@@ -139,7 +139,10 @@
 //! - A failed connect is retried with capped exponential backoff and jitter within the
 //!   caller's `wait_timeout` (as bb8 and HikariCP do), so a server restart does not fail the
 //!   first caller; `fail_fast(true)` reports the first failure instead. Only `max_size`
-//!   connects run at once however many callers retry.
+//!   connects run at once however many callers retry. The failed connect's slot goes to the
+//!   oldest caller in line at once; its own caller pauses out of line, then waits at the
+//!   place it took at its first look (for `get` as for `lease`), ahead of callers that came
+//!   after it.
 //! - `is_broken` runs on return and again on checkout (it is a flag read), so a connection
 //!   whose peer went away while it sat idle is never handed out, even inside the check
 //!   interval.

@@ -111,7 +111,10 @@ impl<C> Line<C> {
     }
 
     /// Joins the end of the line, for a lease or a connection of its own; `waker` is woken
-    /// when the wait ends.
+    /// when the wait ends. (The pool's callers take their place at their first look and
+    /// join at it, [`arrive`](Self::arrive) then [`rejoin`](Self::rejoin); the tests here
+    /// join at once.)
+    #[cfg(test)]
     pub fn join(&mut self, waker: Waker, lease: bool) -> Ticket {
         let arrival = self.arrive(lease);
         self.rejoin(arrival, waker)

@@ -52,7 +52,8 @@ impl<M: Manager> Pool<M> {
     /// returned to the line of waiters, served in order, up to `wait_timeout`. A connection
     /// that fails its check is closed and the caller opens a fresh one in its slot, keeping
     /// its place; a connect that fails is retried with backoff until `wait_timeout` (see
-    /// [`Builder::fail_fast`]).
+    /// [`Builder::fail_fast`]), and a caller that waits after it waits at the place it came
+    /// at, ahead of callers that came later.
     ///
     /// Needs a Tokio runtime (any one: a pool may be used from several, one after another or
     /// at once): connects run in tasks of their own.

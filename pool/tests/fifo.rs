@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::poll;
 use pool::{IdleOrder, Pool};
-use support::{Mock, until_waiting};
+use support::{Mock, Plan, until_waiting};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -222,4 +222,60 @@ async fn waiter_keeps_its_place_when_its_connection_fails_its_check() {
         "connection 0 never went out"
     );
     assert_eq!(pool.status().counters.check_failures, 1);
+}
+
+/// A caller whose connect failed pauses out of line (its slot goes to the oldest waiter) and
+/// then waits at the place it came at, ahead of a caller that came after it: first come,
+/// first served holds through a failed connect, for `get` as for `lease`.
+#[tokio::test(start_paused = true)]
+async fn a_get_caller_keeps_its_place_after_a_failed_connect() {
+    let mock = Mock::new();
+    let pool = Pool::builder(mock.clone())
+        .max_size(2)
+        .wait_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(60))
+        .build()
+        .expect("valid settings");
+    let held = pool.get().await.expect("connection 0");
+    // The first caller's connect fails after 100 ms; the next one hangs, holding its slot.
+    mock.push_connect(Plan::fail("connection refused").after(Duration::from_millis(100)));
+    mock.push_connect(Plan::hang());
+    let (served, mut order) = mpsc::unbounded_channel();
+    let caller = |name: &'static str| {
+        let pool = pool.clone();
+        let served = served.clone();
+        tokio::spawn(async move {
+            let conn = pool.get().await.expect("served in turn");
+            served.send((name, conn.id)).expect("test alive");
+        })
+    };
+    let _first = caller("first");
+    mock.until("the first caller's connect", || mock.in_flight() == 1)
+        .await;
+    // The second takes the slot the failed connect gives back; the third waits behind it.
+    let _second = caller("second");
+    until_waiting(&pool, 1).await;
+    let _third = caller("third");
+    until_waiting(&pool, 2).await;
+
+    tokio::time::advance(Duration::from_millis(100)).await;
+    mock.until("the failed connect", || mock.connect_failures() == 1)
+        .await;
+    // Past the first caller's pause (the backoff's first step is far below a second).
+    tokio::time::advance(Duration::from_secs(2)).await;
+    until_waiting(&pool, 2).await;
+    let status = pool.status();
+    assert_eq!(
+        (status.connecting, status.waiting),
+        (1, 2),
+        "the second caller connects; the first and the third wait"
+    );
+
+    drop(held);
+    let (name, id) = order.recv().await.expect("a waiter is served");
+    assert_eq!(
+        (name, id),
+        ("first", 0),
+        "the caller that came first is served first"
+    );
 }

@@ -17,8 +17,10 @@
 //! - nothing handed out is broken, closed, detached or past its lifetime; no connection is
 //!   closed twice or while in use; `retain` visits exactly the idle connections;
 //! - fairness: with every pending caller in line, no caller is served while one of its kind
-//!   (get or lease) that came before it still waits; a failed connect or a resize may send a
-//!   caller back, so the order among the callers waiting then is left open;
+//!   (get or lease) that came before it still waits; after a failed connect or a resize the
+//!   order among the callers waiting then is left open (a failed connect's slot goes to the
+//!   oldest caller in line while its own caller pauses, which then waits at the place it
+//!   came at, behind that caller; a shrink may send a caller back);
 //! - liveness: no caller waits past its wait and connect timeouts;
 //! - at the end, with everything given back, the pool still opens `max_size` connections at
 //!   once (no slot leaked), and after `close` every connection made was closed exactly once.

@@ -207,8 +207,10 @@ impl World {
         let reshuffled =
             status.counters.connect_failures != failures_before || matches!(step, Step::Resize(_));
         if reshuffled {
-            // A failed connect sends its caller back to the line, a shrink may too: who is
-            // first among the callers now waiting is no longer known.
+            // A failed connect gives its slot to the oldest caller in line, which may have
+            // come after the caller whose connect failed (that one pauses, then waits at its
+            // place); a shrink may send a caller back: who is first among the callers now
+            // waiting is no longer known.
             for caller in &mut self.callers {
                 caller.epoch = self.step;
             }
