@@ -59,7 +59,12 @@ impl<M: Manager> Pool<M> {
                 Step::Connect => Next::Connect(0),
                 Step::Idle(live) => match self.fresh(live, now) {
                     Ok(pooled) => return Ok(pooled),
-                    Err(live) => self.ready(live, now).await?,
+                    Err(live) => {
+                        // Should its connection prove bad and the connect in its slot fail,
+                        // the caller waits at the place it took before it awaits anything.
+                        self.place(&mut place, false);
+                        self.ready(live, now).await?
+                    }
                 },
                 Step::Wait(ticket) => {
                     let outcome;
@@ -177,10 +182,18 @@ impl<M: Manager> Pool<M> {
         Ok(now)
     }
 
-    /// The first move of a checkout, under the lock: an idle connection, else a slot to
-    /// connect in, else a wait in line (with `cx`'s waker) until `deadline`, at the caller's
-    /// `place`: taken at its first look, so a caller that comes back (its connect failed)
-    /// keeps its turn.
+    /// The caller's place in line: taken at its first look that found nothing free at once,
+    /// or here, before it awaits anything, by a caller whose first look took a connection
+    /// (or placed a lease) that needs readying or a check: should that fail and its connect
+    /// fail too, it waits at this place, ahead of callers that came after it.
+    pub(crate) fn place(&self, place: &mut Option<Arrival>, lease: bool) -> Arrival {
+        *place.get_or_insert_with(|| self.shared.lock().waiters.arrive(lease))
+    }
+
+    /// The first move of a checkout, under the lock: an idle connection, else (the caller
+    /// takes its `place` in line now, unless it has one) a slot to connect in, else a wait in
+    /// line at that place (with `cx`'s waker) until `deadline`: a caller that comes back (its
+    /// connect failed) keeps its turn.
     fn decide(
         &self,
         now: Instant,
@@ -194,18 +207,20 @@ impl<M: Manager> Pool<M> {
         if state.closed {
             return (Step::Closed, 0);
         }
-        let arrival = *place.get_or_insert_with(|| state.waiters.arrive(false));
         let step = if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Idle(live)
         } else if let Some(live) = state.streams.idle_key().and_then(|key| state.unshare(key)) {
             // A connection lent as leases before and free now: taken back to be used alone.
             Step::Idle(live)
-        } else if state.reserve_connects(1) == 1 {
-            Step::Connect
-        } else if !may_wait || deadline <= now {
-            Step::Full
         } else {
-            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+            let arrival = *place.get_or_insert_with(|| state.waiters.arrive(false));
+            if state.reserve_connects(1) == 1 {
+                Step::Connect
+            } else if !may_wait || deadline <= now {
+                Step::Full
+            } else {
+                Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+            }
         };
         let refill = state.reserve_refill();
         state.debug_check();

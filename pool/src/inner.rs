@@ -227,10 +227,14 @@ impl<M: Manager> Shared<M> {
 
     /// Carries out what ending a lease left to do, outside the lock. Inlined for the common
     /// end, which leaves nothing to do.
-    #[inline]
+    #[inline(always)]
     pub fn after_lease(self: &Arc<Self>, ended: Ended) {
-        if ended.broke || !ended.wakes.is_empty() || ended.close.is_some() {
+        if ended.broke || ended.wakes.capacity() != 0 || ended.close.is_some() {
             self.carry_out(ended);
+        } else {
+            // It owns nothing (no waker list was allocated, no connection to close): forgotten
+            // rather than dropped, so the common end makes no call to its drop glue.
+            std::mem::forget(ended);
         }
     }
 

@@ -167,11 +167,11 @@ where
                 Step::Placed(Placed::Check(key, conn)) => {
                     // Should the check fail, the caller opens a connection: its place is
                     // taken before the check, as a look would have taken it.
-                    self.place(&mut place);
+                    self.place(&mut place, true);
                     self.check_shared(key, conn, times.now()).await?
                 }
                 Step::Own(live) => {
-                    let place = self.place(&mut place);
+                    let place = self.place(&mut place, true);
                     self.own(live, times.now(), place, &mut requeued).await?
                 }
                 Step::Connect(room) => Next::Connect(room),
@@ -183,13 +183,13 @@ where
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
                         Wake::Granted(grant) => {
-                            let place = self.place(&mut place);
+                            let place = self.place(&mut place, true);
                             self.granted(grant, served, place, &mut requeued).await?
                         }
                     }
                 }
                 Step::Granted(grant) => {
-                    let place = self.place(&mut place);
+                    let place = self.place(&mut place, true);
                     self.granted(grant, times.now(), place, &mut requeued)
                         .await?
                 }
@@ -200,7 +200,7 @@ where
                 Next::Connect(room) => match self.connect_for_caller(room).await {
                     Ok(pooled) => {
                         let live = Pooled::into_live(pooled);
-                        let place = self.place(&mut place);
+                        let place = self.place(&mut place, true);
                         if let Next::Out(lease) = self.share(live, room, place, &mut requeued)? {
                             return Ok(lease);
                         }
@@ -298,13 +298,6 @@ where
             Grant::Conn(live) => self.own(live, now, place, requeued).await?,
             Grant::Slot => Next::Connect(self.take_slot(true)?),
         })
-    }
-
-    /// The caller's place in line: taken at its first look
-    /// ([`decide_lease`](Self::decide_lease)), or here by a caller whose first move the fast
-    /// path placed (a check), before it awaits anything.
-    fn place(&self, place: &mut Option<Arrival>) -> Arrival {
-        *place.get_or_insert_with(|| self.shared.lock().waiters.arrive(true))
     }
 
     /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the

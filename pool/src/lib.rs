@@ -141,7 +141,7 @@
 //!   first caller; `fail_fast(true)` reports the first failure instead. Only `max_size`
 //!   connects run at once however many callers retry. The failed connect's slot goes to the
 //!   oldest caller in line at once; its own caller pauses out of line, then waits at the
-//!   place it took at its first look (for `get` as for `lease`), ahead of callers that came
+//!   place it took when it came (for `get` as for `lease`), ahead of callers that came
 //!   after it.
 //! - `is_broken` runs on return and again on checkout (it is a flag read), so a connection
 //!   whose peer went away while it sat idle is never handed out, even inside the check
