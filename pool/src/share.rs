@@ -56,11 +56,7 @@ pub(crate) enum Placed {
 impl<C: 'static> State<C> {
     /// Counts one more lease on `key`, which must be open with room.
     fn count_lease(&mut self, key: Key) -> Option<Leased> {
-        let record = self.streams.get_mut(key)?;
-        let conn = Arc::clone(record.conn.as_ref()?);
-        record.leases += 1;
-        record.info.uses += 1;
-        let info = record.info;
+        let (conn, info) = self.streams.get_mut(key)?.lend()?;
         self.streams.leases += 1;
         Some(Leased { conn, key, info })
     }
@@ -123,7 +119,10 @@ impl<C: 'static> State<C> {
                 return Some(Placed::Check(key, conn));
             }
         }
-        self.count_lease(key).map(Placed::Lease)
+        // Counted on the record already found (`count_lease` would look it up again).
+        let (conn, info) = record.lend()?;
+        self.streams.leases += 1;
+        Some(Placed::Lease(Leased { conn, key, info }))
     }
 
     /// The shared connection kept from new leases while a caller waits for a connection of
@@ -307,12 +306,8 @@ impl<C: 'static> State<C> {
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Ended {
         let mut ended = Ended::new();
-        if self.streams.get_mut(key).is_none() {
-            // Orphaned: the pool closed and let go of it. The last lease closes it.
-            ended.close = Some(lease);
-            return ended;
-        }
         if broken {
+            // Nothing to mark when the record is gone (orphaned, below).
             let (newly, wake) = self.mark_shared_broken(key);
             ended.broke = newly;
             if wake.is_some() {
@@ -321,11 +316,11 @@ impl<C: 'static> State<C> {
         }
         let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
-        self.streams.leases -= 1;
-        let Some(record) = self.streams.get_mut(key) else {
+        let Some(record) = self.streams.end_one(key) else {
+            // Orphaned: the pool closed and let go of it. The last lease closes it.
+            ended.close = Some(lease);
             return ended;
         };
-        record.leases -= 1;
         drop(lease);
         if record.leases > 0 {
             if record.has_room(max_streams) {

@@ -128,6 +128,15 @@ impl Record {
         info
     }
 
+    /// One more lease on this connection (open, with room): the `Arc` for the lease, and
+    /// the facts it is handed out with. The pool's total is the caller's to count.
+    pub fn lend(&mut self) -> Option<(SharedConn, ConnInfo)> {
+        let conn = Arc::clone(self.conn.as_ref()?);
+        self.leases += 1;
+        self.info.uses += 1;
+        Some((conn, self.info))
+    }
+
     /// The connection, to borrow mutably: only while no lease holds it.
     pub fn conn_mut<C: 'static>(&mut self) -> Option<&mut C> {
         if self.leases != 0 {
@@ -213,6 +222,19 @@ impl Streams {
             .get_mut(key.at)
             .and_then(Option::as_mut)
             .filter(|r| r.id == key.id)
+    }
+
+    /// A lease on `key` ended: taken off its record's count and the total, in one look. The
+    /// record, if it is still there (else nothing is counted).
+    pub fn end_one(&mut self, key: Key) -> Option<&mut Record> {
+        let record = self
+            .slab
+            .get_mut(key.at)
+            .and_then(Option::as_mut)
+            .filter(|r| r.id == key.id)?;
+        record.leases -= 1;
+        self.leases -= 1;
+        Some(record)
     }
 
     /// Takes a record out for good; its leases leave the count.
