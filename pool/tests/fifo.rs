@@ -229,6 +229,30 @@ async fn waiter_keeps_its_place_when_its_connection_fails_its_check() {
 /// first served holds through a failed connect, for `get` as for `lease`.
 #[tokio::test(start_paused = true)]
 async fn a_get_caller_keeps_its_place_after_a_failed_connect() {
+    keeps_its_place_after_a_failed_connect(false).await;
+}
+
+/// [`a_get_caller_keeps_its_place_after_a_failed_connect`] for lease callers (one lease per
+/// connection, the default `max_streams`).
+#[tokio::test(start_paused = true)]
+async fn a_lease_caller_keeps_its_place_after_a_failed_connect() {
+    keeps_its_place_after_a_failed_connect(true).await;
+}
+
+/// A connection taken by `get` or by `lease` (held until the box is dropped), and its id.
+async fn take(pool: &Pool<Mock>, lease: bool) -> (Box<dyn Send>, u64) {
+    if lease {
+        let held = pool.lease().await.expect("served in turn");
+        let id = held.id;
+        (Box::new(held), id)
+    } else {
+        let held = pool.get().await.expect("served in turn");
+        let id = held.id;
+        (Box::new(held), id)
+    }
+}
+
+async fn keeps_its_place_after_a_failed_connect(lease: bool) {
     let mock = Mock::new();
     let pool = Pool::builder(mock.clone())
         .max_size(2)
@@ -236,7 +260,7 @@ async fn a_get_caller_keeps_its_place_after_a_failed_connect() {
         .connect_timeout(Duration::from_secs(60))
         .build()
         .expect("valid settings");
-    let held = pool.get().await.expect("connection 0");
+    let (held, _) = take(&pool, lease).await;
     // The first caller's connect fails after 100 ms; the next one hangs, holding its slot.
     mock.push_connect(Plan::fail("connection refused").after(Duration::from_millis(100)));
     mock.push_connect(Plan::hang());
@@ -245,8 +269,9 @@ async fn a_get_caller_keeps_its_place_after_a_failed_connect() {
         let pool = pool.clone();
         let served = served.clone();
         tokio::spawn(async move {
-            let conn = pool.get().await.expect("served in turn");
-            served.send((name, conn.id)).expect("test alive");
+            let (held, id) = take(&pool, lease).await;
+            served.send((name, id)).expect("test alive");
+            drop(held);
         })
     };
     let _first = caller("first");
