@@ -32,10 +32,13 @@
 //! At the end it prints a markdown table of messages/s and the ratio ours/raw. Then a last pass
 //! runs mode `d_pool_lease`'s `bare` and `ours` in alternating rounds (see [`interleaved_pass`])
 //! and prints the median and range of their ratio, which a busy machine's swings between two
-//! criterion functions measured seconds apart do not reach. The same rounds run a reference
-//! point, `floor`: the least code that lends the bare connections by count (one `Mutex` over
+//! criterion functions measured seconds apart do not reach. The same rounds run two reference
+//! points: `floor`, the least code that lends the bare connections by count (one `Mutex` over
 //! four counters, fewest first, the count taken back on drop), what any pool that places
-//! leases under one lock pays at the least.
+//! leases under one lock pays at the least; and `ideal`, the same placement with no lock at
+//! all (an atomic count per connection, a compare-and-swap on the fewest, the connection's
+//! `Arc` on the count's cache line): what a lease per request with fewest-first placement
+//! costs however it is built, before any duty of a pool.
 //!
 //! Run: `cargo bench -p benches --bench transport` (about 1 minute, and about 20 s more for
 //! `d_pool_lease` and its interleaved pass); `BENCH_QUICK=1` for a smoke run.
@@ -320,8 +323,9 @@ async fn ours_lease(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
     start.elapsed()
 }
 
-/// The reference point of the interleaved pass: the bare connections lent by count under one
-/// `Mutex`, fewest first, with none of a pool's duties (no size, no health, no waiting line).
+/// A reference point of the interleaved pass, `floor`: the bare connections lent by count
+/// under one `Mutex`, fewest first, with none of a pool's duties (no size, no health, no
+/// waiting line).
 struct MutexFloor {
     counts: std::sync::Mutex<[usize; CONNS]>,
     conns: Vec<Conn>,
@@ -333,8 +337,17 @@ struct FloorLease {
     at: usize,
 }
 
-impl MutexFloor {
-    fn lease(self: &Arc<Self>) -> FloorLease {
+/// A reference point of the interleaved pass: lends a bare connection per request.
+trait Lender: Send + Sync + 'static {
+    /// The lent connection; dropping it ends the loan.
+    type Lent: std::ops::Deref<Target = Conn> + Send;
+    fn lend(self: &Arc<Self>) -> Self::Lent;
+}
+
+impl Lender for MutexFloor {
+    type Lent = FloorLease;
+
+    fn lend(self: &Arc<Self>) -> FloorLease {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let at = (0..CONNS).min_by_key(|&at| counts[at]).unwrap_or(0);
         counts[at] += 1;
@@ -360,22 +373,84 @@ impl Drop for FloorLease {
     }
 }
 
-/// [`ours_lease`]'s tasks, each request on a lease from the [`MutexFloor`].
-async fn floor_lease(floor: &Arc<MutexFloor>, per_task: u64) -> Duration {
+/// The lock-free reference point of the interleaved pass, `ideal`: each bare connection in a
+/// lane of its own with an atomic count of its loans; a loan reads every count, takes the
+/// fewest with a compare-and-swap (at most [`LEASE_STREAMS`] a lane) and holds the lane's
+/// `Arc`, whose count sits on the same cache line as the loans'. No lock, no pool `Arc`, none
+/// of a pool's duties: the least a lease per request with fewest-first placement costs.
+struct Lanes {
+    lanes: Vec<Arc<Lane>>,
+}
+
+struct Lane {
+    loans: std::sync::atomic::AtomicUsize,
+    conn: Conn,
+    /// Keeps the next lane's counts off this lane's cache line.
+    _pad: [u64; 6],
+}
+
+/// A connection lent by [`Lanes`]; dropping it takes its loan back.
+struct LaneLoan(Arc<Lane>);
+
+impl Lender for Lanes {
+    type Lent = LaneLoan;
+
+    fn lend(self: &Arc<Self>) -> LaneLoan {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        // [`LEASE_TASKS`] loans at most fill the lanes' room exactly, so a lane always has
+        // room; a lost race just looks again.
+        loop {
+            let fewest = self
+                .lanes
+                .iter()
+                .map(|lane| (lane.loans.load(Relaxed), lane))
+                .filter(|(loans, _)| *loans < LEASE_STREAMS)
+                .min_by_key(|(loans, _)| *loans);
+            if let Some((loans, lane)) = fewest
+                && lane
+                    .loans
+                    .compare_exchange(loans, loans + 1, AcqRel, Relaxed)
+                    .is_ok()
+            {
+                return LaneLoan(Arc::clone(lane));
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl std::ops::Deref for LaneLoan {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.0.conn
+    }
+}
+
+impl Drop for LaneLoan {
+    fn drop(&mut self) {
+        self.0
+            .loans
+            .fetch_sub(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// [`ours_lease`]'s tasks, each request on a loan from `lender`.
+async fn lender_round<L: Lender>(lender: &Arc<L>, per_task: u64) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..LEASE_TASKS)
         .map(|_| {
-            let floor = Arc::clone(floor);
+            let lender = Arc::clone(lender);
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    let conn = floor.lease();
+                    let conn = lender.lend();
                     black_box(conn.request(VAL).await.expect("a response"));
                 }
             })
         })
         .collect();
     for handle in handles {
-        handle.await.expect("a floor client task panicked");
+        handle.await.expect("a reference client task panicked");
     }
     start.elapsed()
 }
@@ -627,9 +702,10 @@ fn print_summary() {
 const ROUNDS: usize = 15;
 const ROUND_PER_TASK: u64 = 512;
 
-/// Mode `d_pool_lease`, `bare` against `ours` and against the [`MutexFloor`], in rounds that
-/// rotate their order (each first in a third of the rounds); prints the median and range of
-/// the per-round throughput ratios to `bare`.
+/// Mode `d_pool_lease`, `bare` against `ours` and against the two reference points (the
+/// [`MutexFloor`] and the lock-free [`Lanes`]), in rounds that rotate their order (each side
+/// first in a quarter of the rounds); prints the median and range of the per-round
+/// throughput ratios to `bare`.
 async fn interleaved_pass(setup: &Setup) {
     let rounds = if support::quick() { 5 } else { ROUNDS };
     let requests = (LEASE_TASKS as u64 * ROUND_PER_TASK) as f64;
@@ -637,46 +713,65 @@ async fn interleaved_pass(setup: &Setup) {
         counts: std::sync::Mutex::new([0; CONNS]),
         conns: setup.ours.clone(),
     });
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    let (mut lease_ratios, mut floor_ratios) = (Vec::new(), Vec::new());
+    let lanes = Arc::new(Lanes {
+        lanes: setup
+            .ours
+            .iter()
+            .map(|conn| {
+                Arc::new(Lane {
+                    loans: Default::default(),
+                    conn: conn.clone(),
+                    _pad: [0; 6],
+                })
+            })
+            .collect(),
+    });
+    const SIDES: usize = 4;
+    let mut rates: [Vec<f64>; SIDES] = Default::default();
+    let mut ratios: [Vec<f64>; SIDES] = Default::default();
     for round in 0..rounds {
-        let mut times = [Duration::ZERO; 3];
-        for turn in 0..3 {
-            let side = (round + turn) % 3;
+        let mut times = [Duration::ZERO; SIDES];
+        for turn in 0..SIDES {
+            let side = (round + turn) % SIDES;
             times[side] = match side {
                 0 => ours_shared(&setup.ours, WINDOW, ROUND_PER_TASK).await,
                 1 => ours_lease(&setup.leasing, ROUND_PER_TASK).await,
-                _ => floor_lease(&floor, ROUND_PER_TASK).await,
+                2 => lender_round(&floor, ROUND_PER_TASK).await,
+                _ => lender_round(&lanes, ROUND_PER_TASK).await,
             };
         }
-        for (rate, time) in rates.iter_mut().zip(times) {
-            rate.push(requests / time.as_secs_f64());
+        for side in 0..SIDES {
+            rates[side].push(requests / times[side].as_secs_f64());
+            ratios[side].push(times[0].as_secs_f64() / times[side].as_secs_f64());
         }
-        lease_ratios.push(times[0].as_secs_f64() / times[1].as_secs_f64());
-        floor_ratios.push(times[0].as_secs_f64() / times[2].as_secs_f64());
     }
-    let [bare, lease, floor] = rates.map(|mut rate| support::spread(&mut rate).0);
-    let (median, min, max) = support::spread(&mut lease_ratios);
-    let (floor_median, floor_min, floor_max) = support::spread(&mut floor_ratios);
+    let [bare, lease, floor, ideal] = rates.map(|mut rate| support::spread(&mut rate).0);
+    let [_, lease_ratio, floor_ratio, ideal_ratio] =
+        ratios.map(|mut ratio| support::spread(&mut ratio));
+    let (median, min, max) = lease_ratio;
     let verdict = if median >= LEASE_TARGET {
         "met"
     } else {
         "MISSED"
     };
+    let spread = |(median, min, max): (f64, f64, f64)| format!("{median:.2} ({min:.2}-{max:.2})");
     println!(
         "## transport: d_pool_lease, {rounds} interleaved rounds of {} requests",
         requests as u64
     );
     println!();
     println!(
-        "| bare (median) | lease per request (median) | floor (median) | lease/bare median | min | max | floor/bare median (min-max) | target |"
+        "| bare (median) | lease per request (median) | floor (median) | lease/bare median | min | max | floor/bare median (min-max) | target | ideal (median) | ideal/bare median (min-max) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {median:.2} | {min:.2} | {max:.2} | {floor_median:.2} ({floor_min:.2}-{floor_max:.2}) | {verdict} >= {LEASE_TARGET} |",
+        "| {} | {} | {} | {median:.2} | {min:.2} | {max:.2} | {} | {verdict} >= {LEASE_TARGET} | {} | {} |",
         support::rate(bare),
         support::rate(lease),
         support::rate(floor),
+        spread(floor_ratio),
+        support::rate(ideal),
+        spread(ideal_ratio),
     );
     println!();
 }
