@@ -16,6 +16,7 @@ use std::time::Duration;
 use pool::Pool;
 use pool::balance::{Balanced, Ejection, Routed};
 use support::{bounded, chain, echoed, options, spawn_server, within};
+use tokio::net::TcpSocket;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -66,12 +67,25 @@ async fn counting_server(addr: SocketAddr, served: Arc<Served>) -> RunningServer
     spawn_server(addr, ServerConfig::default(), handler).await
 }
 
-/// An address nothing listens on (a port bound, then let go).
-async fn refusing_addr() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    listener.local_addr().expect("addr")
+/// Holds `addr`'s port with nothing listening on it: a socket bound there that never listens,
+/// so a connect to it is refused, and no other socket can take the port while it is held (a
+/// server that a test running beside this one binds to port 0 could otherwise get it, and the
+/// pool would find a live server where the test wants none). Dropping it lets the port go.
+fn hold(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    // As the servers' own listeners do, so a server can bind the port again once it is let go.
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(addr)
+        .unwrap_or_else(|error| panic!("hold {addr}: {error}"));
+    socket
+}
+
+/// An address nothing listens on, held (see [`hold`]) for as long as the socket lives.
+fn refusing_addr() -> (TcpSocket, SocketAddr) {
+    let socket = hold("127.0.0.1:0".parse().expect("addr"));
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
 }
 
 /// The pool of the tests: `max_size` connections over `addrs`, `max_streams` leases each.
@@ -209,7 +223,8 @@ async fn a_refusing_server_costs_no_request() {
             counting_server("127.0.0.1:0".parse().expect("addr"), Arc::clone(&served[0])).await;
         let two =
             counting_server("127.0.0.1:0".parse().expect("addr"), Arc::clone(&served[1])).await;
-        let addrs = [one.local_addr(), refusing_addr().await, two.local_addr()];
+        let (_held, refusing) = refusing_addr();
+        let addrs = [one.local_addr(), refusing, two.local_addr()];
         let pool = pool_over(&addrs, Ejection::default(), 6, 8);
         let stop = Arc::new(AtomicBool::new(false));
         let records = join(load(&pool, 64, 100, &stop, Instant::now())).await;
@@ -255,12 +270,15 @@ async fn a_killed_server_fails_only_its_requests_in_flight_and_comes_back() {
 
         let killed_at = start.elapsed();
         servers[1].take().expect("running").abort().await;
+        // Refusing until the restart, and no other server can take its port meanwhile.
+        let held = hold(addrs[1]);
         tokio::time::sleep(Duration::from_millis(1500)).await; // load runs on without it
         let status = pool.manager().endpoints()[1].clone();
         assert!(status.ejected_until.is_some(), "ejected: {status:?}");
 
         let served_before = served[1].get();
         let restarted = Instant::now();
+        drop(held);
         servers[1] = Some(counting_server(addrs[1], Arc::clone(&served[1])).await);
         within(Duration::from_secs(5), served[1].reach(served_before + 1)).await;
         let recovery = restarted.elapsed();
@@ -322,7 +340,13 @@ async fn callers_recover_from_a_total_outage_without_a_herd() {
         let ejection = Ejection::new()
             .base(Duration::from_millis(100))
             .max(Duration::from_millis(400));
-        let addrs = [refusing_addr().await, refusing_addr().await, refusing_addr().await];
+        let mut held = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            let (socket, addr) = refusing_addr();
+            held.push(socket);
+            addrs.push(addr);
+        }
         let pool = pool_over(&addrs, ejection, 4, 8);
         let (stop, start) = (Arc::new(AtomicBool::new(false)), Instant::now());
         let tasks = load(&pool, 32, 20, &stop, start);
@@ -342,6 +366,7 @@ async fn callers_recover_from_a_total_outage_without_a_herd() {
         tokio::time::sleep(Duration::from_millis(500)).await; // the outage
         let served = Arc::new(Served::default());
         let back = Instant::now();
+        drop(held.pop());
         let server = counting_server(addrs[2], Arc::clone(&served)).await;
         within(Duration::from_secs(5), served.reach(1)).await;
         let recovery = back.elapsed();
