@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use pool::Pool;
 use pool::balance::{Balanced, Ejection, Routed};
-use support::{bounded, chain, echoed, options, spawn_server, within};
+use support::{bounded, chain, echoed, hold, options, spawn_server, within};
 use tokio::net::TcpSocket;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -65,20 +65,6 @@ async fn counting_server(addr: SocketAddr, served: Arc<Served>) -> RunningServer
         }
     });
     spawn_server(addr, ServerConfig::default(), handler).await
-}
-
-/// Holds `addr`'s port with nothing listening on it: a socket bound there that never listens,
-/// so a connect to it is refused, and no other socket can take the port while it is held (a
-/// server that a test running beside this one binds to port 0 could otherwise get it, and the
-/// pool would find a live server where the test wants none). Dropping it lets the port go.
-fn hold(addr: SocketAddr) -> TcpSocket {
-    let socket = TcpSocket::new_v4().expect("a socket");
-    // As the servers' own listeners do, so a server can bind the port again once it is let go.
-    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket
-        .bind(addr)
-        .unwrap_or_else(|error| panic!("hold {addr}: {error}"));
-    socket
 }
 
 /// An address nothing listens on, held (see [`hold`]) for as long as the socket lives.

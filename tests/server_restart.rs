@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pool::Pool;
 use support::{
-    STALL, bounded, chain, checkout, echoed, is_server_gone, lease, options, pool_to, recv_n,
+    STALL, bounded, chain, checkout, echoed, hold, is_server_gone, lease, options, pool_to, recv_n,
     stalling_server, within,
 };
 use transport_json::server::{Server, ServerConfig};
@@ -75,6 +75,8 @@ async fn killed_server_fails_requests_in_flight_and_the_pool_recovers_after_rest
 
         let killed = Instant::now();
         server.abort().await;
+        // Refusing until the restart below, and no other server can take the port meanwhile.
+        let held = hold(addr);
 
         for caller in callers {
             let (results, ended) = within(PROMPT, caller).await.expect("caller task");
@@ -100,6 +102,7 @@ async fn killed_server_fails_requests_in_flight_and_the_pool_recovers_after_rest
         assert_eq!(after.counters.broken, CONNS as u64, "{after:?}");
 
         // The server comes back on the same port; the same pool serves again.
+        drop(held);
         let server = rebind(addr).await.spawn();
         assert_eq!(server.local_addr(), addr);
         let sends = (0..20).map(|i| {
@@ -139,10 +142,12 @@ async fn connection_idle_in_the_pool_when_the_server_dies_is_never_handed_out() 
         // The connection is idle in the pool, just used, when the server dies.
         let idle = checkout(&pool).await;
         server.abort().await;
+        let held = hold(addr);
         within(PROMPT, idle.closed()).await;
         assert!(idle.is_closed());
         drop(idle);
 
+        drop(held);
         let server = rebind(addr).await.spawn();
         // The first checkout after the restart must not hand out the dead connection, even
         // though it was used within the pool's check interval.
@@ -183,6 +188,8 @@ async fn a_get_reaches_a_server_that_refuses_for_a_second_then_listens() {
         let used = checkout(&pool).await;
         used.request("hi").await.expect("request");
         server.abort().await;
+        // Refusing through the outage, and no other server can take the port meanwhile.
+        let held = hold(addr);
         // The client must see the close before `get`, or the pool can only hand the
         // connection out as healthy (seen in 1 run of 15 under load, `get` back in 8 µs).
         within(PROMPT, used.closed()).await;
@@ -197,6 +204,7 @@ async fn a_get_reaches_a_server_that_refuses_for_a_second_then_listens() {
         let down = Instant::now();
         let restart = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(held);
             rebind(addr).await.spawn()
         });
         let guard = pool.get().await.map_err(|e| chain(&e));

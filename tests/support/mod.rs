@@ -123,6 +123,21 @@ pub async fn spawn_server<H: Handler>(
         .spawn()
 }
 
+/// Holds `addr`'s port with nothing listening on it: a socket bound there that never listens,
+/// so a connect to it is refused, and no other socket can take the port while it is held (a
+/// server that a test running beside this one binds to port 0 could otherwise get it, and the
+/// client would find a live server where the test wants none, or the test's own restart on
+/// the port would fail). Dropping it lets the port go.
+pub fn hold(addr: SocketAddr) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    // As the servers' own listeners do, so a server can bind the port again once it is let go.
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(addr)
+        .unwrap_or_else(|error| panic!("hold {addr}: {error}"));
+    socket
+}
+
 /// Spawns the echo server on an ephemeral loopback port.
 pub async fn spawn_echo(config: ServerConfig) -> RunningServer {
     Server::bind("127.0.0.1:0", config)
