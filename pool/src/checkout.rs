@@ -42,8 +42,8 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let (mut now, deadline) = self.start(may_wait);
         let mut failed_connects = 0;
-        // The caller's place in line, from its first look on: after a failed connect (or a
-        // connection served to it that proved dead) it waits there, ahead of later callers.
+        // The caller's place in line, taken once (`decide`, or `place` before readying a
+        // connection it took): after a failed connect it waits there, ahead of later callers.
         let mut place = None;
         loop {
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line

@@ -22,7 +22,6 @@ thread_local! {
     pub(crate) static LOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Everything the handles of one pool share.
 /// Starts its value on a cache line (a pair of lines, for CPUs that fetch two at a time) of
 /// its own: the pool's lock, away from the `Arc`'s counts that every lease changes outside
 /// the lock, so a lease taken on one core does not pull the lock's line from under another
@@ -30,6 +29,7 @@ thread_local! {
 #[repr(align(128))]
 pub(crate) struct Padded<T>(T);
 
+/// Everything the handles of one pool share.
 pub(crate) struct Shared<M: Manager> {
     pub manager: M,
     pub config: Config,
