@@ -146,6 +146,13 @@ impl Record {
     }
 }
 
+/// The record of `key` in `slab`, if it is still there ([`Streams::get_mut`]).
+fn record_mut(slab: &mut [Option<Record>], key: Key) -> Option<&mut Record> {
+    slab.get_mut(key.at)
+        .and_then(Option::as_mut)
+        .filter(|r| r.id == key.id)
+}
+
 /// What [`Streams::counts`] found.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counts {
@@ -218,20 +225,14 @@ impl Streams {
 
     /// The record a lease points to, if it is still there.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut Record> {
-        self.slab
-            .get_mut(key.at)
-            .and_then(Option::as_mut)
-            .filter(|r| r.id == key.id)
+        record_mut(&mut self.slab, key)
     }
 
     /// A lease on `key` ended: taken off its record's count and the total, in one look. The
     /// record, if it is still there (else nothing is counted).
     pub fn end_one(&mut self, key: Key) -> Option<&mut Record> {
-        let record = self
-            .slab
-            .get_mut(key.at)
-            .and_then(Option::as_mut)
-            .filter(|r| r.id == key.id)?;
+        // The slab alone is borrowed, so the total can be counted beside the record.
+        let record = record_mut(&mut self.slab, key)?;
         record.leases -= 1;
         self.leases -= 1;
         Some(record)
