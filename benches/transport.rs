@@ -302,27 +302,6 @@ async fn ours_pool(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
     start.elapsed()
 }
 
-/// Mode `d_pool_lease`: [`LEASE_TASKS`] tasks, each making `per_task` requests one after
-/// another, each on a lease of its own, held until its response arrives.
-async fn ours_lease(pool: &pool::Pool<JsonManager>, per_task: u64) -> Duration {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..LEASE_TASKS)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    let conn = pool.lease().await.expect("a lease");
-                    black_box(conn.request(VAL).await.expect("a response"));
-                }
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.expect("a lease client task panicked");
-    }
-    start.elapsed()
-}
-
 /// A reference point of the interleaved pass, `floor`: the bare connections lent by count
 /// under one `Mutex`, fewest first, with none of a pool's duties (no size, no health, no
 /// waiting line).
@@ -337,17 +316,26 @@ struct FloorLease {
     at: usize,
 }
 
-/// A reference point of the interleaved pass: lends a bare connection per request.
-trait Lender: Send + Sync + 'static {
+/// What mode `d_pool_lease` takes a connection from per request: the pool (a lease), or a
+/// reference point of the interleaved pass. A handle to it, cloned into each task.
+trait Lender: Clone + Send + Sync + 'static {
     /// The lent connection; dropping it ends the loan.
     type Lent: std::ops::Deref<Target = Conn> + Send;
-    fn lend(self: &Arc<Self>) -> Self::Lent;
+    fn lend(&self) -> impl std::future::Future<Output = Self::Lent> + Send;
 }
 
-impl Lender for MutexFloor {
+impl Lender for pool::Pool<JsonManager> {
+    type Lent = pool::Lease<JsonManager>;
+
+    async fn lend(&self) -> Self::Lent {
+        self.lease().await.expect("a lease")
+    }
+}
+
+impl Lender for Arc<MutexFloor> {
     type Lent = FloorLease;
 
-    fn lend(self: &Arc<Self>) -> FloorLease {
+    async fn lend(&self) -> FloorLease {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let at = (0..CONNS).min_by_key(|&at| counts[at]).unwrap_or(0);
         counts[at] += 1;
@@ -392,10 +380,10 @@ struct Lane {
 /// A connection lent by [`Lanes`]; dropping it takes its loan back.
 struct LaneLoan(Arc<Lane>);
 
-impl Lender for Lanes {
+impl Lender for Arc<Lanes> {
     type Lent = LaneLoan;
 
-    fn lend(self: &Arc<Self>) -> LaneLoan {
+    async fn lend(&self) -> LaneLoan {
         use std::sync::atomic::Ordering::{AcqRel, Relaxed};
         // [`LEASE_TASKS`] loans at most fill the lanes' room exactly, so a lane always has
         // room; a lost race just looks again.
@@ -435,22 +423,24 @@ impl Drop for LaneLoan {
     }
 }
 
-/// [`ours_lease`]'s tasks, each request on a loan from `lender`.
-async fn lender_round<L: Lender>(lender: &Arc<L>, per_task: u64) -> Duration {
+/// Mode `d_pool_lease`: [`LEASE_TASKS`] tasks, each making `per_task` requests one after
+/// another, each on a loan of its own from `lender` (a lease, for the pool), held until its
+/// response arrives.
+async fn lender_round<L: Lender>(lender: &L, per_task: u64) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..LEASE_TASKS)
         .map(|_| {
-            let lender = Arc::clone(lender);
+            let lender = lender.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    let conn = lender.lend();
+                    let conn = lender.lend().await;
                     black_box(conn.request(VAL).await.expect("a response"));
                 }
             })
         })
         .collect();
     for handle in handles {
-        handle.await.expect("a reference client task panicked");
+        handle.await.expect("a lease client task panicked");
     }
     start.elapsed()
 }
@@ -638,7 +628,7 @@ fn modes(c: &mut Criterion, rt: &Runtime, setup: &Setup) {
         ours_shared(&setup.ours, WINDOW, iters * PIPE_BATCH / WINDOW as u64)
     });
     bench_side(&mut group, rt, mode, "ours", |iters| {
-        ours_lease(
+        lender_round(
             &setup.leasing,
             iters * CONNS as u64 * PIPE_BATCH / LEASE_TASKS as u64,
         )
@@ -735,7 +725,7 @@ async fn interleaved_pass(setup: &Setup) {
             let side = (round + turn) % SIDES;
             times[side] = match side {
                 0 => ours_shared(&setup.ours, WINDOW, ROUND_PER_TASK).await,
-                1 => ours_lease(&setup.leasing, ROUND_PER_TASK).await,
+                1 => lender_round(&setup.leasing, ROUND_PER_TASK).await,
                 2 => lender_round(&floor, ROUND_PER_TASK).await,
                 _ => lender_round(&lanes, ROUND_PER_TASK).await,
             };
