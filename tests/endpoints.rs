@@ -326,13 +326,7 @@ async fn callers_recover_from_a_total_outage_without_a_herd() {
         let ejection = Ejection::new()
             .base(Duration::from_millis(100))
             .max(Duration::from_millis(400));
-        let mut held = Vec::new();
-        let mut addrs = Vec::new();
-        for _ in 0..3 {
-            let (socket, addr) = refusing_addr();
-            held.push(socket);
-            addrs.push(addr);
-        }
+        let (mut held, addrs): (Vec<_>, Vec<_>) = (0..3).map(|_| refusing_addr()).unzip();
         let pool = pool_over(&addrs, ejection, 4, 8);
         let (stop, start) = (Arc::new(AtomicBool::new(false)), Instant::now());
         let tasks = load(&pool, 32, 20, &stop, start);
