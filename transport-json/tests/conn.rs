@@ -614,9 +614,13 @@ async fn dropping_every_handle_closes_the_socket() {
 #[tokio::test]
 async fn connect_to_a_closed_port_fails_with_connect_error() {
     bounded(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
+        // A socket bound to the port that never listens: a connect to it is refused, and no
+        // other test's server can take the port while it is held (as it could, between a
+        // listener's drop and the connect).
+        let held = tokio::net::TcpSocket::new_v4().expect("a socket");
+        held.bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bind");
+        let addr = held.local_addr().expect("addr");
         match Conn::connect(&options(addr)).await {
             Err(Error::Connect { addr: shown, .. }) => assert_eq!(shown, addr.to_string()),
             other => panic!("expected a connect error, got {other:?}"),
