@@ -15,6 +15,8 @@ use tokio_util::codec::Framed;
 use transport_json::codec::{CodecError, JsonCodec};
 use transport_json::{CloseCause, Conn, ConnectOptions, Error, Message, Resp};
 
+mod support;
+
 /// The server's view of one connection: decodes requests, encodes responses.
 type ServerSide = Framed<TcpStream, JsonCodec<Message, Resp>>;
 
@@ -614,13 +616,7 @@ async fn dropping_every_handle_closes_the_socket() {
 #[tokio::test]
 async fn connect_to_a_closed_port_fails_with_connect_error() {
     bounded(async {
-        // A socket bound to the port that never listens: a connect to it is refused, and no
-        // other test's server can take the port while it is held (as it could, between a
-        // listener's drop and the connect).
-        let held = tokio::net::TcpSocket::new_v4().expect("a socket");
-        held.bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("bind");
-        let addr = held.local_addr().expect("addr");
+        let (_held, addr) = support::refused_port();
         match Conn::connect(&options(addr)).await {
             Err(Error::Connect { addr: shown, .. }) => assert_eq!(shown, addr.to_string()),
             other => panic!("expected a connect error, got {other:?}"),

@@ -17,6 +17,8 @@ use transport_json::codec::JsonCodec;
 use transport_json::manager::PING_VAL;
 use transport_json::{CloseCause, Conn, ConnectOptions, Error, JsonManager, Message, Resp};
 
+mod support;
+
 const BOUND: Duration = Duration::from_secs(20);
 
 async fn bounded<T>(fut: impl Future<Output = T>) -> T {
@@ -203,13 +205,7 @@ async fn manager_close_ends_the_connection_gracefully() {
 #[tokio::test]
 async fn connect_failure_is_a_connect_error() {
     bounded(async {
-        // A socket bound to the port that never listens: a connect to it is refused, and no
-        // other test's server can take the port while it is held (as it could, between a
-        // listener's drop and the connect).
-        let held = tokio::net::TcpSocket::new_v4().expect("a socket");
-        held.bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("bind");
-        let addr = held.local_addr().expect("addr");
+        let (_held, addr) = support::refused_port();
         let manager = JsonManager::new(ConnectOptions::new(addr.to_string()));
         let err = manager.connect().await.expect_err("nobody listens");
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");

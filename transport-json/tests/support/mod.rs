@@ -24,6 +24,17 @@ use transport_json::{Message, Resp};
 /// Bounds every wait on the network: generous, only reached when something is broken.
 pub const LIMIT: Duration = Duration::from_secs(10);
 
+/// A loopback port nothing listens on, held by a bound socket that never listens: a connect
+/// to it is refused, and no other test's server can take the port while the socket lives (as
+/// it could between a listener's drop and the connect). Keep the socket for the test.
+pub fn refused_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let held = tokio::net::TcpSocket::new_v4().expect("a socket");
+    held.bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = held.local_addr().expect("addr");
+    (held, addr)
+}
+
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     timeout(LIMIT, f)
         .await
