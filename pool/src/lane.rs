@@ -65,7 +65,7 @@ impl<C> Gate<C> {
     }
 
     /// One more share, if the word is still `seen`, `seen` is open, nobody waits, and its
-    /// count is at least `min` and below `max`: the lock-free path. `false` when any of that
+    /// count is at least `min` and below `max`: the lock-free path. `None` when any of that
     /// no longer holds (the caller looks again, or takes the lock).
     pub(crate) fn try_share(
         self: &Arc<Self>,
@@ -170,9 +170,9 @@ impl<C> Deref for Share<C> {
 
     fn deref(&self) -> &C {
         // SAFETY: this share is counted in the gate's word until it ends (`try_end` and `end`
-        // consume it; drop counts it back), and `Gate::alone` lends `&mut` only while the count is 0 and keeps new
-        // shares out until its guard drops. The `Acquire` that counted this share saw the
-        // `Release` that ended the last borrow alone.
+        // consume it; drop counts it back), and `Gate::alone` lends `&mut` only while the
+        // count is 0 and keeps new shares out until its guard drops. The `Acquire` that
+        // counted this share saw the `Release` that ended the last borrow alone.
         unsafe { &*self.gate.value.get() }
     }
 }
@@ -294,24 +294,21 @@ mod tests {
             .map(|t| {
                 let gate = Arc::clone(&gate);
                 std::thread::spawn(move || {
-                    let mut alone = 0;
                     for _ in 0..ROUNDS {
                         if t == 0 {
                             if let Some(mut value) = gate.alone() {
                                 *value = 1;
                                 std::hint::spin_loop();
                                 *value = 0;
-                                alone += 1;
                             }
                             gate.steer(OPEN, 0);
                         } else if let Some(share) = gate.share() {
                             assert_eq!(*share, 0, "a share saw the value borrowed alone");
-                            if share.try_end().is_err() {
-                                // The last share, or a closed gate: ended as the lock would.
-                            }
+                            // The last share, or callers waiting: the share comes back to
+                            // this thread and is counted back as it drops.
+                            drop(share.try_end());
                         }
                     }
-                    alone
                 })
             })
             .collect();
