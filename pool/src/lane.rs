@@ -1,6 +1,5 @@
-//! [`Gate`]: the cell a shared connection is to live in on the lock-free lease path (issue
-//! 13). Not wired into the pool yet, so compiled for the crate's tests only: its tests, run
-//! under Miri by `scripts/miri`, check the protocol before the pool depends on it.
+//! [`Gate`]: the cell a shared connection lives in, for the lock-free lease path (issue 13).
+//! Its tests run under Miri (`scripts/miri`), which checks the protocol for data races.
 //!
 //! A lease per request reaches 0.9 of bare connections only when it takes no lock and holds
 //! one `Arc`, the one whose count sits beside the connection's lease count (BENCHMARKS.md,
@@ -10,12 +9,21 @@
 //! `Arc::get_mut` can no longer prove it alone. The gate proves it instead: one word counts
 //! the shares out, and a bit in it marks the connection borrowed alone.
 //!
-//! - [`Gate::try_share`] and [`Gate::share`] count one more share, never while the
-//!   connection is borrowed alone; a [`Share`] lends `&C` until it ends.
-//! - [`Gate::alone`] marks the connection borrowed alone, only when no share is out; while
-//!   the mark stands no share can start, so the [`Alone`] guard lends `&mut` safely.
+//! - [`Gate::try_share`] (lock-free, never on a count of 0) and [`Gate::share_below`] (the
+//!   pool's locked path) count one more share, never while the value is borrowed alone; a
+//!   [`Share`] lends `&T` until it ends.
+//! - [`Gate::alone`] marks the value borrowed alone, only when no share is out; while the
+//!   mark stands no share can start, so its guard ([`Owned`]) lends `&mut T` safely. [`Share::finish`] ends the last share straight into a borrow alone, and
+//!   [`Owned::into_share`] ends a borrow alone straight into a share, each one atomic step.
 //! - The open and waiters bits steer callers (a fast share needs the open bit; a fast end
 //!   needs the waiters bit clear, see [`Share::try_end`]); they are not needed for safety.
+//! - Beside the value, the gate keeps `ties` of type `X`, read through any share without
+//!   the cell: what every holder of a share needs and nobody changes.
+//!
+//! `Gate<T, X>` is `Sync` when `T` is only `Send`: `&mut T` moves between threads one borrower
+//! at a time, and the ways to a share (`&T` on any thread) ask `T: Sync` themselves, so no
+//! share of a value that is not `Sync` can exist. The pool relies on it: a pool of
+//! connections that are not `Sync` is still `Send` and `Sync`, and only `lease` needs `Sync`.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -38,67 +46,52 @@ pub(crate) fn count(word: usize) -> usize {
     word & COUNT
 }
 
-/// A value lent to counted shares (`&C`) or to one borrower alone (`&mut C`), never both.
-pub(crate) struct Gate<C> {
-    word: AtomicUsize,
-    value: UnsafeCell<C>,
+/// The count of a word that is open for lock-free moves (open, nobody waiting), 0 while the
+/// value is borrowed alone (which it is only with no share out); `None` otherwise.
+/// [`Gate::try_share`] refuses a count of 0: a value with no share out is the locked
+/// path's, which tests it first.
+#[inline]
+pub(crate) fn fast_count(word: usize) -> Option<usize> {
+    if word & (OPEN | WAITERS) != OPEN {
+        return None;
+    }
+    Some(if word & ALONE != 0 { 0 } else { count(word) })
 }
 
-// SAFETY: the gate hands `&C` to shares on any thread (so `C: Sync`) and `&mut C` to one
-// borrower at a time on any thread (so `C: Send`), never both at once (see the impl). (`Send`
-// is automatic: `UnsafeCell<C>` is `Send` when `C` is.)
-unsafe impl<C: Send + Sync> Sync for Gate<C> {}
+/// A value lent to counted shares (`&T`) or to one borrower alone (`&mut T`), never both,
+/// with `ties` beside it that every holder reads.
+pub(crate) struct Gate<T, X = ()> {
+    word: AtomicUsize,
+    ties: X,
+    value: UnsafeCell<T>,
+}
 
-impl<C> Gate<C> {
+// SAFETY: the gate hands `&mut T` to one borrower at a time on any thread (so `T: Send`), and
+// `&T` only to shares, which only `T: Sync` can make (`try_share`, `share_below` and
+// `Owned::into_share` ask it), never both at once (see the impl). `ties` is read by every
+// holder (`X: Sync`). (`Send` is automatic: `UnsafeCell<T>` is `Send` when `T` is.)
+unsafe impl<T: Send, X: Sync> Sync for Gate<T, X> {}
+
+impl<T, X> Gate<T, X> {
     /// A gate with no share out, closed.
-    pub(crate) fn new(value: C) -> Self {
+    pub(crate) fn new(value: T, ties: X) -> Self {
         Gate {
             word: AtomicUsize::new(0),
+            ties,
             value: UnsafeCell::new(value),
         }
     }
 
+    /// What the gate keeps beside its value.
+    pub(crate) fn ties(&self) -> &X {
+        &self.ties
+    }
+
     /// The gate's word as it is now (for placement: read every gate, then `try_share` on the
     /// fewest).
+    #[inline]
     pub(crate) fn peek(&self) -> usize {
         self.word.load(Relaxed)
-    }
-
-    /// One more share, if the word is still `seen`, `seen` is open, nobody waits, and its
-    /// count is at least `min` and below `max`: the lock-free path. `None` when any of that
-    /// no longer holds (the caller looks again, or takes the lock).
-    pub(crate) fn try_share(
-        self: &Arc<Self>,
-        seen: usize,
-        min: usize,
-        max: usize,
-    ) -> Option<Share<C>> {
-        let n = count(seen);
-        // `COUNT` bounds the count whatever `max` says, so it never runs into the bits.
-        if seen & (OPEN | WAITERS | ALONE) != OPEN || n < min || n >= max.min(COUNT) {
-            return None;
-        }
-        self.word
-            .compare_exchange(seen, seen + 1, Acquire, Relaxed)
-            .ok()
-            .map(|_| Share {
-                gate: Arc::clone(self),
-                counted: true,
-            })
-    }
-
-    /// One more share, whatever the open and waiters bits say (the pool's locked path,
-    /// which has decided already). `None` only while the value is borrowed alone.
-    pub(crate) fn share(self: &Arc<Self>) -> Option<Share<C>> {
-        self.word
-            .fetch_update(Acquire, Relaxed, |word| {
-                (word & ALONE == 0 && count(word) < COUNT).then_some(word + 1)
-            })
-            .ok()
-            .map(|_| Share {
-                gate: Arc::clone(self),
-                counted: true,
-            })
     }
 
     /// Sets the bits of `set` and clears those of `clear` (of [`OPEN`] and [`WAITERS`]); the
@@ -112,34 +105,101 @@ impl<C> Gate<C> {
         (before | set) & !clear
     }
 
-    /// The value borrowed alone: only when no share is out. While the guard lives no share
-    /// can start (both ways of sharing fail), and the open bit is cleared so that callers
-    /// reading the gates do not try.
-    pub(crate) fn alone(&self) -> Option<Alone<'_, C>> {
+    /// Marks the value borrowed alone, when no share is out and nobody has it alone.
+    fn mark_alone(&self) -> bool {
         self.word
             .fetch_update(Acquire, Relaxed, |word| {
-                (count(word) == 0 && word & ALONE == 0).then_some((word | ALONE) & !OPEN)
+                (count(word) == 0 && word & ALONE == 0).then_some(word | ALONE)
+            })
+            .is_ok()
+    }
+
+    /// The value borrowed alone: only when no share is out. While the guard lives no share
+    /// can start (every way of sharing fails). The open bit is left as it is: the alone bit
+    /// keeps lock-free shares out by itself.
+    pub(crate) fn alone(self: &Arc<Self>) -> Option<Owned<T, X>> {
+        self.mark_alone().then(|| Owned {
+            gate: Some(Arc::clone(self)),
+        })
+    }
+}
+
+impl<T: Sync, X> Gate<T, X> {
+    /// One more share, if the word is still `seen`, `seen` is open for lock-free moves
+    /// ([`fast_count`]), not borrowed alone, and its count is at least 1 and below `max`: the
+    /// lock-free path.
+    /// `None` when any of that no longer holds (the caller looks again, or takes the lock).
+    #[inline]
+    pub(crate) fn try_share(self: &Arc<Self>, seen: usize, max: usize) -> Option<Share<T, X>> {
+        // `COUNT` bounds the count whatever `max` says, so it never runs into the bits.
+        let n = count(seen);
+        if seen & (OPEN | WAITERS | ALONE) != OPEN || n == 0 || n >= max.min(COUNT) {
+            return None;
+        }
+        self.word
+            .compare_exchange(seen, seen + 1, Acquire, Relaxed)
+            .ok()
+            .map(|_| Share::counted(Arc::clone(self)))
+    }
+
+    /// One more share while fewer than `max` are out, whatever the open and waiters bits say
+    /// (the pool's locked path, which has decided already). `None` when the value is
+    /// borrowed alone or `max` are out (lock-free shares may have taken the room).
+    pub(crate) fn share_below(self: &Arc<Self>, max: usize) -> Option<Share<T, X>> {
+        let max = max.min(COUNT);
+        self.word
+            .fetch_update(Acquire, Relaxed, |word| {
+                (word & ALONE == 0 && count(word) < max).then_some(word + 1)
             })
             .ok()
-            .map(|_| Alone { gate: self })
+            .map(|_| Share::counted(Arc::clone(self)))
     }
 }
 
 /// One counted share of a gate's value; ending it takes the count back.
-pub(crate) struct Share<C> {
-    gate: Arc<Gate<C>>,
-    /// Still counted in the gate (cleared by the ends that count it back themselves).
-    counted: bool,
+pub(crate) struct Share<T, X = ()> {
+    /// `None` once the share ended and counted itself back (its `Arc` moved on or dropped).
+    gate: Option<Arc<Gate<T, X>>>,
 }
 
-impl<C> Share<C> {
+/// How [`Share::finish`] ended a share.
+pub(crate) enum Finished<T, X> {
+    /// Other shares are still out.
+    Left,
+    /// It was the last: the value is borrowed alone from here (the share's `Arc` moved into
+    /// the guard).
+    Last(Owned<T, X>),
+}
+
+impl<T, X> Share<T, X> {
+    fn counted(gate: Arc<Gate<T, X>>) -> Self {
+        Share { gate: Some(gate) }
+    }
+
+    /// The gate shared.
+    #[inline]
+    pub(crate) fn gate(&self) -> &Arc<Gate<T, X>> {
+        match &self.gate {
+            Some(gate) => gate,
+            // Emptied only by the ends, which consume the share.
+            None => unreachable!("a share used after it ended"),
+        }
+    }
+
+    /// What the gate keeps beside its value.
+    #[inline]
+    pub(crate) fn ties(&self) -> &X {
+        &self.gate().ties
+    }
+
     /// Ends the share without the pool's lock: only when another share stays out (the
     /// last one ends under the lock, which tests the connection) and nobody waits (an end
     /// serves the line under the lock). A compare-and-swap of the whole word, so it either
     /// lands before the waiters bit is set (and the pool's look for room after setting it
     /// sees the room), or fails and the caller takes the lock.
+    #[inline]
     pub(crate) fn try_end(mut self) -> Result<(), Self> {
-        let gate = &self.gate;
+        let gate = self.gate();
         let mut word = gate.word.load(Relaxed);
         loop {
             if count(word) < 2 || word & WAITERS != 0 {
@@ -154,65 +214,119 @@ impl<C> Share<C> {
             }
         }
         // Counted back already: dropping the `Arc` is all that is left.
-        self.counted = false;
+        self.gate = None;
         Ok(())
     }
 
-    /// Ends the share whatever the bits say (under the pool's lock); the count left.
-    pub(crate) fn end(mut self) -> usize {
-        self.counted = false;
-        count(self.gate.word.fetch_sub(1, Release)) - 1
-    }
-}
-
-impl<C> Deref for Share<C> {
-    type Target = C;
-
-    fn deref(&self) -> &C {
-        // SAFETY: this share is counted in the gate's word until it ends (`try_end` and `end`
-        // consume it; drop counts it back), and `Gate::alone` lends `&mut` only while the
-        // count is 0 and keeps new shares out until its guard drops. The `Acquire` that
-        // counted this share saw the `Release` that ended the last borrow alone.
-        unsafe { &*self.gate.value.get() }
-    }
-}
-
-impl<C> Drop for Share<C> {
-    /// A share dropped without `end`: counted back (never left out, so the value can still
-    /// be borrowed alone later).
-    fn drop(&mut self) {
-        if self.counted {
-            self.gate.word.fetch_sub(1, Release);
+    /// Ends the share whatever the bits say (under the pool's lock): when it was the last,
+    /// the value is borrowed alone in the same step, so nothing can share it in between.
+    pub(crate) fn finish(mut self) -> Finished<T, X> {
+        let Some(gate) = self.gate.take() else {
+            unreachable!("a share used after it ended")
+        };
+        let before = gate
+            .word
+            .fetch_update(AcqRel, Relaxed, |word| {
+                // A counted share means no borrow alone, so the bit is clear here.
+                Some(if count(word) == 1 {
+                    (word - 1) | ALONE
+                } else {
+                    word - 1
+                })
+            })
+            .unwrap_or_else(|word| word);
+        match count(before) {
+            1 => Finished::Last(Owned { gate: Some(gate) }),
+            _ => Finished::Left,
         }
     }
 }
 
-/// The gate's value borrowed alone; dropping the guard lets shares start again (the open
-/// bit stays cleared: the pool opens the gate when it decides to).
-pub(crate) struct Alone<'a, C> {
-    gate: &'a Gate<C>,
+impl<T, X> Deref for Share<T, X> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: this share is counted in the gate's word until it ends (`try_end` and
+        // `finish` consume it; drop counts it back), and a borrow alone is marked only
+        // while the count is 0 and keeps new shares out until its guard drops. The `Acquire`
+        // that counted this share saw the `Release` that ended the last borrow alone. A
+        // share exists only for `T: Sync` (every way to make one asks it).
+        unsafe { &*self.gate().value.get() }
+    }
 }
 
-impl<C> Deref for Alone<'_, C> {
-    type Target = C;
+impl<T, X> Drop for Share<T, X> {
+    /// A share dropped without `try_end` or `finish`: counted back (never left out, so the
+    /// value can still be borrowed alone later).
+    fn drop(&mut self) {
+        if let Some(gate) = &self.gate {
+            gate.word.fetch_sub(1, Release);
+        }
+    }
+}
 
-    fn deref(&self) -> &C {
+/// The gate's value borrowed alone, with an `Arc` of the gate; dropping the guard lets
+/// shares start again.
+pub(crate) struct Owned<T, X = ()> {
+    /// `None` only once turned into a share.
+    gate: Option<Arc<Gate<T, X>>>,
+}
+
+impl<T, X> Owned<T, X> {
+    /// The gate borrowed alone.
+    pub(crate) fn gate(&self) -> &Arc<Gate<T, X>> {
+        match &self.gate {
+            Some(gate) => gate,
+            // Emptied only by `into_share`, which consumes the guard.
+            None => unreachable!("a borrow alone used after it ended"),
+        }
+    }
+
+    /// What the gate keeps beside its value.
+    pub(crate) fn ties(&self) -> &X {
+        &self.gate().ties
+    }
+}
+
+impl<T: Sync, X> Owned<T, X> {
+    /// Ends the borrow alone straight into a share, in one step: nothing can borrow the
+    /// value alone, nor find the count at 0, in between.
+    pub(crate) fn into_share(mut self) -> Share<T, X> {
+        let gate = self.gate.take();
+        let Some(gate) = gate else {
+            unreachable!("a borrow alone used after it ended")
+        };
+        // The count is 0 and this guard's bit is set: nothing else changes either.
+        gate.word
+            .fetch_update(AcqRel, Relaxed, |word| Some((word & !ALONE) + 1))
+            .ok();
+        Share::counted(gate)
+    }
+}
+
+impl<T, X> Deref for Owned<T, X> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
         // SAFETY: the alone bit is set and the count was 0 when it was set; no share can
         // start until this guard drops.
-        unsafe { &*self.gate.value.get() }
+        unsafe { &*self.gate().value.get() }
     }
 }
 
-impl<C> DerefMut for Alone<'_, C> {
-    fn deref_mut(&mut self) -> &mut C {
+impl<T, X> DerefMut for Owned<T, X> {
+    fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; this guard is the only one (setting the bit needs it clear).
-        unsafe { &mut *self.gate.value.get() }
+        unsafe { &mut *self.gate().value.get() }
     }
 }
 
-impl<C> Drop for Alone<'_, C> {
+impl<T, X> Drop for Owned<T, X> {
     fn drop(&mut self) {
-        self.gate.word.fetch_and(!ALONE, Release);
+        if let Some(gate) = &self.gate {
+            gate.word.fetch_and(!ALONE, Release);
+        }
     }
 }
 
@@ -220,55 +334,89 @@ impl<C> Drop for Alone<'_, C> {
 mod tests {
     use std::sync::Arc;
 
-    use super::{Gate, OPEN, WAITERS, count};
+    use super::{Finished, Gate, OPEN, Share, WAITERS, count};
 
     #[test]
-    fn a_share_needs_an_open_gate_room_and_no_waiters() {
-        let gate = Arc::new(Gate::new(5_u64));
-        assert!(gate.try_share(gate.peek(), 0, 4).is_none(), "closed");
+    fn a_fast_share_needs_an_open_gate_a_share_out_room_and_no_waiters() {
+        let gate = Arc::new(Gate::new(5_u64, ()));
         let word = gate.steer(OPEN, 0);
-        let first = gate.try_share(word, 0, 4).expect("open, room");
+        assert!(gate.try_share(word, 4).is_none(), "no share out yet");
+        let first = gate.share_below(4).expect("the locked path shares from 0");
         assert_eq!(*first, 5);
-        assert!(
-            gate.try_share(word, 0, 4).is_none(),
-            "a stale word is refused"
-        );
-        assert!(gate.try_share(gate.peek(), 2, 4).is_none(), "below min");
+        let word = gate.peek();
+        let second = gate.try_share(word, 4).expect("open, one out, room");
+        assert!(gate.try_share(word, 4).is_none(), "a stale word is refused");
         let word = gate.steer(WAITERS, 0);
-        assert!(gate.try_share(word, 0, 4).is_none(), "callers wait");
+        assert!(gate.try_share(word, 4).is_none(), "callers wait");
         let word = gate.steer(0, WAITERS);
-        let second = gate.try_share(word, 0, 2).expect("room for two");
-        assert!(gate.try_share(gate.peek(), 0, 2).is_none(), "full");
-        assert_eq!(count(gate.peek()), 2);
+        assert!(gate.try_share(word, 2).is_none(), "full at two");
+        assert!(
+            gate.share_below(2).is_none(),
+            "full for the locked path too"
+        );
+        let word = gate.steer(0, OPEN);
+        assert!(gate.try_share(word, 4).is_none(), "closed");
+        assert!(
+            gate.share_below(4).is_some(),
+            "the locked path ignores the bits"
+        );
+        assert_eq!(count(gate.peek()), 2, "the dropped share was counted back");
         drop((first, second));
         assert_eq!(count(gate.peek()), 0);
     }
 
     #[test]
     fn the_value_is_alone_only_with_no_share_out_and_no_share_starts_meanwhile() {
-        let gate = Arc::new(Gate::new(String::from("conn")));
+        let gate = Arc::new(Gate::new(String::from("conn"), ()));
         gate.steer(OPEN, 0);
-        let share = gate.share().expect("a share");
+        let share = gate.share_below(4).expect("a share");
         assert!(gate.alone().is_none(), "a share is out");
-        assert_eq!(share.end(), 0);
+        assert!(gate.alone().is_none(), "a share is out");
+        assert!(matches!(share.finish(), Finished::Last(_)));
         {
             let mut alone = gate.alone().expect("nobody shares");
             alone.push('!');
-            assert_eq!(gate.peek() & OPEN, 0, "closed while alone");
-            assert!(gate.share().is_none(), "no share while alone");
-            assert!(gate.try_share(gate.peek() | OPEN, 0, 4).is_none());
+            assert!(gate.share_below(4).is_none(), "no share while alone");
+            assert!(gate.try_share(gate.peek() + 1, 4).is_none());
+            assert!(gate.alone().is_none(), "one borrower alone");
             assert!(gate.alone().is_none(), "one borrower alone");
         }
-        let share = gate.share().expect("shares start again");
+        let share = gate.share_below(4).expect("shares start again");
         assert_eq!(*share, "conn!");
     }
 
     #[test]
+    fn the_last_share_finishes_into_a_borrow_alone_and_back_into_a_share() {
+        let gate = Arc::new(Gate::new(vec![1_u8], ()));
+        gate.steer(OPEN, 0);
+        let a = gate.share_below(4).expect("a");
+        let b = gate.try_share(gate.peek(), 4).expect("b");
+        assert!(matches!(a.finish(), Finished::Left));
+        let Finished::Last(mut alone) = b.finish() else {
+            panic!("the last share did not finish alone")
+        };
+        assert!(gate.share_below(4).is_none(), "nothing shares in between");
+        assert!(gate.alone().is_none(), "nothing borrows alone in between");
+        alone.push(2);
+        let share = alone.into_share();
+        assert_eq!(*share, [1, 2]);
+        assert_eq!(count(gate.peek()), 1);
+        assert!(gate.alone().is_none(), "the share is out");
+        drop(share);
+        assert!(gate.alone().is_some(), "free again");
+        assert_eq!(
+            gate.peek() & OPEN,
+            OPEN,
+            "a borrow alone leaves the open bit"
+        );
+    }
+
+    #[test]
     fn a_fast_end_leaves_the_last_share_and_any_waiters_to_the_lock() {
-        let gate = Arc::new(Gate::new(1_u8));
-        let word = gate.steer(OPEN, 0);
-        let a = gate.try_share(word, 0, 4).expect("a");
-        let b = gate.try_share(gate.peek(), 0, 4).expect("b");
+        let gate = Arc::new(Gate::new(1_u8, ()));
+        gate.steer(OPEN, 0);
+        let a = gate.share_below(4).expect("a");
+        let b = gate.try_share(gate.peek(), 4).expect("b");
         gate.steer(WAITERS, 0);
         let Err(b) = b.try_end() else {
             panic!("ended while callers wait")
@@ -278,7 +426,7 @@ mod tests {
         let Err(a) = a.try_end() else {
             panic!("the last share ended without the lock")
         };
-        assert_eq!(a.end(), 0);
+        assert!(matches!(a.finish(), Finished::Last(_)));
         assert_eq!(Arc::strong_count(&gate), 1, "every share let its Arc go");
     }
 
@@ -288,25 +436,36 @@ mod tests {
     #[test]
     fn shares_and_borrows_alone_never_overlap_across_threads() {
         const ROUNDS: usize = if cfg!(miri) { 30 } else { 20_000 };
-        let gate = Arc::new(Gate::new(0_u64));
+        let gate = Arc::new(Gate::new(0_u64, ()));
         gate.steer(OPEN, 0);
         let threads: Vec<_> = (0..3)
             .map(|t| {
                 let gate = Arc::clone(&gate);
                 std::thread::spawn(move || {
-                    for _ in 0..ROUNDS {
+                    for round in 0..ROUNDS {
                         if t == 0 {
                             if let Some(mut value) = gate.alone() {
                                 *value = 1;
                                 std::hint::spin_loop();
                                 *value = 0;
                             }
-                            gate.steer(OPEN, 0);
-                        } else if let Some(share) = gate.share() {
+                        } else if let Some(share) = gate.share_below(8) {
                             assert_eq!(*share, 0, "a share saw the value borrowed alone");
-                            // The last share, or callers waiting: the share comes back to
-                            // this thread and is counted back as it drops.
-                            drop(share.try_end());
+                            // A lock-free share beside it, when the word allows.
+                            let beside = gate.try_share(gate.peek(), 8);
+                            if let Some(beside) = &beside {
+                                assert_eq!(**beside, 0, "a share saw the value borrowed alone");
+                            }
+                            drop(beside.map(Share::try_end));
+                            match (round % 2, share.finish()) {
+                                (0, Finished::Last(mut alone)) => {
+                                    *alone = 2;
+                                    *alone = 0;
+                                    drop(alone.into_share());
+                                }
+                                (_, Finished::Last(alone)) => drop(alone),
+                                (_, Finished::Left) => {}
+                            }
                         }
                     }
                 })

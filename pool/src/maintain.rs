@@ -121,6 +121,6 @@ pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
         shared.close_conn(live.conn);
     }
     for conn in shared_evicted {
-        shared.close_shared(conn);
+        shared.close_shared(Some(conn));
     }
 }

@@ -4,10 +4,10 @@
 //! room to the oldest caller in line. If an end that races a caller joining the line could
 //! miss it (the end sees nobody waiting, the caller saw no room), the caller would wait for
 //! the next lease end, and where no lease ends until it is served, forever. These tests
-//! hammer that window from two threads. (A prototype that ended a lease without the pool's
-//! lock when others remained needed the caller to look for room again after joining the
-//! line; without that second look the first test failed within 10 s in every run. The
-//! prototype was measured, found no faster, and dropped: BENCHMARKS.md.)
+//! hammer that window from two threads. A lease that ends beside others ends without the
+//! pool's lock while nobody waits, so the pool serves the line once more after marking every
+//! connection's gate with waiters (`State::sync_gates`); without that second look the first
+//! test fails within 10 s (tried: it did, on every run).
 
 mod support;
 
