@@ -27,13 +27,14 @@
 //! status, and exits with a failure status if any request failed. A run longer than two
 //! seconds shows a live progress line (sent, rate, failed) on a terminal, none when piped.
 //!
-//! Defaults (`--pool-size 4 --max-streams 64 --concurrency 64`), measured on a 2-core machine
-//! shared with other builds (1M requests a run, medians): all 64 requests in flight on one
-//! connection ran at 526-562 k req/s with about 30 requests per write; the same 64 spread
-//! over 4 connections of 16 streams at 374 k (7.5 per write), over 1 connection of 16 (48
-//! tasks waiting) at 264 k. Here every connection costs client and server tasks and smaller
-//! writes, so the defaults fill one connection first and keep 3 more for heavier loads
-//! (`--concurrency 256`: 4 connections, 662 k). The README has the table.
+//! Defaults (`--pool-size 4 --max-streams 32 --concurrency 64`), measured on a 2-core machine
+//! (1M requests a run, three runs each, 2026-12-03): the 64 tasks fill 2 connections of 32
+//! and run at 628-634 k req/s with about 11 requests per write; 4 connections of 16 ran at
+//! 600-625 k (6.7 per write), 1 connection of 64 at 453-460 k (14 per write), 1 of 16 (48
+//! tasks waiting) at 174-178 k. A connection's reader and writer tasks are what run in
+//! parallel here, so the load gains from a second connection on 2 cores and loses a little to
+//! the smaller writes of more; the defaults keep 2 connections spare for heavier loads
+//! (`--concurrency 256`: 4 connections of 64, 844-865 k). The README has the table.
 #![forbid(unsafe_code)]
 
 #[path = "support/cli.rs"]
@@ -77,7 +78,7 @@ static SPEC: Spec = Spec {
         Flag {
             name: "max-streams",
             value: Some("S"),
-            default: "64",
+            default: "32",
             help: "leases (requests in flight) one connection carries at once",
         },
         Flag {
