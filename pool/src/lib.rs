@@ -159,8 +159,9 @@
 //!   `Arc`, not the pool's. The first lease on a connection and the last end take the lock
 //!   once each, and `is_broken` runs under it at those 0 -> 1 and 1 -> 0 moves, where the
 //!   gate proves no lease borrows the connection. Measured (BENCHMARKS.md): the transport
-//!   with a lease per request went from 0.80-0.84 of bare connections with a lock per lease
-//!   and end to 0.87-0.95 (the mutex floor 0.88-0.92 in the same passes).
+//!   with a lease per request went from 0.81-0.82 of bare connections, with a lock per lease
+//!   and end, to 0.89-0.91 (median 0.90; a mutex floor 0.88-0.92 in the same passes), and a
+//!   contended lease+drop from 485-554 ns to 224-305 ns.
 //! - The gate is the crate's one `unsafe` module: a word that counts the leases out, with a
 //!   bit for the pool's borrow alone, lends `&C` to each lease and `&mut C` to the pool only
 //!   at a count of 0. Safe Rust proves a borrow alone by `Arc::get_mut`, which fails as soon
