@@ -144,7 +144,7 @@ fn lease_and_drop_on_the_fast_path_does_not_allocate() {
             .max_streams(16)
             .build()
             .expect("valid settings");
-        // Warm-up: the connection is made and put in shared form (its one allocation), the
+        // Warm-up: the connection is made and put in shared form (into a lane the pool made), the
         // maintenance task started, the lazily grown parts of the runtime and pool grown.
         for _ in 0..10 {
             let first = pool.lease().await.expect("a lease");
