@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool::{Lease, Pool};
-use support::{Lcg, Mock};
+use support::{Lcg, Mock, all_ended};
 
 const MAX_SIZE: usize = 4;
 const MAX_STREAMS: usize = 8;
@@ -92,15 +92,7 @@ async fn lock_free_leases_keep_max_streams_placement_and_every_count() {
             }
         }));
     }
-    for task in tasks {
-        task.await.expect("every task ends without a panic");
-    }
-    let status = pool.status();
-    assert_eq!(
-        (status.leases, status.in_use, status.waiting),
-        (0, 0, 0),
-        "{status:?}"
-    );
+    all_ended(&pool, tasks).await;
     assert_eq!(
         mock.connects(),
         3,
@@ -162,15 +154,7 @@ async fn lock_free_leases_beside_get_and_broken_connections_keep_every_rule() {
             }
         }));
     }
-    for task in tasks {
-        task.await.expect("every task ends without a panic");
-    }
-    let status = pool.status();
-    assert_eq!(
-        (status.leases, status.in_use, status.waiting),
-        (0, 0, 0),
-        "{status:?}"
-    );
+    let status = all_ended(&pool, tasks).await;
     assert!(
         status.counters.broken > 0,
         "no lease marked a connection broken"

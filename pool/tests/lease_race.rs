@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use support::{Mock, lease_builder};
+use support::{Mock, all_ended, lease_builder};
 
 /// Rounds of the race; each is a few microseconds, and the window is hit in some of them.
 const ROUNDS: usize = 20_000;
@@ -97,15 +97,7 @@ async fn leases_ending_beside_others_lose_no_caller_and_no_count() {
             }
         }));
     }
-    for task in tasks {
-        task.await.expect("every task ends without a panic");
-    }
-    let status = pool.status();
-    assert_eq!(
-        (status.leases, status.in_use, status.waiting),
-        (0, 0, 0),
-        "{status:?}"
-    );
+    all_ended(&pool, tasks).await;
     assert_eq!(mock.limit_breaches(), 0, "a connect above max_size");
     pool.close().await;
     mock.until_closes(mock.connected()).await;

@@ -524,6 +524,24 @@ impl Manager for Mock {
     }
 }
 
+/// Joins `tasks` (each must end without a panic), then checks that no lease, no connection in
+/// use and no caller in line is left; the pool's status then.
+pub async fn all_ended(
+    pool: &pool::Pool<Mock>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> pool::Status {
+    for task in tasks {
+        task.await.expect("every task ends without a panic");
+    }
+    let status = pool.status();
+    assert_eq!(
+        (status.leases, status.in_use, status.waiting),
+        (0, 0, 0),
+        "{status:?}"
+    );
+    status
+}
+
 /// Waits until `n` callers are in line (bounded: panics after 1000 yields).
 pub async fn until_waiting(pool: &pool::Pool<Mock>, n: usize) {
     for _ in 0..1000 {
