@@ -372,9 +372,7 @@ impl<M: Manager> Shared<M> {
         let n = self.lock().reserve_refill();
         self.spawn_connects(n);
     }
-}
 
-impl<M: Manager> Shared<M> {
     /// Ends a lease under the lock (`broken`: it or `is_broken_shared` found its connection
     /// broken), then wakes who was served and closes the connection if its last lease
     /// retired it.

@@ -127,8 +127,8 @@ impl<T, X> Gate<T, X> {
 impl<T: Sync, X> Gate<T, X> {
     /// One more share, if the word is still `seen`, `seen` is open for lock-free moves
     /// ([`fast_count`]), not borrowed alone, and its count is at least 1 and below `max`: the
-    /// lock-free path.
-    /// `None` when any of that no longer holds (the caller looks again, or takes the lock).
+    /// lock-free path. `None` when any of that no longer holds (the caller looks again, or
+    /// takes the lock).
     #[inline]
     pub(crate) fn try_share(self: &Arc<Self>, seen: usize, max: usize) -> Option<Share<T, X>> {
         // `COUNT` bounds the count whatever `max` says, so it never runs into the bits.

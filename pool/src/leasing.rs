@@ -155,11 +155,7 @@ where
             }
             let (lane, word) = best?;
             if let Some(share) = lane.try_share(word, max) {
-                let uses = share
-                    .ties()
-                    .uses
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    + 1;
+                let uses = share.ties().count_use();
                 return self.hand_out(Leased { share, uses }, || {});
             }
         }
@@ -540,12 +536,6 @@ struct Checking<'a, M: Manager> {
     uses: u64,
 }
 
-/// The connection out of a gate borrowed alone, the borrow ended (so the record can go, and
-/// its lane be free again).
-fn take_out<C>(mut alone: LaneAlone<C>) -> Option<C> {
-    alone.conn.take()
-}
-
 impl<M: Manager> Checking<'_, M>
 where
     M::Connection: Sync,
@@ -567,8 +557,7 @@ where
                 Ok(leased) => (Some(leased), None),
                 Err(alone) => {
                     // The pool closed during the check: the connection goes, with its slot.
-                    let conn = take_out(alone);
-                    state.check_failed(self.key);
+                    let conn = state.check_failed(self.key, alone);
                     state.slots -= 1;
                     (None, conn)
                 }
@@ -593,13 +582,12 @@ where
         let Some(alone) = self.alone.take() else {
             return Ok(Next::Again);
         };
-        let conn = take_out(alone);
-        let kept = {
+        let (conn, kept) = {
             let mut state = shared.lock();
-            state.check_failed(self.key);
+            let conn = state.check_failed(self.key, alone);
             let kept = state.keep_slot(true);
             state.debug_check();
-            kept
+            (conn, kept)
         };
         shared.close_shared(conn);
         kept.into_next()
@@ -611,14 +599,13 @@ impl<M: Manager> Drop for Checking<'_, M> {
         let Some(alone) = self.alone.take() else {
             return;
         };
-        let conn = take_out(alone);
         let shared = &self.pool.shared;
-        let waker = {
+        let (conn, waker) = {
             let mut state = shared.lock();
-            state.check_failed(self.key);
+            let conn = state.check_failed(self.key, alone);
             let waker = state.release_slot();
             state.debug_check();
-            waker
+            (conn, waker)
         };
         if let Some(waker) = waker {
             waker.wake();

@@ -100,9 +100,7 @@ impl<C: Send + 'static> State<C> {
             self.serve_leasers_anywhere(wakes);
         }
     }
-}
 
-impl<C: Send + 'static> State<C> {
     /// Counts one more lease on `key`, if it is open with room.
     fn count_lease(&mut self, key: Key) -> Option<Leased<C>> {
         let lend = self.streams.lend?;
@@ -113,10 +111,7 @@ impl<C: Send + 'static> State<C> {
     /// `key` is its connection's, still there (the lock was held since).
     fn uncount_lease(&mut self, key: Key, lease: Leased<C>) {
         let share = lease.share;
-        share
-            .ties()
-            .uses
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        share.ties().uncount_use();
         if let Finished::Last(alone) = share.finish()
             && let Some(record) = self.streams.get_mut(key)
         {
@@ -219,11 +214,18 @@ impl<C: Send + 'static> State<C> {
             .is_some_and(|r| r.has_room(self.max_streams))
     }
 
-    /// The check of a `Checking` connection failed or was dropped: its record goes; its slot
-    /// is the checker's to keep or free.
-    pub fn check_failed(&mut self, key: Key) {
+    /// The check of a `Checking` connection failed or was dropped: its record goes, with its
+    /// checker's borrow alone, and its connection comes out to be closed (its lane free
+    /// again); its slot is the checker's to keep or free.
+    pub fn check_failed(&mut self, key: Key, alone: LaneAlone<C>) -> Option<C> {
         self.opening_room -= self.max_streams - 1;
-        let _ = self.streams.remove(key);
+        match self.streams.get_mut(key) {
+            Some(record) => {
+                record.idle = Some(alone);
+                self.streams.remove(key).and_then(|(_, conn)| conn)
+            }
+            None => self.streams.release(alone),
+        }
     }
 
     /// Marks the connection of `key` broken: no new lease; its slot frees at once (to the

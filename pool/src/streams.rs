@@ -57,6 +57,19 @@ pub(crate) struct Ties {
     pub lane: Option<usize>,
 }
 
+impl Ties {
+    /// Counts one more use of the lane's connection; the count after.
+    #[inline]
+    pub fn count_use(&self) -> u64 {
+        self.uses.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Takes back a use counted for a lease that found nobody.
+    pub fn uncount_use(&self) {
+        self.uses.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A shared connection's cell.
 pub(crate) type Lane<C> = Gate<Slot<C>, Ties>;
 
@@ -194,11 +207,9 @@ impl<C> Record<C> {
 
     /// Counts one more use of the connection; the count after.
     pub fn count_use(&self) -> u64 {
-        self.gate.ties().uses.fetch_add(1, Relaxed) + 1
+        self.gate.ties().count_use()
     }
-}
 
-impl<C> Record<C> {
     /// One more lease on this connection, if there is room under `max_streams` (lock-free
     /// leases may have taken it since the caller looked).
     pub fn lend(&mut self, max_streams: usize, lend: Lend<C>) -> Option<Leased<C>> {
@@ -312,11 +323,7 @@ impl<C> Streams<C> {
             if let Some(mut slot) = lane.alone()
                 && slot.conn.is_none()
             {
-                *slot = Slot {
-                    conn: conn.take(),
-                    info,
-                    key,
-                };
+                slot.conn = conn.take();
                 *taken = true;
                 idle = Some(slot);
                 break;
