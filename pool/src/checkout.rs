@@ -81,7 +81,7 @@ impl<M: Manager> Pool<M> {
                         Wake::Granted(Grant::Lease(leased)) => {
                             // Never sent to a caller that wants a connection of its own;
                             // given back all the same.
-                            shared.end_lease(leased.share, false);
+                            shared.end_lease(leased.conn, leased.key, false);
                             Next::Again
                         }
                         Wake::Granted(Grant::Slot) => Next::Connect(self.take_slot(false)?),

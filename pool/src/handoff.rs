@@ -75,8 +75,9 @@ impl<M: Manager> Drop for Turn<'_, M> {
                 // A lease granted in the instant the caller left: it ends at once.
                 Some(Grant::Lease(leased)) => {
                     let shared = self.shared;
-                    let ended =
-                        state.end_lease(leased.share, false, |conn| shared.conn_is_broken(conn));
+                    let ended = state.end_lease(leased.conn, leased.key, false, |conn| {
+                        shared.conn_is_broken(conn)
+                    });
                     (None, Some(ended))
                 }
                 None => (None, None),

@@ -1,10 +1,7 @@
 //! The pool's shared core: taking connections in and out, opening and discarding them.
 
-use std::any::Any;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::Waker;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -15,7 +12,7 @@ use crate::info::{ConnInfo, jittered};
 use crate::share::Ended;
 use crate::state::{Live, Place, State};
 use crate::status::Metrics;
-use crate::streams::{Lane, LaneShare, Streams, lanes};
+use crate::streams::{Key, SharedConn, conn_ref, unwrap};
 use crate::{Manager, maintain};
 
 #[cfg(test)]
@@ -34,11 +31,7 @@ pub(crate) struct Padded<T>(T);
 
 /// Everything the handles of one pool share.
 pub(crate) struct Shared<M: Manager> {
-    /// In an `Arc` of its own, which the lanes hold too: a lease reads it through its lane.
-    pub manager: Arc<M>,
-    /// The lanes shared connections live in (`streams`), read without the lock by the
-    /// lock-free lease path; made once, with the pool.
-    pub lanes: Box<[Arc<Lane<M::Connection>>]>,
+    pub manager: M,
     pub config: Config,
     pub metrics: Metrics,
     state: Padded<Mutex<State<M::Connection>>>,
@@ -59,67 +52,11 @@ pub(crate) enum Connected<C, E> {
     TimedOut,
 }
 
-/// The pool's state, locked. Unlocking steers the gates of the shared connections for the
-/// lock-free lease path ([`State::sync_gates`]), then wakes the callers that served.
-pub(crate) struct Locked<'a, C: Send + 'static> {
-    /// `None` only while it unlocks.
-    guard: Option<MutexGuard<'a, State<C>>>,
-}
-
-impl<C: Send + 'static> Deref for Locked<'_, C> {
-    type Target = State<C>;
-
-    #[inline]
-    fn deref(&self) -> &State<C> {
-        match &self.guard {
-            Some(guard) => guard,
-            None => unreachable!("the pool's state is used after it was unlocked"),
-        }
-    }
-}
-
-impl<C: Send + 'static> DerefMut for Locked<'_, C> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut State<C> {
-        match &mut self.guard {
-            Some(guard) => guard,
-            None => unreachable!("the pool's state is used after it was unlocked"),
-        }
-    }
-}
-
-impl<C: Send + 'static> Drop for Locked<'_, C> {
-    #[inline]
-    fn drop(&mut self) {
-        let mut wakes: Vec<Option<Waker>> = Vec::new();
-        if let Some(mut guard) = self.guard.take() {
-            guard.sync_gates(&mut wakes);
-            drop(guard);
-        }
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
-    }
-}
-
 impl<M: Manager> Shared<M> {
-    /// The pool's core; `this` is the `Weak` it will be reached by (from `Arc::new_cyclic`),
-    /// which its lanes keep for the ends of leases that need the lock.
-    pub fn new(manager: M, config: Config, this: &Weak<Self>) -> Self {
-        let manager = Arc::new(manager);
-        let manager_any: Arc<dyn Any + Send + Sync> = Arc::<M>::clone(&manager);
-        let this_any: Weak<dyn Any + Send + Sync> = Weak::<Self>::clone(this);
-        let lanes = lanes(config.max_size, &manager_any, &this_any);
-        let streams = Streams::new(lanes.clone(), manager_any, this_any);
-        let state = State::new(
-            config.max_size,
-            config.min_idle,
-            config.max_streams,
-            streams,
-        );
+    pub fn new(manager: M, config: Config) -> Self {
+        let state = State::new(config.max_size, config.min_idle, config.max_streams);
         Shared {
             manager,
-            lanes: lanes.into_boxed_slice(),
             metrics: Metrics::new(&config.name),
             config,
             state: Padded(Mutex::new(state)),
@@ -140,12 +77,10 @@ impl<M: Manager> Shared<M> {
 
     /// Locks the state. Nothing panics while holding it, so a poisoned lock still holds
     /// consistent state and is used as it is.
-    pub fn lock(&self) -> Locked<'_, M::Connection> {
+    pub fn lock(&self) -> MutexGuard<'_, State<M::Connection>> {
         #[cfg(test)]
         LOCKS.with(|n| n.set(n.get() + 1));
-        Locked {
-            guard: Some(self.state.0.lock().unwrap_or_else(PoisonError::into_inner)),
-        }
+        self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A consistent snapshot of sizes and counters ([`Pool::status`]); with the `metrics`
@@ -166,7 +101,7 @@ impl<M: Manager> Shared<M> {
             in_use: size.saturating_sub(idle),
             connecting: state.connecting,
             waiting: state.waiters.len(),
-            leases: shared.leases,
+            leases: state.streams.leases,
             discarded: shared.unslotted,
             counters: self.metrics.snapshot(),
         };
@@ -177,16 +112,10 @@ impl<M: Manager> Shared<M> {
 
     /// Starts the background task when none runs and a runtime is at hand: on the first
     /// checkout, and again after the runtime that ran it shut down.
-    #[inline]
     pub fn ensure_maintenance(self: &Arc<Self>) {
-        if !self.maintenance_started.load(Ordering::Acquire) {
-            self.start_maintenance();
+        if self.maintenance_started.load(Ordering::Acquire) {
+            return;
         }
-    }
-
-    /// [`ensure_maintenance`](Self::ensure_maintenance) when none was running.
-    #[cold]
-    fn start_maintenance(self: &Arc<Self>) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.maintenance_started.swap(true, Ordering::AcqRel)
         {
@@ -268,7 +197,24 @@ impl<M: Manager> Shared<M> {
 
     /// [`Manager::is_broken_shared`]; a panic counts as broken.
     pub fn is_broken_shared(&self, conn: &M::Connection) -> bool {
-        broken_shared(&*self.manager, conn)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.manager.is_broken_shared(conn)
+        }))
+        .unwrap_or(true)
+    }
+
+    /// Ends a lease on the connection of `key`: under the lock, then wakes who was served and
+    /// closes the connection if its last lease retired it.
+    pub fn end_lease(self: &Arc<Self>, conn: SharedConn, key: Key, broken: bool) {
+        let broken = broken
+            || conn_ref::<M::Connection>(&conn).is_some_and(|conn| self.is_broken_shared(conn));
+        let ended = {
+            let mut state = self.lock();
+            let ended = state.end_lease(conn, key, broken, |c| self.conn_is_broken(c));
+            state.debug_check();
+            ended
+        };
+        self.after_lease(ended);
     }
 
     /// A caller that wanted a connection of its own has left the line (served, timed out or
@@ -289,7 +235,7 @@ impl<M: Manager> Shared<M> {
     /// Carries out what ending a lease left to do, outside the lock. Inlined for the common
     /// end, which leaves nothing to do.
     #[inline(always)]
-    pub fn after_lease(self: &Arc<Self>, ended: Ended<M::Connection>) {
+    pub fn after_lease(self: &Arc<Self>, ended: Ended) {
         if ended.broke || ended.wakes.capacity() != 0 || ended.close.is_some() {
             self.carry_out(ended);
         } else {
@@ -300,7 +246,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// [`after_lease`](Self::after_lease) when there is something to do.
-    fn carry_out(self: &Arc<Self>, ended: Ended<M::Connection>) {
+    fn carry_out(self: &Arc<Self>, ended: Ended) {
         if ended.broke {
             Metrics::bump(&self.metrics.broken);
             tracing::debug!("a shared connection is broken; it closes after its last lease");
@@ -308,15 +254,15 @@ impl<M: Manager> Shared<M> {
         for waker in ended.wakes.into_iter().flatten() {
             waker.wake();
         }
-        if ended.close.is_some() {
-            self.close_shared(ended.close);
+        if let Some(conn) = ended.close {
+            self.close_shared(conn);
         }
     }
 
-    /// Closes a connection taken out of shared form (`None`: a lease still holds it, and its
-    /// last lease closes it), and tells `close` a shared connection is gone.
-    pub fn close_shared(self: &Arc<Self>, conn: Option<M::Connection>) {
-        if let Some(conn) = conn {
+    /// Closes a shared connection once its `Arc` is the last one (a later holder closes it
+    /// otherwise), and tells `close` a shared connection is gone.
+    pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
+        if let Some(conn) = unwrap::<M::Connection>(conn) {
             self.close_conn(conn);
         }
         self.drained.notify_waiters();
@@ -372,28 +318,6 @@ impl<M: Manager> Shared<M> {
         let n = self.lock().reserve_refill();
         self.spawn_connects(n);
     }
-
-    /// Ends a lease under the lock (`broken`: it or `is_broken_shared` found its connection
-    /// broken), then wakes who was served and closes the connection if its last lease
-    /// retired it.
-    pub fn end_lease(self: &Arc<Self>, share: LaneShare<M::Connection>, broken: bool) {
-        let ended = {
-            let mut state = self.lock();
-            let ended = state.end_lease(share, broken, |c| self.conn_is_broken(c));
-            state.debug_check();
-            ended
-        };
-        self.after_lease(ended);
-    }
-}
-
-/// [`Manager::is_broken_shared`]; a panic counts as broken.
-#[inline]
-pub(crate) fn broken_shared<M: Manager>(manager: &M, conn: &M::Connection) -> bool {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        manager.is_broken_shared(conn)
-    }))
-    .unwrap_or(true)
 }
 
 /// Frees a reserved connect slot unless disarmed: runs when the connect fails, and also when

@@ -1,21 +1,17 @@
 //! [`Pool::lease`]: many callers share one connection, and the pool still owns its life.
 
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
 
 use crate::checkout::{Next, Times};
-use crate::lane::fast_count;
 use crate::line::{Arrival, Ticket, Wake};
 use crate::share::Placed;
-use crate::state::{Grant, Live, State};
+use crate::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
-use crate::streams::{Key, LaneAlone, Leased};
+use crate::streams::{Key, SharedConn, conn_mut, wrap};
 use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
-
-/// How many times the lock-free lease path tries again after another caller changed the gate
-/// it picked, before it takes the lock.
-const LANE_TRIES: usize = 4;
 
 /// A move of a lease's full path, decided under the lock (its first may come placed from the
 /// fast path).
@@ -23,7 +19,7 @@ enum Step<C> {
     Closed,
     Full,
     /// On a shared connection: a lease, a check to run, or a connection to retire.
-    Placed(Placed<C>),
+    Placed(Placed),
     /// A connection of the caller's own (idle), to share.
     Own(Live<C>),
     /// A slot to open a connection in (its room for others is counted).
@@ -75,13 +71,8 @@ where
         self.start_lease(false).await
     }
 
-    /// A lease: the lock-free path, else the fast path, else the full path from what the
-    /// fast path placed.
+    /// A lease: the fast path, else the full path from what the fast path placed.
     async fn start_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
-        self.shared.ensure_maintenance();
-        if let Some(lease) = self.lane_lease() {
-            return Ok(lease);
-        }
         let mut times = Times::new(may_wait.then_some(self.shared.config.wait_timeout));
         match self.fast_lease(&mut times) {
             Ok(lease) => Ok(lease),
@@ -103,8 +94,9 @@ where
     /// is handed out here; any other move placed (a check to run, a connection to retire)
     /// goes to the full path as its first step, and so does no move at all (no room, a
     /// closed pool), for the full path to decide with the same `times`.
-    fn fast_lease(&self, times: &mut Times) -> Result<Lease<M>, Option<Placed<M::Connection>>> {
+    fn fast_lease(&self, times: &mut Times) -> Result<Lease<M>, Option<Placed>> {
         let shared = &self.shared;
+        shared.ensure_maintenance();
         let mut state = shared.lock();
         if state.closed {
             return Err(None);
@@ -124,51 +116,13 @@ where
         }
     }
 
-    /// The lock-free lease: the open gate with the fewest leases among those that carry at
-    /// least one and have room, counted with one compare-and-swap; no lock, no allocation,
-    /// and the lease holds only its share of the lane. `None` sends the caller to the locked
-    /// paths: no gate open (the pool steers them, `State::sync_gates`: closed while anyone
-    /// waits in line, while a connection is idle outside shared form, and so on), an open
-    /// connection with no lease (the locked path leases it, testing it first, and it has the
-    /// fewest), every open one full, the picked gate changed under it `LANE_TRIES` times, or
-    /// `is_broken_shared` found the connection broken (the lease then marked it).
-    #[inline]
-    fn lane_lease(&self) -> Option<Lease<M>> {
-        let shared = &*self.shared;
-        let max = shared.config.max_streams;
-        if max < 2 {
-            return None;
-        }
-        for _ in 0..LANE_TRIES {
-            let mut best = None;
-            let mut fewest = max;
-            for lane in shared.lanes.iter() {
-                let word = lane.peek();
-                match fast_count(word) {
-                    Some(0) => return None,
-                    Some(n) if n < fewest => {
-                        fewest = n;
-                        best = Some((lane, word));
-                    }
-                    _ => {}
-                }
-            }
-            let (lane, word) = best?;
-            if let Some(share) = lane.try_share(word, max) {
-                let uses = share.ties().count_use();
-                return self.hand_out(Leased { share, uses }, || {});
-            }
-        }
-        None
-    }
-
     /// The full path of a lease, from `first` (what [`fast_lease`](Self::fast_lease)
     /// placed, if anything) on.
     async fn checkout_lease(
         &self,
         mut times: Times,
         may_wait: bool,
-        mut first: Option<Placed<M::Connection>>,
+        mut first: Option<Placed>,
     ) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut failed_connects = 0;
@@ -210,11 +164,11 @@ where
                     shared.close_shared(conn);
                     Next::Again
                 }
-                Step::Placed(Placed::Check(key, alone, uses)) => {
+                Step::Placed(Placed::Check(key, conn)) => {
                     // Should the check fail, the caller opens a connection: its place is
                     // taken before the check, as a look would have taken it.
                     self.place(&mut place, true);
-                    self.check_shared(key, alone, uses, times.now()).await?
+                    self.check_shared(key, conn, times.now()).await?
                 }
                 Step::Own(live) => {
                     let place = self.place(&mut place, true);
@@ -326,7 +280,7 @@ where
 
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
     /// lease then ends, marking it broken, and the caller decides again.
-    fn confirm(&self, leased: Leased<M::Connection>) -> Next<Lease<M>> {
+    fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
         self.hand_out(leased, || {}).map_or(Next::Again, Next::Out)
     }
 
@@ -354,7 +308,7 @@ where
     /// to look. With an idle connection in the pool (nobody waits then) it just looks again.
     fn confirm_in_turn(
         &self,
-        leased: Leased<M::Connection>,
+        leased: Leased,
         place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Next<Lease<M>> {
@@ -368,12 +322,8 @@ where
 
     /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died: `before_end`
     /// runs then, before the lease ends and marks the connection broken.
-    fn hand_out(
-        &self,
-        leased: Leased<M::Connection>,
-        before_end: impl FnOnce(),
-    ) -> Option<Lease<M>> {
-        let mut lease = Lease::new(&*self.shared.manager, leased);
+    fn hand_out(&self, leased: Leased, before_end: impl FnOnce()) -> Option<Lease<M>> {
+        let mut lease = Lease::new(Arc::clone(&self.shared), leased);
         if self.shared.is_broken_shared(&*lease) {
             before_end();
             Lease::mark_broken(&mut lease);
@@ -421,17 +371,17 @@ where
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
-        let Live { conn, info } = live;
+        let conn = wrap(live.conn);
         let mut wakes = Vec::new();
-        let (leased, rearm, unshared) = {
+        let (leased, rearm) = {
             let mut state = shared.lock();
             state.opening_room -= room;
             if state.closed {
                 state.slots -= 1;
                 state.debug_check();
-                (None, false, Some(conn))
+                (None, false)
             } else {
-                let leased = state.share(conn, info, place, &mut wakes);
+                let leased = state.share(conn.clone(), live.info, place, &mut wakes);
                 if leased.is_none() {
                     back_in_line(&mut state, place, requeued);
                 }
@@ -440,8 +390,8 @@ where
                 // background task's rounds): the task must wake by its lifetime's end, or a
                 // lease could join it past that end (one on a connection that carries leases
                 // reads no clock). One already shared is in the task's plan.
-                let rearm = info.expires_before(state.maintenance_wake);
-                (Some(leased), rearm, None)
+                let rearm = live.info.expires_before(state.maintenance_wake);
+                (Some(leased), rearm)
             }
         };
         shared.rearm_maintenance(rearm);
@@ -449,9 +399,12 @@ where
             waker.wake();
         }
         match leased {
-            Some(leased) => Ok(leased.map_or(Next::Again, |leased| self.confirm(leased))),
+            Some(leased) => {
+                drop(conn);
+                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased)))
+            }
             None => {
-                shared.close_shared(unshared);
+                shared.close_shared(conn);
                 Err(PoolError::Closed)
             }
         }
@@ -464,22 +417,17 @@ where
     async fn check_shared(
         &self,
         key: Key,
-        alone: LaneAlone<M::Connection>,
-        uses: u64,
+        conn: SharedConn,
         now: Instant,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut checking = Checking {
             pool: self,
             key,
-            alone: Some(alone),
-            uses,
+            conn: Some(conn),
         };
         // `is_broken` was asked as it was taken, under the lock (`State::place_lease`).
-        let conn = checking
-            .alone
-            .as_mut()
-            .and_then(|alone| alone.conn.as_mut());
+        let conn = checking.conn.as_mut().and_then(conn_mut::<M::Connection>);
         let healthy = match conn {
             Some(conn) => {
                 let checked =
@@ -524,16 +472,13 @@ fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<T
     }
 }
 
-/// A shared connection out for its check, borrowed alone. Dropped before the check ends (the
-/// caller gave up, or the check timed out), it closes the connection, whose state is then
-/// unknown, and frees its slot.
+/// A shared connection out for its check. Dropped before the check ends (the caller gave
+/// up, or the check timed out), it closes the connection, whose state is then unknown, and
+/// frees its slot.
 struct Checking<'a, M: Manager> {
     pool: &'a Pool<M>,
     key: Key,
-    /// `None` once the check's outcome took it.
-    alone: Option<LaneAlone<M::Connection>>,
-    /// The use its lease counts.
-    uses: u64,
+    conn: Option<SharedConn>,
 }
 
 impl<M: Manager> Checking<'_, M>
@@ -542,36 +487,35 @@ where
 {
     fn passed(mut self, now: Instant) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.pool.shared;
-        let Some(alone) = self.alone.take() else {
+        let Some(conn) = self.conn.take() else {
             return Ok(Next::Again);
         };
         let mut wakes = Vec::new();
-        let (leased, unshared) = {
+        let leased = {
             let mut state = shared.lock();
-            let checked = if state.closed {
-                Err(alone)
+            let leased = if state.closed {
+                None
             } else {
-                state.checked(self.key, alone, self.uses, now, &mut wakes)
+                state.checked(self.key, conn.clone(), now, &mut wakes)
             };
-            let outcome = match checked {
-                Ok(leased) => (Some(leased), None),
-                Err(alone) => {
-                    // The pool closed during the check: the connection goes, with its slot.
-                    let conn = state.check_failed(self.key, alone);
-                    state.slots -= 1;
-                    (None, conn)
-                }
-            };
+            if leased.is_none() {
+                // The pool closed during the check: the connection goes, with its slot.
+                state.check_failed(self.key);
+                state.slots -= 1;
+            }
             state.debug_check();
-            outcome
+            leased
         };
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
         match leased {
-            Some(leased) => Ok(self.pool.confirm(leased)),
+            Some(leased) => {
+                drop(conn);
+                Ok(self.pool.confirm(leased))
+            }
             None => {
-                shared.close_shared(unshared);
+                shared.close_shared(conn);
                 Err(PoolError::Closed)
             }
         }
@@ -579,15 +523,15 @@ where
 
     fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.pool.shared;
-        let Some(alone) = self.alone.take() else {
+        let Some(conn) = self.conn.take() else {
             return Ok(Next::Again);
         };
-        let (conn, kept) = {
+        let kept = {
             let mut state = shared.lock();
-            let conn = state.check_failed(self.key, alone);
+            state.check_failed(self.key);
             let kept = state.keep_slot(true);
             state.debug_check();
-            (conn, kept)
+            kept
         };
         shared.close_shared(conn);
         kept.into_next()
@@ -596,76 +540,20 @@ where
 
 impl<M: Manager> Drop for Checking<'_, M> {
     fn drop(&mut self) {
-        let Some(alone) = self.alone.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         let shared = &self.pool.shared;
-        let (conn, waker) = {
+        let waker = {
             let mut state = shared.lock();
-            let conn = state.check_failed(self.key, alone);
+            state.check_failed(self.key);
             let waker = state.release_slot();
             state.debug_check();
-            (conn, waker)
+            waker
         };
         if let Some(waker) = waker {
             waker.wake();
         }
         shared.close_shared(conn);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::convert::Infallible;
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-    use crate::streams::MAX_LANES;
-    use crate::{Manager, Pool};
-
-    /// Connections numbered in the order they open.
-    #[derive(Default)]
-    struct Counting(AtomicU64);
-
-    impl Manager for Counting {
-        type Connection = u64;
-        type Error = Infallible;
-        async fn connect(&self) -> Result<u64, Infallible> {
-            Ok(self.0.fetch_add(1, Relaxed))
-        }
-        async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> {
-            Ok(())
-        }
-    }
-
-    /// Issue 13, behaviour 1, beyond the lanes: with more shared connections than the pool
-    /// has lanes (the lock-free path sees only lanes), a lease still goes to the connection
-    /// with the fewest leases, here the last one opened, idle, while every laned one carries
-    /// a lease and has room.
-    #[tokio::test]
-    async fn a_lease_goes_to_the_fewest_even_on_a_connection_without_a_lane() {
-        let size = MAX_LANES + 1;
-        let pool = Pool::builder(Counting::default())
-            .max_size(size)
-            .max_streams(2)
-            .build()
-            .expect("valid settings");
-        let mut leases = Vec::new();
-        for _ in 0..2 * size {
-            leases.push(pool.lease().await.expect("a lease"));
-        }
-        let last = u64::try_from(size - 1).expect("small");
-        assert_eq!(leases.iter().filter(|l| ***l == last).count(), 2);
-        // One lease off each laned connection, both off the last one.
-        let mut seen = std::collections::HashSet::new();
-        leases.retain(|lease| **lease != last && !seen.insert(**lease));
-        assert_eq!(
-            leases.len(),
-            size - 1,
-            "one lease left on each laned connection"
-        );
-        let lease = pool.lease().await.expect("a lease");
-        assert_eq!(*lease, last, "the idle connection has the fewest leases");
-        drop((lease, leases));
-        pool.close().await;
     }
 }

@@ -152,27 +152,9 @@
 //! - The lock guards a few field updates only: no `.await`, no manager call (but the one
 //!   below) and no connection drop happens while it is held. The fast path (an idle
 //!   connection used within the check interval) allocates nothing.
-//! - Leases: the lease fast path (a connection with room, no check due) allocates nothing.
-//!   A lease beside others on its connection takes no lock at all, and neither does its end
-//!   while another lease stays and nobody waits in line: the lease counts itself on the
-//!   connection's gate (`lane.rs`) with one compare-and-swap and holds only that gate's
-//!   `Arc`, not the pool's. The first lease on a connection and the last end take the lock
-//!   once each, and `is_broken` runs under it at those 0 -> 1 and 1 -> 0 moves, where the
-//!   gate proves no lease borrows the connection. Measured (BENCHMARKS.md): the transport
-//!   with a lease per request went from 0.81-0.82 of bare connections, with a lock per lease
-//!   and end, to 0.89-0.91 (median 0.90; a mutex floor 0.88-0.92 in the same passes), and a
-//!   contended lease+drop from 485-554 ns to 224-305 ns.
-//! - The gate is the crate's one `unsafe` module: a word that counts the leases out, with a
-//!   bit for the pool's borrow alone, lends `&C` to each lease and `&mut C` to the pool only
-//!   at a count of 0. Safe Rust proves a borrow alone by `Arc::get_mut`, which fails as soon
-//!   as anything the lock-free path reads holds a reference; the variants that stayed safe
-//!   measured 0.86-0.88. Its tests run under Miri in CI (`scripts/miri`).
-//! - The pool steers the gates as it unlocks (`State::sync_gates`): a gate is open to the
-//!   lock-free path only when a lease there lands where the locked path would put it (nobody
-//!   in line, no connection idle outside shared form, every shared connection in a lane, the
-//!   connection open), and shows waiters while anyone is in line, which sends every end
-//!   through the lock to serve them. A gate that newly shows waiters gets the line served
-//!   once more, so room freed by a lock-free end just before is never missed.
+//! - Leases: the lease fast path (a connection with room, no check due) takes the lock once
+//!   to lease and once to end, and allocates nothing; `is_broken` runs under that lock at the
+//!   0 -> 1 and 1 -> 0 lease moves, since only the lock proves no lease borrows the connection.
 //! - The lease fast path is a plain function called before anything is awaited; the rest of
 //!   a lease (waiting in line, connecting, checking) is boxed, allocated only when taken.
 //!   Unboxed, every lease's future carried that state (over 1 KiB) and was moved with it.
@@ -196,22 +178,16 @@
 //!   use it, it is counted in `Status::discarded`, not in `size` or `in_use`, so `size`
 //!   never reads above `max_size` (the turmoil simulation saw 4-5 of 3 when it was counted
 //!   there).
-//! - A shared connection lives in a lane: the pool makes up to 16 lanes (one per connection of
-//!   `max_size`) when it is built, and a connection that comes into shared form moves into a
-//!   free one, so the lock-free path reads a fixed list, with no registry; more shared
-//!   connections than lanes (after `resize` grew the pool) get gates of their own, and the
-//!   lock-free path stands aside while there are any. A pool of connections that are not
-//!   `Sync` (which `get` can lend, `lease` cannot) stays `Send` and `Sync`: the gate asks
-//!   `Sync` only to share.
+//! - A shared connection lives in one `Arc` for its time as leases (made when it is first
+//!   leased), behind a `Send + Sync` trait object, so a pool of connections that are not
+//!   `Sync` (which `get` can lend, `lease` cannot) stays `Send`.
 //! - A lease reads the clock only when it needs the time: a lease on a connection that
-//!   already carries one reads none, and neither does the end of a lease (a read costs 26 ns
-//!   on the 2-core VM of BENCHMARKS.md, a sixth of a lease). So a leased connection past
-//!   `max_lifetime` is drained by the background task, which wakes at the earliest end of a
-//!   lifetime (not only every `reap_interval`), planned again when a connection comes into
-//!   shared form with a lifetime that ends before the planned wake (one held by `get`
-//!   through the rounds before); a shared connection counts as idle
-//!   (`idle_timeout`) from the first round after its last lease ended; and its `last_used`
-//!   is when its latest run of leases began, so `check_interval` errs towards checking.
+//!   already carries one reads none, and only the last lease's end reads it, to stamp the
+//!   connection's `last_used` (its check interval and idle timeout count from there). So a
+//!   leased connection past `max_lifetime` is drained by the background task, which wakes at
+//!   the earliest end of a lifetime (not only every `reap_interval`), planned again when a
+//!   connection comes into shared form with a lifetime that ends before the planned wake (one
+//!   held by `get` through the rounds before).
 //!   A lease handed to a caller waiting in line is tested against the lifetime as it is
 //!   served (the clock is read there only when someone waits), so a lease that ends just as
 //!   the lifetime runs out never goes to a waiter on the expired connection.
@@ -260,11 +236,7 @@
 //!   each, 1.04 and 1.07 at T=1, 1.02 and 1.01 at T=16). `BoxManager` is a struct, not a
 //!   bare `Box<dyn DynManager>`, because the compiler cannot prove the bare box's pool futures
 //!   `Send` ("not general enough"), which would keep such a pool out of `tokio::spawn`.
-// `deny`, not `forbid`: one module may allow `unsafe`, `lane` (a cell that lends `&C` to
-// counted leases and `&mut C` to the pool alone), which the lock-free lease needs and which
-// BENCHMARKS.md measures ("What a lease per request must not do to reach 0.9"). Its tests run
-// under Miri (`scripts/miri`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod balance;
@@ -274,7 +246,6 @@ mod error;
 mod handoff;
 mod info;
 mod inner;
-mod lane;
 mod lease;
 mod leasing;
 mod line;

@@ -95,7 +95,6 @@ pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let idle_timeout = shared.config.idle_timeout;
     let (evicted, shared_evicted) = {
         let mut state = shared.lock();
-        state.see_ended_leases(now);
         let min_idle = state.min_idle;
         let retire = |info: &crate::ConnInfo, remaining: usize| {
             let stale =
@@ -121,6 +120,6 @@ pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
         shared.close_conn(live.conn);
     }
     for conn in shared_evicted {
-        shared.close_shared(Some(conn));
+        shared.close_shared(conn);
     }
 }

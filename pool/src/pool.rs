@@ -37,7 +37,7 @@ impl<M: Manager> Pool<M> {
     }
 
     pub(crate) fn from_parts(manager: M, config: Config) -> Self {
-        let shared = Arc::new_cyclic(|this| Shared::new(manager, config, this));
+        let shared = Arc::new(Shared::new(manager, config));
         shared.ensure_maintenance();
         Pool { shared }
     }
@@ -127,7 +127,7 @@ impl<M: Manager> Pool<M> {
         }
         tracing::debug!(idle = idle.len() + shared_idle.len(), "pool closed");
         for conn in shared_idle {
-            self.shared.close_shared(Some(conn));
+            self.shared.close_shared(conn);
         }
         let shared = Arc::clone(&self.shared);
         let limit = shared.config.close_timeout;
@@ -156,7 +156,7 @@ impl<M: Manager> Pool<M> {
                 "leases still held at close; their connections close as the leases end"
             );
             for conn in orphans {
-                self.shared.close_shared(Some(conn));
+                self.shared.close_shared(conn);
             }
         }
         let _ = closing.await;
@@ -228,7 +228,7 @@ impl<M: Manager> Pool<M> {
             self.shared.close_conn(live.conn);
         }
         for conn in shared_evicted {
-            self.shared.close_shared(Some(conn));
+            self.shared.close_shared(conn);
         }
         Ok(())
     }

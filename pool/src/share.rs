@@ -3,16 +3,10 @@
 //! or wakes a task: each returns what to do once the lock is released.
 //!
 //! One exception to "no manager call under the lock": [`Manager::is_broken`] runs here when a
-//! connection with no lease is leased, and when its last lease ends, because there the
-//! connection's gate is at 0, which no lease leaves without the lock, so the pool can borrow
-//! it alone. It is a flag read (its contract says so); borrowing the connection outside the
-//! lock would take the lock twice per lease (see the crate's Decisions).
-//!
-//! The lock-free lease path ([`crate::leasing`]) moves a gate's count between 1 and
-//! `max_streams` while the lock is held elsewhere. Every move here that counts a lease does it
-//! with a bounded step on the gate (`Record::lend`), so it never exceeds `max_streams`; and
-//! [`State::sync_gates`] opens a gate to that path only when a lease there would land where
-//! the locked path would put it.
+//! connection with no lease is leased, and when its last lease ends, because only the lock
+//! proves that no lease borrows the connection at that moment. It is a flag read (its
+//! contract says so); borrowing the connection outside the lock would take the lock twice per
+//! lease (see the crate's Decisions).
 //!
 //! [`Manager::is_broken`]: crate::Manager::is_broken
 
@@ -22,24 +16,23 @@ use std::task::Waker;
 use tokio::time::Instant;
 
 use crate::info::ConnInfo;
-use crate::lane::{Finished, OPEN, WAITERS};
 use crate::line::{Arrival, Line};
-use crate::state::{Grant, Live, State};
-use crate::streams::{Key, LaneAlone, LaneShare, Leased, Mode};
+use crate::state::{Grant, Leased, Live, State};
+use crate::streams::{Key, Mode, SharedConn, unwrap};
 
 /// What is left to do after a lease ended, once the lock is released.
-pub(crate) struct Ended<C> {
+pub(crate) struct Ended {
     /// Waiters served: given the freed slot, the connection, or leases on it. Empty (no
     /// allocation) when nobody waits.
     pub wakes: Vec<Option<Waker>>,
     /// The connection, when it is to be closed (its last lease ended and it is retired or
-    /// broken), taken out of its gate.
-    pub close: Option<C>,
+    /// broken). Its `Arc` is the only one left.
+    pub close: Option<SharedConn>,
     /// The connection was found broken now (counted once).
     pub broke: bool,
 }
 
-impl<C> Ended<C> {
+impl Ended {
     fn new() -> Self {
         Ended {
             wakes: Vec::new(),
@@ -50,74 +43,84 @@ impl<C> Ended<C> {
 }
 
 /// Where the first move of a lease landed.
-pub(crate) enum Placed<C> {
+pub(crate) enum Placed {
     /// A lease on a connection that had room.
-    Lease(Leased<C>),
+    Lease(Leased),
     /// The connection had no lease and its check is due: the caller has it alone (its
-    /// record is `Checking`) and checks it; the use its lease will count.
-    Check(Key, LaneAlone<C>, u64),
+    /// record is `Checking`) and checks it.
+    Check(Key, SharedConn),
     /// The connection had no lease and is retired or broken: close it (its slot is freed).
-    Retired(Option<C>, Option<Waker>, bool),
+    Retired(SharedConn, Option<Waker>, bool),
 }
 
-impl<C: Send + 'static> State<C> {
-    /// Steers every shared connection's gate for the lock-free path, after each locked move
-    /// (the pool's lock guard calls it as it unlocks):
-    /// - open, when a lease there would land where the locked path would put it: the pool is
-    ///   not closed, nobody waits in line (they come first), no connection is idle outside
-    ///   shared form (it comes before one that carries leases), every shared connection has
-    ///   a lane (the lock-free path sees only lanes), and the connection itself is open;
-    /// - waiters, while anyone waits in line: ends then take the lock to serve them.
+impl<C: 'static> State<C> {
+    /// Counts one more lease on `key`, which must be open with room.
+    fn count_lease(&mut self, key: Key) -> Option<Leased> {
+        let (conn, info) = self.streams.get_mut(key)?.lend()?;
+        self.streams.leases += 1;
+        Some(Leased { conn, key, info })
+    }
+
+    /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
+    fn uncount_lease(&mut self, lease: Leased) {
+        if let Some(record) = self.streams.get_mut(lease.key) {
+            record.leases -= 1;
+            record.info.uses -= 1;
+            self.streams.leases -= 1;
+        }
+        // The record still holds its own `Arc`: dropping this one closes nothing.
+        drop(lease.conn);
+    }
+
+    /// The first move of a lease on the connection with the fewest leases that has room:
+    /// a lease, or the connection alone for its check, or the connection to retire. `None`
+    /// when no shared connection has room, or when the fewest leases are more than an idle
+    /// connection of the pool's own has (none): the caller then takes that one.
     ///
-    /// A gate that newly shows waiters may have had room freed by a lock-free end after the
-    /// caller that joined the line looked: the line is served again once every gate shows it
-    /// (pushing the wakers), so no room freed before that is missed and none after it
-    /// bypasses the lock.
-    pub fn sync_gates(&mut self, wakes: &mut Vec<Option<Waker>>) {
-        loop {
-            let open = !self.closed
-                && self.waiters.is_empty()
-                && self.idle.is_empty()
-                && self.streams.unlaned == 0;
-            let waiting = if self.waiters.is_empty() { 0 } else { WAITERS };
-            let mut newly_waiting = false;
-            for record in self.streams.records_mut() {
-                let want = waiting
-                    | if open && record.mode == Mode::Open {
-                        OPEN
-                    } else {
-                        0
-                    };
-                if record.steered != want {
-                    record.gate.steer(want, (OPEN | WAITERS) & !want);
-                    newly_waiting |= want & !record.steered & WAITERS != 0;
-                    record.steered = want;
-                }
-            }
-            if !newly_waiting {
-                return;
-            }
-            self.serve_leasers_anywhere(wakes);
+    /// A connection with no lease is tested as it is taken: past its lifetime it retires,
+    /// `is_broken` is asked, it is checked when idle past `check_interval`, and its
+    /// `last_used` becomes `now`. A connection that carries leases takes one more without a
+    /// look at the clock (`now` is not called): the background task drains it when its
+    /// lifetime ends ([`crate::maintain`]).
+    pub fn place_lease(
+        &mut self,
+        mut now: impl FnMut() -> Instant,
+        check_interval: std::time::Duration,
+        is_broken: impl FnOnce(&mut C) -> bool,
+    ) -> Option<Placed> {
+        let key = self
+            .streams
+            .pick(self.max_streams, self.reserved_for_get())?;
+        let idle_elsewhere = !self.idle.is_empty();
+        let record = self.streams.get_mut(key)?;
+        if record.leases > 0 && idle_elsewhere {
+            return None;
         }
-    }
-
-    /// Counts one more lease on `key`, if it is open with room.
-    fn count_lease(&mut self, key: Key) -> Option<Leased<C>> {
-        let lend = self.streams.lend?;
-        self.streams.get_mut(key)?.lend(self.max_streams, lend)
-    }
-
-    /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody;
-    /// `key` is its connection's, still there (the lock was held since).
-    fn uncount_lease(&mut self, key: Key, lease: Leased<C>) {
-        let share = lease.share;
-        share.ties().uncount_use();
-        if let Finished::Last(alone) = share.finish()
-            && let Some(record) = self.streams.get_mut(key)
-        {
-            // No lease again: the pool keeps it alone, as any idle shared connection.
-            record.idle = Some(alone);
+        if record.leases == 0 {
+            let now = now();
+            let expired = record.info.expired(now);
+            let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
+            if expired || broken {
+                let record = self.streams.remove(key)?;
+                let wake = self.release_slot();
+                return Some(Placed::Retired(record.conn?, wake, broken));
+            }
+            let due = record.info.check_due(now, check_interval);
+            record.info.last_used = now;
+            if due {
+                record.mode = Mode::Checking;
+                record.leases = 1;
+                record.info.uses += 1;
+                let conn = record.conn.take()?;
+                self.streams.leases += 1;
+                self.promise_room();
+                return Some(Placed::Check(key, conn));
+            }
         }
+        // Counted on the record already found (`count_lease` would look it up again).
+        let (conn, info) = record.lend()?;
+        self.streams.leases += 1;
+        Some(Placed::Lease(Leased { conn, key, info }))
     }
 
     /// The shared connection kept from new leases while a caller waits for a connection of
@@ -183,7 +186,7 @@ impl<C: Send + 'static> State<C> {
         if let Some(record) = self.streams.get_mut(key)
             && record.info.expired(Instant::now())
         {
-            if record.mode == Mode::Open && record.leases() > 0 {
+            if record.mode == Mode::Open && record.leases > 0 {
                 record.mode = Mode::Draining;
             }
             return;
@@ -199,7 +202,7 @@ impl<C: Send + 'static> State<C> {
                 Ok(waker) => wakes.push(waker),
                 Err(grant) => {
                     if let Grant::Lease(lease) = grant {
-                        self.uncount_lease(key, lease);
+                        self.uncount_lease(lease);
                     }
                     return;
                 }
@@ -214,18 +217,62 @@ impl<C: Send + 'static> State<C> {
             .is_some_and(|r| r.has_room(self.max_streams))
     }
 
-    /// The check of a `Checking` connection failed or was dropped: its record goes, with its
-    /// checker's borrow alone, and its connection comes out to be closed (its lane free
-    /// again); its slot is the checker's to keep or free.
-    pub fn check_failed(&mut self, key: Key, alone: LaneAlone<C>) -> Option<C> {
+    /// A connection a lease caller has alone (opened for it, or idle and readied) becomes
+    /// shared. Its leases go first to the callers waiting for one that came before that
+    /// caller (`arrival`: they may wait for room promised by a connect whose own caller left,
+    /// which reaches them only when that connect ends), then to the caller, then to the
+    /// callers behind it: first come, first served. Returns the caller's lease, or `None`
+    /// when the callers ahead of it took every one; its use, which its checkout counted, is
+    /// then not counted.
+    pub fn share(
+        &mut self,
+        conn: SharedConn,
+        mut info: ConnInfo,
+        arrival: Arrival,
+        wakes: &mut Vec<Option<Waker>>,
+    ) -> Option<Leased> {
+        // Counted again with its lease, as any other lease on the connection.
+        info.uses = info.uses.saturating_sub(1);
+        let key = self.streams.insert(conn, info, 0);
+        self.serve_leasers_on(key, |line| line.leaser_before(arrival), wakes);
+        let leased = if self.has_room(key) {
+            self.count_lease(key)
+        } else {
+            None
+        };
+        self.serve_leasers(key, wakes);
+        leased
+    }
+
+    /// The check of a `Checking` connection passed: it opens for leases, its checker's lease
+    /// counted; callers waiting for a lease are served on it.
+    pub fn checked(
+        &mut self,
+        key: Key,
+        conn: SharedConn,
+        now: Instant,
+        wakes: &mut Vec<Option<Waker>>,
+    ) -> Option<Leased> {
         self.opening_room -= self.max_streams - 1;
-        match self.streams.get_mut(key) {
-            Some(record) => {
-                record.idle = Some(alone);
-                self.streams.remove(key).and_then(|(_, conn)| conn)
-            }
-            None => self.streams.release(alone),
-        }
+        let record = self.streams.get_mut(key)?;
+        record.mode = Mode::Open;
+        record.info.last_used = now;
+        let info = record.info;
+        let lease_conn = Arc::clone(&conn);
+        record.conn = Some(conn);
+        self.serve_leasers(key, wakes);
+        Some(Leased {
+            conn: lease_conn,
+            key,
+            info,
+        })
+    }
+
+    /// The check of a `Checking` connection failed or was dropped: its record goes; its slot
+    /// is the checker's to keep or free.
+    pub fn check_failed(&mut self, key: Key) {
+        self.opening_room -= self.max_streams - 1;
+        let _ = self.streams.remove(key);
     }
 
     /// Marks the connection of `key` broken: no new lease; its slot frees at once (to the
@@ -245,18 +292,17 @@ impl<C: Send + 'static> State<C> {
         (true, self.release_slot())
     }
 
-    /// A lease ends under the lock (the last one on its connection, one that found it
-    /// broken, or one while callers wait). When it was the last lease, the connection is
-    /// borrowed alone in the same step and tested with `is_broken`, then retired, handed to
-    /// the oldest waiter, or left idle in shared form; else its freed room goes to the oldest
-    /// caller waiting for a lease.
+    /// A lease ends: its `Arc` is dropped here, under the lock (never the last one while the
+    /// record is there). When it was the last lease, the connection is tested with
+    /// `is_broken`, then retired, handed to the oldest waiter, or left idle in shared form;
+    /// else its freed room goes to the oldest caller waiting for a lease.
     pub fn end_lease(
         &mut self,
-        lease: LaneShare<C>,
+        lease: SharedConn,
+        key: Key,
         broken: bool,
         is_broken: impl FnOnce(&mut C) -> bool,
-    ) -> Ended<C> {
-        let key = lease.key;
+    ) -> Ended {
         let mut ended = Ended::new();
         if broken {
             // Nothing to mark when the record is gone (orphaned, below).
@@ -268,49 +314,40 @@ impl<C: Send + 'static> State<C> {
         }
         let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
-        let gate = Arc::as_ptr(lease.gate());
-        let Some(record) = self
-            .streams
-            .get_mut(key)
-            .filter(|record| std::ptr::eq(Arc::as_ptr(&record.gate), gate))
-        else {
+        let Some(record) = self.streams.end_one(key) else {
             // Orphaned: the pool closed and let go of it. The last lease closes it.
-            if let Finished::Last(alone) = lease.finish() {
-                ended.close = self.streams.release(alone);
-            }
+            ended.close = Some(lease);
             return ended;
         };
-        let mut alone = match lease.finish() {
-            Finished::Left => {
-                if record.has_room(max_streams) {
-                    self.serve_leasers(key, &mut ended.wakes);
-                }
-                return ended;
+        drop(lease);
+        if record.leases > 0 {
+            if record.has_room(max_streams) {
+                self.serve_leasers(key, &mut ended.wakes);
             }
-            Finished::Last(alone) => alone,
-        };
-        // The last lease: the connection is borrowed alone now. No clock is read: a
-        // lifetime that ended under the leases drained the connection already (the
-        // background task's timer), and `last_used` is when this run of leases began.
+            return ended;
+        }
+        // The last lease: nothing else borrows the connection now. A lifetime that ended
+        // under the leases drained the connection already (the background task's timer).
         let retire = match record.mode {
             Mode::Broken | Mode::Draining => Some(record.slot),
             Mode::Checking => None,
             Mode::Open => {
                 if self.closed || over_size {
                     Some(true)
-                } else if alone.conn.as_mut().is_some_and(is_broken) {
+                } else if record.conn_mut::<C>().is_some_and(is_broken) {
                     record.mode = Mode::Broken;
                     ended.broke = true;
                     Some(true)
                 } else {
-                    record.unseen_end = true;
+                    // Idle from now on: its check interval and idle timeout count from here.
+                    record.info.last_used = Instant::now();
                     None
                 }
             }
         };
-        record.idle = Some(alone);
         if let Some(frees_slot) = retire {
-            ended.close = self.streams.remove(key).and_then(|(_, conn)| conn);
+            let record = self.streams.remove(key);
+            ended.close = record.and_then(|r| r.conn);
             if frees_slot && let Some(waker) = self.release_slot() {
                 ended.wakes.push(Some(waker));
             }
@@ -335,141 +372,30 @@ impl<C: Send + 'static> State<C> {
     /// Takes an idle shared connection back into a connection of its own (for `get`); its
     /// slot goes with it.
     pub fn unshare(&mut self, key: Key) -> Option<Live<C>> {
-        let (record, conn) = self.streams.remove(key)?;
+        let record = self.streams.remove(key)?;
+        let conn = unwrap::<C>(record.conn?)?;
         Some(Live {
-            conn: conn?,
+            conn,
             info: record.info,
         })
     }
 }
 
-impl<C: Send + Sync + 'static> State<C> {
-    /// The first move of a lease on the connection with the fewest leases that has room:
-    /// a lease, or the connection alone for its check, or the connection to retire. `None`
-    /// when no shared connection has room, or when the fewest leases are more than an idle
-    /// connection of the pool's own has (none): the caller then takes that one.
-    ///
-    /// A connection with no lease is tested as it is taken: past its lifetime it retires,
-    /// `is_broken` is asked, it is checked when idle past `check_interval`, and its
-    /// `last_used` becomes `now`. A connection that carries leases takes one more without a
-    /// look at the clock (`now` is not called): the background task drains it when its
-    /// lifetime ends ([`crate::maintain`]).
-    pub fn place_lease(
-        &mut self,
-        mut now: impl FnMut() -> Instant,
-        check_interval: std::time::Duration,
-        is_broken: impl FnOnce(&mut C) -> bool,
-    ) -> Option<Placed<C>> {
-        let key = self
-            .streams
-            .pick(self.max_streams, self.reserved_for_get())?;
-        let idle_elsewhere = !self.idle.is_empty();
-        let record = self.streams.get_mut(key)?;
-        let leases = record.leases();
-        if leases > 0 && idle_elsewhere {
-            return None;
-        }
-        if leases > 0 {
-            // Counted on the record already found (`count_lease` would look it up again).
-            return record
-                .lend(self.max_streams, crate::streams::lend::<C>)
-                .map(Placed::Lease);
-        }
-        // No lease: the pool has it alone (no lease starts at 0 but under this lock).
-        let mut alone = record.idle.take().or_else(|| record.gate.alone())?;
-        let now = now();
-        let expired = record.info.expired(now);
-        let broken = !expired && alone.conn.as_mut().is_some_and(is_broken);
-        if expired || broken {
-            record.idle = Some(alone);
-            let conn = self.streams.remove(key).and_then(|(_, conn)| conn);
-            let wake = self.release_slot();
-            return Some(Placed::Retired(conn, wake, broken));
-        }
-        let due = record.info.check_due(now, check_interval);
-        record.info.last_used = now;
-        record.unseen_end = false;
-        record.idle_from = None;
-        alone.info = record.info;
-        let uses = record.count_use();
-        if due {
-            record.mode = Mode::Checking;
-            self.promise_room();
-            return Some(Placed::Check(key, alone, uses));
-        }
-        Some(Placed::Lease(Leased {
-            share: alone.into_share(),
-            uses,
-        }))
-    }
-
-    /// A connection a lease caller has alone (opened for it, or idle and readied) becomes
-    /// shared. Its leases go first to the callers waiting for one that came before that
-    /// caller (`arrival`: they may wait for room promised by a connect whose own caller left,
-    /// which reaches them only when that connect ends), then to the caller, then to the
-    /// callers behind it: first come, first served. Returns the caller's lease, or `None`
-    /// when the callers ahead of it took every one; its use, which its checkout counted, is
-    /// then not counted.
-    pub fn share(
-        &mut self,
-        conn: C,
-        mut info: ConnInfo,
-        arrival: Arrival,
-        wakes: &mut Vec<Option<Waker>>,
-    ) -> Option<Leased<C>> {
-        // Counted again with its lease, as any other lease on the connection.
-        info.uses = info.uses.saturating_sub(1);
-        self.streams.lend = Some(crate::streams::lend::<C>);
-        let key = self.streams.insert(conn, info);
-        self.serve_leasers_on(key, |line| line.leaser_before(arrival), wakes);
-        let leased = if self.has_room(key) {
-            self.count_lease(key)
-        } else {
-            None
-        };
-        self.serve_leasers(key, wakes);
-        leased
-    }
-
-    /// The check of a `Checking` connection passed: it opens for leases, its checker's lease
-    /// counted (`uses`, counted as it was taken); callers waiting for a lease are served on
-    /// it. `Err` gives the connection back when its record is gone (never: only its checker
-    /// removes a `Checking` record).
-    pub fn checked(
-        &mut self,
-        key: Key,
-        mut alone: LaneAlone<C>,
-        uses: u64,
-        now: Instant,
-        wakes: &mut Vec<Option<Waker>>,
-    ) -> Result<Leased<C>, LaneAlone<C>> {
-        self.opening_room -= self.max_streams - 1;
-        let Some(record) = self.streams.get_mut(key) else {
-            return Err(alone);
-        };
-        record.mode = Mode::Open;
-        record.info.last_used = now;
-        alone.info = record.info;
-        let share = alone.into_share();
-        self.serve_leasers(key, wakes);
-        Ok(Leased { share, uses })
-    }
-}
-
-impl<C: Send + 'static> State<C> {
+impl<C: 'static> State<C> {
     /// Takes the idle shared connections `pick` chooses (given each one's facts and how many
     /// idle connections, of both forms, are left before it), oldest first, freeing their
     /// slots; returns them for closing.
-    pub fn evict_shared(&mut self, mut pick: impl FnMut(&ConnInfo, usize) -> bool) -> Vec<C> {
+    pub fn evict_shared(
+        &mut self,
+        mut pick: impl FnMut(&ConnInfo, usize) -> bool,
+    ) -> Vec<SharedConn> {
         let mut remaining = self.idle.len() + self.streams.counts().idle;
         let mut idle: Vec<_> = self
             .streams
             .keys()
             .filter_map(|key| {
                 let record = self.streams.get(key)?;
-                record
-                    .is_idle()
-                    .then_some((record.idle_info().last_used, key))
+                record.is_idle().then_some((record.info.last_used, key))
             })
             .collect();
         idle.sort_by_key(|(last_used, _)| *last_used);
@@ -478,8 +404,8 @@ impl<C: Send + 'static> State<C> {
             let Some(record) = self.streams.get(key) else {
                 continue;
             };
-            if pick(&record.idle_info(), remaining)
-                && let Some(conn) = self.streams.remove(key).and_then(|(_, conn)| conn)
+            if pick(&record.info, remaining)
+                && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
             {
                 self.slots -= 1;
                 evicted.push(conn);
@@ -487,18 +413,6 @@ impl<C: Send + 'static> State<C> {
             remaining -= 1;
         }
         evicted
-    }
-
-    /// A round of the background task at `now`: shared connections whose last lease ended
-    /// since the last round count as idle from `now` (see [`Record::idle_from`]).
-    ///
-    /// [`Record::idle_from`]: crate::streams::Record
-    pub fn see_ended_leases(&mut self, now: Instant) {
-        for record in self.streams.records_mut() {
-            if std::mem::take(&mut record.unseen_end) {
-                record.idle_from = Some(now);
-            }
-        }
     }
 
     /// When the next connection's lifetime ends, among those the background task retires
@@ -529,15 +443,14 @@ impl<C: Send + 'static> State<C> {
             .keys()
             .filter_map(|key| {
                 let record = self.streams.get(key)?;
-                let leases = record.leases();
-                (record.mode == Mode::Open && leases > 0).then_some((leases, key))
+                (record.mode == Mode::Open && record.leases > 0).then_some((record.leases, key))
             })
             .collect();
         leased.sort_by_key(|(leases, _)| *leases);
         let mut drained = 0;
         for (_, key) in leased {
             if let Some(record) = self.streams.get_mut(key)
-                && pick(&record.info())
+                && pick(&record.info)
             {
                 record.mode = Mode::Draining;
                 if free_slot {
@@ -566,7 +479,7 @@ impl<C: Send + 'static> State<C> {
     /// ran out): their slots are freed, and each closes when its last lease ends. A
     /// connection out for its check stays its checker's, who finds the pool closed when the
     /// check ends and frees the slot then (once).
-    pub fn orphan_shared(&mut self) -> Vec<C> {
+    pub fn orphan_shared(&mut self) -> Vec<SharedConn> {
         let keys: Vec<_> = self
             .streams
             .keys()
@@ -578,11 +491,11 @@ impl<C: Send + 'static> State<C> {
             .collect();
         let mut conns = Vec::new();
         for key in keys {
-            if let Some((record, conn)) = self.streams.remove(key) {
+            if let Some(record) = self.streams.remove(key) {
                 if record.holds_slot() {
                     self.slots -= 1;
                 }
-                conns.extend(conn);
+                conns.extend(record.conn);
             }
         }
         conns

@@ -12,11 +12,18 @@ use tokio::time::Instant;
 use crate::IdleOrder;
 use crate::info::ConnInfo;
 use crate::line::Line;
-use crate::streams::{Leased, Streams};
+use crate::streams::{Key, SharedConn, Streams};
 
 /// A connection with what the pool knows about it.
 pub(crate) struct Live<C> {
     pub conn: C,
+    pub info: ConnInfo,
+}
+
+/// A lease counted on a shared connection, on its way to its caller.
+pub(crate) struct Leased {
+    pub conn: SharedConn,
+    pub key: Key,
     pub info: ConnInfo,
 }
 
@@ -27,7 +34,7 @@ pub(crate) enum Grant<C> {
     /// A slot: the waiter may open a connection of its own (it is already counted).
     Slot,
     /// A lease on a shared connection (only to a caller waiting for a lease).
-    Lease(Leased<C>),
+    Lease(Leased),
 }
 
 /// What to do, outside the lock, after a move.
@@ -72,7 +79,7 @@ pub(crate) struct State<C> {
     pub closed: bool,
     pub last_connect_error: Option<String>,
     /// The connections lent out as leases.
-    pub streams: Streams<C>,
+    pub streams: Streams,
     /// How many leases one connection carries at once.
     pub max_streams: usize,
     /// Leases that connections being opened (or checked) for a lease caller will have room
@@ -87,7 +94,7 @@ pub(crate) struct State<C> {
 }
 
 impl<C> State<C> {
-    pub fn new(max_size: usize, min_idle: usize, max_streams: usize, streams: Streams<C>) -> Self {
+    pub fn new(max_size: usize, min_idle: usize, max_streams: usize) -> Self {
         State {
             idle: VecDeque::with_capacity(max_size),
             waiters: Line::new(),
@@ -97,7 +104,7 @@ impl<C> State<C> {
             min_idle,
             closed: false,
             last_connect_error: None,
-            streams,
+            streams: Streams::new(),
             max_streams,
             opening_room: 0,
             maintenance_wake: None,

@@ -1,125 +1,70 @@
 //! [`Streams`]: the connections lent out as leases, each shared by up to `max_streams`
 //! callers, and the moves that place a lease.
 //!
-//! A shared connection lives in a [`Lane`]: a [`Gate`] whose word counts the leases out and
-//! whose cell holds the connection, lent as `&C` to each lease and as `&mut C` to the pool
-//! alone while no lease holds it (`Manager::is_broken` and `check` need that). Its record here
-//! keeps its mode and facts under the pool's lock; the gate's count is the truth for its
-//! leases, because a lease on a connection that carries leases may come and go without the
-//! lock ([`crate::leasing`]).
+//! A shared connection lives in an `Arc` that its record and each of its leases hold; the
+//! record keeps its count of leases and its mode under the pool's lock. Every lease drops its
+//! `Arc` under that lock, so whenever the record says "no lease", the record's `Arc` is the
+//! only one and the pool may borrow the connection mutably (`Arc::get_mut`) or take it back.
+//! The `Arc` is made once, when the connection is first leased: a lease on a connection
+//! already in this list allocates nothing.
 //!
-//! While a shared connection has no lease, the pool keeps it borrowed alone (its record holds
-//! the guard, [`Record::idle`]): its first lease then turns that borrow into a share in one
-//! step, and its last lease turns its share back into the borrow, so a lease that is alone on
-//! its connection costs two steps on the gate, as a lease beside others costs one.
-//!
-//! The pool makes its lanes once, when it is built (up to [`MAX_LANES`], one per connection
-//! of `max_size`), and the lock-free path reads them from there with no lock and no registry:
-//! a connection that comes into shared form takes a free lane (its connection moved into the
-//! cell), and leaves it empty when it goes. A shared connection beyond them (after `resize`
-//! grew the pool) gets a gate of its own, and while there is one the lock-free path stands
-//! aside (see [`State::sync_gates`](crate::state::State)), so every lease still goes to the
-//! connection with the fewest.
+//! The `Arc` holds the connection behind [`Shareable`], a `Send + Sync` trait object, so the
+//! pool's state stays `Send` for connections that are not `Sync` (which can be pooled with
+//! `get` but never leased): only [`wrap`], called by `lease` where the connection is `Sync`,
+//! needs the bound.
 
 use std::any::Any;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::info::ConnInfo;
-use crate::lane::{Gate, OPEN, Owned, Share, WAITERS, count};
 
-/// At most this many lanes are made: the lock-free path reads every one per lease.
-pub(crate) const MAX_LANES: usize = 16;
-
-/// What a lane's cell holds.
-pub(crate) struct Slot<C> {
-    /// The connection; `None` while the lane is free (or its connection was taken out).
-    pub conn: Option<C>,
-    /// The connection's facts as of its latest run of leases (written while borrowed alone),
-    /// as a lease hands them out ([`Lease::info`](crate::Lease::info)).
-    pub info: ConnInfo,
-    /// The record of the connection in the lane now.
-    pub key: Key,
+/// A connection in shared form, whatever its type.
+pub(crate) trait Shareable: Send + Sync + 'static {
+    /// The connection, to downcast.
+    fn as_any(&self) -> &dyn Any;
+    /// The connection, to downcast, borrowed alone.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The connection, taken back when this `Arc` is the last one.
+    fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>>;
 }
 
-/// What a lane keeps beside its cell, read by every lease without the lock.
-pub(crate) struct Ties {
-    /// Times the connection in the lane was checked out: every lease counts here, the
-    /// lock-free ones too (the record's `info.uses` is not kept while it is shared).
-    pub uses: AtomicU64,
-    /// The pool's manager (an `M`), for the lock-free lease's `is_broken_shared`.
-    pub manager: Arc<dyn Any + Send + Sync>,
-    /// The pool's shared core (a `Shared<M>`), for the ends that need its lock. `Weak`: the
-    /// pool owns its lanes.
-    pub pool: Weak<dyn Any + Send + Sync>,
-    /// Its place among the pool's lanes, or `None` for a gate of its own.
-    pub lane: Option<usize>,
-}
+struct Holder<C>(C);
 
-impl Ties {
-    /// Counts one more use of the lane's connection; the count after.
-    #[inline]
-    pub fn count_use(&self) -> u64 {
-        self.uses.fetch_add(1, Relaxed) + 1
+impl<C: Send + Sync + 'static> Shareable for Holder<C> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
     }
 
-    /// Takes back a use counted for a lease that found nobody.
-    pub fn uncount_use(&self) {
-        self.uses.fetch_sub(1, Relaxed);
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        &mut self.0
+    }
+
+    fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>> {
+        Arc::into_inner(self).map(|holder| Box::new(holder.0) as Box<dyn Any + Send>)
     }
 }
 
-/// A shared connection's cell.
-pub(crate) type Lane<C> = Gate<Slot<C>, Ties>;
+/// A connection in shared form.
+pub(crate) type SharedConn = Arc<dyn Shareable>;
 
-/// One lease's share of a lane.
-pub(crate) type LaneShare<C> = Share<Slot<C>, Ties>;
-
-/// A lane's connection borrowed alone, across an await (its check).
-pub(crate) type LaneAlone<C> = Owned<Slot<C>, Ties>;
-
-/// Makes the pool's lanes, empty: `n` of them, each tied to `manager` and `pool`.
-pub(crate) fn lanes<C>(
-    n: usize,
-    manager: &Arc<dyn Any + Send + Sync>,
-    pool: &Weak<dyn Any + Send + Sync>,
-) -> Vec<Arc<Lane<C>>> {
-    (0..n.min(MAX_LANES))
-        .map(|at| Arc::new(gate(None, Some(at), manager, pool)))
-        .collect()
+/// Puts a connection into shared form (one allocation, for its whole time as leases).
+pub(crate) fn wrap<C: Send + Sync + 'static>(conn: C) -> SharedConn {
+    Arc::new(Holder(conn))
 }
 
-fn gate<C>(
-    conn: Option<C>,
-    lane: Option<usize>,
-    manager: &Arc<dyn Any + Send + Sync>,
-    pool: &Weak<dyn Any + Send + Sync>,
-) -> Lane<C> {
-    let info = ConnInfo::new(tokio::time::Instant::now(), None);
-    Gate::new(
-        Slot {
-            conn,
-            info,
-            key: Key {
-                at: 0,
-                id: u64::MAX,
-            },
-        },
-        Ties {
-            uses: AtomicU64::new(0),
-            manager: Arc::clone(manager),
-            pool: Weak::clone(pool),
-            lane,
-        },
-    )
+/// The connection inside, shared.
+pub(crate) fn conn_ref<C: 'static>(conn: &SharedConn) -> Option<&C> {
+    conn.as_any().downcast_ref::<C>()
 }
 
-/// A lease counted on a shared connection, on its way to its caller.
-pub(crate) struct Leased<C> {
-    pub share: LaneShare<C>,
-    /// The connection's uses, this lease counted.
-    pub uses: u64,
+/// The connection inside, borrowed alone: only when this `Arc` is the only one.
+pub(crate) fn conn_mut<C: 'static>(conn: &mut SharedConn) -> Option<&mut C> {
+    Arc::get_mut(conn)?.as_any_mut().downcast_mut::<C>()
+}
+
+/// The connection taken back, when this `Arc` is the last one.
+pub(crate) fn unwrap<C: 'static>(conn: SharedConn) -> Option<C> {
+    conn.take()?.downcast::<C>().ok().map(|conn| *conn)
 }
 
 /// What may happen to a shared connection.
@@ -127,7 +72,7 @@ pub(crate) struct Leased<C> {
 pub(crate) enum Mode {
     /// Takes new leases.
     Open,
-    /// Borrowed alone for its check by the caller that leases it first.
+    /// Taken out for its check by the caller that leases it first; `conn` is `None`.
     Checking,
     /// Retired (lifetime, idle, resize, close): no new lease; closed after its last one. It
     /// still holds its slot.
@@ -137,110 +82,56 @@ pub(crate) enum Mode {
 }
 
 /// One shared connection.
-pub(crate) struct Record<C> {
+pub(crate) struct Record {
     /// Tells this record from a later one in the same place of the slab.
     pub id: u64,
-    /// The connection's lane (one of the pool's, or a gate of its own).
-    pub gate: Arc<Lane<C>>,
-    /// Its facts; `uses` is kept in the gate's ties meanwhile ([`info`](Self::info)).
+    /// `None` only while `Checking`.
+    pub conn: Option<SharedConn>,
     pub info: ConnInfo,
+    pub leases: usize,
     pub mode: Mode,
-    /// Its last lease ended after the background task's latest round (no clock is read as a
-    /// lease ends; the next round stamps `idle_from`).
-    pub unseen_end: bool,
-    /// The first round of the background task that saw the connection idle after its last
-    /// lease: idleness (`idle_timeout`) is measured from here, never from before it.
-    pub idle_from: Option<tokio::time::Instant>,
     /// Counted in the pool's slots. A broken connection gives its slot up at once, and so
     /// does one drained by a shrink (so a connection held by `get` is not retired for it
     /// too); both stay here until their last lease ends.
     pub slot: bool,
-    /// The connection borrowed alone while it has no lease (and is not out for its check):
-    /// the pool's, to test, hand out, or take back.
-    pub idle: Option<LaneAlone<C>>,
-    /// The open and waiters bits last set on its gate ([`State::sync_gates`]).
-    ///
-    /// [`State::sync_gates`]: crate::state::State
-    pub steered: usize,
 }
 
-impl<C> Record<C> {
+impl Record {
     /// Counted in the pool's slots.
     pub fn holds_slot(&self) -> bool {
         self.slot
     }
 
-    /// Leases on it now: its gate's count, and the checker's while `Checking`. Exact under
-    /// the lock at 0 (no lease starts or ends at 0 without it) and at every count for the
-    /// locked moves; the lock-free ones move it between 1 and `max_streams` meanwhile.
-    pub fn leases(&self) -> usize {
-        count(self.gate.peek()) + usize::from(self.mode == Mode::Checking)
-    }
-
     /// Open, with room for one more lease under `max_streams`.
     pub fn has_room(&self, max_streams: usize) -> bool {
-        self.mode == Mode::Open && self.leases() < max_streams
+        self.mode == Mode::Open && self.leases < max_streams
     }
 
     /// Open with no lease: an idle connection in shared form.
     pub fn is_idle(&self) -> bool {
-        self.mode == Mode::Open && self.leases() == 0
+        self.mode == Mode::Open && self.leases == 0
     }
 
-    /// Its facts, with its uses as counted now.
-    pub fn info(&self) -> ConnInfo {
-        ConnInfo {
-            uses: self.gate.ties().uses.load(Relaxed),
-            ..self.info
-        }
+    /// One more lease on this connection (open, with room): the `Arc` for the lease, and
+    /// the facts it is handed out with. The pool's total is the caller's to count.
+    pub fn lend(&mut self) -> Option<(SharedConn, ConnInfo)> {
+        let conn = Arc::clone(self.conn.as_ref()?);
+        self.leases += 1;
+        self.info.uses += 1;
+        Some((conn, self.info))
     }
 
-    /// Its facts as idleness is judged (`idle_timeout`, eviction order): `last_used` is the
-    /// start of its latest run of leases, or the first round that saw it idle after it.
-    pub fn idle_info(&self) -> ConnInfo {
-        let mut info = self.info();
-        if let Some(seen) = self.idle_from {
-            info.last_used = info.last_used.max(seen);
-        }
-        info
-    }
-
-    /// Counts one more use of the connection; the count after.
-    pub fn count_use(&self) -> u64 {
-        self.gate.ties().count_use()
-    }
-
-    /// One more lease on this connection, if there is room under `max_streams` (lock-free
-    /// leases may have taken it since the caller looked).
-    pub fn lend(&mut self, max_streams: usize, lend: Lend<C>) -> Option<Leased<C>> {
-        if self.mode != Mode::Open {
+    /// The connection, to borrow mutably: only while no lease holds it.
+    pub fn conn_mut<C: 'static>(&mut self) -> Option<&mut C> {
+        if self.leases != 0 {
             return None;
         }
-        let share = lend(self, max_streams)?;
-        Some(Leased {
-            share,
-            uses: self.count_use(),
-        })
-    }
-}
-
-/// Counts one more share of a record's gate under the lock, which only connections that are
-/// `Sync` can do. The pool's state holds it as a function pointer, set by `State::share` (the
-/// one way into shared form, from `lease`, where the connection is `Sync`), so the state
-/// itself needs no `Sync` bound and serves a pool that only uses `get`.
-pub(crate) type Lend<C> = fn(&mut Record<C>, usize) -> Option<LaneShare<C>>;
-
-/// [`Lend`] for a connection that is `Sync`: the borrow alone of an idle connection turned
-/// into its first share, else one more share while below `max`.
-pub(crate) fn lend<C: Sync>(record: &mut Record<C>, max: usize) -> Option<LaneShare<C>> {
-    match record.idle.take() {
-        Some(alone) => Some(alone.into_share()),
-        None => record.gate.share_below(max),
+        self.conn.as_mut().and_then(conn_mut)
     }
 }
 
 /// The record of `key` in `slab`, if it is still there ([`Streams::get_mut`]).
-fn record_mut<C>(slab: &mut [Option<Record<C>>], key: Key) -> Option<&mut Record<C>> {
+fn record_mut(slab: &mut [Option<Record>], key: Key) -> Option<&mut Record> {
     slab.get_mut(key.at)
         .and_then(Option::as_mut)
         .filter(|r| r.id == key.id)
@@ -252,7 +143,6 @@ pub(crate) struct Counts {
     pub idle: usize,
     pub slotted: usize,
     pub unslotted: usize,
-    pub leases: usize,
 }
 
 /// Where a lease lives: the record's place and id.
@@ -262,42 +152,25 @@ pub(crate) struct Key {
     pub id: u64,
 }
 
-/// The shared connections, in a slab whose places are reused, and the pool's lanes.
+/// The shared connections, in a slab whose places are reused.
 ///
-/// Invariants: a record with leases holds its connection in its gate; a record with none
-/// holds it borrowed alone (`idle`), but while `Checking`, when its checker does; a lane is
-/// `taken` while a record or a connection is in it.
-pub(crate) struct Streams<C> {
-    slab: Vec<Option<Record<C>>>,
+/// Invariants: `leases` is the sum of every record's `leases`; a record with leases holds its
+/// `conn`; a `Checking` record has exactly one lease, its checker's.
+pub(crate) struct Streams {
+    slab: Vec<Option<Record>>,
     free: Vec<usize>,
     next_id: u64,
-    /// The pool's lanes (the same `Arc`s the lock-free path reads).
-    lanes: Vec<Arc<Lane<C>>>,
-    taken: Vec<bool>,
-    /// Records whose connection has a gate of its own, not a lane.
-    pub unlaned: usize,
-    /// Set once a connection came into shared form (see [`Lend`]).
-    pub lend: Option<Lend<C>>,
-    manager: Arc<dyn Any + Send + Sync>,
-    pool: Weak<dyn Any + Send + Sync>,
+    /// Leases held now, over every record.
+    pub leases: usize,
 }
 
-impl<C> Streams<C> {
-    pub fn new(
-        lanes: Vec<Arc<Lane<C>>>,
-        manager: Arc<dyn Any + Send + Sync>,
-        pool: Weak<dyn Any + Send + Sync>,
-    ) -> Self {
+impl Streams {
+    pub fn new() -> Self {
         Streams {
             slab: Vec::new(),
             free: Vec::new(),
             next_id: 0,
-            taken: vec![false; lanes.len()],
-            lanes,
-            unlaned: 0,
-            lend: None,
-            manager,
-            pool,
+            leases: 0,
         }
     }
 
@@ -306,99 +179,57 @@ impl<C> Streams<C> {
         self.slab.len() == self.free.len()
     }
 
-    /// Adds a connection, with no lease; it takes a free lane, else a gate of its own.
-    pub fn insert(&mut self, conn: C, info: ConnInfo) -> Key {
+    /// Adds a connection with `leases` leases already counted.
+    pub fn insert(&mut self, conn: SharedConn, info: ConnInfo, leases: usize) -> Key {
         let id = self.next_id;
         self.next_id += 1;
-        let at = self.free.pop().unwrap_or(self.slab.len());
-        let key = Key { at, id };
-        let uses = info.uses;
-        let mut conn = Some(conn);
-        let mut idle = None;
-        for (lane, taken) in self.lanes.iter().zip(self.taken.iter_mut()) {
-            if *taken {
-                continue;
-            }
-            // A free lane is empty and unshared, so it is ours alone at once.
-            if let Some(mut slot) = lane.alone()
-                && slot.conn.is_none()
-            {
-                slot.conn = conn.take();
-                *taken = true;
-                idle = Some(slot);
-                break;
-            }
-        }
-        if idle.is_none() {
-            self.unlaned += 1;
-            let gate = Arc::new(self::gate(conn, None, &self.manager, &self.pool));
-            idle = gate.alone();
-        }
-        let Some(mut idle) = idle else {
-            unreachable!("a new gate is not borrowed")
-        };
-        idle.info = info;
-        idle.key = key;
-        let gate = Arc::clone(idle.gate());
-        gate.ties().uses.store(uses, Relaxed);
         let record = Record {
             id,
-            gate,
-            idle: Some(idle),
+            conn: Some(conn),
             info,
+            leases,
             mode: Mode::Open,
-            unseen_end: false,
-            idle_from: None,
             slot: true,
-            steered: 0,
         };
-        if at == self.slab.len() {
-            self.slab.push(Some(record));
-        } else {
-            self.slab[at] = Some(record);
-        }
-        key
+        self.leases += leases;
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.slab[at] = Some(record);
+                at
+            }
+            None => {
+                self.slab.push(Some(record));
+                self.slab.len() - 1
+            }
+        };
+        Key { at, id }
     }
 
     /// The record a lease points to, if it is still there.
-    pub fn get_mut(&mut self, key: Key) -> Option<&mut Record<C>> {
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut Record> {
         record_mut(&mut self.slab, key)
     }
 
-    /// Takes a record out for good, with its connection when no lease holds it (else the
-    /// last lease takes it, see [`empty`](Self::empty)). Its gate takes no lock-free move
-    /// from here.
-    pub fn remove(&mut self, key: Key) -> Option<(Record<C>, Option<C>)> {
-        let place = self.slab.get_mut(key.at)?;
-        if place.as_ref().is_none_or(|r| r.id != key.id) {
-            return None;
-        }
-        let mut record = place.take()?;
-        self.free.push(key.at);
-        record.gate.steer(0, OPEN | WAITERS);
-        record.steered = 0;
-        if record.gate.ties().lane.is_none() {
-            self.unlaned -= 1;
-        }
-        record.info.uses = record.gate.ties().uses.load(Relaxed);
-        let alone = record.idle.take().or_else(|| record.gate.alone());
-        let conn = alone.and_then(|alone| self.release(alone));
-        Some((record, conn))
+    /// A lease on `key` ended: taken off its record's count and the total, in one look. The
+    /// record, if it is still there (else nothing is counted).
+    pub fn end_one(&mut self, key: Key) -> Option<&mut Record> {
+        // The slab alone is borrowed, so the total can be counted beside the record.
+        let record = record_mut(&mut self.slab, key)?;
+        record.leases -= 1;
+        self.leases -= 1;
+        Some(record)
     }
 
-    /// Takes the connection out of a gate borrowed alone whose record is gone (or going);
-    /// its lane is free from then on.
-    pub fn release(&mut self, mut alone: LaneAlone<C>) -> Option<C> {
-        let conn = alone.conn.take();
-        if let Some(at) = alone.ties().lane
-            && self
-                .lanes
-                .get(at)
-                .is_some_and(|lane| Arc::ptr_eq(lane, alone.gate()))
-        {
-            self.taken[at] = false;
+    /// Takes a record out for good; its leases leave the count.
+    pub fn remove(&mut self, key: Key) -> Option<Record> {
+        let slot = self.slab.get_mut(key.at)?;
+        if slot.as_ref().is_none_or(|r| r.id != key.id) {
+            return None;
         }
-        conn
+        let record = slot.take()?;
+        self.free.push(key.at);
+        self.leases -= record.leases;
+        Some(record)
     }
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
@@ -407,16 +238,12 @@ impl<C> Streams<C> {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
             let Some(record) = record else { continue };
-            if record.mode != Mode::Open || avoid.is_some_and(|key| key.at == at) {
+            if !record.has_room(max_streams) || avoid.is_some_and(|key| key.at == at) {
                 continue;
             }
-            let leases = record.leases();
-            if leases >= max_streams {
-                continue;
-            }
-            if best.is_none_or(|(fewest, _)| leases < fewest) {
-                best = Some((leases, Key { at, id: record.id }));
-                if leases == 0 {
+            if best.is_none_or(|(leases, _)| record.leases < leases) {
+                best = Some((record.leases, Key { at, id: record.id }));
+                if record.leases == 0 {
                     break;
                 }
             }
@@ -438,13 +265,8 @@ impl<C> Streams<C> {
             .filter_map(|(at, r)| r.as_ref().map(|r| Key { at, id: r.id }))
     }
 
-    /// Every record, to change.
-    pub fn records_mut(&mut self) -> impl Iterator<Item = &mut Record<C>> + '_ {
-        self.slab.iter_mut().flatten()
-    }
-
     /// The record of `key`, if it is still there.
-    pub fn get(&self, key: Key) -> Option<&Record<C>> {
+    pub fn get(&self, key: Key) -> Option<&Record> {
         self.slab
             .get(key.at)
             .and_then(Option::as_ref)
@@ -452,14 +274,13 @@ impl<C> Streams<C> {
     }
 
     /// Counts for [`Status`](crate::Status): idle shared connections, records that hold a
-    /// slot, records that gave theirs up but still carry leases, and leases held.
+    /// slot, and records that gave theirs up but still carry leases.
     pub fn counts(&self) -> Counts {
         let mut counts = Counts::default();
         for record in self.slab.iter().flatten() {
             counts.idle += usize::from(record.is_idle());
             counts.slotted += usize::from(record.holds_slot());
             counts.unslotted += usize::from(!record.holds_slot());
-            counts.leases += record.leases();
         }
         counts
     }

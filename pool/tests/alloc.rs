@@ -2,8 +2,8 @@
 //! check interval) makes no heap allocation; leases, behaviour 7: neither does a lease and its
 //! end on the lease fast path (a connection with room, no check due).
 //!
-//! The other half of the lease fast path's promise, at most one lock taken per lease and one
-//! per end (none beside another lease), is counted by the unit test `lease::tests::the_lease_fast_path_takes_the_lock_once` inside
+//! The other half of the lease fast path's promise, one lock taken per lease and one per end,
+//! is counted by the unit test `lease::tests::the_lease_fast_path_takes_the_lock_once` inside
 //! the crate, where the lock is visible (a counter compiled only into the crate's own tests).
 //!
 //! A counting global allocator wraps the system one. Only allocations made on the measuring
@@ -144,7 +144,7 @@ fn lease_and_drop_on_the_fast_path_does_not_allocate() {
             .max_streams(16)
             .build()
             .expect("valid settings");
-        // Warm-up: the connection is made and put in shared form (into a lane the pool made), the
+        // Warm-up: the connection is made and put in shared form, the
         // maintenance task started, the lazily grown parts of the runtime and pool grown.
         for _ in 0..10 {
             let first = pool.lease().await.expect("a lease");

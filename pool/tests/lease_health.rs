@@ -140,6 +140,36 @@ async fn check_runs_only_for_an_idle_connection_after_check_interval() {
     assert_eq!(mock.connects(), 1, "one connection served every lease");
 }
 
+/// A shared connection is idle from its last lease's end, not from when its run of leases
+/// began: leased for longer than `check_interval`, then leased again moments after its last
+/// lease ended, it is not checked; idle past the interval after that end, it is.
+#[tokio::test(start_paused = true)]
+async fn idle_time_counts_from_the_last_lease_end() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 1, 4);
+    let first = pool.lease().await.expect("a lease");
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    let second = pool.lease().await.expect("a lease beside the first");
+    drop(first);
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    drop(second);
+    tokio::time::advance(Duration::from_millis(10)).await;
+    drop(
+        pool.lease()
+            .await
+            .expect("a lease just after the last ended"),
+    );
+    assert_eq!(mock.checks(), 0, "idle for 10 ms, not since the run began");
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    drop(pool.lease().await.expect("a lease after a second idle"));
+    assert_eq!(
+        mock.checks(),
+        1,
+        "idle past check_interval since the last end"
+    );
+    assert_eq!(mock.connects(), 1);
+}
+
 /// Callers that arrive while an idle connection is being checked for a lease wait for it and
 /// share it once it passes (up to `max_streams`): one check, one connection.
 #[tokio::test(start_paused = true)]
