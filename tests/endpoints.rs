@@ -1,4 +1,4 @@
-//! Issue 10 over real loopback servers: one pool (`JsonManager::balanced`) in front of three
+//! Balancing over real loopback servers: one pool (`JsonManager::balanced`) in front of three
 //! echo servers. The load spreads evenly; a server that refuses costs no request; a server
 //! killed under load fails only the requests in flight on its connections, gets no new ones,
 //! and gets traffic again within its backoff once restarted; callers recover from a total

@@ -1,5 +1,5 @@
-//! Behaviour 11: a checkout and return on the fast path (an idle connection used within the
-//! check interval) makes no heap allocation; leases, behaviour 7: neither does a lease and its
+//! A checkout and return on the fast path (an idle connection used within the
+//! check interval) makes no heap allocation; neither does a lease and its
 //! end on the lease fast path (a connection with room, no check due).
 //!
 //! The other half of the lease fast path's promise, one lock taken per lease and one per end,

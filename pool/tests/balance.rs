@@ -1,4 +1,4 @@
-//! Issue 10: one pool over several endpoints (`pool::balance::Balanced`): placement by fewest
+//! One pool over several endpoints (`pool::balance::Balanced`): placement by fewest
 //! connections, failover, ejection with a growing backoff, one probe, rebalancing onto an
 //! endpoint that comes back or joins, removal that drains, per-endpoint status.
 

@@ -1,4 +1,4 @@
-//! Behaviour 4: a connection reported broken on return, or failing its check on checkout, is
+//! A connection reported broken on return, or failing its check on checkout, is
 //! closed and never handed out again; its slot frees at once, so a waiter gets a fresh
 //! connection (bb8 #167).
 

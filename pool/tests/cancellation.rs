@@ -1,4 +1,4 @@
-//! Behaviour 7: dropping `get()` futures at any point leaks nothing (deadpool's cancellation
+//! Dropping `get()` futures at any point leaks nothing (deadpool's cancellation
 //! matrix, at scale), and a caller that gives up never aborts a connect another caller needs.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Behaviour 5: the check is skipped for a connection used within `check_interval`, and run
+//! The check is skipped for a connection used within `check_interval`, and run
 //! for one idle longer.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Behaviour 10: `close()` with holders and waiters (waiters fail at once, every connection is
+//! `close()` with holders and waiters (waiters fail at once, every connection is
 //! closed exactly once, counts reach 0, `get` after close fails); `resize` shrink then grow;
 //! `detach`; `retain`.
 

@@ -1,4 +1,4 @@
-//! Behaviour 11: a failed connect is retried with capped, jittered exponential backoff inside
+//! A failed connect is retried with capped, jittered exponential backoff inside
 //! the caller's `wait_timeout` (as bb8 and HikariCP do), so a server restart does not fail the
 //! first caller; `fail_fast` and `try_get` report the first failure at once.
 

@@ -1,4 +1,4 @@
-//! Behaviour 8: a manager whose `connect` panics or hangs leaks no slot; later checkouts work.
+//! A manager whose `connect` panics or hangs leaks no slot; later checkouts work.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Behaviour 2: waiters are served in the order they came; a waiter that gave up is skipped and
+//! Waiters are served in the order they came; a waiter that gave up is skipped and
 //! the connection it would have had goes to the next one (mobc #63). Also the idle order.
 
 mod support;

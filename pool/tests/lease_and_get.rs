@@ -1,4 +1,4 @@
-//! Leases, behaviour 3: exclusive `get` and shared `lease` use one pool. `get` takes only a
+//! Leases: exclusive `get` and shared `lease` use one pool. `get` takes only a
 //! connection with no lease; a lease never goes to a connection held by `get`; a `get` waiting
 //! behind a leased connection is served when its last lease ends.
 

@@ -1,4 +1,4 @@
-//! Leases, behaviour 6: dropping a `lease()` future at any point leaks nothing — no lease, no
+//! Leases: dropping a `lease()` future at any point leaks nothing — no lease, no
 //! slot, no promised room, no connection: during a connect, during a check, in line, and in
 //! the instant a lease is granted to it.
 

@@ -1,4 +1,4 @@
-//! Leases, behaviour 4: health. `is_broken` and `check` take `&mut Connection`, so they run
+//! Leases: health. `is_broken` and `check` take `&mut Connection`, so they run
 //! only when no lease borrows the connection: `is_broken` when a connection with no lease is
 //! leased and when its last lease ends, `check` when a connection with no lease is leased
 //! after `check_interval`, never on every lease. `is_broken_shared` is asked on every lease

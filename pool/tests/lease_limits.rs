@@ -1,4 +1,4 @@
-//! Leases, behaviour 2: at most `max_streams` leases per connection and `max_size`
+//! Leases: at most `max_streams` leases per connection and `max_size`
 //! connections, however many callers; when every connection is full a caller waits in the
 //! same first-come, first-served line as `get`, up to `wait_timeout`, and an ended lease goes
 //! to the oldest caller waiting.

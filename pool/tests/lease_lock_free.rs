@@ -1,4 +1,4 @@
-//! Leases on the lock-free path (issue 13): a lease on a connection that carries leases and
+//! Leases on the lock-free path: a lease on a connection that carries leases and
 //! has room takes no lock, and a lease that ends beside others, with nobody in line, gives
 //! its room back without the lock (the crate's unit test `the_lease_fast_path_takes_the_lock_once`
 //! counts the locks). These tests run that path from two threads with fewer callers than

@@ -1,4 +1,4 @@
-//! Leases, behaviour 1: a lease goes to the open connection with the fewest leases among those
+//! Leases: a lease goes to the open connection with the fewest leases among those
 //! with room; a new connection opens only when every open or opening one is full, and callers
 //! arriving meanwhile wait for the opening one.
 

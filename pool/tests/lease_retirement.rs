@@ -1,4 +1,4 @@
-//! Leases, behaviour 5: retirement drains. A connection past `max_lifetime` or `idle_timeout`,
+//! Leases: retirement drains. A connection past `max_lifetime` or `idle_timeout`,
 //! dropped by `retain` or `resize`, takes no new lease and closes after its last lease ends;
 //! no lease fails because of retirement. `close()` refuses new leases, waits for held leases
 //! up to `close_timeout`, then lets every connection close (each leased one as its last lease

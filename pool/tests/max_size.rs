@@ -1,4 +1,4 @@
-//! Behaviour 1: never more than `max_size` connections exist, however many tasks contend.
+//! Never more than `max_size` connections exist, however many tasks contend.
 
 mod support;
 

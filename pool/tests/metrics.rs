@@ -1,4 +1,4 @@
-//! The `metrics` feature (issue 12): the pool reports its gauges, counters and wait times
+//! The `metrics` feature: the pool reports its gauges, counters and wait times
 //! through the `metrics` facade, labelled with its name. The pool's tests build it with the
 //! feature (pool/Cargo.toml), so `cargo test --workspace` runs these; without the feature
 //! this file is empty.

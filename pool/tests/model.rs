@@ -1,4 +1,4 @@
-//! Issue 9, part 3: a model-checked pool. A state-machine property test drives one pool
+//! A model-checked pool. A state-machine property test drives one pool
 //! through random sequences of `get`, `try_get`, `lease`, `try_lease`, drops, `mark_broken`,
 //! `detach`, `retain`, `resize`, `close`, failed and hanging connects, connections that
 //! break or fail their checks, cancelled callers and time advances (paused tokio time), and

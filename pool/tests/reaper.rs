@@ -1,4 +1,4 @@
-//! Behaviour 6: `idle_timeout` and `max_lifetime` evict through the background reaper;
+//! `idle_timeout` and `max_lifetime` evict through the background reaper;
 //! `min_idle` is refilled; the reaper never takes idle connections below `min_idle`.
 
 mod support;

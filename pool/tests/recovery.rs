@@ -1,4 +1,4 @@
-//! Behaviour 9: the server goes down, then comes back. Checkouts fail within their timeouts
+//! The server goes down, then comes back. Checkouts fail within their timeouts
 //! carrying the last connect error, then recover, and never more than `max_size` connects are
 //! in flight at once (no thundering herd).
 

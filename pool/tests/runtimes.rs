@@ -1,4 +1,4 @@
-//! Behaviour 12: a pool works from any runtime: one after another (a static pool shared by
+//! A pool works from any runtime: one after another (a static pool shared by
 //! several `#[tokio::test]`s), several at once, multi-thread and current-thread. Wait timeouts
 //! never depend on a background task that died with the runtime that started it.
 

@@ -1,4 +1,4 @@
-//! Behaviour 3: each timeout fires at its configured time and says which one fired; a wait
+//! Each timeout fires at its configured time and says which one fired; a wait
 //! that ran out while connects were failing carries the last connect error (bb8 #141).
 //!
 //! These pools fail fast, so each connect's own outcome reaches its caller; retried connects
