@@ -12,7 +12,7 @@
 //! table of ops/s and ratios (copied into `BENCHMARKS.md`), then a separate pass measures the
 //! wait of each `get` with 64 tasks on 4 connections and prints its p50/p99/max.
 //!
-//! Leases (issue 13): the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool
+//! Leases: the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool
 //! built with `max_streams` [`LEASE_STREAMS`] whose tasks loop `lease().await` then drop in
 //! place of get+drop, so lease+drop is measured back to back with get+drop and the peers. A
 //! second table prints it against get+drop (`lease/get`, time per op) and the peers. Since
@@ -20,10 +20,10 @@
 //! in alternating rounds on the same pools (see [`interleaved_pass`]), which keeps a busy
 //! machine's swings out of their ratio.
 //!
-//! A boxed manager (issue 12): the cells with T in [`DYN_TASKS`] hold `ours_dyn`, our pool over
-//! the same manager behind a `pool::dynamic::BoxManager` (a `dyn DynManager`), beside `ours`;
-//! a third table prints boxed over native, and [`dyn_pass`] times the two in alternating
-//! rounds, on the fast path and with a check on every checkout (one boxed future each).
+//! A boxed manager: the cells with T in [`DYN_TASKS`] hold `ours_dyn`, our pool over the same
+//! manager behind a `pool::dynamic::BoxManager` (a `dyn DynManager`), beside `ours`; a third
+//! table prints boxed over native, and [`dyn_pass`] times the two in alternating rounds, on the
+//! fast path and with a check on every checkout (one boxed future each).
 //!
 //! Run: `cargo bench -p benches --bench checkout` (about 5 minutes, and about 1 more for the lease rows
 //! and the interleaved pass); `BENCH_QUICK=1` for a smoke run. The boxed rows alone:
@@ -381,7 +381,9 @@ fn grid(c: &mut Criterion, rt: &Runtime) {
 
 // --- the summary ---------------------------------------------------------------------------
 
-/// Prints the ops/s of every measured cell with the ratios the issue asks for.
+/// Prints the ops/s of every measured cell, its ratios to the peers, and whether the cell meets
+/// its checkout target (T = 1: within 1.5x the floor's time; T > 1: 1.5x deadpool and at least
+/// bb8).
 fn print_summary() {
     println!();
     println!("## checkout: ops/s (get+drop) and ratios");
