@@ -4,7 +4,10 @@
 //! pool are compared here by what they execute (not by cache misses or contention, which only
 //! the checkout bench sees).
 //!
-//! Usage: `instr <mode> <n>`, built by `cargo build --release -p benches --example instr`.
+//! Usage: `instr <mode> <n> [max_size]`, built by `cargo build --release -p benches --example
+//! instr`. `max_size` (default 4) is our pool's, for `get`, `lease` and `lease2`: the lock-free
+//! lease looks over one lane per connection of `max_size` (up to 16), so 64 against 4 shows
+//! what a wide pool costs each lease.
 //! `scripts/instr` runs every mode under callgrind at n = 1000 and n = 11000 and prints
 //! (I(11000) - I(1000)) / 10000, which cancels the runtime's start, the pool's build and its
 //! first connect, leaving one checkout and its drop. Modes, with the managers and settings of
@@ -87,23 +90,23 @@ async fn repeat<G>(n: u64, checkout: impl AsyncFn() -> G) {
     }
 }
 
-fn ours(max_streams: usize) -> pool::Pool<Ours> {
+fn ours(max_size: usize, max_streams: usize) -> pool::Pool<Ours> {
     pool::Pool::builder(Ours)
-        .max_size(4)
+        .max_size(max_size)
         .max_streams(max_streams)
         .build()
         .expect("valid settings")
 }
 
-async fn run(mode: &str, n: u64) {
+async fn run(mode: &str, n: u64, max_size: usize) {
     match mode {
         "get" => {
-            let pool = ours(1);
+            let pool = ours(max_size, 1);
             repeat(n, async || pool.get().await.expect("a connection")).await;
             pool.close().await;
         }
         "lease" | "lease2" => {
-            let pool = ours(16);
+            let pool = ours(max_size, 16);
             let held = if mode == "lease2" {
                 Some(pool.lease().await.expect("a lease"))
             } else {
@@ -152,13 +155,15 @@ async fn run(mode: &str, n: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (Some(mode), Some(Ok(n))) = (args.first(), args.get(1).map(|n| n.parse::<u64>())) else {
-        eprintln!("usage: instr <mode> <n>; modes: {MODES}");
+    let n = args.get(1).map(|n| n.parse::<u64>());
+    let max_size = args.get(2).map_or(Ok(4), |m| m.parse::<usize>());
+    let (Some(mode), Some(Ok(n)), Ok(max_size)) = (args.first(), n, max_size) else {
+        eprintln!("usage: instr <mode> <n> [max_size]; modes: {MODES}");
         std::process::exit(2);
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime")
-        .block_on(run(mode, n));
+        .block_on(run(mode, n, max_size));
 }
