@@ -12,22 +12,25 @@
 //! table of ops/s and ratios (copied into `BENCHMARKS.md`), then a separate pass measures the
 //! wait of each `get` with 64 tasks on 4 connections and prints its p50/p99/max.
 //!
-//! Leases (issue 13): the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool
-//! built with `max_streams` [`LEASE_STREAMS`] whose tasks loop `lease().await` then drop in
-//! place of get+drop, so lease+drop is measured back to back with get+drop and the peers. A
-//! second table prints it against get+drop (`lease/get`, time per op) and the peers. Since
-//! criterion measures one function after the other, a last pass times get+drop and lease+drop
-//! in alternating rounds on the same pools (see [`interleaved_pass`]), which keeps a busy
-//! machine's swings out of their ratio.
+//! Leases: the cells with `max_size` 4 hold a fifth function, `ours_lease`, a pool built with
+//! `max_streams` [`LEASE_STREAMS`] whose tasks loop `lease().await` then drop in place of
+//! get+drop, so lease+drop is measured back to back with get+drop and the peers, and a sixth,
+//! `ours_lease_max64`, the same lease+drop on a pool of `max_size` [`LEASE_WIDE_MAX`] (same
+//! `max_streams`), which must lease as fast as the pool of 4. A second table prints lease+drop
+//! against get+drop (`lease/get`, time per op), the wide pool against the narrow one
+//! (`max64/max4`, time per op) and the peers. Since criterion measures one function after the
+//! other, a last pass times get+drop and the two lease+drops in alternating rounds on the same
+//! pools (see [`interleaved_pass`]), which keeps a busy machine's swings out of their ratios.
 //!
-//! A boxed manager (issue 12): the cells with T in [`DYN_TASKS`] hold `ours_dyn`, our pool over
-//! the same manager behind a `pool::dynamic::BoxManager` (a `dyn DynManager`), beside `ours`;
-//! a third table prints boxed over native, and [`dyn_pass`] times the two in alternating
-//! rounds, on the fast path and with a check on every checkout (one boxed future each).
+//! A boxed manager: the cells with T in [`DYN_TASKS`] hold `ours_dyn`, our pool over the same
+//! manager behind a `pool::dynamic::BoxManager` (a `dyn DynManager`), beside `ours`; a third
+//! table prints boxed over native, and [`dyn_pass`] times the two in alternating rounds, on the
+//! fast path and with a check on every checkout (one boxed future each).
 //!
-//! Run: `cargo bench -p benches --bench checkout` (about 5 minutes, and about 1 more for the lease rows
-//! and the interleaved pass); `BENCH_QUICK=1` for a smoke run. The boxed rows alone:
-//! `cargo bench -p benches --bench checkout -- 't(1|16)/none/ours'`.
+//! Run: `cargo bench -p benches --bench checkout` (about 5 minutes, and about 2 more for the
+//! lease rows and the interleaved pass); `BENCH_QUICK=1` for a smoke run. The boxed rows alone:
+//! `cargo bench -p benches --bench checkout -- 't(1|16)/none/ours'`; the `max_size` 4 cells,
+//! which hold the lease rows: `cargo bench -p benches --bench checkout -- max4/`.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use futures::future::{FutureExt, LocalBoxFuture};
 use tokio::runtime::Runtime;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -55,6 +59,11 @@ const LEASE_MAX: usize = 4;
 /// `max_streams` of the leasing pool: 4 connections carry 64 leases, so no task of the grid
 /// ever waits in line for one.
 const LEASE_STREAMS: usize = 16;
+/// The `max_size` of the second leasing pool, measured beside the first. The load is the
+/// same (T tasks need at most 4 connections of 16 leases), but a pool makes a lane for each
+/// connection of its `max_size` (up to 16) when it is built, and the lock-free lease looks
+/// over every lane: a pool sized for bursts must not make each lease slower.
+const LEASE_WIDE_MAX: usize = 64;
 
 /// The task counts of the cells that also measure the boxed manager (`ours_dyn`): one
 /// uncontended, one contended.
@@ -244,11 +253,13 @@ impl Subject for Floor {
     }
 }
 
-/// The four peers of one cell, built fresh with the same `max_size`, and our pool leasing.
+/// The four peers of one cell, built fresh with the same `max_size`, and our pool leasing
+/// (with that `max_size`, and with [`LEASE_WIDE_MAX`]).
 struct Peers {
     ours: pool::Pool<Ours>,
     boxed: pool::Pool<Boxed>,
     lease: Leasing,
+    lease_wide: Leasing,
     dead: deadpool::managed::Pool<Dead>,
     bb8: bb8::Pool<Bb8>,
     floor: Floor,
@@ -273,6 +284,13 @@ impl Peers {
                     .build()
                     .expect("valid settings"),
             ),
+            lease_wide: Leasing(
+                pool::Pool::builder(Ours)
+                    .max_size(LEASE_WIDE_MAX)
+                    .max_streams(LEASE_STREAMS)
+                    .build()
+                    .expect("valid settings"),
+            ),
             dead: deadpool::managed::Pool::builder(Dead)
                 .max_size(max_size)
                 .build()
@@ -288,6 +306,7 @@ impl Peers {
         rt.block_on(self.ours.close());
         rt.block_on(self.boxed.close());
         rt.block_on(self.lease.0.close());
+        rt.block_on(self.lease_wide.0.close());
         self.dead.close();
     }
 }
@@ -348,6 +367,9 @@ fn bench_peer<S: Subject>(
     });
 }
 
+/// The criterion function of lease+drop on the pool of `max_size` [`LEASE_WIDE_MAX`].
+const WIDE: &str = "ours_lease_max64";
+
 fn cell_name(max_size: usize, tasks: usize, hold: Hold) -> String {
     format!("checkout/max{max_size}/t{tasks}/{}", hold.name())
 }
@@ -368,6 +390,8 @@ fn grid(c: &mut Criterion, rt: &Runtime) {
                 if max_size == LEASE_MAX {
                     let lease = &peers.lease;
                     bench_peer(&mut group, rt, &cell, "ours_lease", lease, tasks, hold);
+                    let wide = &peers.lease_wide;
+                    bench_peer(&mut group, rt, &cell, WIDE, wide, tasks, hold);
                 }
                 bench_peer(&mut group, rt, &cell, "deadpool", &peers.dead, tasks, hold);
                 bench_peer(&mut group, rt, &cell, "bb8", &peers.bb8, tasks, hold);
@@ -381,7 +405,9 @@ fn grid(c: &mut Criterion, rt: &Runtime) {
 
 // --- the summary ---------------------------------------------------------------------------
 
-/// Prints the ops/s of every measured cell with the ratios the issue asks for.
+/// Prints the ops/s of every measured cell, its ratios to the peers, and whether the cell meets
+/// its checkout target (T = 1: within 1.5x the floor's time; T > 1: 1.5x deadpool and at least
+/// bb8).
 fn print_summary() {
     println!();
     println!("## checkout: ops/s (get+drop) and ratios");
@@ -424,16 +450,18 @@ fn print_summary() {
     println!();
 }
 
-/// Prints lease+drop against get+drop and the peers, for the cells that measured it.
+/// Prints lease+drop against get+drop and the peers, for the cells that measured it, and
+/// lease+drop on the pool of `max_size` [`LEASE_WIDE_MAX`] against the pool of 4 (a dash when
+/// a filter left it out).
 fn print_lease_summary() {
     println!(
-        "## checkout: lease+drop (max_streams {LEASE_STREAMS}) beside get+drop, max = {LEASE_MAX}"
+        "## checkout: lease+drop (max_streams {LEASE_STREAMS}) beside get+drop, max = {LEASE_MAX}; lease max{LEASE_WIDE_MAX}: the same lease+drop on a pool of max_size {LEASE_WIDE_MAX}"
     );
     println!();
     println!(
-        "| T | hold | lease | get | deadpool | bb8 | floor | lease/get (time) | lease/deadpool | lease/bb8 | lease/floor | target |"
+        "| T | hold | lease | lease max{LEASE_WIDE_MAX} | get | deadpool | bb8 | floor | lease/get (time) | max{LEASE_WIDE_MAX}/max{LEASE_MAX} (time) | lease/deadpool | lease/bb8 | lease/floor | target |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for tasks in TASKS {
         for hold in HOLDS {
             let cell = cell_name(LEASE_MAX, tasks, hold);
@@ -446,13 +474,18 @@ fn print_lease_summary() {
             };
             // Time per op: lease+drop over get+drop, so 1.20 means 20 % slower.
             let cost = get / lease;
+            // Time per op again: the wide pool's lease+drop over the narrow one's.
+            let (wide, wide_cost) = match support::throughput(&cell, WIDE, BATCH) {
+                Some(wide) => (support::rate(wide), format!("{:.2}", lease / wide)),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
             let target = if tasks == 1 {
                 verdict(cost <= 1.2, "<=1.2x get")
             } else {
                 String::new()
             };
             println!(
-                "| {tasks} | {} | {} | {} | {} | {} | {} | {cost:.2} | {:.2} | {:.2} | {:.2} | {target} |",
+                "| {tasks} | {} | {} | {wide} | {} | {} | {} | {} | {cost:.2} | {wide_cost} | {:.2} | {:.2} | {:.2} | {target} |",
                 hold.name(),
                 support::rate(lease),
                 support::rate(get),
@@ -579,34 +612,46 @@ fn latency_pass(rt: &Runtime) {
 const ROUNDS: usize = 11;
 const ROUND_OPS: u64 = 64 * BATCH;
 
-/// get+drop against lease+drop, `max_size` [`LEASE_MAX`], in alternating rounds (get first in
-/// even rounds, lease first in odd ones) on the same two pools; prints the median and range of
-/// the per-round ratio of time per op (lease over get).
+/// get+drop against lease+drop, `max_size` [`LEASE_MAX`], and lease+drop on the pool of
+/// `max_size` [`LEASE_WIDE_MAX`], in alternating rounds on the same three pools (get, lease,
+/// wide lease in even rounds, the other way round in odd ones, so each pair alternates which
+/// goes first); prints the median and range of the per-round ratios of time per op (lease over
+/// get, wide lease over lease).
 fn interleaved_pass(rt: &Runtime) {
     let rounds = if support::quick() { 5 } else { ROUNDS };
     println!(
-        "## checkout: lease+drop / get+drop, time per op, {rounds} interleaved rounds of {ROUND_OPS} ops, max = {LEASE_MAX}"
+        "## checkout: lease+drop / get+drop, and lease+drop max{LEASE_WIDE_MAX} / max{LEASE_MAX}, time per op, {rounds} interleaved rounds of {ROUND_OPS} ops, max = {LEASE_MAX}"
     );
     println!();
     println!(
-        "| T | hold | get ns/op (median) | lease ns/op (median) | lease/get median | min | max | target |"
+        "| T | hold | get ns/op (median) | lease ns/op (median) | lease max{LEASE_WIDE_MAX} ns/op (median) | lease/get median | min | max | max{LEASE_WIDE_MAX}/max{LEASE_MAX} median | min | max | target |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for tasks in TASKS {
         for hold in HOLDS {
             let peers = Peers::build(rt, LEASE_MAX);
-            let (get, lease, mut ratios) =
-                interleaved_rounds(rt, &peers.ours, &peers.lease, tasks, hold, rounds);
-            let (median, min, max) = support::spread(&mut ratios);
+            let pools = [
+                runner(&peers.ours, tasks, hold),
+                runner(&peers.lease, tasks, hold),
+                runner(&peers.lease_wide, tasks, hold),
+            ];
+            let ns = interleaved_rounds(rt, &pools, rounds);
+            let (median, min, max) = support::spread(&mut per_round_ratios(&ns[0], &ns[1]));
+            let (wide_median, wide_min, wide_max) =
+                support::spread(&mut per_round_ratios(&ns[1], &ns[2]));
             let target = if tasks == 1 {
                 verdict(median <= 1.2, "<=1.2x get")
             } else {
                 String::new()
             };
             println!(
-                "| {tasks} | {} | {get:.1} | {lease:.1} | {median:.2} | {min:.2} | {max:.2} | {target} |",
+                "| {tasks} | {} | {:.1} | {:.1} | {:.1} | {median:.2} | {min:.2} | {max:.2} | {wide_median:.2} | {wide_min:.2} | {wide_max:.2} | {target} |",
                 hold.name(),
+                median_of(&ns[0]),
+                median_of(&ns[1]),
+                median_of(&ns[2]),
             );
+            drop(pools);
             peers.close(rt);
         }
     }
@@ -642,11 +687,17 @@ fn dyn_pass(rt: &Runtime) {
             }
             let native = native.build().expect("valid settings");
             let boxed = boxed.build().expect("valid settings");
-            let (native_ns, boxed_ns, mut ratios) =
-                interleaved_rounds(rt, &native, &boxed, tasks, Hold::None, rounds);
-            let (median, min, max) = support::spread(&mut ratios);
+            let pools = [
+                runner(&native, tasks, Hold::None),
+                runner(&boxed, tasks, Hold::None),
+            ];
+            let ns = interleaved_rounds(rt, &pools, rounds);
+            drop(pools);
+            let (median, min, max) = support::spread(&mut per_round_ratios(&ns[0], &ns[1]));
             println!(
-                "| {tasks} | {check} | {native_ns:.1} | {boxed_ns:.1} | {median:.2} | {min:.2} | {max:.2} |"
+                "| {tasks} | {check} | {:.1} | {:.1} | {median:.2} | {min:.2} | {max:.2} |",
+                median_of(&ns[0]),
+                median_of(&ns[1]),
             );
             rt.block_on(native.close());
             rt.block_on(boxed.close());
@@ -655,37 +706,45 @@ fn dyn_pass(rt: &Runtime) {
     println!();
 }
 
-/// Times `a` and `b` in `rounds` alternating rounds of [`ROUND_OPS`] ops each (`a` first in
-/// even rounds, `b` first in odd ones). Returns the median ns/op of each and the per-round
-/// ratios of time per op, `b` over `a`.
-fn interleaved_rounds<A: Subject, B: Subject>(
-    rt: &Runtime,
-    a: &A,
-    b: &B,
-    tasks: usize,
-    hold: Hold,
-    rounds: usize,
-) -> (f64, f64, Vec<f64>) {
+/// One pool of an interleaved pass: runs `iters` batches on it (its tasks and hold are set
+/// when it is made) and returns their wall time. Boxed so that pools of different types take
+/// turns in one list; that is one allocation per round of [`ROUND_OPS`] ops.
+type Runner<'a> = Box<dyn Fn(u64) -> LocalBoxFuture<'a, Duration> + 'a>;
+
+/// `subject` as one pool of an interleaved pass, run by `tasks` tasks holding as `hold` says.
+fn runner<S: Subject>(subject: &S, tasks: usize, hold: Hold) -> Runner<'_> {
+    Box::new(move |iters| run_batches(subject, tasks, iters, hold).boxed_local())
+}
+
+/// Times each of `pools` in `rounds` rounds of [`ROUND_OPS`] ops each, in list order in even
+/// rounds and in reverse order in odd ones, so that of any two pools each goes first in every
+/// other round. Returns, for each pool, its ns/op in each round, in round order.
+fn interleaved_rounds(rt: &Runtime, pools: &[Runner<'_>], rounds: usize) -> Vec<Vec<f64>> {
     let iters = ROUND_OPS / BATCH;
-    let (mut a_ns, mut b_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ns = vec![Vec::with_capacity(rounds); pools.len()];
     for round in 0..rounds {
-        let (a_time, b_time) = rt.block_on(async {
-            if round % 2 == 0 {
-                let a_time = run_batches(a, tasks, iters, hold).await;
-                (a_time, run_batches(b, tasks, iters, hold).await)
-            } else {
-                let b_time = run_batches(b, tasks, iters, hold).await;
-                (run_batches(a, tasks, iters, hold).await, b_time)
+        let mut order: Vec<usize> = (0..pools.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        rt.block_on(async {
+            for at in order {
+                let time = pools[at](iters).await;
+                ns[at].push(time.as_secs_f64() * 1e9 / ROUND_OPS as f64);
             }
         });
-        let per_op = |d: Duration| d.as_secs_f64() * 1e9 / ROUND_OPS as f64;
-        a_ns.push(per_op(a_time));
-        b_ns.push(per_op(b_time));
-        ratios.push(b_time.as_secs_f64() / a_time.as_secs_f64());
     }
-    let (a_median, _, _) = support::spread(&mut a_ns);
-    let (b_median, _, _) = support::spread(&mut b_ns);
-    (a_median, b_median, ratios)
+    ns
+}
+
+/// The per-round ratios of time per op, `b` over `a` (both from [`interleaved_rounds`]).
+fn per_round_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| b / a).collect()
+}
+
+/// The median of some ns/op values, left in their order.
+fn median_of(ns: &[f64]) -> f64 {
+    support::spread(&mut ns.to_vec()).0
 }
 
 fn main() {

@@ -19,9 +19,9 @@
 //!   connection from the pool, clones the multiplexed `Conn` out of the guard and returns the
 //!   guard before it awaits the response.
 //!   Its raw baseline is raw (c).
-//! - `d_pool_lease`: the tasks of (c) through `pool.lease()` per request (issue 13): a pool of
-//!   4 `Conn`s with `max_streams` 64 (so the 4 carry all 256 leases), 256 tasks, each making
-//!   requests one after another, each request on a lease of its own held until its response.
+//! - `d_pool_lease`: the tasks of (c) through `pool.lease()` per request: a pool of 4 `Conn`s
+//!   with `max_streams` 64 (so the 4 carry all 256 leases), 256 tasks, each making requests
+//!   one after another, each request on a lease of its own held until its response.
 //!   Measured back to back with `raw` (raw (c)) and `bare` (ours in (c): the same 256 tasks on
 //!   the 4 bare `Conn`s); the target is ours/bare >= 0.9 (the pool costs under 10 %).
 //!

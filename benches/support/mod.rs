@@ -1,7 +1,7 @@
 //! Helpers shared by the benchmarks: run settings, a record of every measured sample so that
 //! a run can print its own ratio tables, and small statistics.
 //!
-//! Criterion prints each benchmark on its own; the issue asks for ratios between peers measured
+//! Criterion prints each benchmark on its own; the tables want ratios between peers measured
 //! in the same run. So every `iter_custom` routine also hands its `(iterations, elapsed)` pair to
 //! [`record`], and at the end [`throughput`] turns the measured samples of one benchmark into
 //! ops/s with the same estimator criterion prints first for linear sampling (the slope of
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use criterion::Criterion;
 
-/// The runtime every bench runs on: tokio's multi-threaded scheduler with 2 workers, as the
-/// issue specifies.
+/// The runtime every bench runs on: tokio's multi-threaded scheduler with 2 workers, the
+/// setting every table of BENCHMARKS.md was measured with.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
