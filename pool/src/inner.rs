@@ -291,16 +291,30 @@ impl<M: Manager> Shared<M> {
             Ok(runtime) => {
                 let shared = Arc::clone(self);
                 runtime.spawn(async move {
-                    let limit = shared.config.close_timeout;
-                    if tokio::time::timeout(limit, shared.manager.close(conn)).await.is_err() {
-                        tracing::warn!(timeout = ?limit, "close timed out; the connection was dropped");
-                    }
+                    shared.close_within_timeout(conn).await;
                     Metrics::bump(&shared.metrics.closed);
                 });
             }
             Err(_) => {
                 drop(conn);
                 Metrics::bump(&self.metrics.closed);
+            }
+        }
+    }
+
+    /// [`Manager::close`] within the close timeout. A close that times out is dropped, and one
+    /// that panics is caught, so it stops no other close running beside it.
+    pub async fn close_within_timeout(&self, conn: M::Connection) {
+        use futures::FutureExt;
+        let limit = self.config.close_timeout;
+        let close = std::panic::AssertUnwindSafe(self.manager.close(conn)).catch_unwind();
+        match tokio::time::timeout(limit, close).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_panic)) => {
+                tracing::warn!("Manager::close panicked; the connection was dropped")
+            }
+            Err(_elapsed) => {
+                tracing::warn!(timeout = ?limit, "close timed out; the connection was dropped");
             }
         }
     }

@@ -26,22 +26,27 @@ pub struct Lease<M: Manager> {
     key: Key,
     info: ConnInfo,
     broken: bool,
+    /// `Manager::lease_started` returned: `lease_ended` is owed.
+    started: bool,
 }
 
 impl<M: Manager> Lease<M> {
     pub(crate) fn new(shared: Arc<Shared<M>>, leased: Leased) -> Self {
-        if M::WATCHES_LEASES
-            && let Some(conn) = conn_ref::<M::Connection>(&leased.conn)
-        {
-            shared.manager.lease_started(conn);
-        }
-        Lease {
+        let mut lease = Lease {
             shared,
             conn: Some(leased.conn),
             key: leased.key,
             info: leased.info,
             broken: false,
+            started: false,
+        };
+        if M::WATCHES_LEASES {
+            // A panic here unwinds through `lease`'s drop, which ends the lease (without
+            // `lease_ended`: it never started), and reaches the caller.
+            lease.shared.manager.lease_started(&lease);
+            lease.started = true;
         }
+        lease
     }
 
     /// Marks the connection broken: from now on it takes no new lease, its slot frees at once
@@ -99,13 +104,20 @@ where
 
 impl<M: Manager> Drop for Lease<M> {
     fn drop(&mut self) {
+        let ended = (M::WATCHES_LEASES && self.started).then(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.shared.manager.lease_ended(self)
+            }))
+        });
         if let Some(conn) = self.conn.take() {
-            if M::WATCHES_LEASES
-                && let Some(conn) = conn_ref::<M::Connection>(&conn)
-            {
-                self.shared.manager.lease_ended(conn);
-            }
             self.shared.end_lease(conn, self.key, self.broken);
+        }
+        // A panicking `lease_ended` reaches the caller once the lease has ended (never a
+        // second panic while one unwinds, which would abort).
+        if let Some(Err(panic)) = ended
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(panic);
         }
     }
 }

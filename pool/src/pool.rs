@@ -132,14 +132,12 @@ impl<M: Manager> Pool<M> {
         let shared = Arc::clone(&self.shared);
         let limit = shared.config.close_timeout;
         let closing = tokio::spawn(async move {
-            let closes = idle.into_iter().map(|live| shared.manager.close(live.conn));
+            // Each within the close timeout, side by side.
+            let closes = idle
+                .into_iter()
+                .map(|live| shared.close_within_timeout(live.conn));
             let count = closes.len();
-            if tokio::time::timeout(limit, futures::future::join_all(closes))
-                .await
-                .is_err()
-            {
-                tracing::warn!(timeout = ?limit, "closing idle connections timed out; the rest were dropped");
-            }
+            futures::future::join_all(closes).await;
             Metrics::add(&shared.metrics.closed, count as u64);
         });
         let drained = tokio::time::timeout(limit, self.leases_ended()).await;

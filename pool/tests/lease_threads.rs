@@ -388,8 +388,8 @@ async fn leases_never_land_on_a_connection_closed_by_max_lifetime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_connections_take_no_lease_asked_after_the_report_and_close_once() {
     const TURNS: usize = 1000;
-    /// Fewer callers than the pool's room (3 x 4): most leases then take the lock-free path,
-    /// which must see a report as the locked path does.
+    /// Fewer callers than the pool's room (3 x 4): most leases then land beside others, and
+    /// must see a report as the first lease on a connection does.
     const CALLERS: u64 = 10;
     let mock = Mock::new();
     let pool = lease_builder(&mock, MAX_SIZE, MAX_STREAMS)

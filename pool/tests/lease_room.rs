@@ -1,10 +1,7 @@
-//! Leases on the lock-free path: a lease on a connection that carries leases and
-//! has room takes no lock, and a lease that ends beside others, with nobody in line, gives
-//! its room back without the lock (the crate's unit test `the_lease_fast_path_takes_the_lock_once`
-//! counts the locks). These tests run that path from two threads with fewer callers than
-//! room, so nearly every lease and end is lock-free, and check what the locked path
-//! guaranteed: `max_streams` per connection, a new connection only when every one is full,
-//! no lease on a connection held by `get`, and every count back at zero.
+//! Leases beside others, from two threads with fewer callers than room, so nearly every lease
+//! lands on a connection that carries leases and nearly every end leaves others behind: at
+//! most `max_streams` per connection, a new connection only when every one is full, no lease
+//! on a connection held by `get`, and every count back at zero.
 
 mod support;
 
