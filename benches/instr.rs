@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Semaphore;
 
-const MODES: &str = "get, lease, lease2, floor, deadpool, bb8";
+const MODES: &str = "get, lease, lease2, floor, deadpool, bb8, get16, deadpool16";
 
 /// Our pool's manager.
 struct Ours;
@@ -90,6 +90,21 @@ async fn repeat<G>(n: u64, checkout: impl AsyncFn() -> G) {
     }
 }
 
+/// `n` rounds split over 16 tasks on the one thread, each round `round` (a checkout held
+/// across one yield, so most callers wait in line).
+async fn contended(n: u64, round: impl AsyncFn() + Clone + 'static) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let round = round.clone();
+        tasks.spawn_local(async move {
+            for _ in 0..n / 16 {
+                round().await;
+            }
+        });
+    }
+    tasks.join_all().await;
+}
+
 fn ours(max_size: usize, max_streams: usize) -> pool::Pool<Ours> {
     pool::Pool::builder(Ours)
         .max_size(max_size)
@@ -104,6 +119,27 @@ async fn run(mode: &str, n: u64, max_size: usize) {
             let pool = ours(max_size, 1);
             repeat(n, async || pool.get().await.expect("a connection")).await;
             pool.close().await;
+        }
+        "get16" => {
+            let pool = ours(max_size, 1);
+            contended(n, async move || {
+                let conn = pool.get().await.expect("a connection");
+                tokio::task::yield_now().await;
+                drop(conn);
+            })
+            .await;
+        }
+        "deadpool16" => {
+            let pool: deadpool::managed::Pool<Dead> = deadpool::managed::Pool::builder(Dead)
+                .max_size(4)
+                .build()
+                .expect("valid settings");
+            contended(n, async move || {
+                let conn = pool.get().await.expect("a connection");
+                tokio::task::yield_now().await;
+                drop(conn);
+            })
+            .await;
         }
         "lease" | "lease2" => {
             let pool = ours(max_size, 16);
@@ -161,9 +197,9 @@ fn main() {
         eprintln!("usage: instr <mode> <n> [max_size]; modes: {MODES}");
         std::process::exit(2);
     };
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime")
-        .block_on(run(mode, n, max_size));
+        .expect("a tokio runtime");
+    tokio::task::LocalSet::new().block_on(&runtime, run(mode, n, max_size));
 }

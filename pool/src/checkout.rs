@@ -20,11 +20,16 @@ use crate::{Manager, Pool, PoolError, Pooled, TimeoutKind};
 pub(crate) enum Step<C> {
     Closed,
     Idle(Live<C>),
+    /// An idle connection the fast path found in need of readying (see [`Pool::fresh`]).
+    Stale(Live<C>),
     Connect,
     Full,
     /// In line.
     Wait(Ticket),
 }
+
+/// An idle connection taken by the fast path, and when.
+type Taken<C> = (Live<C>, Instant);
 
 /// Where handing a connection to its caller left the caller.
 pub(crate) enum Next<T> {
@@ -38,9 +43,48 @@ pub(crate) enum Next<T> {
 }
 
 impl<M: Manager> Pool<M> {
+    /// `get` and `try_get`: the fast path, else the full path from what it took.
     pub(crate) async fn checkout(&self, may_wait: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
+        match self.fast_checkout() {
+            Ok(pooled) => Ok(pooled),
+            // Not boxed: a caller that waits in line would allocate for it on every wait.
+            Err(first) => self.full_checkout(may_wait, first).await,
+        }
+    }
+
+    /// The fast path, before anything is awaited: an idle connection, used within the check
+    /// interval, not expired and not broken, goes out with one lock and one clock read. An
+    /// idle connection that needs more (a check, a retirement) goes to the full path with the
+    /// time it was taken at; so does no idle connection at all (`None`).
+    fn fast_checkout(&self) -> Result<Pooled<M>, Option<Taken<M::Connection>>> {
         let shared = &self.shared;
-        let (mut now, deadline) = self.start(may_wait);
+        shared.ensure_maintenance();
+        let (live, refill) = {
+            let mut state = shared.lock();
+            if state.closed {
+                return Err(None);
+            }
+            let Some(live) = state.take_idle(shared.config.idle_order) else {
+                return Err(None);
+            };
+            let refill = state.reserve_refill();
+            state.debug_check();
+            (live, refill)
+        };
+        shared.spawn_connects(refill);
+        let now = Instant::now();
+        self.fresh(live, now).map_err(|live| Some((live, now)))
+    }
+
+    /// The full path of a checkout: `first` is the idle connection the fast path took, with
+    /// the time it took it at (the caller's arrival).
+    async fn full_checkout(
+        &self,
+        may_wait: bool,
+        mut first: Option<Taken<M::Connection>>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let (mut now, deadline) = self.start(may_wait, first.as_ref().map(|(_, at)| *at));
         let mut failed_connects = 0;
         // The caller's place in line, taken once (`decide`, or `place` before readying a
         // connection it took): after a failed connect it waits there, ahead of later callers.
@@ -48,10 +92,15 @@ impl<M: Manager> Pool<M> {
         loop {
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line
             // leaves its waker there at once, so its wait need not lock again to register it.
-            let (step, refill) = std::future::poll_fn(|cx| {
-                Poll::Ready(self.decide(now, may_wait, deadline, cx, &mut place))
-            })
-            .await;
+            let (step, refill) = match first.take() {
+                Some((live, _)) => (Step::Stale(live), 0),
+                None => {
+                    std::future::poll_fn(|cx| {
+                        Poll::Ready(self.decide(now, may_wait, deadline, cx, &mut place))
+                    })
+                    .await
+                }
+            };
             shared.spawn_connects(refill);
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
@@ -59,18 +108,12 @@ impl<M: Manager> Pool<M> {
                 Step::Connect => Next::Connect(0),
                 Step::Idle(live) => match self.fresh(live, now) {
                     Ok(pooled) => return Ok(pooled),
-                    Err(live) => {
-                        // Should its connection prove bad and the connect in its slot fail,
-                        // the caller waits at the place it took before it awaits anything.
-                        self.place(&mut place, false);
-                        self.ready(live, now).await?
-                    }
+                    Err(live) => self.ready_in_place(live, now, &mut place).await?,
                 },
+                Step::Stale(live) => self.ready_in_place(live, now, &mut place).await?,
                 Step::Wait(ticket) => {
                     let outcome;
                     (outcome, now) = self.wait_turn(ticket, deadline, now).await;
-                    // Out of line: a connection kept from leases for this caller is free again.
-                    shared.unstick_leasers();
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
@@ -103,12 +146,12 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// The start of a checkout or lease: the background task is running, the clock read
-    /// (the fast path's one read: it decides whether an idle connection needs its check, or
-    /// has expired) and the caller's deadline (`now` itself for a caller that never waits).
-    pub(crate) fn start(&self, may_wait: bool) -> (Instant, Instant) {
+    /// The start of a full checkout: the background task is running, the time (`arrived`,
+    /// when the fast path read it already) and the caller's deadline (`now` itself for a
+    /// caller that never waits).
+    pub(crate) fn start(&self, may_wait: bool, arrived: Option<Instant>) -> (Instant, Instant) {
         self.shared.ensure_maintenance();
-        let now = Instant::now();
+        let now = arrived.unwrap_or_else(Instant::now);
         let deadline = if may_wait {
             deadline_after(now, self.shared.config.wait_timeout)
         } else {
@@ -225,6 +268,19 @@ impl<M: Manager> Pool<M> {
         let refill = state.reserve_refill();
         state.debug_check();
         (step, refill)
+    }
+
+    /// [`ready`](Self::ready) for a caller that takes its place in line first: should its
+    /// connection prove bad and the connect in its slot fail, it waits at that place, taken
+    /// before it awaits anything.
+    async fn ready_in_place(
+        &self,
+        live: Live<M::Connection>,
+        now: Instant,
+        place: &mut Option<Arrival>,
+    ) -> Result<Next<Pooled<M>>, PoolError<M::Error>> {
+        self.place(place, false);
+        self.ready(live, now).await
     }
 
     /// The fast path: a connection used within the check interval, not expired and not

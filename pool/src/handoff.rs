@@ -37,21 +37,30 @@ pub(crate) async fn wait<M: Manager>(
     };
     let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
     let mut first_poll = true;
+    let mut wakes = Vec::new();
     let outcome = std::future::poll_fn(|cx| {
         let expired = timer.as_mut().poll(cx).is_ready();
         if std::mem::take(&mut first_poll) && !expired {
             return Poll::Pending;
         }
         let mut state = shared.lock();
-        if expired {
+        let outcome = if expired {
             Poll::Ready(state.waiters.time_out(ticket))
         } else {
             state.waiters.poll(ticket, cx)
+        };
+        if outcome.is_ready() && !ticket.wants_lease() {
+            // Out of line: a connection kept from leases for this caller is free again.
+            state.serve_leasers_anywhere(&mut wakes);
         }
+        outcome
     })
     .await;
     // The line has let go of the ticket: nothing to leave.
     turn.ticket = None;
+    for waker in wakes.into_iter().flatten() {
+        waker.wake();
+    }
     outcome
 }
 

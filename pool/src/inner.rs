@@ -281,7 +281,13 @@ impl<M: Manager> Shared<M> {
             return self.discard(live);
         }
         live.info.last_used = now;
-        self.place(live);
+        let place = {
+            let mut state = self.lock();
+            let place = state.place_conn(live);
+            state.debug_check();
+            place
+        };
+        self.act(place);
     }
 
     /// Closes a connection through the manager, in a task of its own when a runtime is at

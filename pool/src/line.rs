@@ -139,11 +139,16 @@ impl<C> Line<C> {
             key,
             lease: arrival.lease,
         };
-        let at = self
-            .queue
-            .binary_search_by_key(&ticket.id, |t| t.id)
-            .unwrap_or_else(|at| at);
-        self.queue.insert(at, ticket);
+        if self.queue.back().is_none_or(|last| last.id < ticket.id) {
+            // A caller that just came: its place is the end.
+            self.queue.push_back(ticket);
+        } else {
+            let at = self
+                .queue
+                .binary_search_by_key(&ticket.id, |t| t.id)
+                .unwrap_or_else(|at| at);
+            self.queue.insert(at, ticket);
+        }
         self.leasers += usize::from(ticket.lease);
         ticket
     }

@@ -163,6 +163,10 @@ impl<C> State<C> {
             self.slots -= 1;
             return Place::Discard(live);
         }
+        if self.waiters.is_empty() {
+            self.idle.push_back(live);
+            return Place::Done;
+        }
         match self.waiters.serve(Grant::Conn(live)) {
             Ok(waker) => Place::Wake(waker),
             Err(grant) => {
