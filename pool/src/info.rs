@@ -4,6 +4,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// A connection with what the pool knows about it.
+pub(crate) struct Live<C> {
+    pub conn: C,
+    pub info: ConnInfo,
+}
+
 /// Facts the pool keeps about a connection; see [`Pooled::info`](crate::Pooled::info) and
 /// [`Pool::retain`](crate::Pool::retain).
 ///

@@ -243,29 +243,21 @@ pub mod balance;
 mod checkout;
 mod config;
 mod error;
-mod handoff;
 mod info;
-mod inner;
 mod lease;
-mod leasing;
-mod line;
-mod maintain;
 mod manager;
 mod pool;
-mod pooled;
 mod report;
-mod share;
-mod state;
+mod shared;
 mod status;
-mod streams;
 
+pub use checkout::pooled::Pooled;
 pub use config::{BuildError, Builder, IdleOrder};
 pub use error::{PoolError, TimeoutKind};
 pub use info::ConnInfo;
-pub use lease::Lease;
+pub use lease::guard::Lease;
 pub use manager::Manager;
 pub use pool::Pool;
-pub use pooled::Pooled;
 pub use status::{Counters, Status};
 
 #[cfg(feature = "deadpool")]

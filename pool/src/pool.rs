@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::config::{Config, validate};
-use crate::inner::Shared;
-use crate::state::{Grant, Place};
+use crate::shared::Shared;
+use crate::shared::state::{Grant, Place};
 use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status};
 

@@ -9,9 +9,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::Manager;
-use crate::inner::{Connected, Shared};
-use crate::line::{Ticket, Wake};
-use crate::state::{Grant, Place};
+use crate::shared::Shared;
+use crate::shared::connect::Connected;
+use crate::shared::line::{Ticket, Wake};
+use crate::shared::state::{Grant, Place};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///

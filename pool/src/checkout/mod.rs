@@ -2,6 +2,10 @@
 //! the pool, connects made for a caller and their retries. Shared by [`Pool::get`] and
 //! [`Pool::lease`].
 
+pub(crate) mod handoff;
+pub(crate) mod pooled;
+mod ready;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -9,10 +13,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::handoff::{self, Handoff};
-use crate::inner::{Connected, connect};
-use crate::line::{Arrival, Ticket, Wake};
-use crate::state::{Grant, Kept, Live};
+use crate::checkout::handoff::Handoff;
+use crate::shared::connect::Connected;
+use crate::shared::connect::connect;
+use crate::shared::line::{Arrival, Ticket, Wake};
+use crate::shared::state::{Grant, Live};
 use crate::status::Metrics;
 use crate::{Manager, Pool, PoolError, Pooled, TimeoutKind};
 
@@ -270,100 +275,6 @@ impl<M: Manager> Pool<M> {
         (step, refill)
     }
 
-    /// [`ready`](Self::ready) for a caller that takes its place in line first: should its
-    /// connection prove bad and the connect in its slot fail, it waits at that place, taken
-    /// before it awaits anything.
-    async fn ready_in_place(
-        &self,
-        live: Live<M::Connection>,
-        now: Instant,
-        place: &mut Option<Arrival>,
-    ) -> Result<Next<Pooled<M>>, PoolError<M::Error>> {
-        self.place(place, false);
-        self.ready(live, now).await
-    }
-
-    /// The fast path: a connection used within the check interval, not expired and not
-    /// reporting itself broken goes out as it is, with no `.await`; any other comes back for
-    /// [`ready`](Self::ready).
-    pub(crate) fn fresh(
-        &self,
-        mut live: Live<M::Connection>,
-        now: Instant,
-    ) -> Result<Pooled<M>, Live<M::Connection>> {
-        if live.info.expired(now)
-            || live.info.check_due(now, self.shared.config.check_interval)
-            || self.shared.is_broken(&mut live)
-        {
-            return Err(live);
-        }
-        live.info.uses += 1;
-        Ok(Pooled::new(Arc::clone(&self.shared), live))
-    }
-
-    /// The slow path of a connection taken from the pool: retires it if expired or broken,
-    /// else checks it (it was idle longer than the check interval). A caller whose connection
-    /// is retired keeps its slot to open a fresh one ([`State::keep_slot`]), so a bad
-    /// connection handed to the first waiter never sends it to the back of the line.
-    ///
-    /// [`State::keep_slot`]: crate::state::State::keep_slot
-    pub(crate) async fn ready(
-        &self,
-        mut live: Live<M::Connection>,
-        now: Instant,
-    ) -> Result<Next<Pooled<M>>, PoolError<M::Error>> {
-        let shared = &self.shared;
-        if live.info.expired(now) {
-            tracing::debug!("discarding an idle connection past its max_lifetime");
-            return self.replace(live);
-        }
-        if shared.is_broken(&mut live) {
-            // It broke while idle (its peer went away, say): never handed out.
-            Metrics::bump(&shared.metrics.broken);
-            tracing::debug!("discarding an idle connection that reports itself broken");
-            return self.replace(live);
-        }
-        // Out of the pool for its check: if this future is dropped meanwhile, the guard
-        // closes the connection, whose state is then unknown.
-        let mut guard = Pooled::new(Arc::clone(shared), live);
-        Pooled::mark_broken(&mut guard);
-        let checked = tokio::time::timeout(
-            shared.config.check_timeout,
-            shared.manager.check(&mut guard),
-        )
-        .await;
-        match checked {
-            Ok(Ok(())) => {
-                guard.unmark_broken(now);
-                Ok(Next::Out(guard))
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "discarding a connection that failed its check");
-                Metrics::bump(&shared.metrics.check_failures);
-                self.replace(Pooled::into_live(guard))
-            }
-            Err(_elapsed) => {
-                tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
-                Metrics::bump(&shared.metrics.check_failures);
-                Metrics::bump(&shared.metrics.timeouts);
-                shared.discard(Pooled::into_live(guard));
-                Err(PoolError::Timeout(TimeoutKind::Check))
-            }
-        }
-    }
-
-    /// Closes a connection its caller will not use, keeping its slot for the caller.
-    fn replace<T>(&self, live: Live<M::Connection>) -> Result<Next<T>, PoolError<M::Error>> {
-        let kept = {
-            let mut state = self.shared.lock();
-            let kept = state.keep_slot(false);
-            state.debug_check();
-            kept
-        };
-        self.shared.close_conn(live.conn);
-        kept.into_next()
-    }
-
     /// Opens a connection for this caller, whose slot is reserved and counted as connecting
     /// (with `room` added to `opening_room` for a lease caller). On success the room is still
     /// promised: the lease caller takes it off when it shares the connection, with no
@@ -466,15 +377,4 @@ impl Times {
 pub(crate) fn deadline_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-impl Kept {
-    /// Where keeping (or not) a retired connection's slot leaves its caller.
-    pub(crate) fn into_next<T, E>(self) -> Result<Next<T>, PoolError<E>> {
-        match self {
-            Kept::Connect(room) => Ok(Next::Connect(room)),
-            Kept::Again => Ok(Next::Again),
-            Kept::Closed => Err(PoolError::Closed),
-        }
-    }
 }

@@ -10,32 +10,11 @@ use std::task::Waker;
 use tokio::time::Instant;
 
 use crate::IdleOrder;
-use crate::info::ConnInfo;
-use crate::line::Line;
-use crate::streams::{Key, SharedConn, Streams};
-
-/// A connection with what the pool knows about it.
-pub(crate) struct Live<C> {
-    pub conn: C,
-    pub info: ConnInfo,
-}
-
-/// A lease counted on a shared connection, on its way to its caller.
-pub(crate) struct Leased {
-    pub conn: SharedConn,
-    pub key: Key,
-    pub info: ConnInfo,
-}
-
-/// What a waiter is handed.
-pub(crate) enum Grant<C> {
-    /// A returned connection.
-    Conn(Live<C>),
-    /// A slot: the waiter may open a connection of its own (it is already counted).
-    Slot,
-    /// A lease on a shared connection (only to a caller waiting for a lease).
-    Lease(Leased),
-}
+pub(crate) use crate::info::Live;
+pub(crate) use crate::lease::streams::Leased;
+use crate::lease::streams::Streams;
+pub(crate) use crate::shared::line::Grant;
+use crate::shared::line::Line;
 
 /// What to do, outside the lock, after a move.
 pub(crate) enum Place<C> {
@@ -89,7 +68,7 @@ pub(crate) struct State<C> {
     pub opening_room: usize,
     /// When the background task wakes next, as it last planned (`None` before it runs): a
     /// connection that comes into shared form with a lifetime that ends sooner wakes it
-    /// ([`Shared::rearm`](crate::inner::Shared)).
+    /// ([`Shared::rearm`](crate::shared::Shared)).
     pub maintenance_wake: Option<Instant>,
 }
 

@@ -4,13 +4,24 @@
 //! served and leaving allocate nothing once the slab has grown to the longest line seen, and
 //! a waiter that leaves (its future dropped) takes itself out of the line under the lock, so
 //! a grant is never sent to a caller that is gone. Each waiter times itself out (its wait
-//! holds the timer, see [`crate::handoff`]) and leaves through [`Line::time_out`], so a
+//! holds the timer, see [`crate::checkout::handoff`]) and leaves through [`Line::time_out`], so a
 //! deadline never depends on a background task that may be gone with its runtime.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
-use crate::state::Grant;
+use crate::info::Live;
+use crate::lease::streams::Leased;
+
+/// What a waiter is handed.
+pub(crate) enum Grant<C> {
+    /// A returned connection.
+    Conn(Live<C>),
+    /// A slot: the waiter may open a connection of its own (it is already counted).
+    Slot,
+    /// A lease on a shared connection (only to a caller waiting for a lease).
+    Lease(Leased),
+}
 
 /// How a wait ended.
 pub(crate) enum Wake<C> {
@@ -290,8 +301,7 @@ impl<C> Line<C> {
 mod tests {
     use std::task::{Context, Poll, Waker};
 
-    use super::{Line, Wake};
-    use crate::state::Grant;
+    use super::{Grant, Line, Wake};
 
     /// Serves the oldest waiter a slot; returns which of `tickets` it was.
     fn serve_slot(line: &mut Line<()>, tickets: &[super::Ticket]) -> usize {

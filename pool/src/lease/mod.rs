@@ -1,17 +1,23 @@
 //! [`Pool::lease`]: many callers share one connection, and the pool still owns its life.
 
+mod check;
+pub(crate) mod guard;
+pub(crate) mod moves;
+mod retire;
+pub(crate) mod streams;
+
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
 
 use crate::checkout::{Next, Times};
-use crate::line::{Arrival, Ticket, Wake};
-use crate::share::Placed;
-use crate::state::{Grant, Leased, Live, State};
+use crate::lease::moves::Placed;
+use crate::lease::streams::wrap;
+use crate::shared::line::{Arrival, Ticket, Wake};
+use crate::shared::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
-use crate::streams::{Key, SharedConn, conn_mut, wrap};
-use crate::{Lease, Manager, Pool, PoolError, Pooled, TimeoutKind};
+use crate::{Lease, Manager, Pool, PoolError, Pooled};
 
 /// A move of a lease's full path, decided under the lock (its first may come placed from the
 /// fast path).
@@ -232,7 +238,7 @@ where
     /// and [`share`](Self::share)) takes what it was served meanwhile, or leaves the line to
     /// look.
     ///
-    /// [`Line::rejoin`]: crate::line::Line::rejoin
+    /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
     fn decide_lease(
         &self,
         times: &mut Times,
@@ -409,57 +415,6 @@ where
             }
         }
     }
-
-    /// Checks a connection that had no lease and was idle past `check_interval`; the caller
-    /// has it alone meanwhile (its record is `Checking`, its room promised to callers that
-    /// arrive). Passed, it opens for leases with the caller's; failed, it is closed and the
-    /// caller opens a fresh one in its slot.
-    async fn check_shared(
-        &self,
-        key: Key,
-        conn: SharedConn,
-        now: Instant,
-    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let shared = &self.shared;
-        let mut checking = Checking {
-            pool: self,
-            key,
-            conn: Some(conn),
-        };
-        // `is_broken` was asked as it was taken, under the lock (`State::place_lease`).
-        let conn = checking.conn.as_mut().and_then(conn_mut::<M::Connection>);
-        let healthy = match conn {
-            Some(conn) => {
-                let checked =
-                    tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn))
-                        .await;
-                match checked {
-                    Ok(Ok(())) => Ok(true),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "discarding a connection that failed its check");
-                        Metrics::bump(&shared.metrics.check_failures);
-                        Ok(false)
-                    }
-                    Err(_elapsed) => {
-                        tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
-                        Metrics::bump(&shared.metrics.check_failures);
-                        Metrics::bump(&shared.metrics.timeouts);
-                        Err(PoolError::Timeout(TimeoutKind::Check))
-                    }
-                }
-            }
-            // Unreachable: nothing else holds a connection being checked.
-            None => Ok(false),
-        };
-        match healthy {
-            Ok(true) => checking.passed(now),
-            Ok(false) => checking.failed(),
-            Err(error) => {
-                drop(checking);
-                Err(error)
-            }
-        }
-    }
 }
 
 /// Puts a caller that could not use what it got (a lease on a connection that died, or a
@@ -469,91 +424,5 @@ where
 fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
     if !state.closed && state.idle.is_empty() {
         *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
-    }
-}
-
-/// A shared connection out for its check. Dropped before the check ends (the caller gave
-/// up, or the check timed out), it closes the connection, whose state is then unknown, and
-/// frees its slot.
-struct Checking<'a, M: Manager> {
-    pool: &'a Pool<M>,
-    key: Key,
-    conn: Option<SharedConn>,
-}
-
-impl<M: Manager> Checking<'_, M>
-where
-    M::Connection: Sync,
-{
-    fn passed(mut self, now: Instant) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let shared = &self.pool.shared;
-        let Some(conn) = self.conn.take() else {
-            return Ok(Next::Again);
-        };
-        let mut wakes = Vec::new();
-        let leased = {
-            let mut state = shared.lock();
-            let leased = if state.closed {
-                None
-            } else {
-                state.checked(self.key, conn.clone(), now, &mut wakes)
-            };
-            if leased.is_none() {
-                // The pool closed during the check: the connection goes, with its slot.
-                state.check_failed(self.key);
-                state.slots -= 1;
-            }
-            state.debug_check();
-            leased
-        };
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
-        match leased {
-            Some(leased) => {
-                drop(conn);
-                Ok(self.pool.confirm(leased))
-            }
-            None => {
-                shared.close_shared(conn);
-                Err(PoolError::Closed)
-            }
-        }
-    }
-
-    fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let shared = &self.pool.shared;
-        let Some(conn) = self.conn.take() else {
-            return Ok(Next::Again);
-        };
-        let kept = {
-            let mut state = shared.lock();
-            state.check_failed(self.key);
-            let kept = state.keep_slot(true);
-            state.debug_check();
-            kept
-        };
-        shared.close_shared(conn);
-        kept.into_next()
-    }
-}
-
-impl<M: Manager> Drop for Checking<'_, M> {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let shared = &self.pool.shared;
-        let waker = {
-            let mut state = shared.lock();
-            state.check_failed(self.key);
-            let waker = state.release_slot();
-            state.debug_check();
-            waker
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        shared.close_shared(conn);
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::inner::Shared;
-use crate::state::Live;
+use crate::shared::Shared;
+use crate::shared::state::Live;
 use crate::{ConnInfo, Manager};
 
 /// A checked-out connection. Derefs (mutably) to it and returns it to the pool on drop.

@@ -1,12 +1,13 @@
 //! The background task: closes expired connections and keeps `min_idle` filled.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::Manager;
-use crate::inner::Shared;
+use crate::shared::Shared;
 
 /// Runs until the pool is closed or every handle to it is gone. It holds only a weak
 /// reference between rounds, so it never keeps a dropped pool alive.
@@ -121,5 +122,25 @@ pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     }
     for conn in shared_evicted {
         shared.close_shared(conn);
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// Starts the background task when none runs and a runtime is at hand: on the first
+    /// checkout, and again after the runtime that ran it shut down.
+    pub fn ensure_maintenance(self: &Arc<Self>) {
+        if self.maintenance_started.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.maintenance_started.swap(true, Ordering::AcqRel)
+        {
+            runtime.spawn(run(Arc::downgrade(self)));
+        }
+    }
+
+    /// The maintenance task is gone (its runtime shut down): the next checkout starts one.
+    pub fn maintenance_stopped(&self) {
+        self.maintenance_started.store(false, Ordering::Release);
     }
 }

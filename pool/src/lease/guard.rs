@@ -3,10 +3,10 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::inner::Shared;
-use crate::state::Leased;
+use crate::lease::streams::{Key, SharedConn, conn_ref};
+use crate::shared::Shared;
+use crate::shared::state::Leased;
 use crate::status::Metrics;
-use crate::streams::{Key, SharedConn, conn_ref};
 use crate::{ConnInfo, Manager};
 
 /// A lease on a pooled connection, from [`Pool::lease`](crate::Pool::lease): shared access to
@@ -127,7 +127,7 @@ mod tests {
     use std::cell::Cell;
     use std::convert::Infallible;
 
-    use crate::inner::LOCKS;
+    use crate::shared::LOCKS;
     use crate::{Manager, Pool};
 
     struct Numbers;

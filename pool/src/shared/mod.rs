@@ -1,19 +1,23 @@
 //! The pool's shared core: taking connections in and out, opening and discarding them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+pub(crate) mod connect;
+pub(crate) mod line;
+pub(crate) mod maintain;
+pub(crate) mod state;
+
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::Manager;
 use crate::Status;
 use crate::config::Config;
-use crate::info::{ConnInfo, jittered};
-use crate::share::Ended;
-use crate::state::{Live, Place, State};
+use crate::lease::moves::Ended;
+use crate::lease::streams::{Key, SharedConn, conn_ref, unwrap};
+use crate::shared::state::{Live, Place, State};
 use crate::status::Metrics;
-use crate::streams::{Key, SharedConn, conn_ref, unwrap};
-use crate::{Manager, maintain};
 
 #[cfg(test)]
 thread_local! {
@@ -36,20 +40,13 @@ pub(crate) struct Shared<M: Manager> {
     pub metrics: Metrics,
     state: Padded<Mutex<State<M::Connection>>>,
     /// True while a maintenance task runs (in whichever runtime started it).
-    maintenance_started: AtomicBool,
+    pub(crate) maintenance_started: AtomicBool,
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
     /// Wakes the background task to plan its next wake again (`State::maintenance_wake`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
     pub rearm: Arc<Notify>,
-}
-
-/// How a connect ended, as sent to the caller that asked for it.
-pub(crate) enum Connected<C, E> {
-    Conn(Live<C>),
-    Failed(E),
-    TimedOut,
 }
 
 impl<M: Manager> Shared<M> {
@@ -108,24 +105,6 @@ impl<M: Manager> Shared<M> {
         drop(state);
         self.metrics.publish(&status);
         status
-    }
-
-    /// Starts the background task when none runs and a runtime is at hand: on the first
-    /// checkout, and again after the runtime that ran it shut down.
-    pub fn ensure_maintenance(self: &Arc<Self>) {
-        if self.maintenance_started.load(Ordering::Acquire) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current()
-            && !self.maintenance_started.swap(true, Ordering::AcqRel)
-        {
-            runtime.spawn(maintain::run(Arc::downgrade(self)));
-        }
-    }
-
-    /// The maintenance task is gone (its runtime shut down): the next checkout starts one.
-    pub fn maintenance_stopped(&self) {
-        self.maintenance_started.store(false, Ordering::Release);
     }
 
     /// Carries out a [`Place`] once the lock is released: wakes a served waiter, or closes a
@@ -324,114 +303,4 @@ impl<M: Manager> Shared<M> {
             }
         }
     }
-
-    /// Starts connects for slots already reserved (and counted in `connecting`); each new
-    /// connection goes to the oldest waiter or idle.
-    pub fn spawn_connects(self: &Arc<Self>, n: usize) {
-        for _ in 0..n {
-            tokio::spawn(connect(Arc::clone(self), None, 0));
-        }
-    }
-
-    /// Reserves and starts the connects that refill `min_idle`.
-    pub fn refill(self: &Arc<Self>) {
-        let n = self.lock().reserve_refill();
-        self.spawn_connects(n);
-    }
-}
-
-/// Frees a reserved connect slot unless disarmed: runs when the connect fails, and also when
-/// `Manager::connect` panics or its task is aborted, so neither leaks a slot.
-struct ConnectSlot<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
-    /// The leases this connect promised to callers waiting for it (`opening_room`).
-    room: usize,
-    armed: bool,
-}
-
-impl<M: Manager> Drop for ConnectSlot<'_, M> {
-    fn drop(&mut self) {
-        if self.armed {
-            {
-                let mut state = self.shared.lock();
-                state.connecting -= 1;
-                state.opening_room -= self.room;
-            }
-            self.shared.release_slot();
-        }
-    }
-}
-
-/// Opens one connection for a slot already reserved and counted in `connecting`, within the
-/// connect timeout. Runs as a task of its own: a caller that gives up never aborts it. The
-/// outcome goes to `reply`; when nobody is there to take a new connection, it goes into the
-/// pool. `room` is what the connect added to `opening_room`: a failed connect takes it off;
-/// a new connection keeps it promised until its caller shares it, so callers arriving in
-/// between still wait for it rather than open another ([`Shared::place_opened`] takes it off
-/// when the caller is gone).
-pub(crate) async fn connect<M: Manager>(
-    shared: Arc<Shared<M>>,
-    reply: Option<oneshot::Sender<Connected<M::Connection, M::Error>>>,
-    room: usize,
-) {
-    let mut slot = ConnectSlot {
-        shared: &shared,
-        room,
-        armed: true,
-    };
-    let result =
-        tokio::time::timeout(shared.config.connect_timeout, shared.manager.connect()).await;
-    let outcome = match result {
-        Ok(Ok(conn)) => {
-            let now = Instant::now();
-            let lifetime = shared.config.max_lifetime.map(jittered);
-            Metrics::bump(&shared.metrics.created);
-            {
-                let mut state = shared.lock();
-                state.connecting -= 1;
-                state.last_connect_error = None;
-            }
-            slot.armed = false;
-            Connected::Conn(Live {
-                conn,
-                info: ConnInfo::new(now, lifetime),
-            })
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "pool connect failed");
-            Metrics::bump(&shared.metrics.connect_failures);
-            shared.lock().last_connect_error = Some(render(&error));
-            drop(slot);
-            Connected::Failed(error)
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?shared.config.connect_timeout, "pool connect timed out");
-            Metrics::bump(&shared.metrics.connect_failures);
-            shared.lock().last_connect_error = Some(format!(
-                "connect timed out after {:?}",
-                shared.config.connect_timeout
-            ));
-            drop(slot);
-            Connected::TimedOut
-        }
-    };
-    let unclaimed = match reply {
-        Some(reply) => reply.send(outcome).err(),
-        None => Some(outcome),
-    };
-    if let Some(Connected::Conn(live)) = unclaimed {
-        shared.place_opened(live, room);
-    }
-}
-
-/// An error with its chain of causes, as one line.
-fn render(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }

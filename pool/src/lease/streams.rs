@@ -67,6 +67,13 @@ pub(crate) fn unwrap<C: 'static>(conn: SharedConn) -> Option<C> {
     conn.take()?.downcast::<C>().ok().map(|conn| *conn)
 }
 
+/// A lease counted on a shared connection, on its way to its caller.
+pub(crate) struct Leased {
+    pub conn: SharedConn,
+    pub key: Key,
+    pub info: ConnInfo,
+}
+
 /// What may happen to a shared connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {

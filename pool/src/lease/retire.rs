@@ -1,0 +1,128 @@
+//! Shared connections leaving: idle ones evicted, leased ones drained (lifetime, shrink),
+//! every one let go of when the pool closes.
+
+use crate::info::ConnInfo;
+use crate::lease::streams::{Mode, SharedConn};
+use crate::shared::state::{Live, State};
+use tokio::time::Instant;
+
+impl<C: 'static> State<C> {
+    /// Takes the idle shared connections `pick` chooses (given each one's facts and how many
+    /// idle connections, of both forms, are left before it), oldest first, freeing their
+    /// slots; returns them for closing.
+    pub fn evict_shared(
+        &mut self,
+        mut pick: impl FnMut(&ConnInfo, usize) -> bool,
+    ) -> Vec<SharedConn> {
+        let mut remaining = self.idle.len() + self.streams.counts().idle;
+        let mut idle: Vec<_> = self
+            .streams
+            .keys()
+            .filter_map(|key| {
+                let record = self.streams.get(key)?;
+                record.is_idle().then_some((record.info.last_used, key))
+            })
+            .collect();
+        idle.sort_by_key(|(last_used, _)| *last_used);
+        let mut evicted = Vec::new();
+        for (_, key) in idle {
+            let Some(record) = self.streams.get(key) else {
+                continue;
+            };
+            if pick(&record.info, remaining)
+                && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
+            {
+                self.slots -= 1;
+                evicted.push(conn);
+            }
+            remaining -= 1;
+        }
+        evicted
+    }
+
+    /// When the next connection's lifetime ends, among those the background task retires
+    /// (idle ones, and shared ones still open for leases): it wakes then, so a connection
+    /// that carries leases takes none once its lifetime is over, without a lease reading the
+    /// clock.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let idle = self.idle.iter().filter_map(|live| live.info.expires());
+        let shared = self.streams.keys().filter_map(|key| {
+            let record = self.streams.get(key)?;
+            (record.mode == Mode::Open).then_some(record.info.expires()?)
+        });
+        idle.chain(shared).min()
+    }
+
+    /// Retires the open shared connections that carry leases, as `pick` chooses (fewest
+    /// leases first): they take no new lease and close after their last one. They keep their
+    /// slot until then, unless `free_slot` (a shrink, where the pool is above its size and
+    /// the slot goes at once, so no other connection is retired for the same excess).
+    /// Returns how many were retired.
+    pub fn drain_shared(
+        &mut self,
+        free_slot: bool,
+        mut pick: impl FnMut(&ConnInfo) -> bool,
+    ) -> usize {
+        let mut leased: Vec<_> = self
+            .streams
+            .keys()
+            .filter_map(|key| {
+                let record = self.streams.get(key)?;
+                (record.mode == Mode::Open && record.leases > 0).then_some((record.leases, key))
+            })
+            .collect();
+        leased.sort_by_key(|(leases, _)| *leases);
+        let mut drained = 0;
+        for (_, key) in leased {
+            if let Some(record) = self.streams.get_mut(key)
+                && pick(&record.info)
+            {
+                record.mode = Mode::Draining;
+                if free_slot {
+                    record.slot = false;
+                    self.slots -= 1;
+                }
+                drained += 1;
+            }
+        }
+        drained
+    }
+
+    /// Takes every idle shared connection back into a connection of its own, slots and all.
+    pub fn unshare_idle(&mut self) -> Vec<Live<C>> {
+        let keys: Vec<_> = self
+            .streams
+            .keys()
+            .filter(|&key| self.streams.get(key).is_some_and(|r| r.is_idle()))
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.unshare(key))
+            .collect()
+    }
+
+    /// Lets go of every shared connection (the pool closed and its wait for the last leases
+    /// ran out): their slots are freed, and each closes when its last lease ends. A
+    /// connection out for its check stays its checker's, who finds the pool closed when the
+    /// check ends and frees the slot then (once).
+    pub fn orphan_shared(&mut self) -> Vec<SharedConn> {
+        let keys: Vec<_> = self
+            .streams
+            .keys()
+            .filter(|&key| {
+                self.streams
+                    .get(key)
+                    .is_some_and(|r| r.mode != Mode::Checking)
+            })
+            .collect();
+        let mut conns = Vec::new();
+        for key in keys {
+            if let Some(record) = self.streams.remove(key) {
+                if record.holds_slot() {
+                    self.slots -= 1;
+                }
+                conns.extend(record.conn);
+            }
+        }
+        conns
+    }
+}
