@@ -611,6 +611,8 @@ fn latency_pass(rt: &Runtime) {
 /// Rounds of the interleaved pass, and get+drops (or lease+drops) per round and pool.
 const ROUNDS: usize = 11;
 const ROUND_OPS: u64 = 64 * BATCH;
+/// Rounds of [`get_pass`] (16 cells of 4 peers).
+const GET_ROUNDS: usize = 7;
 
 /// get+drop against lease+drop, `max_size` [`LEASE_MAX`], and lease+drop on the pool of
 /// `max_size` [`LEASE_WIDE_MAX`], in alternating rounds on the same three pools (get, lease,
@@ -653,6 +655,56 @@ fn interleaved_pass(rt: &Runtime) {
             );
             drop(pools);
             peers.close(rt);
+        }
+    }
+    println!();
+}
+
+/// get+drop of every peer in alternating rounds on the same pools, every cell of the grid:
+/// the ratios the `get` targets are read from (criterion measures one peer after the other,
+/// seconds apart, while a 2-core machine swings). A ratio is the peer's time per op over
+/// ours (so above 1 means ours is faster), taken per round, then the median.
+fn get_pass(rt: &Runtime) {
+    let rounds = if support::quick() { 3 } else { GET_ROUNDS };
+    println!(
+        "## checkout: get+drop against the peers, time per op, {rounds} interleaved rounds of {ROUND_OPS} ops"
+    );
+    println!();
+    println!(
+        "| max | T | hold | ours ns/op | deadpool/ours | min | max | bb8/ours | min | max | ours/floor (throughput) | target |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for max_size in MAX_SIZES {
+        for tasks in TASKS {
+            for hold in HOLDS {
+                let peers = Peers::build(rt, max_size);
+                let pools = [
+                    runner(&peers.ours, tasks, hold),
+                    runner(&peers.dead, tasks, hold),
+                    runner(&peers.bb8, tasks, hold),
+                    runner(&peers.floor, tasks, hold),
+                ];
+                let ns = interleaved_rounds(rt, &pools, rounds);
+                let (dead, dead_min, dead_max) =
+                    support::spread(&mut per_round_ratios(&ns[0], &ns[1]));
+                let (bb8, bb8_min, bb8_max) =
+                    support::spread(&mut per_round_ratios(&ns[0], &ns[2]));
+                let (floor, _, _) = support::spread(&mut per_round_ratios(&ns[0], &ns[3]));
+                let target = if tasks == 1 && hold == Hold::None {
+                    verdict(floor >= 0.67, ">=0.67x floor")
+                } else if tasks > 1 {
+                    verdict(dead >= 1.0 && bb8 >= 1.0, ">=1.0x deadpool and bb8")
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {max_size} | {tasks} | {} | {:.1} | {dead:.2} | {dead_min:.2} | {dead_max:.2} | {bb8:.2} | {bb8_min:.2} | {bb8_max:.2} | {floor:.2} | {target} |",
+                    hold.name(),
+                    median_of(&ns[0]),
+                );
+                drop(pools);
+                peers.close(rt);
+            }
         }
     }
     println!();
@@ -756,6 +808,7 @@ fn main() {
         print_summary();
         print_lease_summary();
         print_dyn_summary();
+        get_pass(&rt);
         interleaved_pass(&rt);
         dyn_pass(&rt);
         latency_pass(&rt);

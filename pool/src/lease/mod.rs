@@ -107,11 +107,29 @@ where
         if state.closed {
             return Err(None);
         }
-        let placed = state.place_lease(
-            || times.now(),
-            shared.config.check_interval,
-            |conn| shared.conn_is_broken(conn),
-        );
+        // Nobody in line to come first and no connection idle outside shared form to come
+        // before one that carries leases: the fewest leases win, found once.
+        let mut picked = None;
+        if state.waiters.is_empty() && state.idle.is_empty() {
+            let max_streams = state.max_streams;
+            match state.streams.lease_beside(max_streams) {
+                Ok(leased) => {
+                    drop(state);
+                    return self.hand_out(leased, || {}).ok_or(None);
+                }
+                Err(key) => picked = Some(key),
+            }
+        }
+        let placed = match picked {
+            // No connection has room.
+            Some(None) => None,
+            picked => state.place_lease(
+                picked.flatten(),
+                || times.now(),
+                shared.config.check_interval,
+                |conn| shared.conn_is_broken(conn),
+            ),
+        };
         let refill = state.reserve_refill();
         state.debug_check();
         drop(state);
@@ -261,6 +279,7 @@ where
         let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
         let check_interval = shared.config.check_interval;
         let placed = state.place_lease(
+            None,
             || times.now(),
             check_interval,
             |conn| shared.conn_is_broken(conn),

@@ -82,15 +82,20 @@ impl<C: 'static> State<C> {
     /// `last_used` becomes `now`. A connection that carries leases takes one more without a
     /// look at the clock (`now` is not called): the background task drains it when its
     /// lifetime ends ([`crate::shared::maintain`]).
+    /// `picked`: the connection found already by the caller, which looked with nobody in line.
     pub fn place_lease(
         &mut self,
+        picked: Option<Key>,
         mut now: impl FnMut() -> Instant,
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
-        let key = self
-            .streams
-            .pick(self.max_streams, self.reserved_for_get())?;
+        let key = match picked {
+            Some(key) => key,
+            None => self
+                .streams
+                .pick(self.max_streams, self.reserved_for_get())?,
+        };
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
         if record.leases > 0 && idle_elsewhere {

@@ -189,6 +189,11 @@ impl<M: Manager> Shared<M> {
             || conn_ref::<M::Connection>(&conn).is_some_and(|conn| self.is_broken_shared(conn));
         let ended = {
             let mut state = self.lock();
+            if !broken && state.waiters.is_empty() && state.streams.end_beside(key) {
+                // Dropped under the lock: a record with no lease holds the only `Arc`.
+                drop(conn);
+                return;
+            }
             let ended = state.end_lease(conn, key, broken, |c| self.conn_is_broken(c));
             state.debug_check();
             ended
