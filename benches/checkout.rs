@@ -808,9 +808,20 @@ fn main() {
         print_summary();
         print_lease_summary();
         print_dyn_summary();
-        get_pass(&rt);
-        interleaved_pass(&rt);
-        dyn_pass(&rt);
-        latency_pass(&rt);
+        // `BENCH_PASSES=get,lease` runs only those passes (all by default).
+        let passes = std::env::var("BENCH_PASSES").unwrap_or_default();
+        let wanted = |name: &str| passes.is_empty() || passes.split(',').any(|p| p == name);
+        if wanted("get") {
+            get_pass(&rt);
+        }
+        if wanted("lease") {
+            interleaved_pass(&rt);
+        }
+        if wanted("dyn") {
+            dyn_pass(&rt);
+        }
+        if wanted("latency") {
+            latency_pass(&rt);
+        }
     }
 }
