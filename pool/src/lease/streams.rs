@@ -8,63 +8,37 @@
 //! The `Arc` is made once, when the connection is first leased: a lease on a connection
 //! already in this list allocates nothing.
 //!
-//! The `Arc` holds the connection behind [`Shareable`], a `Send + Sync` trait object, so the
-//! pool's state stays `Send` for connections that are not `Sync` (which can be pooled with
-//! `get` but never leased): only [`wrap`], called by `lease` where the connection is `Sync`,
-//! needs the bound.
+//! The `Arc` holds the connection as `dyn Any + Send + Sync` (an `Option<C>`, so that it can
+//! be taken back out of the last `Arc` without knowing `C: Sync`), so the pool's state stays
+//! `Send` for connections that are not `Sync` (which can be pooled with `get` but never
+//! leased): only [`wrap`], called by `lease` where the connection is `Sync`, needs the bound.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use crate::info::ConnInfo;
 
-/// A connection in shared form, whatever its type.
-pub(crate) trait Shareable: Send + Sync + 'static {
-    /// The connection, to downcast.
-    fn as_any(&self) -> &dyn Any;
-    /// The connection, to downcast, borrowed alone.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// The connection, taken back when this `Arc` is the last one.
-    fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>>;
-}
-
-struct Holder<C>(C);
-
-impl<C: Send + Sync + 'static> Shareable for Holder<C> {
-    fn as_any(&self) -> &dyn Any {
-        &self.0
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        &mut self.0
-    }
-
-    fn take(self: Arc<Self>) -> Option<Box<dyn Any + Send>> {
-        Arc::into_inner(self).map(|holder| Box::new(holder.0) as Box<dyn Any + Send>)
-    }
-}
-
-/// A connection in shared form.
-pub(crate) type SharedConn = Arc<dyn Shareable>;
+/// A connection in shared form, whatever its type: an `Option<C>`, `Some` until taken back.
+pub(crate) type SharedConn = Arc<dyn Any + Send + Sync>;
 
 /// Puts a connection into shared form (one allocation, for its whole time as leases).
 pub(crate) fn wrap<C: Send + Sync + 'static>(conn: C) -> SharedConn {
-    Arc::new(Holder(conn))
+    Arc::new(Some(conn))
 }
 
 /// The connection inside, shared.
 pub(crate) fn conn_ref<C: 'static>(conn: &SharedConn) -> Option<&C> {
-    conn.as_any().downcast_ref::<C>()
+    conn.downcast_ref::<Option<C>>()?.as_ref()
 }
 
 /// The connection inside, borrowed alone: only when this `Arc` is the only one.
 pub(crate) fn conn_mut<C: 'static>(conn: &mut SharedConn) -> Option<&mut C> {
-    Arc::get_mut(conn)?.as_any_mut().downcast_mut::<C>()
+    Arc::get_mut(conn)?.downcast_mut::<Option<C>>()?.as_mut()
 }
 
 /// The connection taken back, when this `Arc` is the last one.
-pub(crate) fn unwrap<C: 'static>(conn: SharedConn) -> Option<C> {
-    conn.take()?.downcast::<C>().ok().map(|conn| *conn)
+pub(crate) fn unwrap<C: 'static>(mut conn: SharedConn) -> Option<C> {
+    Arc::get_mut(&mut conn)?.downcast_mut::<Option<C>>()?.take()
 }
 
 /// A lease counted on a shared connection, on its way to its caller.
