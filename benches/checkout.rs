@@ -60,9 +60,8 @@ const LEASE_MAX: usize = 4;
 /// ever waits in line for one.
 const LEASE_STREAMS: usize = 16;
 /// The `max_size` of the second leasing pool, measured beside the first. The load is the
-/// same (T tasks need at most 4 connections of 16 leases), but a pool makes a lane for each
-/// connection of its `max_size` (up to 16) when it is built, and the lock-free lease looks
-/// over every lane: a pool sized for bursts must not make each lease slower.
+/// same (T tasks need at most 4 connections of 16 leases), but a lease looks over every
+/// shared connection: a pool sized for bursts must not make each lease slower.
 const LEASE_WIDE_MAX: usize = 64;
 
 /// The task counts of the cells that also measure the boxed manager (`ours_dyn`): one

@@ -5,13 +5,14 @@
 //! the checkout bench sees).
 //!
 //! Usage: `instr <mode> <n> [max_size]`, built by `cargo build --release -p benches --example
-//! instr`. `max_size` (default 4) is our pool's, for `get`, `lease` and `lease2`: the lock-free
-//! lease looks over one lane per connection of `max_size` (up to 16), so 64 against 4 shows
-//! what a wide pool costs each lease.
+//! instr`. `max_size` (default 4) is our pool's, for `get`, `lease` and `lease2`: 64 against 4
+//! shows what a wide pool costs each lease.
 //! `scripts/instr` runs every mode under callgrind at n = 1000 and n = 11000 and prints
 //! (I(11000) - I(1000)) / 10000, which cancels the runtime's start, the pool's build and its
 //! first connect, leaving one checkout and its drop. Modes, with the managers and settings of
 //! `benches/checkout.rs` (a `u64` connection whose check returns at once, defaults but these):
+//! - `get16`, `deadpool16`: 16 tasks on the one thread, each holding its connection across a
+//!   `yield_now`, so most callers wait in line (the contended checkout, without threads).
 //! - `get`: our pool, `max_size` 4, `get().await` then drop.
 //! - `lease`: our pool, `max_size` 4, `max_streams` 16, `lease().await` then drop, the lease
 //!   alone on its connection (so it is the connection's first lease and its end the last).
