@@ -65,18 +65,7 @@ async fn storm_then_close_closes_every_connection_exactly_once() {
             }
         }));
     }
-    let admin = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            for size in [2, 6, 1, 4, 3, 5] {
-                for _ in 0..50 {
-                    tokio::task::yield_now().await;
-                }
-                pool.resize(size).expect("valid size");
-                pool.retain(|conn, _| conn.id % 5 != 0);
-            }
-        })
-    };
+    let admin = resizes_and_retains(&pool);
     for task in tasks {
         task.await.expect("task");
     }
@@ -216,18 +205,7 @@ async fn storm_of_leases_beside_gets_then_close_closes_every_connection_exactly_
             }
         }));
     }
-    let admin = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            for size in [2, 6, 1, 4, 3, 5] {
-                for _ in 0..50 {
-                    tokio::task::yield_now().await;
-                }
-                pool.resize(size).expect("valid size");
-                pool.retain(|conn, _| conn.id % 5 != 0);
-            }
-        })
-    };
+    let admin = resizes_and_retains(&pool);
     for task in tasks {
         task.await.expect("task");
     }
@@ -258,4 +236,18 @@ async fn storm_of_leases_beside_gets_then_close_closes_every_connection_exactly_
     assert!(status.counters.broken > 0, "no connection was found broken");
     assert!(mock.max_in_flight() <= 6);
     assert!(mock.connect_failures() > 0 && mock.checks() > 0);
+}
+
+/// Beside the storm: resizes the pool six times and retains four idle connections in five.
+fn resizes_and_retains(pool: &Pool<Mock>) -> tokio::task::JoinHandle<()> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        for size in [2, 6, 1, 4, 3, 5] {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            pool.resize(size).expect("valid size");
+            pool.retain(|conn, _| conn.id % 5 != 0);
+        }
+    })
 }
