@@ -5,6 +5,9 @@ pub(crate) mod line;
 pub(crate) mod maintain;
 pub(crate) mod state;
 
+#[cfg(all(test, loom))]
+mod loom_model;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, PoisonError};
 
