@@ -82,7 +82,7 @@ fn pool_with_leases(max_streams: usize, leases: usize) -> (Model, Vec<Leased>) {
     assert!(wakes.is_empty(), "nobody waits");
     let mut held = vec![first];
     for _ in 1..leases {
-        held.push(fast_lease(&mut state).expect("room beside the first lease"));
+        held.push(fast_lease(&mut state, &mut false).expect("room beside the first lease"));
     }
     state.debug_check();
     (Arc::new(Mutex::new(state)), held)
@@ -90,7 +90,9 @@ fn pool_with_leases(max_streams: usize, leases: usize) -> (Model, Vec<Leased>) {
 
 /// `Pool::fast_lease`'s critical section: a lease beside others when nobody waits, else the
 /// full placement (`place_lease`). `None` when no connection has room or the pool closed.
-fn fast_lease(state: &mut State<u64>) -> Option<Leased> {
+/// `asked` is set when `is_broken` was asked (it is when a connection with no lease is
+/// leased).
+fn fast_lease(state: &mut State<u64>, asked: &mut bool) -> Option<Leased> {
     if state.closed {
         return None;
     }
@@ -104,7 +106,10 @@ fn fast_lease(state: &mut State<u64>) -> Option<Leased> {
     }
     let placed = match picked {
         Some(None) => None,
-        picked => state.place_lease(picked.flatten(), Instant::now, CHECK_INTERVAL, |_| false),
+        picked => state.place_lease(picked.flatten(), Instant::now, CHECK_INTERVAL, |_| {
+            *asked = true;
+            false
+        }),
     };
     state.debug_check();
     match placed {
@@ -134,7 +139,7 @@ async fn lease(model: &Model, waker: &Waker) -> Started {
     std::future::poll_fn(|_| {
         let mut cx = Context::from_waker(waker);
         let Some(ticket) = ticket else {
-            if let Some(leased) = fast_lease(&mut model.lock().unwrap()) {
+            if let Some(leased) = fast_lease(&mut model.lock().unwrap(), &mut false) {
                 return Poll::Ready(Started::Found(leased));
             }
             let mut state = model.lock().unwrap();
@@ -302,7 +307,9 @@ fn assert_idle(state: &mut State<u64>, key: Key) {
 
 /// a. A lease taken while the last lease of the same connection ends: whichever goes first,
 /// the connection is shared once, with exactly the new lease on it, and that lease's `Arc`
-/// and the record's are the only ones; when it ends too, the connection is idle.
+/// and the record's are the only ones; the new lease tested the connection with `is_broken`
+/// exactly when it came after the end (the 0 -> 1 move); when it ends too, the connection is
+/// idle.
 #[test]
 fn loom_model_a_lease_taken_as_the_last_one_ends() {
     model(3, || {
@@ -313,9 +320,15 @@ fn loom_model_a_lease_taken_as_the_last_one_ends() {
             let pool = pool.clone();
             loom::thread::spawn(move || end(&pool, last, false))
         };
-        let leased = fast_lease(&mut pool.lock().unwrap()).expect("the connection has room");
+        let mut asked = false;
+        let leased =
+            fast_lease(&mut pool.lock().unwrap(), &mut asked).expect("the connection has room");
         let ending = ender.join().unwrap();
         assert!(ending.closed.is_none(), "nothing closes");
+        assert_eq!(
+            asked, ending.last,
+            "the new lease tests the connection (`is_broken`) when, and only when, it had no lease"
+        );
         assert_eq!(leased.key, key, "the same connection");
         assert_eq!(
             std::sync::Arc::strong_count(&leased.conn),
@@ -435,14 +448,16 @@ fn loom_model_c_the_last_lease_end_serves_a_caller_joining_the_line() {
 }
 
 /// d, close. `Pool::close` races a lease's start (and its end, right after) and the end of
-/// the lease already there: the slot accounting holds at every step (`debug_check` in each
-/// move), the caller gets a lease or `Closed` (never left waiting), and in the end the
+/// the lease already there, on a connection full at `max_streams` 1: the slot accounting
+/// holds at every step (`debug_check` in each move), the caller gets a lease (found, or
+/// served in line by the end) or `Closed` (found, or failed in line by `close`), never left
+/// waiting, and in the end the
 /// connection has been closed exactly once, by whichever move let go of it last, its slot
 /// freed and nothing left shared.
 #[test]
 fn loom_model_d_close_races_a_lease_start_and_a_lease_end() {
     model(2, || {
-        let (pool, mut held) = pool_with_leases(2, 1);
+        let (pool, mut held) = pool_with_leases(1, 1);
         let ending = held.pop().expect("one lease");
         let ender = {
             let pool = pool.clone();
