@@ -6,7 +6,7 @@
 //! runs every interleaving of those critical sections (up to its preemption bound) and each
 //! test checks, in every one, the counts and the wake-ups the pool relies on.
 //!
-//! Run by `scripts/loom` (`RUSTFLAGS="--cfg loom"`, in release, `loom_model` only: the
+//! Run by `scripts/loom` (`RUSTFLAGS="--cfg loom"`, `loom_model` only: the
 //! crate's other tests take the pool's lock outside a `loom` model, which `loom` refuses).
 //!
 //! What is modelled: the critical sections of a lease's start (`Pool::fast_lease`, then
