@@ -263,6 +263,7 @@ mod pool;
 mod report;
 mod shared;
 mod status;
+mod sync;
 
 pub use checkout::pooled::Pooled;
 pub use config::{BuildError, Builder, IdleOrder};

@@ -297,6 +297,29 @@ impl<C: 'static> State<C> {
         (true, self.release_slot())
     }
 
+    /// A lease ends, under the lock ([`Shared::end_lease`]): one beside others, with nobody
+    /// in line, only counts itself off (`None`: nothing is left to do); any other goes through
+    /// [`end_lease`](Self::end_lease). Either way its `Arc` is dropped here, under the lock.
+    ///
+    /// [`Shared::end_lease`]: crate::shared::Shared::end_lease
+    #[inline(always)]
+    pub fn lease_ended(
+        &mut self,
+        lease: SharedConn,
+        key: Key,
+        broken: bool,
+        is_broken: impl FnOnce(&mut C) -> bool,
+    ) -> Option<Ended> {
+        if !broken && self.waiters.is_empty() && self.streams.end_beside(key) {
+            // Dropped under the lock: a record with no lease holds the only `Arc`.
+            drop(lease);
+            return None;
+        }
+        let ended = self.end_lease(lease, key, broken, is_broken);
+        self.debug_check();
+        Some(ended)
+    }
+
     /// A lease ends: its `Arc` is dropped here, under the lock (never the last one while the
     /// record is there). When it was the last lease, the connection is tested with
     /// `is_broken`, then retired, handed to the oldest waiter, or left idle in shared form;

@@ -5,8 +5,11 @@ pub(crate) mod line;
 pub(crate) mod maintain;
 pub(crate) mod state;
 
+#[cfg(all(test, loom))]
+mod loom_model;
+
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -18,6 +21,7 @@ use crate::lease::moves::Ended;
 use crate::lease::streams::{Key, SharedConn, conn_ref, unwrap};
 use crate::shared::state::{Live, Place, State};
 use crate::status::Metrics;
+use crate::sync::{Mutex, MutexGuard};
 
 #[cfg(test)]
 thread_local! {
@@ -189,16 +193,11 @@ impl<M: Manager> Shared<M> {
             || conn_ref::<M::Connection>(&conn).is_some_and(|conn| self.is_broken_shared(conn));
         let ended = {
             let mut state = self.lock();
-            if !broken && state.waiters.is_empty() && state.streams.end_beside(key) {
-                // Dropped under the lock: a record with no lease holds the only `Arc`.
-                drop(conn);
-                return;
-            }
-            let ended = state.end_lease(conn, key, broken, |c| self.conn_is_broken(c));
-            state.debug_check();
-            ended
+            state.lease_ended(conn, key, broken, |c| self.conn_is_broken(c))
         };
-        self.after_lease(ended);
+        if let Some(ended) = ended {
+            self.after_lease(ended);
+        }
     }
 
     /// A caller that wanted a connection of its own has left the line (served, timed out or
