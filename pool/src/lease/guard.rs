@@ -143,10 +143,10 @@ mod tests {
         }
     }
 
-    /// Issue 13, behaviour 7: the lease fast path (a connection with room, no check due)
-    /// takes the pool's lock once to lease, and once to end the lease; alone on its
-    /// connection (`is_broken` runs under that one lock) or beside another lease.
-    /// (`pool/tests/lease_alloc.rs` proves it allocates nothing.)
+    /// The lease fast path (a connection with room, no check due) takes the pool's lock once
+    /// to lease, and once to end the lease; alone on its connection (`is_broken` runs under
+    /// that one lock) or beside another lease. (`pool/tests/alloc.rs` proves it allocates
+    /// nothing.)
     #[test]
     fn the_lease_fast_path_takes_the_lock_once() {
         let runtime = tokio::runtime::Builder::new_current_thread()
