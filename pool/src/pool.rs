@@ -1,4 +1,4 @@
-//! [`Pool`]: its public face — get, lease (in `leasing`), close, resize, retain and status; the
+//! [`Pool`]: its public face — get (in `checkout/`), lease (in `lease/`), close, resize, retain and status; the
 //! insides of a checkout are in `checkout`.
 
 use std::sync::Arc;

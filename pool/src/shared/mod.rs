@@ -26,7 +26,7 @@ use crate::sync::{Mutex, MutexGuard};
 #[cfg(test)]
 thread_local! {
     /// Locks taken on this thread; only in the crate's own test build, where a unit test
-    /// counts the locks of the lease fast path (see `lease.rs`).
+    /// counts the locks of the lease fast path (see `lease/guard.rs`).
     pub(crate) static LOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
