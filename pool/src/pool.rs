@@ -1,5 +1,5 @@
-//! [`Pool`]: its public face — get (in `checkout/`), lease (in `lease/`), close, resize, retain and status; the
-//! insides of a checkout are in `checkout`.
+//! [`Pool`]: its public face: close, resize, retain and status here; the insides of `get` are in
+//! `checkout/`, those of `lease` in `lease/`.
 
 use std::sync::Arc;
 
