@@ -43,26 +43,7 @@ async fn storm_then_close_closes_every_connection_exactly_once() {
         let polls = rng.below(30);
         let action = rng.below(6);
         tasks.push(tokio::spawn(async move {
-            let mut get = Box::pin(pool.get());
-            for _ in 0..polls {
-                if let std::task::Poll::Ready(got) = poll!(get.as_mut()) {
-                    match got {
-                        Ok(mut conn) => match action {
-                            0 => Pooled::mark_broken(&mut conn),
-                            1 => conn.broken = true,
-                            2 => {
-                                drop(Pooled::detach(conn));
-                                detached.fetch_add(1, SeqCst);
-                            }
-                            _ => tokio::task::yield_now().await,
-                        },
-                        Err(PoolError::Connect(_)) => {}
-                        Err(other) => panic!("unexpected checkout error {other:?}"),
-                    }
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
+            get_or_give_up(&pool, polls, action, Some(&detached)).await;
         }));
     }
     let admin = resizes_and_retains(&pool);
@@ -187,22 +168,7 @@ async fn storm_of_leases_beside_gets_then_close_closes_every_connection_exactly_
                 }
                 return;
             }
-            let mut get = Box::pin(pool.get());
-            for _ in 0..polls {
-                if let std::task::Poll::Ready(got) = poll!(get.as_mut()) {
-                    match got {
-                        Ok(mut conn) => match action {
-                            0 => Pooled::mark_broken(&mut conn),
-                            1 => conn.broken = true,
-                            _ => tokio::task::yield_now().await,
-                        },
-                        Err(PoolError::Connect(_)) => {}
-                        Err(other) => panic!("unexpected checkout error {other:?}"),
-                    }
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
+            get_or_give_up(&pool, polls, action, None).await;
         }));
     }
     let admin = resizes_and_retains(&pool);
@@ -250,4 +216,35 @@ fn resizes_and_retains(pool: &Pool<Mock>) -> tokio::task::JoinHandle<()> {
             pool.retain(|conn, _| conn.id % 5 != 0);
         }
     })
+}
+
+/// A `get` polled `polls` times at most (dropped unfinished after that): served, the
+/// connection is marked broken (`action` 0), reports itself broken (1), is detached (2, when
+/// `detached` counts them) or is held across a yield; a failed connect is expected.
+async fn get_or_give_up(
+    pool: &Pool<Mock>,
+    polls: u64,
+    action: u64,
+    detached: Option<&AtomicUsize>,
+) {
+    let mut get = Box::pin(pool.get());
+    for _ in 0..polls {
+        if let std::task::Poll::Ready(got) = poll!(get.as_mut()) {
+            match got {
+                Ok(mut conn) => match (action, detached) {
+                    (0, _) => Pooled::mark_broken(&mut conn),
+                    (1, _) => conn.broken = true,
+                    (2, Some(detached)) => {
+                        drop(Pooled::detach(conn));
+                        detached.fetch_add(1, SeqCst);
+                    }
+                    _ => tokio::task::yield_now().await,
+                },
+                Err(PoolError::Connect(_)) => {}
+                Err(other) => panic!("unexpected checkout error {other:?}"),
+            }
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
 }
