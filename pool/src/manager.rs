@@ -89,6 +89,31 @@ pub trait Manager: Send + Sync + 'static {
         let _ = conn;
     }
 
+    /// Whether a connection coming back from a [`get`](crate::Pool::get) guard must be reset
+    /// before anyone else uses it: asked, synchronously, as the guard drops (not detached, not
+    /// broken). Read what the connection knows (an open transaction, session state, a result
+    /// not read to its end); never do I/O. Default: never.
+    fn needs_reset(&self, conn: &Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// Cleans a connection [`needs_reset`](Manager::needs_reset) found dirty: roll back,
+    /// reset the session. Run by a task of the pool's, never on the dropping caller's path,
+    /// within the pool's reset timeout; an error (or the timeout) discards the connection.
+    /// Leases are never reset. Default: nothing to do.
+    ///
+    /// # Errors
+    /// Any error discards the connection, which is then closed with
+    /// [`close`](Manager::close).
+    fn reset(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = conn;
+        async { Ok(()) }
+    }
+
     /// Graceful close of a connection the pool is discarding.
     fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
         async move { drop(conn) }
