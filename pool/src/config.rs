@@ -44,6 +44,7 @@ pub(crate) struct Config {
     pub connect_timeout: Duration,
     pub check_timeout: Duration,
     pub close_timeout: Duration,
+    pub reset_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
     pub check_interval: Duration,
@@ -66,6 +67,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             check_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
+            reset_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             check_interval: Duration::from_millis(500),
@@ -196,6 +198,14 @@ impl<M: Manager> Builder<M> {
     /// Default 5 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
+        self
+    }
+
+    /// How long one [`Manager::reset`] may take. A reset that fails or runs past it discards
+    /// its connection (closed with [`Manager::close`]), whose slot then frees for a new
+    /// connect. Default 5 s.
+    pub fn reset_timeout(mut self, timeout: Duration) -> Self {
+        self.config.reset_timeout = timeout;
         self
     }
 

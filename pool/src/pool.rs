@@ -100,9 +100,10 @@ impl<M: Manager> Pool<M> {
 
     /// Closes the pool: later checkouts and leases fail with [`PoolError::Closed`], every
     /// waiter fails with it at once, idle connections are closed through [`Manager::close`],
-    /// connections that carry leases take no new one and close as their last lease ends (this
-    /// future waits for that up to `close_timeout`, then lets go of them: each still closes
-    /// when its last lease ends), and checked-out connections are closed when they come back.
+    /// connections that carry leases take no new one and close as their last lease ends, and
+    /// connections being reset close as their reset ends (this future waits for both up to
+    /// `close_timeout`, then lets go: each still closes when its last lease or its reset
+    /// ends), and checked-out connections are closed when they come back.
     /// Calling it again does nothing more.
     ///
     /// # Cancel safety
@@ -140,7 +141,7 @@ impl<M: Manager> Pool<M> {
             futures::future::join_all(closes).await;
             Metrics::add(&shared.metrics.closed, count as u64);
         });
-        let drained = tokio::time::timeout(limit, self.leases_ended()).await;
+        let drained = tokio::time::timeout(limit, self.settled()).await;
         if drained.is_err() {
             let orphans = {
                 let mut state = self.shared.lock();
@@ -160,13 +161,18 @@ impl<M: Manager> Pool<M> {
         let _ = closing.await;
     }
 
-    /// Resolves once no shared connection is left (every lease ended after the pool closed).
-    async fn leases_ended(&self) {
+    /// Resolves once no shared connection is left (every lease ended after the pool closed)
+    /// and no reset runs (each reset's connection is closed as its reset ends).
+    async fn settled(&self) {
         loop {
             let drained = self.shared.drained.notified();
             let mut drained = std::pin::pin!(drained);
             drained.as_mut().enable();
-            if self.shared.lock().streams.is_empty() {
+            let settled = {
+                let state = self.shared.lock();
+                state.streams.is_empty() && state.resetting == 0
+            };
+            if settled {
                 return;
             }
             drained.await;

@@ -13,6 +13,8 @@ pub(crate) const BROKEN: &str = "pool.connections.broken";
 pub(crate) const CHECK_FAILURES: &str = "pool.checks.failed";
 pub(crate) const CONNECT_FAILURES: &str = "pool.connects.failed";
 pub(crate) const TIMEOUTS: &str = "pool.timeouts";
+pub(crate) const RESETS: &str = "pool.resets";
+pub(crate) const RESET_FAILURES: &str = "pool.resets.failed";
 
 /// The labels of every metric of one pool.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 pub(crate) mod connect;
 pub(crate) mod line;
 pub(crate) mod maintain;
+pub(crate) mod reset;
 pub(crate) mod state;
 
 #[cfg(all(test, loom))]
@@ -99,8 +100,9 @@ impl<M: Manager> Shared<M> {
             max_size: state.max_size,
             size,
             idle,
-            in_use: size.saturating_sub(idle),
+            in_use: size.saturating_sub(idle + state.resetting),
             connecting: state.connecting,
+            resetting: state.resetting,
             waiting: state.waiters.len(),
             leases: state.streams.leases,
             discarded: shared.unslotted,
@@ -264,6 +266,14 @@ impl<M: Manager> Shared<M> {
             return self.discard(live);
         }
         live.info.last_used = now;
+        match self.needs_reset(&live) {
+            Ok(false) => {}
+            Ok(true) => return self.start_reset(live),
+            Err(()) => {
+                tracing::debug!("needs_reset panicked; discarding the connection");
+                return self.discard(live);
+            }
+        }
         let place = {
             let mut state = self.lock();
             let place = state.place_conn(live);
