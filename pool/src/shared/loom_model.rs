@@ -14,13 +14,14 @@
 //! `Pool::decide_lease`, the wait in line of `checkout::handoff::wait`, `Pool::take_slot`
 //! for a slot served in line, and, for a caller that opens a connection, the connect's end
 //! in `shared::connect::connect`, the look of `connect_for_caller` and `Pool::share`), of
-//! its end (`Shared::end_lease`), of `Lease::mark_broken`, of `Pool::close` and of the
-//! background task's round (`maintain::reap`), each a function below that makes the same
-//! moves on the same state under the lock as its original. Connections are plain `u64`s in
-//! the crate's own shared form ([`wrap`]); wakers count their wakes and wake the `loom`
-//! thread waiting in `loom::future::block_on`, so a wake-up that is lost leaves that thread
-//! parked for ever, which `loom` reports as a deadlock. Every lease placed is checked, in
-//! the critical section that placed it, to be on a connection open for leases.
+//! its end (`Shared::end_lease`), of `Lease::mark_broken`, of `Pool::close`, of
+//! `Pool::resize` and of the background task's round (`maintain::reap`), each a function
+//! below that makes the same moves on the same state under the lock as its original.
+//! Connections are plain `u64`s in the crate's own shared form ([`wrap`]); wakers count
+//! their wakes and wake the `loom` thread waiting in `loom::future::block_on`, so a wake-up
+//! that is lost leaves that thread parked for ever, which `loom` reports as a deadlock.
+//! Every lease placed is checked, in the critical section that placed it, to be on a
+//! connection open for leases.
 //!
 //! What is not: tokio's timers (no caller times out; `wait_timeout` and `close_timeout`
 //! never run out, so `close` never lets go of the connections that carry leases), the
@@ -31,8 +32,9 @@
 //! whose connection died as it was handed out, or a connection whose leases went to the
 //! callers ahead of its opener), and the `Lease` guard's own code around the moves (its
 //! `is_broken_shared` and hooks). The models start from one connection, already shared, in
-//! a pool of `max_size` 1, so a caller that finds no room waits in line; a connection with a
-//! `max_lifetime` has one that ended as the model starts.
+//! a pool of `max_size` 1 (resize's, from two in a pool of 2), so a caller that finds no
+//! room waits in line; a connection with a `max_lifetime` has one that ended as the model
+//! starts.
 
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -42,6 +44,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
+use crate::config::validate;
 use crate::info::ConnInfo;
 use crate::lease::moves::{Ended, Placed};
 use crate::lease::streams::{Key, Mode, SharedConn, conn_ref, unwrap, wrap};
@@ -56,6 +59,9 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The connection most models share.
 const CONN: u64 = 7;
+
+/// A second connection, shared beside the first.
+const OTHER: u64 = 8;
 
 /// The connection a caller opens when it is given a slot.
 const NEW: u64 = 9;
@@ -492,6 +498,52 @@ fn reap(model: &Model) -> Vec<u64> {
         .collect()
 }
 
+/// `Pool::resize`'s critical section and what follows it: the new `max_size`; the slots
+/// above it taken, in turn, from idle connections of the pool's own, idle shared ones
+/// (evicted) and shared ones that carry leases (drained, their slots given up at once); the
+/// slots below it handed to waiters; then the waiters woken and the evicted connections
+/// closed. The connections it closed.
+fn resize(model: &Model, max_size: usize) -> Vec<u64> {
+    let (shared_evicted, grants) = {
+        let mut state = model.lock().unwrap();
+        validate(max_size, state.min_idle).expect("a valid size");
+        state.max_size = max_size;
+        let excess = state.slots.saturating_sub(max_size);
+        let mut shared_evicted = Vec::new();
+        if excess > 0 {
+            let mut left = excess;
+            let mut pick = || {
+                let pick = left > 0;
+                left = left.saturating_sub(1);
+                pick
+            };
+            let evicted = state.evict(|_, _| pick());
+            assert!(evicted.is_empty(), "no `get` here: nothing idle of its own");
+            shared_evicted = state.evict_shared(|_, _| pick());
+            state.drain_shared(true, |_| pick());
+        }
+        let mut grants = Vec::new();
+        while state.slots < state.max_size {
+            match state.waiters.serve(Grant::Slot) {
+                Ok(waker) => {
+                    state.slots += 1;
+                    grants.push(waker);
+                }
+                Err(_) => break,
+            }
+        }
+        state.debug_check();
+        (shared_evicted, grants)
+    };
+    for waker in grants.into_iter().flatten() {
+        waker.wake();
+    }
+    shared_evicted
+        .into_iter()
+        .filter_map(close_shared)
+        .collect()
+}
+
 /// Runs `f` under `loom` with at most `preemptions` preemptions per execution.
 fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -798,6 +850,62 @@ fn loom_model_d_a_broken_mark_races_a_lease_end() {
             (0, 0),
             "its slot freed once"
         );
+    });
+}
+
+/// d, resize. The pool shrinks from two connections to one (`Pool::resize`) while the lease
+/// on each (`max_streams` 1, both full) ends, one after the other, and a caller finds no
+/// room and joins the line. Exactly one connection goes, closed exactly once: evicted by
+/// the shrink when it is idle then, else drained, its slot given up at once and never
+/// freed again, and closed by its last lease's end. The other stays, idle, in the one slot
+/// left. The caller gets a lease, found or served in line (woken exactly once if it
+/// waited), never a slot: the shrink frees none, and no lease is placed on the drained
+/// connection (`assert_open` in every placement).
+#[test]
+fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
+    model(2, || {
+        let mut state = State::new(2, 0, 1);
+        let first = open_shared(&mut state, CONN, None);
+        let second = open_shared(&mut state, OTHER, None);
+        state.debug_check();
+        let pool = Arc::new(Mutex::new(state));
+        let shrinker = {
+            let pool = pool.clone();
+            loom::thread::spawn(move || resize(&pool, 1))
+        };
+        let ender = {
+            let pool = pool.clone();
+            loom::thread::spawn(move || {
+                let mut closed: Vec<u64> = end(&pool, first, false).closed.into_iter().collect();
+                closed.extend(end(&pool, second, false).closed);
+                closed
+            })
+        };
+        let start = block_on_lease(&pool, NEW);
+        let mut closed = shrinker.join().unwrap();
+        closed.extend(ender.join().unwrap());
+        start.assert_woken_once_if_waited();
+        let leased = match start.started {
+            Started::Found(leased) | Started::Served(leased) => leased,
+            Started::Opened(_) => panic!("a shrink frees no slot: nothing opens"),
+            Started::Closed => panic!("the pool never closes here"),
+        };
+        closed.extend(start.closed);
+        closed.extend(end(&pool, leased, false).closed);
+        assert!(
+            closed == [CONN] || closed == [OTHER],
+            "one connection closed, exactly once: {closed:?}"
+        );
+        let mut state = pool.lock().unwrap();
+        assert_eq!(state.max_size, 1);
+        let kept = state.streams.keys().next().expect("one connection stays");
+        let conn = state.streams.get(kept).and_then(|r| r.conn.as_ref());
+        let conn = conn.and_then(conn_ref::<u64>).copied();
+        assert!(
+            conn.is_some_and(|conn| !closed.contains(&conn)),
+            "the other one stays"
+        );
+        assert_idle(&mut state, kept);
     });
 }
 
