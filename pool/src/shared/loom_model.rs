@@ -24,17 +24,19 @@
 //! connection open for leases.
 //!
 //! What is not: tokio's timers (no caller times out; `wait_timeout` and `close_timeout`
-//! never run out, so `close` never lets go of the connections that carry leases), the
-//! manager's async calls (a connect succeeds at once with the connection the model names;
-//! no connection is checked; one is "closed" by taking it out of its last `Arc` as
-//! `Shared::close_shared` does), `get` and its idle connections, `idle_timeout`, `min_idle`
-//! and the background task's plan of its next wake, a caller sent back in line (a lease
-//! whose connection died as it was handed out, or a connection whose leases went to the
-//! callers ahead of its opener), and the `Lease` guard's own code around the moves (its
-//! `is_broken_shared` and hooks). The models start from one connection, already shared, in
-//! a pool of `max_size` 1 (resize's, from two in a pool of 2), so a caller that finds no
-//! room waits in line; a connection with a `max_lifetime` has one that ended as the model
-//! starts.
+//! never run out, so `close` never lets go of the connections that carry leases:
+//! `orphan_shared`), the manager's async calls (a connect succeeds at once with the
+//! connection the model names; no connection is checked; one is "closed" by taking it out
+//! of its last `Arc` as `Shared::close_shared` does), `get` and its idle connections,
+//! `idle_timeout`, `min_idle` and the background task's plan of its next wake, a caller
+//! sent back in line (a lease whose connection died as it was handed out, or a connection
+//! whose leases went to the callers ahead of its opener), and the `Lease` guard's own code
+//! around the moves (its `is_broken_shared` and hooks). A connection's `Arc` is `std`'s,
+//! which `loom` does not see: a take out of the last `Arc` (`close_shared`) runs whole
+//! between two of the lock's moves, never beside another. The models start from one
+//! connection, already shared, in a pool of `max_size` 1 (resize's, from two in a pool of
+//! 2), so a caller that finds no room waits in line; a connection with a `max_lifetime` has
+//! one that ended as the model starts.
 
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -551,16 +553,15 @@ fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// A caller's lease start, as it came out: how, whether it waited in line, the connections
-/// it closed on the way, and its waker's count of wakes.
-struct Start {
-    started: Started,
+/// What a caller's lease start left beside its outcome: whether it waited in line, the
+/// connections it closed on the way, and its waker's count of wakes.
+struct Caller {
     waited: bool,
     closed: Vec<u64>,
     counting: std::sync::Arc<Counting>,
 }
 
-impl Start {
+impl Caller {
     /// How many times the caller was woken: to read once every thread that may wake it is
     /// done (`loom`'s `block_on` polls again on spurious wake-ups too, so a caller may find
     /// its outcome before the move that served it has woken it).
@@ -581,8 +582,8 @@ impl Start {
 }
 
 /// Blocks the `loom` thread on `lease` (which opens `opens` when it is given a slot) with a
-/// counting waker around its own.
-fn block_on_lease(model: &Model, opens: u64) -> Start {
+/// counting waker around its own: how it started, and what else it did.
+fn block_on_lease(model: &Model, opens: u64) -> (Started, Caller) {
     loom::future::block_on(async {
         let inner = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let counting = std::sync::Arc::new(Counting {
@@ -591,12 +592,12 @@ fn block_on_lease(model: &Model, opens: u64) -> Start {
         });
         let waker = Waker::from(std::sync::Arc::clone(&counting));
         let (started, waited, closed) = pin!(lease(model, &waker, opens)).await;
-        Start {
-            started,
+        let caller = Caller {
             waited,
             closed,
             counting,
-        }
+        };
+        (started, caller)
     })
 }
 
@@ -712,10 +713,10 @@ fn loom_model_c_a_lease_end_beside_others_serves_a_caller_joining_the_line() {
             let pool = pool.clone();
             loom::thread::spawn(move || end(&pool, ending, false))
         };
-        let start = block_on_lease(&pool, NEW);
+        let (started, caller) = block_on_lease(&pool, NEW);
         ender.join().unwrap();
-        let wakes = start.wakes();
-        let leased = match start.started {
+        let wakes = caller.wakes();
+        let leased = match started {
             Started::Found(leased) => {
                 assert_eq!(wakes, 0, "found room: never waited, never woken");
                 leased
@@ -749,10 +750,10 @@ fn loom_model_c_the_last_lease_end_serves_a_caller_joining_the_line() {
             let pool = pool.clone();
             loom::thread::spawn(move || end(&pool, ending, false))
         };
-        let start = block_on_lease(&pool, NEW);
+        let (started, caller) = block_on_lease(&pool, NEW);
         ender.join().unwrap();
-        let wakes = start.wakes();
-        let leased = match start.started {
+        let wakes = caller.wakes();
+        let leased = match started {
             Started::Found(leased) => {
                 assert_eq!(wakes, 0, "found room: never waited, never woken");
                 leased
@@ -790,9 +791,9 @@ fn loom_model_d_close_races_a_lease_start_and_a_lease_end() {
         let leaser = {
             let pool = pool.clone();
             loom::thread::spawn(move || {
-                let start = block_on_lease(&pool, NEW);
-                let mut closed = start.closed;
-                match start.started {
+                let (started, caller) = block_on_lease(&pool, NEW);
+                let mut closed = caller.closed;
+                match started {
                     Started::Found(leased) | Started::Served(leased) => {
                         closed.extend(end(&pool, leased, false).closed);
                     }
@@ -881,16 +882,16 @@ fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
                 closed
             })
         };
-        let start = block_on_lease(&pool, NEW);
+        let (started, caller) = block_on_lease(&pool, NEW);
         let mut closed = shrinker.join().unwrap();
         closed.extend(ender.join().unwrap());
-        start.assert_woken_once_if_waited();
-        let leased = match start.started {
+        caller.assert_woken_once_if_waited();
+        let leased = match started {
             Started::Found(leased) | Started::Served(leased) => leased,
             Started::Opened(_) => panic!("a shrink frees no slot: nothing opens"),
             Started::Closed => panic!("the pool never closes here"),
         };
-        closed.extend(start.closed);
+        closed.extend(caller.closed);
         closed.extend(end(&pool, leased, false).closed);
         assert!(
             closed == [CONN] || closed == [OTHER],
@@ -939,12 +940,12 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
                 closed
             })
         };
-        let start = block_on_lease(&pool, NEW);
+        let (started, caller) = block_on_lease(&pool, NEW);
         let mut closed = reaper.join().unwrap();
         closed.extend(ender.join().unwrap());
-        start.assert_woken_once_if_waited();
-        closed.extend(start.closed);
-        let opened = match start.started {
+        caller.assert_woken_once_if_waited();
+        closed.extend(caller.closed);
+        let opened = match started {
             Started::Found(leased) => {
                 assert_eq!(
                     leased.key, key,
@@ -979,5 +980,76 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
                 );
             }
         }
+    });
+}
+
+/// e. A connection leaves and a new one takes its place while a stale reader still looks at
+/// the old one. Of the two leases on a full connection (`max_streams` 2, `max_size` 1), one
+/// marks it broken and ends while a caller finds no room. The mark frees the connection's
+/// slot at once, so the caller opens a new connection in it (found free, or served in line
+/// and woken once) and leases it, while the other lease, the stale reader, still holds the
+/// old connection and reads it through its own `Arc`. The stale reader then ends its lease:
+/// the end lands on the old connection's record, never on the new one, which keeps exactly
+/// the caller's lease and its slot; the old connection is closed exactly once, by its last
+/// lease, and its slot is not freed a second time.
+///
+/// What cannot race is a key meeting a new record in its own place in the slab: a place is
+/// reused only once its record is gone, and a record outlives every lease on it (it leaves
+/// at its last lease's end, or with no lease at all: evicted, unshared, or retired by
+/// `place_lease`). The one exception, `orphan_shared` (`close` gave up waiting for the last
+/// leases), lets go of records whose leases live on, but only in a closed pool, which never
+/// shares a connection again. The key's `id`, checked on every look (`Streams::get`),
+/// guards the place all the same. What can race is the connection's slot, its share of
+/// `max_size`, which a broken mark frees while leases still read the connection: this case,
+/// which also checks that the new connection lands in another place of the slab.
+#[test]
+fn loom_model_e_a_new_connection_takes_the_slot_of_one_a_stale_reader_holds() {
+    model(2, || {
+        let (pool, mut held) = pool_with_leases(2, 2, None);
+        let stale = held.pop().expect("two leases");
+        let breaking = held.pop().expect("two leases");
+        let old = breaking.key;
+        let breaker = {
+            let pool = pool.clone();
+            loom::thread::spawn(move || {
+                assert!(mark_broken(&pool, old), "the first mark");
+                end(&pool, breaking, true).closed
+            })
+        };
+        let (started, mut caller) = block_on_lease(&pool, NEW);
+        let Started::Opened(leased) = started else {
+            panic!("the old connection takes no lease: the caller opens one in its slot");
+        };
+        let new = leased.key;
+        assert_eq!(conn_ref::<u64>(&leased.conn), Some(&NEW));
+        assert_ne!(
+            new.at, old.at,
+            "a place in the slab is not reused while a lease holds it"
+        );
+        assert_eq!(
+            conn_ref::<u64>(&stale.conn),
+            Some(&CONN),
+            "the stale reader still reads the old connection"
+        );
+        let mut closed = std::mem::take(&mut caller.closed);
+        closed.extend(end(&pool, stale, false).closed);
+        {
+            let state = pool.lock().unwrap();
+            let record = state.streams.get(new).expect("the new connection stays");
+            assert_eq!(
+                (record.leases, record.mode, record.slot),
+                (1, Mode::Open, true),
+                "the stale reader's end leaves the new connection as it was"
+            );
+        }
+        closed.extend(breaker.join().unwrap());
+        caller.assert_woken_once_if_waited();
+        assert_eq!(closed, [CONN], "the old connection closed exactly once");
+        assert_leased(&pool.lock().unwrap(), new, 1);
+        assert!(
+            end(&pool, leased, false).closed.is_none(),
+            "the new one stays"
+        );
+        assert_idle(&mut pool.lock().unwrap(), new);
     });
 }
