@@ -864,7 +864,7 @@ fn loom_model_d_a_broken_mark_races_a_lease_end() {
 /// connection (`assert_open` in every placement).
 #[test]
 fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
-    model(2, || {
+    model(3, || {
         let mut state = State::new(2, 0, 1);
         let first = open_shared(&mut state, CONN, None);
         let second = open_shared(&mut state, OTHER, None);
@@ -923,7 +923,7 @@ fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
 /// served in line (woken exactly once if it waited); the new connection is never closed.
 #[test]
 fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
-    model(2, || {
+    model(3, || {
         let (pool, held) = pool_with_leases(2, 2, Some(Duration::ZERO));
         let key = held[0].key;
         let reaper = {
@@ -1004,7 +1004,7 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
 /// which also checks that the new connection lands in another place of the slab.
 #[test]
 fn loom_model_e_a_new_connection_takes_the_slot_of_one_a_stale_reader_holds() {
-    model(2, || {
+    model(3, || {
         let (pool, mut held) = pool_with_leases(2, 2, None);
         let stale = held.pop().expect("two leases");
         let breaking = held.pop().expect("two leases");
