@@ -246,8 +246,17 @@ impl<M: Manager> Shared<M> {
 
     /// Closes a shared connection once its `Arc` is the last one (a later holder closes it
     /// otherwise), and tells `close` a shared connection is gone.
+    ///
+    /// The look at the count and the drop of this `Arc` happen under the lock, where every
+    /// other `Arc` of a shared connection is dropped too: two holders letting go at once (the
+    /// last lease of an orphaned connection and `close`) cannot both see the other's `Arc`
+    /// and both drop theirs, which would drop the connection without closing it.
     pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
-        if let Some(conn) = unwrap::<M::Connection>(conn) {
+        let conn = {
+            let _state = self.lock();
+            unwrap::<M::Connection>(conn)
+        };
+        if let Some(conn) = conn {
             self.close_conn(conn);
         }
         self.drained.notify_waiters();
