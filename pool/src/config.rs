@@ -45,6 +45,7 @@ pub(crate) struct Config {
     pub check_timeout: Duration,
     pub close_timeout: Duration,
     pub reset_timeout: Duration,
+    pub leak_threshold: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
     pub check_interval: Duration,
@@ -68,6 +69,7 @@ impl Default for Config {
             check_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
             reset_timeout: Duration::from_secs(5),
+            leak_threshold: None,
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             check_interval: Duration::from_millis(500),
@@ -206,6 +208,17 @@ impl<M: Manager> Builder<M> {
     /// connect. Default 5 s.
     pub fn reset_timeout(mut self, timeout: Duration) -> Self {
         self.config.reset_timeout = timeout;
+        self
+    }
+
+    /// Reports a [`Pooled`](crate::Pooled) or [`Lease`](crate::Lease) held longer than
+    /// `threshold`: once per hold, while it is still held (within a second of crossing the
+    /// threshold), as a `tracing` warn event that names where it was taken (`file:line` of
+    /// the call to `get` or `lease`), counted in
+    /// [`Counters::leaks`](crate::Counters::leaks); an info event follows when it comes back.
+    /// Nothing is taken from the holder. Off by default, and then it costs nothing.
+    pub fn leak_threshold(mut self, threshold: Duration) -> Self {
+        self.config.leak_threshold = Some(threshold);
         self
     }
 

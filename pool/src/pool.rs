@@ -69,8 +69,9 @@ impl<M: Manager> Pool<M> {
     /// it, and a connection handed to it in that instant goes to the next waiter; a connect
     /// started for it runs on and its connection goes to the next waiter or idle; a connection
     /// dropped in the middle of its check is closed, since its state is unknown.
-    pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.checkout(true).await
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        self.checkout(true, std::panic::Location::caller())
     }
 
     /// Like [`get`](Pool::get), but never waits in line: when no connection is idle and the
@@ -84,8 +85,11 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Cancel safety
     /// Cancel safe, as [`get`](Pool::get).
-    pub async fn try_get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.checkout(false).await
+    #[track_caller]
+    pub fn try_get(
+        &self,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        self.checkout(false, std::panic::Location::caller())
     }
 
     /// A consistent snapshot of sizes and counters. Takes the lock briefly.

@@ -67,6 +67,9 @@ pub struct Counters {
     /// Resets that failed, panicked or ran past the reset timeout (each discarded its
     /// connection).
     pub reset_failures: u64,
+    /// Connections and leases held longer than `leak_threshold`, each counted once, while
+    /// still held.
+    pub leaks: u64,
     /// Checkouts that had to wait in line.
     pub waited: u64,
     /// Total time spent waiting in line.
@@ -108,6 +111,7 @@ pub(crate) struct Metrics {
     pub timeouts: Count,
     pub resets: Count,
     pub reset_failures: Count,
+    pub leaks: Count,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
     report: crate::report::Report,
@@ -126,6 +130,7 @@ impl Metrics {
             timeouts: Count::new(crate::report::TIMEOUTS, &labels),
             resets: Count::new(crate::report::RESETS, &labels),
             reset_failures: Count::new(crate::report::RESET_FAILURES, &labels),
+            leaks: Count::new(crate::report::LEAKS, &labels),
             waited: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
             report: crate::report::Report::new(&labels),
@@ -140,6 +145,11 @@ impl Metrics {
         counter.n.fetch_add(n, Relaxed);
         #[cfg(feature = "metrics")]
         counter.reported.increment(n);
+    }
+
+    /// A connection or lease was held this long (the `pool.hold` histogram).
+    pub(crate) fn record_hold(&self, held: Duration) {
+        self.report.hold(held);
     }
 
     pub(crate) fn record_wait(&self, waited: Duration) {
@@ -165,6 +175,7 @@ impl Metrics {
             timeouts: self.timeouts.get(),
             resets: self.resets.get(),
             reset_failures: self.reset_failures.get(),
+            leaks: self.leaks.get(),
             waited: self.waited.load(Relaxed),
             wait_time: Duration::from_nanos(self.wait_nanos.load(Relaxed)),
         }

@@ -1,6 +1,7 @@
 //! The pool's shared core: taking connections in and out, opening and discarding them.
 
 pub(crate) mod connect;
+pub(crate) mod holds;
 pub(crate) mod line;
 pub(crate) mod maintain;
 pub(crate) mod reset;
@@ -49,6 +50,9 @@ pub(crate) struct Shared<M: Manager> {
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
+    /// The holds of `Pooled` and `Lease` guards, when they are tracked
+    /// ([`Shared::tracks_holds`]).
+    pub holds: holds::Holds,
     /// Wakes the background task to plan its next wake again (`State::maintenance_wake`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
     pub rearm: Arc<Notify>,
@@ -64,8 +68,22 @@ impl<M: Manager> Shared<M> {
             state: Padded(Mutex::new(state)),
             maintenance_started: AtomicBool::new(false),
             drained: Notify::new(),
+            holds: holds::Holds::default(),
             rearm: Arc::new(Notify::new()),
         }
+    }
+
+    /// Whether guards register their holds: with `leak_threshold` set, or the `metrics`
+    /// feature on (for the `pool.hold` histogram).
+    #[inline]
+    pub fn tracks_holds(&self) -> bool {
+        cfg!(feature = "metrics") || self.config.leak_threshold.is_some()
+    }
+
+    /// Registers a hold taken at `at`, when holds are tracked.
+    #[inline]
+    pub fn start_hold(&self, at: holds::Site) -> Option<usize> {
+        self.tracks_holds().then(|| self.holds.start(at))
     }
 
     /// Wakes the background task to plan again, when a move under the lock found it must
