@@ -288,7 +288,9 @@ impl<M: Manager> Builder<M> {
     /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
     /// still without a connection then gets
     /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
-    /// and HikariCP do, so a server restart does not fail the first caller.
+    /// and HikariCP do, so a server restart does not fail the first caller. An error the
+    /// manager says no retry can fix ([`Manager::is_retryable`]) fails the caller at once
+    /// either way.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
         self

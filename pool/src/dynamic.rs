@@ -129,6 +129,13 @@ pub trait DynManager: Send + Sync + 'static {
         false
     }
 
+    /// Whether a failed connect may succeed if tried again; see [`Manager::is_retryable`].
+    /// Default: every error is retryable.
+    fn is_retryable(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+
     /// Whether a connection returned by `get` must be reset first; see
     /// [`Manager::needs_reset`]. Default: never.
     fn needs_reset(&self, conn: &Self::Connection) -> bool {
@@ -266,6 +273,10 @@ impl<M: Manager> DynManager for M {
         Manager::is_broken_shared(self, conn)
     }
 
+    fn is_retryable(&self, error: &M::Error) -> bool {
+        Manager::is_retryable(self, error)
+    }
+
     fn needs_reset(&self, conn: &M::Connection) -> bool {
         Manager::needs_reset(self, conn)
     }
@@ -310,6 +321,10 @@ macro_rules! manager_through_deref {
 
             fn is_broken_shared(&self, conn: &C) -> bool {
                 DynManager::is_broken_shared(&**self, conn)
+            }
+
+            fn is_retryable(&self, error: &E) -> bool {
+                DynManager::is_retryable(&**self, error)
             }
 
             fn needs_reset(&self, conn: &C) -> bool {

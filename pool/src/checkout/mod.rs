@@ -213,10 +213,11 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let retry = may_wait
             && !shared.config.fail_fast
-            && matches!(
-                error,
-                PoolError::Connect(_) | PoolError::Timeout(TimeoutKind::Connect)
-            );
+            && match &error {
+                PoolError::Connect(error) => shared.is_retryable(error),
+                PoolError::Timeout(TimeoutKind::Connect) => true,
+                _ => false,
+            };
         if !retry {
             if error.is_timeout() {
                 Metrics::bump(&shared.metrics.timeouts);

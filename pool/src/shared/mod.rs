@@ -190,6 +190,14 @@ impl<M: Manager> Shared<M> {
         self.conn_is_broken(&mut live.conn)
     }
 
+    /// [`Manager::is_retryable`]; a panic counts as retryable (the pool's default).
+    pub fn is_retryable(&self, error: &M::Error) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.manager.is_retryable(error)
+        }))
+        .unwrap_or(true)
+    }
+
     /// [`Manager::is_broken`] on a bare connection; a panic counts as broken.
     pub fn conn_is_broken(&self, conn: &mut M::Connection) -> bool {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
