@@ -58,7 +58,11 @@
 //! | `pool.checks.failed` | counter | checks that failed or timed out |
 //! | `pool.connects.failed` | counter | connects that failed or timed out |
 //! | `pool.timeouts` | counter | timeouts returned to callers |
+//! | `pool.resets` | counter | resets run on connections that came back dirty |
+//! | `pool.resets.failed` | counter | resets that failed, panicked or timed out |
+//! | `pool.leaks` | counter | holds reported past `leak_threshold` |
 //! | `pool.wait` | histogram | seconds each caller waited in line |
+//! | `pool.hold` | histogram | seconds each `Pooled` or `Lease` was held |
 //!
 //! Counters and the histogram are reported as their events happen. The gauges are sampled:
 //! by the background task every [`Builder::metrics_interval`] and by every
@@ -76,6 +80,20 @@
 //! - `is_broken_shared` (optional) is the same flag read through a shared reference, asked
 //!   on every lease handed out and ended, so a multiplexed connection that died under its
 //!   leases gets no new one.
+//! - `is_retryable` (optional) tells a connect error that no retry can fix (a wrong password,
+//!   a missing database, an untrusted certificate) from one that may pass (refused, reset,
+//!   timed out): the first reaches the caller at once, the second is retried with backoff
+//!   until the caller's `wait_timeout`.
+//! - `needs_reset` and `reset` (optional) are for connections with a session (MySQL-style:
+//!   a transaction, session variables, temporary tables). `needs_reset` is asked, without
+//!   I/O, as a `get` guard drops; when it says yes, `reset` runs in a task of the pool's
+//!   within `reset_timeout`, and the connection goes to no one until it succeeded (a failed
+//!   reset discards it). The caller's drop returns at once; leases are never reset.
+//!
+//! # Leak reports
+//! With [`Builder::leak_threshold`], a [`Pooled`] or [`Lease`] held longer is reported once
+//! while still held, as a `tracing` warn event naming the `file:line` that called `get` or
+//! `lease`, and counted in [`Counters::leaks`]; an info event says when it comes back.
 //!
 //! # Leases: one connection, many callers
 //! A connection that carries many requests at once (HTTP/2, the JSON transport's `Conn`, a
@@ -244,6 +262,21 @@
 //!   a lease start, a lease end, a caller joining the line, `close`, `resize`, the retirement
 //!   of a connection past its `max_lifetime`, `mark_broken`, and a new connection taking the
 //!   slot of a broken one that a lease still reads.
+//! - A dirty connection is reset on return, in a task of the pool's, not at the next
+//!   checkout (deadpool-postgres resets there, so the next caller pays for it) and not on
+//!   the dropping caller's path (a drop cannot await). It keeps its slot while it resets, so
+//!   `max_size` still bounds what the server holds, and goes to no one until the reset
+//!   succeeded: a waiter in line gets it after the reset, in its turn. `close` waits for the
+//!   resets in flight, up to `close_timeout`. A reset task dropped with its runtime ends the
+//!   reset as failed, so its slot is never lost.
+//! - Leak tracking keeps each hold (when, and the `file:line` from `#[track_caller]`) in a
+//!   slab under a lock of its own, only with `leak_threshold` set or the `metrics` feature
+//!   on; the background task looks over the holds at least once a second. `get` and `lease`
+//!   are plain functions returning their futures, since `#[track_caller]` on an `async fn`
+//!   is not stable.
+//! - Every `Arc` of a shared connection is dropped under the pool's lock, and the last one
+//!   is recognised there too (`Arc::get_mut`): two holders letting go at once outside the
+//!   lock could each see the other's `Arc` and both drop theirs, losing the close.
 //! - [`Manager`] keeps native `impl Future` methods, and the dyn-compatible form is a second
 //!   trait, [`dynamic::DynManager`] (`#[async_trait]`, boxed futures), with adapters both ways:
 //!   only a program that picks its manager at run time pays for the boxes. The pool's fast

@@ -68,7 +68,8 @@ where
     }
 
     /// Like [`lease`](Pool::lease), but never waits in line: when every connection is full
-    /// and the pool is at `max_size` it fails at once with [`TimeoutKind::Wait`].
+    /// and the pool is at `max_size` it fails at once with
+    /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait).
     ///
     /// # Errors
     /// As [`lease`](Pool::lease).
