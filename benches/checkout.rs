@@ -36,10 +36,11 @@
 
 mod support;
 
+use support::peers::{Bb8, Dead, Ours, next_conn};
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,66 +87,10 @@ impl Hold {
     }
 }
 
-/// Numbers each connection made, so they are distinct.
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
-fn next_conn() -> u64 {
-    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
-}
-
-// --- the four peers ----------------------------------------------------------------------
-
-/// Our pool's manager.
-struct Ours;
-
-impl pool::Manager for Ours {
-    type Connection = u64;
-    type Error = Infallible;
-    async fn connect(&self) -> Result<u64, Infallible> {
-        Ok(next_conn())
-    }
-    async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
+// --- the four peers (managers in `support::peers`) ------------------------------------
 
 /// Our manager chosen at run time: [`Ours`] behind a `dyn DynManager`.
 type Boxed = pool::dynamic::BoxManager<u64, Infallible>;
-
-/// deadpool's manager.
-struct Dead;
-
-impl deadpool::managed::Manager for Dead {
-    type Type = u64;
-    type Error = Infallible;
-    async fn create(&self) -> Result<u64, Infallible> {
-        Ok(next_conn())
-    }
-    async fn recycle(
-        &self,
-        _conn: &mut u64,
-        _metrics: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Infallible> {
-        Ok(())
-    }
-}
-
-/// bb8's manager.
-struct Bb8;
-
-impl bb8::ManageConnection for Bb8 {
-    type Connection = u64;
-    type Error = Infallible;
-    async fn connect(&self) -> Result<u64, Infallible> {
-        Ok(next_conn())
-    }
-    async fn is_valid(&self, _conn: &mut u64) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn has_broken(&self, _conn: &mut u64) -> bool {
-        false
-    }
-}
 
 /// The floor: a semaphore for the slots and a locked stack of connections.
 #[derive(Clone)]

@@ -25,62 +25,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::convert::Infallible;
+mod support;
+
 use std::hint::black_box;
 use std::sync::Mutex;
 
+use support::peers::{Bb8, Dead, Ours};
 use tokio::sync::Semaphore;
 
 const MODES: &str = "get, lease, lease2, floor, deadpool, bb8, get16, deadpool16";
-
-/// Our pool's manager.
-struct Ours;
-
-impl pool::Manager for Ours {
-    type Connection = u64;
-    type Error = Infallible;
-    async fn connect(&self) -> Result<u64, Infallible> {
-        Ok(7)
-    }
-    async fn check(&self, _conn: &mut u64) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-/// deadpool's manager.
-struct Dead;
-
-impl deadpool::managed::Manager for Dead {
-    type Type = u64;
-    type Error = Infallible;
-    async fn create(&self) -> Result<u64, Infallible> {
-        Ok(7)
-    }
-    async fn recycle(
-        &self,
-        _conn: &mut u64,
-        _metrics: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Infallible> {
-        Ok(())
-    }
-}
-
-/// bb8's manager.
-struct Bb8;
-
-impl bb8::ManageConnection for Bb8 {
-    type Connection = u64;
-    type Error = Infallible;
-    async fn connect(&self) -> Result<u64, Infallible> {
-        Ok(7)
-    }
-    async fn is_valid(&self, _conn: &mut u64) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn has_broken(&self, _conn: &mut u64) -> bool {
-        false
-    }
-}
 
 /// `n` times: a checkout, then its guard dropped at once.
 async fn repeat<G>(n: u64, checkout: impl AsyncFn() -> G) {

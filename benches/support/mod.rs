@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each bench uses part of this module
 
+pub mod peers;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
