@@ -260,11 +260,11 @@ pub async fn number(conn: &mut mysql_async::Conn, sql: &str) -> u64 {
 
 /// Polls `probe` every 10 ms until it is true, for `within` at most; returns how long that
 /// took, or panics with `what`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut probe: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+pub async fn eventually(
+    within: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> bool,
+) -> Duration {
     let started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
