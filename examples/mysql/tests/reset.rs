@@ -151,10 +151,12 @@ async fn autocommit_off_is_a_session_change_and_its_transaction_is_rolled_back()
 async fn reset_reads_off_a_result_left_unread() {
     let (manager, mut conn) = connected("reset_unread").await;
     let sql = "SELECT seq FROM seq_1_to_10000";
-    let mut rows = conn.query_iter(sql).await.expect("query");
-    let first = rows.next().await.expect("a row").expect("one row at least");
-    assert_eq!(mysql_async::from_row::<i64>(first), 1);
-    drop(rows);
+    {
+        // One row read, the other 9999 left on the connection.
+        let mut rows = conn.query_iter(sql).await.expect("query");
+        let first = rows.next().await.expect("a row").expect("one row at least");
+        assert_eq!(mysql_async::from_row::<i64>(first), 1);
+    }
     assert!(conn.state().unread_result);
     assert!(manager.needs_reset(&conn));
 
