@@ -27,9 +27,10 @@ const SESSION_KEYWORDS: &[&str] = &[
 ];
 
 /// Whether `sql` (one or more statements, `;`-separated) may change the state of the session
-/// it runs on: a leading keyword of [`SESSION_KEYWORDS`], `CREATE TEMPORARY` / `DROP
-/// TEMPORARY`, a user variable (`@name`, outside quotes; `@@` system variable reads are
-/// not), or `GET_LOCK(`. Transactions are not its business: the server reports those.
+/// it runs on: a leading keyword (`SET`, `USE`, `LOCK`, `PREPARE`, `CALL`, ...), `CREATE
+/// TEMPORARY` / `DROP TEMPORARY`, a user variable (`@name`, outside quotes; `@@` system
+/// variable reads are not), or `GET_LOCK(`. Transactions are not its business: the server
+/// reports those.
 pub fn may_change_session(sql: &str) -> bool {
     let mut statement = Statement::default();
     let mut chars = sql.chars().peekable();

@@ -16,7 +16,7 @@ use mysql_async::{Opts, OptsBuilder};
 use pool::{BuildError, Pool, PoolError};
 
 pub use args::{Args, USAGE};
-pub use transfer::{Rng, TransferError, Transferred, cut_after, transfer};
+pub use transfer::{MAX_RETRIES, Rng, TransferError, Transferred, cut_after, transfer};
 
 use crate::{Error, ManagerCounts, MysqlManager, Target};
 

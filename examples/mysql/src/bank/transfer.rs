@@ -11,7 +11,7 @@ use pool::{Pool, PoolError};
 use crate::{Error, MysqlConn, MysqlManager};
 
 /// How often a transfer runs again after a deadlock or lock wait timeout.
-const MAX_RETRIES: u32 = 10;
+pub const MAX_RETRIES: u32 = 10;
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
