@@ -108,7 +108,8 @@ impl MysqlManager {
         self
     }
 
-    /// How long `close` gives the `KILL QUERY` of a cut connection (connect included).
+    /// How long `close` gives the `KILL QUERY` of a cut connection (connect included). Keep
+    /// it under the pool's `close_timeout` (5 s by default), which bounds the whole close.
     pub fn kill_timeout(mut self, timeout: Duration) -> Self {
         self.kill_timeout = timeout;
         self
@@ -169,7 +170,8 @@ impl Manager for MysqlManager {
         Ok(conn)
     }
 
-    // A dirty connection is refused without I/O: a pool that resets on return never hands
+    // Cancel safety: dropped during its ping (the pool's check timeout), the connection is
+    // left cut and the pool discards it. A dirty connection is refused without I/O: a pool that resets on return never hands
     // one out; one that does not (or a connection put back some other way) must not give
     // the next caller an open transaction, whose first `START TRANSACTION` would commit it.
     async fn check(&self, conn: &mut MysqlConn) -> Result<(), Error> {
@@ -194,6 +196,8 @@ impl Manager for MysqlManager {
         conn.needs_reset()
     }
 
+    // Cancel safety: dropped mid-way (the pool's reset timeout), the connection is left cut,
+    // so it is broken and discarded, never handed out half reset.
     async fn reset(&self, conn: &mut MysqlConn) -> Result<(), Error> {
         let result = conn.reset(&self.init).await;
         let counter = match result {
@@ -204,6 +208,8 @@ impl Manager for MysqlManager {
         result
     }
 
+    // Cancel safety: dropped mid-way (the pool's close timeout), the socket is closed; a kill
+    // not yet sent is not sent, and the statement then runs to its end on the server.
     async fn close(&self, conn: MysqlConn) {
         let state = conn.state();
         let id = conn.id();

@@ -121,6 +121,9 @@ async fn move_money(
 /// times: then it is dropped where it stands, at its `waits`-th await point, and `None`
 /// comes back. Every await point of a transfer is a chance: in line for a connection, in a
 /// statement's round trip, or between statements.
+///
+/// # Cancel safety
+/// Dropping this future drops `future` where it stands, as a cut does.
 pub async fn cut_after<F: Future>(future: F, waits: u32) -> Option<F::Output> {
     let mut future = pin!(future);
     let mut left = waits;
