@@ -10,11 +10,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use mysql_async::Params;
 use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::{FromRow, Queryable};
-use mysql_async::{Params, QueryResult, Row, TextProtocol};
 
 use crate::error::{Error, Target};
+use crate::rows::Rows;
 use crate::statement::may_change_session;
 
 /// What a connection knows about itself, without I/O.
@@ -226,7 +227,7 @@ impl MysqlConn {
             .map(|result| result.is_empty());
         let empty = self.finish(result)?;
         self.state.unread_result = !empty;
-        Ok(Rows { conn: self })
+        Ok(Rows::new(self))
     }
 
     /// `START TRANSACTION`.
@@ -341,6 +342,16 @@ impl MysqlConn {
         Ok(())
     }
 
+    /// Its state, for [`Rows`] to keep.
+    pub(crate) fn state_mut(&mut self) -> &mut ConnState {
+        &mut self.state
+    }
+
+    /// The inner connection, for [`Rows`] to read from.
+    pub(crate) fn inner_mut(&mut self) -> &mut mysql_async::Conn {
+        &mut self.conn
+    }
+
     /// Takes the inner connection, to close it.
     pub(crate) fn into_inner(self) -> mysql_async::Conn {
         self.conn
@@ -357,7 +368,7 @@ impl MysqlConn {
     /// After a command: it ended, so it is no longer cut; on success the server's status
     /// flags say whether a transaction is open and autocommit on; a connection error marks
     /// the connection failed.
-    fn finish<T>(&mut self, result: mysql_async::Result<T>) -> Result<T, Error> {
+    pub(crate) fn finish<T>(&mut self, result: mysql_async::Result<T>) -> Result<T, Error> {
         self.state.cut = false;
         match result {
             Ok(value) => {
@@ -383,45 +394,5 @@ impl MysqlConn {
                 self.state.session_changed = true;
             }
         }
-    }
-}
-
-/// The rows of a [`MysqlConn::query_iter`], read one at a time.
-///
-/// Dropped before the last row, it leaves the rest on the connection
-/// ([`ConnState::unread_result`]); a reset reads them off.
-pub struct Rows<'c> {
-    conn: &'c mut MysqlConn,
-}
-
-impl std::fmt::Debug for Rows<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rows").field("conn", &self.conn).finish()
-    }
-}
-
-impl Rows<'_> {
-    /// The next row, or `None` once every result of the statement is read.
-    ///
-    /// # Errors
-    /// As [`MysqlConn::query_drop`].
-    ///
-    /// # Cancel safety
-    /// As [`MysqlConn::query_drop`]: a future dropped mid-row cuts the connection.
-    pub async fn next(&mut self) -> Result<Option<Row>, Error> {
-        if !self.conn.state.unread_result {
-            return Ok(None);
-        }
-        self.conn.state.cut = true;
-        // `QueryResult` is a view of the result pending on the connection; `next` is the
-        // row-at-a-time reader its `collect` and `stream` are built on.
-        let mut result = QueryResult::<'_, '_, TextProtocol>::new(&mut self.conn.conn);
-        let row = result.next().await;
-        let done = result.is_empty();
-        let row = self.conn.finish(row)?;
-        if row.is_none() && done {
-            self.conn.state.unread_result = false;
-        }
-        Ok(row)
     }
 }

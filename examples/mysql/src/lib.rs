@@ -87,8 +87,10 @@ pub mod bank;
 pub mod conn;
 pub mod error;
 pub mod manager;
+pub mod rows;
 pub mod statement;
 
-pub use conn::{ConnState, MysqlConn, Rows};
+pub use conn::{ConnState, MysqlConn};
 pub use error::{Error, Target};
 pub use manager::{ManagerCounts, MysqlManager};
+pub use rows::Rows;
