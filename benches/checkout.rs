@@ -260,6 +260,9 @@ struct Peers {
     lease: Leasing,
     lease_wide: Leasing,
     dead: deadpool::managed::Pool<Dead>,
+    /// deadpool with a wait timeout, as ours (30 s by default) and bb8 (its
+    /// `connection_timeout`, 30 s) have: a caller that waits arms a timer in all three.
+    dead_timed: deadpool::managed::Pool<Dead>,
     bb8: bb8::Pool<Bb8>,
     floor: Floor,
 }
@@ -294,6 +297,12 @@ impl Peers {
                 .max_size(max_size)
                 .build()
                 .expect("valid settings"),
+            dead_timed: deadpool::managed::Pool::builder(Dead)
+                .max_size(max_size)
+                .wait_timeout(Some(WAIT_TIMEOUT))
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .expect("valid settings"),
             bb8: rt
                 .block_on(bb8::Pool::builder().max_size(max_size as u32).build(Bb8))
                 .expect("valid settings"),
@@ -307,6 +316,7 @@ impl Peers {
         rt.block_on(self.lease.0.close());
         rt.block_on(self.lease_wide.0.close());
         self.dead.close();
+        self.dead_timed.close();
     }
 }
 
@@ -609,7 +619,11 @@ fn latency_pass(rt: &Runtime) {
 /// Rounds of the interleaved pass, and get+drops (or lease+drops) per round and pool.
 const ROUNDS: usize = 11;
 const ROUND_OPS: u64 = 64 * BATCH;
-/// Rounds of [`get_pass`] (16 cells of 4 peers).
+/// The wait timeout of the timed deadpool: our pool's default `wait_timeout` and bb8's default
+/// `connection_timeout`.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Rounds of [`get_pass`] (16 cells of 5 peers).
 const GET_ROUNDS: usize = 7;
 
 /// get+drop against lease+drop, `max_size` [`LEASE_MAX`], and lease+drop on the pool of
@@ -669,18 +683,19 @@ fn get_pass(rt: &Runtime) {
     );
     println!();
     println!(
-        "| max | T | hold | ours ns/op | deadpool/ours | min | max | bb8/ours | min | max | ours/floor (throughput) | target |"
+        "| max | T | hold | ours ns/op | deadpool 30 s/ours | min | max | bb8/ours | min | max | deadpool no timeout/ours | ours/floor (throughput) | target |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for max_size in MAX_SIZES {
         for tasks in TASKS {
             for hold in HOLDS {
                 let peers = Peers::build(rt, max_size);
                 let pools = [
                     runner(&peers.ours, tasks, hold),
-                    runner(&peers.dead, tasks, hold),
+                    runner(&peers.dead_timed, tasks, hold),
                     runner(&peers.bb8, tasks, hold),
                     runner(&peers.floor, tasks, hold),
+                    runner(&peers.dead, tasks, hold),
                 ];
                 let ns = interleaved_rounds(rt, &pools, rounds);
                 let (dead, dead_min, dead_max) =
@@ -688,15 +703,16 @@ fn get_pass(rt: &Runtime) {
                 let (bb8, bb8_min, bb8_max) =
                     support::spread(&mut per_round_ratios(&ns[0], &ns[2]));
                 let (floor, _, _) = support::spread(&mut per_round_ratios(&ns[0], &ns[3]));
+                let (untimed, _, _) = support::spread(&mut per_round_ratios(&ns[0], &ns[4]));
                 let target = if tasks == 1 && hold == Hold::None {
                     verdict(floor >= 0.67, ">=0.67x floor")
                 } else if tasks > 1 {
-                    verdict(dead >= 1.0 && bb8 >= 1.0, ">=1.0x deadpool and bb8")
+                    verdict(dead >= 1.0 && bb8 >= 1.0, ">=1.0x deadpool 30 s and bb8")
                 } else {
                     String::new()
                 };
                 println!(
-                    "| {max_size} | {tasks} | {} | {:.1} | {dead:.2} | {dead_min:.2} | {dead_max:.2} | {bb8:.2} | {bb8_min:.2} | {bb8_max:.2} | {floor:.2} | {target} |",
+                    "| {max_size} | {tasks} | {} | {:.1} | {dead:.2} | {dead_min:.2} | {dead_max:.2} | {bb8:.2} | {bb8_min:.2} | {bb8_max:.2} | {untimed:.2} | {floor:.2} | {target} |",
                     hold.name(),
                     median_of(&ns[0]),
                 );

@@ -44,6 +44,8 @@ pub(crate) struct Config {
     pub connect_timeout: Duration,
     pub check_timeout: Duration,
     pub close_timeout: Duration,
+    pub reset_timeout: Duration,
+    pub leak_threshold: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
     pub check_interval: Duration,
@@ -66,6 +68,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             check_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
+            reset_timeout: Duration::from_secs(5),
+            leak_threshold: None,
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             check_interval: Duration::from_millis(500),
@@ -199,6 +203,25 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// How long one [`Manager::reset`] may take. A reset that fails or runs past it discards
+    /// its connection (closed with [`Manager::close`]), whose slot then frees for a new
+    /// connect. Default 5 s.
+    pub fn reset_timeout(mut self, timeout: Duration) -> Self {
+        self.config.reset_timeout = timeout;
+        self
+    }
+
+    /// Reports a [`Pooled`](crate::Pooled) or [`Lease`](crate::Lease) held longer than
+    /// `threshold`: once per hold, while it is still held (within a second of crossing the
+    /// threshold), as a `tracing` warn event that names where it was taken (`file:line` of
+    /// the call to `get` or `lease`), counted in
+    /// [`Counters::leaks`](crate::Counters::leaks); an info event follows when it comes back.
+    /// Nothing is taken from the holder. Off by default, and then it costs nothing.
+    pub fn leak_threshold(mut self, threshold: Duration) -> Self {
+        self.config.leak_threshold = Some(threshold);
+        self
+    }
+
     /// Closes a connection idle for longer than this, but only while more than `min_idle`
     /// are idle. `None` keeps idle connections forever. Default 10 min.
     ///
@@ -265,7 +288,9 @@ impl<M: Manager> Builder<M> {
     /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
     /// still without a connection then gets
     /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
-    /// and HikariCP do, so a server restart does not fail the first caller.
+    /// and HikariCP do, so a server restart does not fail the first caller. An error the
+    /// manager says no retry can fix ([`Manager::is_retryable`]) fails the caller at once
+    /// either way.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
         self

@@ -129,6 +129,32 @@ pub trait DynManager: Send + Sync + 'static {
         false
     }
 
+    /// Whether a failed connect may succeed if tried again; see [`Manager::is_retryable`].
+    /// Default: every error is retryable.
+    fn is_retryable(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+
+    /// Whether a connection returned by `get` must be reset first; see
+    /// [`Manager::needs_reset`]. Default: never.
+    fn needs_reset(&self, conn: &Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// Cleans a dirty connection; see [`Manager::reset`]. Default: nothing to do.
+    ///
+    /// # Errors
+    /// Any error discards the connection.
+    ///
+    /// # Cancel safety
+    /// A reset dropped before it ends (its reset timeout fired) discards the connection.
+    async fn reset(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        let _ = conn;
+        Ok(())
+    }
+
     /// Graceful close of a connection the pool is discarding; see [`Manager::close`].
     /// Default: drop it.
     ///
@@ -247,6 +273,18 @@ impl<M: Manager> DynManager for M {
         Manager::is_broken_shared(self, conn)
     }
 
+    fn is_retryable(&self, error: &M::Error) -> bool {
+        Manager::is_retryable(self, error)
+    }
+
+    fn needs_reset(&self, conn: &M::Connection) -> bool {
+        Manager::needs_reset(self, conn)
+    }
+
+    async fn reset(&self, conn: &mut M::Connection) -> Result<(), M::Error> {
+        Manager::reset(self, conn).await
+    }
+
     async fn close(&self, conn: M::Connection) {
         Manager::close(self, conn).await
     }
@@ -283,6 +321,18 @@ macro_rules! manager_through_deref {
 
             fn is_broken_shared(&self, conn: &C) -> bool {
                 DynManager::is_broken_shared(&**self, conn)
+            }
+
+            fn is_retryable(&self, error: &E) -> bool {
+                DynManager::is_retryable(&**self, error)
+            }
+
+            fn needs_reset(&self, conn: &C) -> bool {
+                DynManager::needs_reset(&**self, conn)
+            }
+
+            fn reset(&self, conn: &mut C) -> impl Future<Output = Result<(), E>> + Send {
+                async move { DynManager::reset(&**self, conn).await }
             }
 
             fn close(&self, conn: C) -> impl Future<Output = ()> + Send {

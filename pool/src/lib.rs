@@ -241,7 +241,9 @@
 //!   found the two defects above; 256 cases run in about 4 s, so CI runs it on every push.
 //!   What threads race on, the lease moves under the lock and the wake-ups they return, is
 //!   model-checked by `loom` (`shared/loom_model.rs`, `scripts/loom`): every interleaving of
-//!   a lease start, a lease end, a caller joining the line, `close` and `mark_broken`.
+//!   a lease start, a lease end, a caller joining the line, `close`, `resize`, the retirement
+//!   of a connection past its `max_lifetime`, `mark_broken`, and a new connection taking the
+//!   slot of a broken one that a lease still reads.
 //! - [`Manager`] keeps native `impl Future` methods, and the dyn-compatible form is a second
 //!   trait, [`dynamic::DynManager`] (`#[async_trait]`, boxed futures), with adapters both ways:
 //!   only a program that picks its manager at run time pays for the boxes. The pool's fast

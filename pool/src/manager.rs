@@ -40,6 +40,17 @@ pub trait Manager: Send + Sync + 'static {
     /// its text in [`TimeoutKind::Wait`](crate::TimeoutKind::Wait).
     fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
 
+    /// Whether a connect that failed with `error` may succeed if tried again (a refused or
+    /// reset connection, a timeout: the server may be restarting), or never will (a wrong
+    /// password, a missing database, a certificate the client does not trust). A `get` or
+    /// `lease` whose connect failed with an error that is not retryable gets it at once as
+    /// [`PoolError::Connect`](crate::PoolError::Connect), instead of retrying until its wait
+    /// timeout. Default: every error is retryable.
+    fn is_retryable(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+
     /// Health check run on checkout (skipped within the check interval).
     ///
     /// # Errors

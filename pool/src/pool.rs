@@ -69,8 +69,9 @@ impl<M: Manager> Pool<M> {
     /// it, and a connection handed to it in that instant goes to the next waiter; a connect
     /// started for it runs on and its connection goes to the next waiter or idle; a connection
     /// dropped in the middle of its check is closed, since its state is unknown.
-    pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.checkout(true).await
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        self.checkout(true, std::panic::Location::caller())
     }
 
     /// Like [`get`](Pool::get), but never waits in line: when no connection is idle and the
@@ -84,8 +85,11 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Cancel safety
     /// Cancel safe, as [`get`](Pool::get).
-    pub async fn try_get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.checkout(false).await
+    #[track_caller]
+    pub fn try_get(
+        &self,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        self.checkout(false, std::panic::Location::caller())
     }
 
     /// A consistent snapshot of sizes and counters. Takes the lock briefly.
@@ -100,9 +104,10 @@ impl<M: Manager> Pool<M> {
 
     /// Closes the pool: later checkouts and leases fail with [`PoolError::Closed`], every
     /// waiter fails with it at once, idle connections are closed through [`Manager::close`],
-    /// connections that carry leases take no new one and close as their last lease ends (this
-    /// future waits for that up to `close_timeout`, then lets go of them: each still closes
-    /// when its last lease ends), and checked-out connections are closed when they come back.
+    /// connections that carry leases take no new one and close as their last lease ends, and
+    /// connections being reset close as their reset ends (this future waits for both up to
+    /// `close_timeout`, then lets go: each still closes when its last lease or its reset
+    /// ends), and checked-out connections are closed when they come back.
     /// Calling it again does nothing more.
     ///
     /// # Cancel safety
@@ -140,7 +145,7 @@ impl<M: Manager> Pool<M> {
             futures::future::join_all(closes).await;
             Metrics::add(&shared.metrics.closed, count as u64);
         });
-        let drained = tokio::time::timeout(limit, self.leases_ended()).await;
+        let drained = tokio::time::timeout(limit, self.settled()).await;
         if drained.is_err() {
             let orphans = {
                 let mut state = self.shared.lock();
@@ -160,13 +165,18 @@ impl<M: Manager> Pool<M> {
         let _ = closing.await;
     }
 
-    /// Resolves once no shared connection is left (every lease ended after the pool closed).
-    async fn leases_ended(&self) {
+    /// Resolves once no shared connection is left (every lease ended after the pool closed)
+    /// and no reset runs (each reset's connection is closed as its reset ends).
+    async fn settled(&self) {
         loop {
             let drained = self.shared.drained.notified();
             let mut drained = std::pin::pin!(drained);
             drained.as_mut().enable();
-            if self.shared.lock().streams.is_empty() {
+            let settled = {
+                let state = self.shared.lock();
+                state.streams.is_empty() && state.resetting == 0
+            };
+            if settled {
                 return;
             }
             drained.await;

@@ -13,6 +13,9 @@ pub(crate) const BROKEN: &str = "pool.connections.broken";
 pub(crate) const CHECK_FAILURES: &str = "pool.checks.failed";
 pub(crate) const CONNECT_FAILURES: &str = "pool.connects.failed";
 pub(crate) const TIMEOUTS: &str = "pool.timeouts";
+pub(crate) const RESETS: &str = "pool.resets";
+pub(crate) const RESET_FAILURES: &str = "pool.resets.failed";
+pub(crate) const LEAKS: &str = "pool.leaks";
 
 /// The labels of every metric of one pool.
 #[derive(Debug)]
@@ -54,6 +57,7 @@ struct On {
     connecting: metrics::Gauge,
     max_size: metrics::Gauge,
     wait: metrics::Histogram,
+    hold: metrics::Histogram,
 }
 
 impl Report {
@@ -72,6 +76,7 @@ impl Report {
                     connecting: metrics::gauge!("pool.connecting", labels()),
                     max_size: metrics::gauge!("pool.max_size", labels()),
                     wait: metrics::histogram!("pool.wait", labels()),
+                    hold: metrics::histogram!("pool.hold", labels()),
                 },
             }
         }
@@ -83,6 +88,12 @@ impl Report {
     pub(crate) fn wait(&self, _waited: Duration) {
         #[cfg(feature = "metrics")]
         self.on.wait.record(_waited.as_secs_f64());
+    }
+
+    /// A connection or lease was held this long.
+    pub(crate) fn hold(&self, _held: Duration) {
+        #[cfg(feature = "metrics")]
+        self.on.hold.record(_held.as_secs_f64());
     }
 
     /// Sets the gauges from a snapshot.

@@ -34,6 +34,12 @@ pub struct Status {
     pub discarded: usize,
     /// Connects in flight; each holds a slot counted against `max_size`.
     pub connecting: usize,
+    /// Connections being reset after they came back dirty ([`Manager::needs_reset`]): they
+    /// hold their slot and count in `size` (not in `idle` or `in_use`), and go to no one
+    /// until their reset succeeded.
+    ///
+    /// [`Manager::needs_reset`]: crate::Manager::needs_reset
+    pub resetting: usize,
     /// Callers waiting in line for a connection.
     pub waiting: usize,
     /// Counters since the pool was built.
@@ -56,6 +62,14 @@ pub struct Counters {
     pub connect_failures: u64,
     /// Timeouts of any kind returned to callers.
     pub timeouts: u64,
+    /// Resets run on connections that came back dirty, failed ones included.
+    pub resets: u64,
+    /// Resets that failed, panicked or ran past the reset timeout (each discarded its
+    /// connection).
+    pub reset_failures: u64,
+    /// Connections and leases held longer than `leak_threshold`, each counted once, while
+    /// still held.
+    pub leaks: u64,
     /// Checkouts that had to wait in line.
     pub waited: u64,
     /// Total time spent waiting in line.
@@ -95,6 +109,9 @@ pub(crate) struct Metrics {
     pub check_failures: Count,
     pub connect_failures: Count,
     pub timeouts: Count,
+    pub resets: Count,
+    pub reset_failures: Count,
+    pub leaks: Count,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
     report: crate::report::Report,
@@ -111,6 +128,9 @@ impl Metrics {
             check_failures: Count::new(crate::report::CHECK_FAILURES, &labels),
             connect_failures: Count::new(crate::report::CONNECT_FAILURES, &labels),
             timeouts: Count::new(crate::report::TIMEOUTS, &labels),
+            resets: Count::new(crate::report::RESETS, &labels),
+            reset_failures: Count::new(crate::report::RESET_FAILURES, &labels),
+            leaks: Count::new(crate::report::LEAKS, &labels),
             waited: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
             report: crate::report::Report::new(&labels),
@@ -125,6 +145,11 @@ impl Metrics {
         counter.n.fetch_add(n, Relaxed);
         #[cfg(feature = "metrics")]
         counter.reported.increment(n);
+    }
+
+    /// A connection or lease was held this long (the `pool.hold` histogram).
+    pub(crate) fn record_hold(&self, held: Duration) {
+        self.report.hold(held);
     }
 
     pub(crate) fn record_wait(&self, waited: Duration) {
@@ -148,6 +173,9 @@ impl Metrics {
             check_failures: self.check_failures.get(),
             connect_failures: self.connect_failures.get(),
             timeouts: self.timeouts.get(),
+            resets: self.resets.get(),
+            reset_failures: self.reset_failures.get(),
+            leaks: self.leaks.get(),
             waited: self.waited.load(Relaxed),
             wait_time: Duration::from_nanos(self.wait_nanos.load(Relaxed)),
         }

@@ -184,3 +184,64 @@ async fn retrying_callers_never_exceed_max_size_connects() {
     let status = pool.status();
     assert_eq!((status.size, status.connecting, status.waiting), (0, 0, 0));
 }
+
+/// The mock, with `is_retryable` saying no to an error that names a denial (a wrong
+/// password, say).
+#[derive(Clone)]
+struct Judging(Mock);
+
+impl Manager for Judging {
+    type Connection = support::MockConn;
+    type Error = MockError;
+
+    async fn connect(&self) -> Result<support::MockConn, MockError> {
+        self.0.connect().await
+    }
+
+    async fn check(&self, conn: &mut support::MockConn) -> Result<(), MockError> {
+        self.0.check(conn).await
+    }
+
+    fn is_retryable(&self, error: &MockError) -> bool {
+        !error.0.contains("denied")
+    }
+}
+
+/// An error no retry can fix reaches the caller at once, for `get` and `lease`, while a
+/// refusal before it is still retried; the slot is not held.
+#[tokio::test(start_paused = true)]
+async fn an_error_that_no_retry_fixes_is_returned_at_once() {
+    let mock = Mock::new();
+    let pool = Pool::builder(Judging(mock.clone()))
+        .max_size(2)
+        .max_streams(2)
+        .wait_timeout(WAIT)
+        .build()
+        .expect("valid settings");
+    mock.set_connect(Plan::fail("access denied"));
+    let started = Instant::now();
+    match pool.get().await {
+        Err(PoolError::Connect(MockError(text))) => assert_eq!(text, "access denied"),
+        other => panic!("expected the connect error at once, got {other:?}"),
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO, "no retry, no wait");
+    assert_eq!(mock.connects(), 1);
+    match pool.lease().await {
+        Err(PoolError::Connect(MockError(text))) => assert_eq!(text, "access denied"),
+        other => panic!("expected the connect error at once, got {other:?}"),
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(mock.connects(), 2);
+
+    // A refusal is retried; the denial after it ends the retries at once.
+    mock.push_connect(Plan::fail("connection refused"));
+    match pool.get().await {
+        Err(PoolError::Connect(MockError(text))) => assert_eq!(text, "access denied"),
+        other => panic!("expected the denial after one retry, got {other:?}"),
+    }
+    assert_eq!(mock.connects(), 4, "the refusal, then the denial");
+    assert!(started.elapsed() < WAIT);
+    let status = pool.status();
+    assert_eq!((status.size, status.connecting), (0, 0), "no slot held");
+    assert_eq!(status.counters.timeouts, 0);
+}

@@ -192,3 +192,43 @@ async fn the_background_task_samples_the_gauges() {
     assert_eq!(seen.gauge("pool.leases", "sampled"), 0.0);
     assert_eq!(seen.gauge("pool.connections.idle", "sampled"), 1.0);
 }
+
+/// With `leak_threshold`, a hold past it counts in `pool.leaks`, and every hold's time lands
+/// in the `pool.hold` histogram; the reset counters are reported from the start.
+#[tokio::test(start_paused = true)]
+async fn holds_and_leaks_are_reported() {
+    let recorder = DebuggingRecorder::new();
+    let mut seen = Seen::new(&recorder);
+    let mock = Mock::new();
+    let pool = with_local_recorder(&recorder, || {
+        pool::Pool::builder(mock.clone())
+            .name("held")
+            .max_size(2)
+            .leak_threshold(Duration::from_secs(5))
+            .build()
+            .expect("valid settings")
+    });
+    let brief = pool.get().await.expect("a connection");
+    let long = pool.get().await.expect("a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(brief);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    drop(long);
+    seen.take();
+    assert_eq!(seen.counter("pool.leaks", "held"), 1);
+    assert_eq!(seen.counter("pool.resets", "held"), 0);
+    assert_eq!(seen.counter("pool.resets.failed", "held"), 0);
+    let holds = match seen.value(MetricKind::Histogram, "pool.hold", "held") {
+        Some(DebugValue::Histogram(samples)) => samples
+            .into_iter()
+            .map(|s| s.into_inner())
+            .collect::<Vec<_>>(),
+        other => panic!("histogram pool.hold: {other:?}"),
+    };
+    assert_eq!(
+        holds,
+        vec![1.0, 7.0],
+        "seconds held, in the order they came back"
+    );
+    pool.close().await;
+}

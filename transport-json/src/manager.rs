@@ -207,6 +207,12 @@ impl pool::Manager for JsonManager {
         }
     }
 
+    /// [`Error::is_retryable`]: a refused or timed-out connect is tried again, a TLS
+    /// handshake refused on its certificates is not.
+    fn is_retryable(&self, error: &Error) -> bool {
+        error.is_retryable()
+    }
+
     fn is_broken(&self, conn: &mut Conn) -> bool {
         conn.is_closed()
     }

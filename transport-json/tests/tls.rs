@@ -344,6 +344,37 @@ async fn json_manager_pools_tls_connections() {
     server.shutdown().await.unwrap();
 }
 
+/// A pool whose client trusts another CA fails its callers at once with the handshake's
+/// error, instead of retrying until their wait timeout: no retry changes a certificate. A
+/// refused connect (the server is down) is still retried within the wait timeout.
+#[tokio::test]
+async fn a_pool_with_the_wrong_ca_fails_at_once() {
+    let pki = Pki::new();
+    let server = tls_server(pki.accept()).await;
+    let wrong_ca = TlsConnect::from_ca_file(pki.path("other-ca.pem"), "localhost").unwrap();
+    let manager = JsonManager::new(options(&server, Some(wrong_ca)));
+    let wait = Duration::from_secs(30);
+    let pool = Pool::builder(manager)
+        .max_size(2)
+        .wait_timeout(wait)
+        .build()
+        .unwrap();
+    // Well inside the wait timeout: a retrying pool would still be retrying.
+    let error = timeout(GUARD, pool.get()).await.unwrap().unwrap_err();
+    match &error {
+        pool::PoolError::Connect(error) => {
+            assert!(!error.is_retryable());
+            assert!(
+                chain(error).contains("invalid peer certificate: UnknownIssuer"),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected the handshake's error at once, got {other:?}"),
+    }
+    assert_eq!(pool.status().counters.connect_failures, 1, "tried once");
+    server.shutdown().await.unwrap();
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn tls_runs_over_a_unix_socket_too() {

@@ -345,6 +345,27 @@ impl<M: Manager> Manager for Balanced<M> {
         self.set.retire_to_rebalance(&conn.tag)
     }
 
+    fn needs_reset(&self, conn: &Routed<M>) -> bool {
+        conn.tag.endpoint.manager.needs_reset(&conn.conn)
+    }
+
+    /// # Errors
+    /// The endpoint's reset error (the connection is then discarded).
+    ///
+    /// # Cancel safety
+    /// As the endpoint manager's `reset`.
+    async fn reset(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
+        let endpoint = Arc::clone(&conn.tag.endpoint);
+        endpoint
+            .manager
+            .reset(&mut conn.conn)
+            .await
+            .map_err(|source| BalanceError::Endpoint {
+                endpoint: endpoint.name.clone(),
+                source,
+            })
+    }
+
     fn lease_started(&self, conn: &Routed<M>) {
         let leases = &conn.tag.endpoint.leases;
         leases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -59,8 +59,10 @@ pub(crate) async fn wait<M: Manager>(
     .await;
     // The line has let go of the ticket: nothing to leave.
     turn.ticket = None;
-    for waker in wakes.into_iter().flatten() {
-        waker.wake();
+    if !wakes.is_empty() {
+        for waker in wakes.into_iter().flatten() {
+            waker.wake();
+        }
     }
     outcome
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::checkout::handoff::Handoff;
 use crate::shared::connect::Connected;
 use crate::shared::connect::connect;
+use crate::shared::holds::Site;
 use crate::shared::line::{Arrival, Ticket, Wake};
 use crate::shared::state::{Grant, Live};
 use crate::status::Metrics;
@@ -49,11 +50,16 @@ pub(crate) enum Next<T> {
 
 impl<M: Manager> Pool<M> {
     /// `get` and `try_get`: the fast path, else the full path from what it took.
-    pub(crate) async fn checkout(&self, may_wait: bool) -> Result<Pooled<M>, PoolError<M::Error>> {
+    /// The guard's hold is registered as taken at `at` (see [`Pooled::held_from`]).
+    pub(crate) async fn checkout(
+        &self,
+        may_wait: bool,
+        at: Site,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
         match self.fast_checkout() {
-            Ok(pooled) => Ok(pooled),
+            Ok(pooled) => Ok(pooled.held_from(at)),
             // Not boxed: a caller that waits in line would allocate for it on every wait.
-            Err(first) => self.full_checkout(may_wait, first).await,
+            Err(first) => Ok(self.full_checkout(may_wait, first).await?.held_from(at)),
         }
     }
 
@@ -207,10 +213,11 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let retry = may_wait
             && !shared.config.fail_fast
-            && matches!(
-                error,
-                PoolError::Connect(_) | PoolError::Timeout(TimeoutKind::Connect)
-            );
+            && match &error {
+                PoolError::Connect(error) => shared.is_retryable(error),
+                PoolError::Timeout(TimeoutKind::Connect) => true,
+                _ => false,
+            };
         if !retry {
             if error.is_timeout() {
                 Metrics::bump(&shared.metrics.timeouts);

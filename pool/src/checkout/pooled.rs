@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::shared::Shared;
+use crate::shared::holds::Site;
 use crate::shared::state::Live;
 use crate::{ConnInfo, Manager};
 
@@ -17,6 +18,8 @@ pub struct Pooled<M: Manager> {
     shared: Arc<Shared<M>>,
     live: Option<Live<M::Connection>>,
     broken: bool,
+    /// Its registered hold, when holds are tracked (`leak_threshold`, `metrics`).
+    hold: Option<usize>,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -25,7 +28,14 @@ impl<M: Manager> Pooled<M> {
             shared,
             live: Some(live),
             broken: false,
+            hold: None,
         }
+    }
+
+    /// Registers the hold of this guard, taken at `at`, when holds are tracked.
+    pub(crate) fn held_from(mut self, at: Site) -> Self {
+        self.hold = self.shared.start_hold(at);
+        self
     }
 
     /// Marks the connection broken: when dropped it is closed instead of returned, and its
@@ -111,6 +121,9 @@ where
 
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
+        if let Some(key) = self.hold.take() {
+            self.shared.holds.end(key, &self.shared.metrics);
+        }
         if let Some(live) = self.live.take() {
             self.shared.give_back(live, self.broken);
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::lease::streams::{Key, SharedConn, conn_ref};
 use crate::shared::Shared;
+use crate::shared::holds::Site;
 use crate::shared::state::Leased;
 use crate::status::Metrics;
 use crate::{ConnInfo, Manager};
@@ -28,6 +29,8 @@ pub struct Lease<M: Manager> {
     broken: bool,
     /// `Manager::lease_started` returned: `lease_ended` is owed.
     started: bool,
+    /// Its registered hold, when holds are tracked (`leak_threshold`, `metrics`).
+    hold: Option<usize>,
 }
 
 impl<M: Manager> Lease<M> {
@@ -39,6 +42,7 @@ impl<M: Manager> Lease<M> {
             info: leased.info,
             broken: false,
             started: false,
+            hold: None,
         };
         if M::WATCHES_LEASES {
             // A panic here unwinds through `lease`'s drop, which ends the lease (without
@@ -47,6 +51,12 @@ impl<M: Manager> Lease<M> {
             lease.started = true;
         }
         lease
+    }
+
+    /// Registers the hold of this lease, taken at `at`, when holds are tracked.
+    pub(crate) fn held_from(mut self, at: Site) -> Self {
+        self.hold = self.shared.start_hold(at);
+        self
     }
 
     /// Marks the connection broken: from now on it takes no new lease, its slot frees at once
@@ -104,6 +114,9 @@ where
 
 impl<M: Manager> Drop for Lease<M> {
     fn drop(&mut self) {
+        if let Some(key) = self.hold.take() {
+            self.shared.holds.end(key, &self.shared.metrics);
+        }
         let ended = (M::WATCHES_LEASES && self.started).then(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.shared.manager.lease_ended(self)

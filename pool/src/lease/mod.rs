@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
 use crate::lease::streams::wrap;
+use crate::shared::holds::Site;
 use crate::shared::line::{Arrival, Ticket, Wake};
 use crate::shared::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
@@ -61,8 +62,9 @@ where
     /// it, and a lease granted to it in that instant is ended (its room goes to the next
     /// caller); a connect started for it runs on and its connection goes to the next caller
     /// or idle; a connection dropped in the middle of its check is closed.
-    pub async fn lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
-        self.start_lease(true).await
+    #[track_caller]
+    pub fn lease(&self) -> impl Future<Output = Result<Lease<M>, PoolError<M::Error>>> + Send + '_ {
+        self.start_lease(true, std::panic::Location::caller())
     }
 
     /// Like [`lease`](Pool::lease), but never waits in line: when every connection is full
@@ -73,15 +75,19 @@ where
     ///
     /// # Cancel safety
     /// Cancel safe, as [`lease`](Pool::lease).
-    pub async fn try_lease(&self) -> Result<Lease<M>, PoolError<M::Error>> {
-        self.start_lease(false).await
+    #[track_caller]
+    pub fn try_lease(
+        &self,
+    ) -> impl Future<Output = Result<Lease<M>, PoolError<M::Error>>> + Send + '_ {
+        self.start_lease(false, std::panic::Location::caller())
     }
 
     /// A lease: the fast path, else the full path from what the fast path placed.
-    async fn start_lease(&self, may_wait: bool) -> Result<Lease<M>, PoolError<M::Error>> {
+    /// The lease's hold is registered as taken at `at` (see [`Lease::held_from`]).
+    async fn start_lease(&self, may_wait: bool, at: Site) -> Result<Lease<M>, PoolError<M::Error>> {
         let mut times = Times::new(may_wait.then_some(self.shared.config.wait_timeout));
         match self.fast_lease(&mut times) {
-            Ok(lease) => Ok(lease),
+            Ok(lease) => Ok(lease.held_from(at)),
             Err(first) => {
                 // The caller's arrival, from which its `wait_timeout` runs: read before the
                 // full path awaits anything (a connect, say), however few of its moves read
@@ -89,7 +95,8 @@ where
                 times.now();
                 // Boxed: the full path's state is large, and the future of every lease would
                 // carry it (and be moved with it) though the fast path never needs it.
-                Box::pin(self.checkout_lease(times, may_wait, first)).await
+                let lease = Box::pin(self.checkout_lease(times, may_wait, first)).await?;
+                Ok(lease.held_from(at))
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Manager;
-use crate::shared::Shared;
+use crate::shared::{Shared, holds};
 
 /// Runs until the pool is closed or every handle to it is gone. It holds only a weak
 /// reference between rounds, so it never keeps a dropped pool alive.
@@ -52,6 +52,9 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
                 // Samples the gauges, between rounds too (without reaping there).
                 let _ = shared.status();
             }
+            if let Some(threshold) = shared.config.leak_threshold {
+                shared.holds.scan(now, threshold, &shared.metrics);
+            }
             // A connection created after this round expires after the next one (the round
             // comes at most half a lifetime apart), so that round sees it. One held by `get`
             // in the rounds before its lifetime ends is not seen by them: when it comes into
@@ -62,6 +65,10 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             let mut wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
             if cfg!(feature = "metrics") {
                 wake = wake.min(now + sample);
+            }
+            if let Some(threshold) = shared.config.leak_threshold {
+                let every = threshold.clamp(holds::SCAN_MIN, holds::SCAN_EVERY);
+                wake = wake.min(now + every);
             }
             state.maintenance_wake = Some(wake);
             wake

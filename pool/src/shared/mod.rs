@@ -1,8 +1,10 @@
 //! The pool's shared core: taking connections in and out, opening and discarding them.
 
 pub(crate) mod connect;
+pub(crate) mod holds;
 pub(crate) mod line;
 pub(crate) mod maintain;
+pub(crate) mod reset;
 pub(crate) mod state;
 
 #[cfg(all(test, loom))]
@@ -48,6 +50,9 @@ pub(crate) struct Shared<M: Manager> {
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
+    /// The holds of `Pooled` and `Lease` guards, when they are tracked
+    /// ([`Shared::tracks_holds`]).
+    pub holds: holds::Holds,
     /// Wakes the background task to plan its next wake again (`State::maintenance_wake`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
     pub rearm: Arc<Notify>,
@@ -63,8 +68,22 @@ impl<M: Manager> Shared<M> {
             state: Padded(Mutex::new(state)),
             maintenance_started: AtomicBool::new(false),
             drained: Notify::new(),
+            holds: holds::Holds::default(),
             rearm: Arc::new(Notify::new()),
         }
+    }
+
+    /// Whether guards register their holds: with `leak_threshold` set, or the `metrics`
+    /// feature on (for the `pool.hold` histogram).
+    #[inline]
+    pub fn tracks_holds(&self) -> bool {
+        cfg!(feature = "metrics") || self.config.leak_threshold.is_some()
+    }
+
+    /// Registers a hold taken at `at`, when holds are tracked.
+    #[inline]
+    pub fn start_hold(&self, at: holds::Site) -> Option<usize> {
+        self.tracks_holds().then(|| self.holds.start(at))
     }
 
     /// Wakes the background task to plan again, when a move under the lock found it must
@@ -99,8 +118,9 @@ impl<M: Manager> Shared<M> {
             max_size: state.max_size,
             size,
             idle,
-            in_use: size.saturating_sub(idle),
+            in_use: size.saturating_sub(idle + state.resetting),
             connecting: state.connecting,
+            resetting: state.resetting,
             waiting: state.waiters.len(),
             leases: state.streams.leases,
             discarded: shared.unslotted,
@@ -168,6 +188,14 @@ impl<M: Manager> Shared<M> {
     /// since this runs in `Drop`).
     pub fn is_broken(&self, live: &mut Live<M::Connection>) -> bool {
         self.conn_is_broken(&mut live.conn)
+    }
+
+    /// [`Manager::is_retryable`]; a panic counts as retryable (the pool's default).
+    pub fn is_retryable(&self, error: &M::Error) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.manager.is_retryable(error)
+        }))
+        .unwrap_or(true)
     }
 
     /// [`Manager::is_broken`] on a bare connection; a panic counts as broken.
@@ -244,8 +272,17 @@ impl<M: Manager> Shared<M> {
 
     /// Closes a shared connection once its `Arc` is the last one (a later holder closes it
     /// otherwise), and tells `close` a shared connection is gone.
+    ///
+    /// The look at the count and the drop of this `Arc` happen under the lock, where every
+    /// other `Arc` of a shared connection is dropped too: two holders letting go at once (the
+    /// last lease of an orphaned connection and `close`) cannot both see the other's `Arc`
+    /// and both drop theirs, which would drop the connection without closing it.
     pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
-        if let Some(conn) = unwrap::<M::Connection>(conn) {
+        let conn = {
+            let _state = self.lock();
+            unwrap::<M::Connection>(conn)
+        };
+        if let Some(conn) = conn {
             self.close_conn(conn);
         }
         self.drained.notify_waiters();
@@ -264,6 +301,14 @@ impl<M: Manager> Shared<M> {
             return self.discard(live);
         }
         live.info.last_used = now;
+        match self.needs_reset(&live) {
+            Ok(false) => {}
+            Ok(true) => return self.start_reset(live),
+            Err(()) => {
+                tracing::debug!("needs_reset panicked; discarding the connection");
+                return self.discard(live);
+            }
+        }
         let place = {
             let mut state = self.lock();
             let place = state.place_conn(live);

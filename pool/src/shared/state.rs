@@ -40,10 +40,10 @@ pub(crate) enum Kept {
 /// The pool's locked state.
 ///
 /// Invariants (checked by [`State::debug_check`] in debug builds):
-/// - `idle.len() + connecting + shared <= slots`, where `shared` counts the shared
-///   connections that hold a slot (all but broken ones): every idle connection, connect in
-///   flight and shared connection holds a slot; the rest of the slots are connections checked
-///   out by `get`.
+/// - `idle.len() + connecting + resetting + shared <= slots`, where `shared` counts the
+///   shared connections that hold a slot (all but broken ones): every idle connection,
+///   connect in flight, connection being reset and shared connection holds a slot; the rest
+///   of the slots are connections checked out by `get`.
 /// - `slots <= max_size`, except right after a shrink, until enough connections come back.
 /// - waiters wait only when nothing is free for them: `!waiters.is_empty()` implies `idle` is
 ///   empty, and a caller waiting for a connection of its own implies `slots >= max_size`.
@@ -53,6 +53,8 @@ pub(crate) struct State<C> {
     pub waiters: Line<C>,
     pub slots: usize,
     pub connecting: usize,
+    /// Connections being reset ([`crate::shared::reset`]): each holds its slot.
+    pub resetting: usize,
     pub max_size: usize,
     pub min_idle: usize,
     pub closed: bool,
@@ -79,6 +81,7 @@ impl<C> State<C> {
             waiters: Line::new(),
             slots: 0,
             connecting: 0,
+            resetting: 0,
             max_size,
             min_idle,
             closed: false,
@@ -94,7 +97,7 @@ impl<C> State<C> {
         if cfg!(debug_assertions) {
             let shared = self.streams.counts().slotted;
             debug_assert!(
-                self.idle.len() + self.connecting + shared <= self.slots,
+                self.idle.len() + self.connecting + self.resetting + shared <= self.slots,
                 "slot accounting"
             );
         }

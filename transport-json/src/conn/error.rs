@@ -119,6 +119,17 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_) | Error::ConnectTimeout { .. })
     }
+
+    /// Whether trying again may help. False for a TLS handshake that failed on what was said
+    /// (a certificate of another CA or for another name, a refused client certificate, a
+    /// peer that does not speak TLS: rustls reports each as invalid data), which no retry
+    /// changes; true for everything else (a refused, reset or timed-out connect, a socket
+    /// error during the handshake). [`JsonManager`](crate::JsonManager) answers the pool's
+    /// [`is_retryable`](pool::Manager::is_retryable) with it, so a pool with a wrong CA fails
+    /// its callers at once instead of retrying until their wait timeout.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::Tls { source, .. } if source.kind() == io::ErrorKind::InvalidData)
+    }
 }
 
 impl From<CodecError> for CloseCause {
