@@ -18,6 +18,8 @@ use crate::error::{Error, Target};
 /// - `check` refuses, without I/O, a connection handed out dirty (it was not reset), and
 ///   sends `COM_PING` when the connection has not answered for
 ///   [`ping_after`](MysqlManager::ping_after).
+/// - `is_retryable` is [`Error::is_retryable`]: a connect refused for a wrong password or a
+///   missing database reaches the caller at once, a refused port is retried.
 /// - `is_broken` is true for a connection a dropped future cut mid-command, or one whose
 ///   command failed with a connection error.
 /// - `needs_reset` is true for an open transaction, an unread result or a changed session;
@@ -171,7 +173,8 @@ impl Manager for MysqlManager {
     }
 
     // Cancel safety: dropped during its ping (the pool's check timeout), the connection is
-    // left cut and the pool discards it. A dirty connection is refused without I/O: a pool that resets on return never hands
+    // left cut and the pool discards it. A dirty connection is refused without I/O (the pool
+    // resets dirty connections before anyone sees them, so this is a safety net): a pool that resets on return never hands
     // one out; one that does not (or a connection put back some other way) must not give
     // the next caller an open transaction, whose first `START TRANSACTION` would commit it.
     async fn check(&self, conn: &mut MysqlConn) -> Result<(), Error> {
@@ -186,6 +189,12 @@ impl Manager for MysqlManager {
             return Ok(());
         }
         conn.ping().await
+    }
+
+    // A refused, lost or timed-out connect is worth retrying within the caller's wait; a bad
+    // URL, wrong credentials or a missing database never are: the caller hears at once.
+    fn is_retryable(&self, error: &Error) -> bool {
+        error.is_retryable()
     }
 
     fn is_broken(&self, conn: &mut MysqlConn) -> bool {

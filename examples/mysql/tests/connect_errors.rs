@@ -5,10 +5,10 @@
 #[allow(dead_code)]
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_example::{Error, MysqlManager};
-use pool::{Manager, Pool, PoolError};
+use pool::{Manager, Pool, PoolError, TimeoutKind};
 use tokio::time::timeout;
 
 async fn connect(url: &str) -> Error {
@@ -98,23 +98,56 @@ async fn a_failing_init_statement_is_named() {
     assert!(!error.is_retryable());
 }
 
-#[tokio::test]
-async fn the_pool_hands_the_typed_error_to_its_caller() {
-    let server = support::shared().await;
-    let manager = MysqlManager::new(&server.url("no_such_database")).expect("a valid URL");
-    let pool = Pool::builder(manager)
+fn pool_for(url: &str, wait: Duration) -> Pool<MysqlManager> {
+    let manager = MysqlManager::new(url).expect("a valid URL");
+    Pool::builder(manager)
         .max_size(1)
-        .fail_fast(true)
         .connect_timeout(Duration::from_secs(2))
+        .wait_timeout(wait)
         .build()
-        .expect("valid settings");
+        .expect("valid settings")
+}
+
+#[tokio::test]
+async fn the_pool_hands_an_error_no_retry_fixes_to_its_caller_at_once() {
+    let server = support::shared().await;
+    let pool = pool_for(&server.url("no_such_database"), Duration::from_secs(10));
+    let started = Instant::now();
     let error = timeout(Duration::from_secs(5), pool.get())
         .await
-        .expect("an answer within 5 s")
+        .expect("an answer within 5 s, long before the 10 s wait timeout")
         .expect_err("no connection");
     match error {
         PoolError::Connect(Error::UnknownDatabase { .. }) => {}
         other => panic!("{other:?}"),
     }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(pool.status().counters.connect_failures, 1);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn the_pool_retries_a_refused_port_until_its_wait_timeout() {
+    let pool = pool_for(
+        &format!("mysql://root@127.0.0.1:{}/db", support::free_port()),
+        Duration::from_millis(500),
+    );
+    let error = timeout(Duration::from_secs(5), pool.get())
+        .await
+        .expect("an answer within 5 s")
+        .expect_err("no connection");
+    assert!(
+        matches!(error, PoolError::Timeout(TimeoutKind::Wait { .. })),
+        "{error:?}"
+    );
+    assert!(
+        pool.status().counters.connect_failures > 1,
+        "retried: {:?}",
+        pool.status()
+    );
     pool.close().await;
 }

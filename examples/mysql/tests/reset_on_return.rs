@@ -1,9 +1,7 @@
 //! End to end through `pool.get()`: a connection that comes back dirty is reset by the pool
+//! (`Manager::needs_reset` as the guard drops, `Manager::reset` in a task of the pool's)
 //! before the next caller sees it, and it is the same connection (reset, not replaced).
-//!
-//! These pass once the pool calls `Manager::needs_reset` and `Manager::reset` as a `get`
-//! guard drops. Until then the next caller is handed the dirty connection as it was, and
-//! each test fails on its first assertion about the session.
+//! `tests/reset.rs` calls the manager's reset directly.
 #![forbid(unsafe_code)]
 
 #[allow(dead_code)]
@@ -78,7 +76,9 @@ async fn a_transaction_left_open_is_rolled_back_for_the_next_caller() {
         id,
         "the same connection, reset rather than replaced"
     );
-    assert_eq!(pool.status().counters.created, 1);
+    let status = pool.status();
+    assert_eq!(status.counters.created, 1, "{status:?}");
+    assert_eq!(status.counters.resets, 1, "{status:?}");
     assert_eq!(pool.manager().counts().resets, 1);
     drop(next);
     pool.close().await;
@@ -111,7 +111,7 @@ async fn a_user_variable_set_is_gone_for_the_next_caller() {
         id,
         "the same connection, reset rather than replaced"
     );
-    assert_eq!(pool.manager().counts().resets, 1);
+    assert_eq!(pool.status().counters.resets, 1);
     drop(next);
     pool.close().await;
 }
@@ -143,6 +143,49 @@ async fn a_result_left_unread_is_read_off_for_the_next_caller() {
         id,
         "the same connection, reset rather than replaced"
     );
+    assert_eq!(pool.status().counters.resets, 1);
     drop(next);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_clean_connection_comes_back_without_a_reset() {
+    let pool = pool_of_one("return_clean").await;
+    let mut conn = get(&pool).await;
+    conn.begin().await.expect("begin");
+    conn.query_drop("INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    conn.commit().await.expect("commit");
+    drop(conn);
+    let mut next = get(&pool).await;
+    assert_eq!(number(&mut next, "SELECT COUNT(*) FROM t").await, Some(1));
+    drop(next);
+    assert_eq!(pool.status().counters.resets, 0, "nothing was left dirty");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_command_is_discarded_not_reset() {
+    let pool = pool_of_one("return_cut").await;
+    let mut conn = get(&pool).await;
+    let id = conn.id();
+    let cut = timeout(
+        Duration::from_millis(100),
+        conn.query_drop("SELECT SLEEP(5)"),
+    )
+    .await;
+    assert!(cut.is_err());
+    drop(conn);
+    let mut next = get(&pool).await;
+    assert_ne!(next.id(), id, "never reused");
+    assert_eq!(number(&mut next, "SELECT 1").await, Some(1));
+    drop(next);
+    let status = pool.status();
+    assert_eq!(
+        (status.counters.resets, status.counters.broken),
+        (0, 1),
+        "{status:?}"
+    );
     pool.close().await;
 }

@@ -42,6 +42,18 @@ async fn dropped_transfers_keep_the_total_and_leave_nothing_open() {
         report.manager.cut_closed > 0,
         "some transfers were cut mid-command: {report}"
     );
+    let counters = &report.pool.counters;
+    assert!(
+        counters.resets > 0,
+        "some transfers were dropped between statements, and their connections reset: {report}"
+    );
+    assert_eq!(counters.reset_failures, 0, "{report}");
+    assert_eq!(
+        report.manager.dirty_refused, 0,
+        "no connection was handed out dirty: {report}"
+    );
+    assert_eq!(counters.leaks, 0, "{report}");
+    assert_eq!(report.pool.resetting, 0, "{report}");
 
     // The pool is closed: the server soon has no connection in the database, and no
     // transaction anywhere in it.

@@ -9,8 +9,6 @@ mod args;
 mod report;
 mod transfer;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -26,8 +24,13 @@ use crate::{Error, MysqlManager, Target};
 /// Each account's balance before the run.
 pub const START_BALANCE: i64 = 1000;
 
-/// A transfer whose connection is held longer than this counts as a leak in the report.
+/// The pool's `leak_threshold`: a connection held longer is reported (a `tracing` warning
+/// naming where it was taken) and counted in the pool's `Counters::leaks`. A transfer holds
+/// its connection for a few milliseconds.
 pub const LEAK_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// The pool's `reset_timeout`: a reset is one to three round trips on loopback.
+pub const RESET_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The init statement of the program's connections, run again after every session reset: a
 /// lock held by a connection that should not hold one shows up as errors within 5 s, not
@@ -115,7 +118,6 @@ struct Tally {
     errors: u64,
     first_error: Option<String>,
     retries: u64,
-    leaks: u64,
     latencies: Vec<Duration>,
 }
 
@@ -157,9 +159,6 @@ async fn run_task(pool: Pool<MysqlManager>, args: Args, task: usize, count: usiz
             Some(Ok(done)) => {
                 tally.committed += 1;
                 tally.retries += u64::from(done.retries);
-                if done.held > LEAK_THRESHOLD {
-                    tally.leaks += 1;
-                }
                 tally.latencies.push(started.elapsed());
             }
             Some(Err(error)) => {
@@ -217,31 +216,9 @@ pub async fn run(args: &Args) -> Result<Report, RunError> {
         .connect_timeout(Duration::from_secs(5))
         .check_timeout(Duration::from_secs(2))
         .wait_timeout(Duration::from_secs(30))
-        // Every checkout is checked: the manager's check costs nothing for a connection that
-        // answered within the last second, and refuses one that came back dirty. Until the
-        // pool resets connections on return, that refusal is what keeps a transfer from
-        // being handed an open transaction of a dropped one.
-        .check_interval(Duration::ZERO)
+        .reset_timeout(RESET_TIMEOUT)
+        .leak_threshold(LEAK_THRESHOLD)
         .build()?;
-
-    // Until the pool resets connections on return, a transfer dropped between statements
-    // leaves its connection idle with an open transaction and its row locks. The next
-    // checkout's check refuses it, but when no checkout comes (the run's tail, tasks waiting
-    // for those very rows) it would hold the locks on. This sweep discards such idle
-    // connections every 20 ms; with the pool's reset it finds none.
-    let swept = Arc::new(AtomicU64::new(0));
-    let sweeper = tokio::spawn({
-        let pool = pool.clone();
-        let swept = Arc::clone(&swept);
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                tick.tick().await;
-                let removed = pool.retain(|conn, _| !conn.needs_reset());
-                swept.fetch_add(removed as u64, Relaxed);
-            }
-        }
-    });
 
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.tasks)
@@ -258,7 +235,6 @@ pub async fn run(args: &Args) -> Result<Report, RunError> {
         total.cancelled += tally.cancelled;
         total.errors += tally.errors;
         total.retries += tally.retries;
-        total.leaks += tally.leaks;
         total.latencies.extend(tally.latencies);
         if total.first_error.is_none() {
             total.first_error = tally.first_error;
@@ -266,9 +242,6 @@ pub async fn run(args: &Args) -> Result<Report, RunError> {
     }
     let elapsed = started.elapsed();
     total.latencies.sort_unstable();
-    sweeper.abort();
-    let last_sweep = pool.retain(|conn, _| !conn.needs_reset());
-    let swept = swept.load(Relaxed) + last_sweep as u64;
 
     let balance: Option<i64> = {
         let mut conn = pool.get().await?;
@@ -276,8 +249,9 @@ pub async fn run(args: &Args) -> Result<Report, RunError> {
             .await?
     };
 
-    // Discarded connections close (and their statements are killed) in tasks of the pool's;
-    // wait a little for the server to show only the pool's connections.
+    // Discarded connections close (and their statements are killed), and dirty ones are
+    // reset, in tasks of the pool's; wait a little for the server to show only the pool's
+    // connections and no transaction.
     let classify = |error| Error::classify(error, &target);
     let mut observer = mysql_async::Conn::new(manager.opts().clone())
         .await
@@ -306,7 +280,6 @@ pub async fn run(args: &Args) -> Result<Report, RunError> {
         errors: total.errors,
         first_error: total.first_error,
         retries: total.retries,
-        leaks: total.leaks,
         elapsed,
         p50: percentile(&total.latencies, 0.50),
         p99: percentile(&total.latencies, 0.99),
@@ -314,7 +287,6 @@ pub async fn run(args: &Args) -> Result<Report, RunError> {
         expected_total: args.accounts as i64 * START_BALANCE,
         pool: status,
         manager: manager.counts(),
-        swept,
         open_transactions,
         server_connections,
         settled_in,

@@ -27,9 +27,6 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Runs again after deadlocks or lock wait timeouts.
     pub retries: u64,
-    /// Transfers that held their connection longer than [`LEAK_THRESHOLD`], as this program
-    /// counts them.
-    pub leaks: u64,
     /// From the first transfer to the last.
     pub elapsed: Duration,
     /// Latency of committed transfers (checkout and retries included): p50.
@@ -44,9 +41,6 @@ pub struct Report {
     pub pool: pool::Status,
     /// The manager's counts after the run.
     pub manager: ManagerCounts,
-    /// Idle connections the program discarded because they came back dirty (a stopgap
-    /// while the pool does not reset connections on return; 0 once it does).
-    pub swept: u64,
     /// Transactions open in the database after the run, the observer's aside
     /// (`information_schema.innodb_trx`).
     pub open_transactions: u64,
@@ -114,25 +108,28 @@ impl fmt::Display for Report {
         }
         let m = &self.manager;
         let c = &self.pool.counters;
-        // The pool does not count resets or leaks yet: resets are the manager's count, leaks
-        // this program's (transfers that held a connection over LEAK_THRESHOLD).
         writeln!(
             f,
-            "resets: {} (failed {})  discarded: {} (broken {}, failed checks {}: {} dirty, not reset; {} dirty idle swept)  leaks: {} (held > {:?})",
-            m.resets,
-            m.reset_failures,
-            c.broken + c.check_failures + self.swept,
+            "resets: {} (failed {})  discarded: {} (broken {}, failed checks {}, failed resets {})  leaks: {} (held > {:?})",
+            c.resets,
+            c.reset_failures,
+            c.broken + c.check_failures + c.reset_failures,
             c.broken,
             c.check_failures,
-            m.dirty_refused,
-            self.swept,
-            self.leaks,
+            c.reset_failures,
+            c.leaks,
             LEAK_THRESHOLD,
         )?;
         writeln!(
             f,
-            "cut mid-command: {} closed, {} statements killed ({} kills failed)  pool: created {} closed {} size {}",
-            m.cut_closed, m.kills, m.kill_failures, c.created, c.closed, self.pool.size,
+            "cut mid-command: {} closed, {} statements killed ({} kills failed)  handed out dirty: {}  pool: created {} closed {} size {}",
+            m.cut_closed,
+            m.kills,
+            m.kill_failures,
+            m.dirty_refused,
+            c.created,
+            c.closed,
+            self.pool.size,
         )?;
         writeln!(
             f,

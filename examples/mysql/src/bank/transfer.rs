@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
 
 use pool::{Pool, PoolError};
 
@@ -32,8 +31,6 @@ pub enum TransferError {
 pub struct Transferred {
     /// Runs again after lock conflicts.
     pub retries: u32,
-    /// How long the transfer held its connection.
-    pub held: Duration,
 }
 
 /// Moves up to `amount` from account `from` to account `to` (never below zero) in one
@@ -48,7 +45,7 @@ pub struct Transferred {
 /// # Cancel safety
 /// Dropped at any point, nothing of the transfer is committed unless its `COMMIT` reached
 /// the server: the connection goes back to the pool cut mid-command (discarded, its
-/// statement killed) or with an open transaction (reset, or refused by the next check).
+/// statement killed) or with an open transaction (rolled back by the pool's reset).
 pub async fn transfer(
     pool: &Pool<MysqlManager>,
     from: u32,
@@ -56,16 +53,10 @@ pub async fn transfer(
     amount: i64,
 ) -> Result<Transferred, TransferError> {
     let mut conn = pool.get().await.map_err(TransferError::Checkout)?;
-    let taken = Instant::now();
     let mut retries = 0;
     loop {
         match move_money(&mut conn, from, to, amount).await {
-            Ok(()) => {
-                return Ok(Transferred {
-                    retries,
-                    held: taken.elapsed(),
-                });
-            }
+            Ok(()) => return Ok(Transferred { retries }),
             Err(TransferError::Mysql(error))
                 if error.is_lock_conflict() && retries < MAX_RETRIES =>
             {
