@@ -2,8 +2,8 @@
 //! dependency and dev-dependency of the root package, so these tests read that set with
 //! `cargo tree` and hold it to what the examples and `tests/` use.
 //!
-//! The benches (criterion, deadpool, bb8) and the Redis example (redis) are packages of their
-//! own for this reason: as dev-dependencies of the root package they took the demo's first
+//! The benches (criterion, deadpool, bb8) and the Redis and MariaDB examples (redis,
+//! mysql_async) are packages of their own for this reason: as dev-dependencies of the root package they took the demo's first
 //! build from 45 crates (about 45 s on 2 cores) to 125 (2 min 26 s). A test-only dependency
 //! belongs to the package whose tests use it, or to a package of its own.
 #![forbid(unsafe_code)]
@@ -17,8 +17,8 @@ use std::process::Command;
 /// for a few small ones.
 const MAX_CRATES: usize = 64;
 
-/// The crates only the benches and the Redis example need.
-const NOT_FOR_THE_DEMO: [&str; 4] = ["criterion", "deadpool", "bb8", "redis"];
+/// The crates only the benches and the Redis and MariaDB examples need.
+const NOT_FOR_THE_DEMO: [&str; 5] = ["criterion", "deadpool", "bb8", "redis", "mysql_async"];
 
 /// The crates of the root package's optional features (`tls`: rustls and ring, and rcgen for
 /// its tests; `prometheus`: the exporter and its HTTP server), off by default.
@@ -66,7 +66,7 @@ fn the_demo_builds_none_of_the_bench_or_redis_dependencies() {
     assert!(
         heavy.is_empty(),
         "`cargo run --example demo` now builds {heavy:?}: they are dependencies of the root \
-         package; keep them in `benches/` or `examples/redis/`"
+         package; keep them in `benches/`, `examples/redis/` or `examples/mysql/`"
     );
 }
 
