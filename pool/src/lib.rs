@@ -258,7 +258,7 @@
 //!   know, and checks sizes, counters, fairness, liveness and closes after every step. It
 //!   found the two defects above; 256 cases run in about 4 s, so CI runs it on every push.
 //!   What threads race on, the lease moves under the lock and the wake-ups they return, is
-//!   model-checked by `loom` (`shared/loom_model.rs`, `scripts/loom`): every interleaving of
+//!   model-checked by `loom` (`shared/loom_model/`, `scripts/loom`): every interleaving of
 //!   a lease start, a lease end, a caller joining the line, `close`, `resize`, the retirement
 //!   of a connection past its `max_lifetime`, `mark_broken`, and a new connection taking the
 //!   slot of a broken one that a lease still reads.
