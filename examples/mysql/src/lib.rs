@@ -36,6 +36,9 @@
 //!   database, deadlock, ...) and [`Error::is_retryable`].
 //! - [`bank`]: the load program (`cargo run --release -p mysql-example -- --url ...`) as a
 //!   library, so that the tests run it too.
+//! - [`throwaway`]: a `mariadbd` of its own on a free loopback port with a throwaway data
+//!   directory, killed and removed when dropped or when the process ends; the tests start
+//!   one per test binary, and may kill it and start it again on the same data.
 //!
 //! # When a connection needs a reset, and when it is discarded
 //! | the caller left | known from | the pool | the manager does |
@@ -94,6 +97,7 @@ pub mod error;
 pub mod manager;
 pub mod rows;
 pub mod statement;
+pub mod throwaway;
 
 pub use conn::{ConnState, MysqlConn};
 pub use error::{Error, Target};
