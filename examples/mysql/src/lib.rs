@@ -36,6 +36,8 @@
 //!   database, deadlock, ...) and [`Error::is_retryable`].
 //! - [`bank`]: the load program (`cargo run --release -p mysql-example -- --url ...`) as a
 //!   library, so that the tests run it too.
+//! - [`bench`]: `--bench`, our pool and `mysql_async`'s own pool side by side over one
+//!   server (point selects, none or half of the checkouts dirtied), in alternating rounds.
 //! - [`throwaway`]: a `mariadbd` of its own on a free loopback port with a throwaway data
 //!   directory, killed and removed when dropped or when the process ends; the tests start
 //!   one per test binary, and may kill it and start it again on the same data.
@@ -92,6 +94,7 @@
 #![warn(missing_docs)]
 
 pub mod bank;
+pub mod bench;
 pub mod conn;
 pub mod error;
 pub mod manager;

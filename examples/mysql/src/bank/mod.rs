@@ -67,14 +67,14 @@ pub enum RunError {
 
 /// The connection options for the table's set-up: the URL's, without its database (which
 /// may not exist yet).
-fn setup_opts(opts: &Opts) -> Opts {
+pub(crate) fn setup_opts(opts: &Opts) -> Opts {
     OptsBuilder::from_opts(opts.clone())
         .db_name(None::<String>)
         .into()
 }
 
 /// `database` quoted as an identifier.
-fn quoted(database: &str) -> String {
+pub(crate) fn quoted(database: &str) -> String {
     format!("`{}`", database.replace('`', "``"))
 }
 
@@ -188,7 +188,7 @@ async fn server_view(observer: &mut mysql_async::Conn) -> Result<(u64, u64), mys
     Ok((transactions.unwrap_or(0), connections.unwrap_or(0)))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
