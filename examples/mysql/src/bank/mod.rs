@@ -79,8 +79,14 @@ pub(crate) fn quoted(database: &str) -> String {
 }
 
 /// Creates the database when missing and (re)creates `accounts` with `accounts` rows of
-/// [`START_BALANCE`]. Returns the server's version.
-async fn prepare(manager: &MysqlManager, accounts: usize) -> Result<String, RunError> {
+/// [`START_BALANCE`], over a connection of its own. Returns the server's version.
+///
+/// # Errors
+/// [`RunError::NoDatabase`] when the manager's URL names none; a failed statement.
+///
+/// # Cancel safety
+/// Cancel safe: the table may be left half made, as a failed run leaves it.
+pub async fn prepare(manager: &MysqlManager, accounts: usize) -> Result<String, RunError> {
     let target = Target::of(manager.opts());
     let database = target.database.clone().ok_or(RunError::NoDatabase)?;
     let classify = |error| Error::classify(error, &target);
