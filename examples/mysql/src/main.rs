@@ -9,7 +9,7 @@
 //!
 //! With `--bench`, it measures our pool against `mysql_async`'s own pool instead
 //! ([`mysql_example::bench`]): `--url` (none: a throwaway `mariadbd` is started on a free
-//! loopback port), `--tasks` (64), `--pool-size` (8), `--rounds` (9), `--round-ms` (1500).
+//! loopback port), `--tasks` (64), `--pool-size` (8), `--rounds` (15), `--round-ms` (1000).
 #![forbid(unsafe_code)]
 
 use mysql_example::bank::{self, chain};

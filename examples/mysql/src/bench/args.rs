@@ -29,8 +29,8 @@ impl Default for Args {
             url: None,
             tasks: 64,
             pool_size: 8,
-            rounds: 9,
-            round: Duration::from_millis(1500),
+            rounds: 15,
+            round: Duration::from_millis(1000),
             seed: crate::bank::Args::default().seed,
         }
     }
@@ -38,7 +38,7 @@ impl Default for Args {
 
 /// The usage line `--bench --help` prints.
 pub const USAGE: &str = "usage: mysql-example --bench [--url mysql://root@127.0.0.1:3306/pool_bench] \
-    [--tasks 64] [--pool-size 8] [--rounds 9] [--round-ms 1500]\n\
+    [--tasks 64] [--pool-size 8] [--rounds 15] [--round-ms 1000]\n\
     without --url, a throwaway mariadbd is started on a free loopback port";
 
 impl Args {
@@ -94,10 +94,10 @@ mod tests {
         assert_eq!(args.url, None);
         assert_eq!(
             (args.tasks, args.pool_size, args.rounds),
-            (64, 8, 9),
+            (64, 8, 15),
             "{args:?}"
         );
-        assert_eq!(args.round, Duration::from_millis(1500));
+        assert_eq!(args.round, Duration::from_millis(1000));
     }
 
     #[test]
