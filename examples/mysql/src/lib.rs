@@ -36,8 +36,9 @@
 //!   database, deadlock, ...) and [`Error::is_retryable`].
 //! - [`bank`]: the load program (`cargo run --release -p mysql-example -- --url ...`) as a
 //!   library, so that the tests run it too.
-//! - [`bench`]: `--bench`, our pool and `mysql_async`'s own pool side by side over one
-//!   server (point selects, none or half of the checkouts dirtied), in alternating rounds.
+//! - [`bench`](mod@bench): `--bench`, our pool and `mysql_async`'s own pool side by side
+//!   over one server (point selects, none or half of the checkouts dirtied), in alternating
+//!   rounds.
 //! - [`throwaway`]: a `mariadbd` of its own on a free loopback port with a throwaway data
 //!   directory, killed and removed when dropped or when the process ends; the tests start
 //!   one per test binary, and may kill it and start it again on the same data.
@@ -90,11 +91,11 @@
 //!   transactions begun through its `Transaction` type.
 //! - A reset only for a connection that needs one, not on every return as `mysql_async`'s
 //!   pool does (`COM_RESET_CONNECTION`, which also drops the connection's prepared
-//!   statements): side by side over one server (`--bench`, [`bench`]; point selects from
-//!   64 tasks over 8 connections, three runs on 2 cores beside other builds), ours served
-//!   2.60-3.16x its selects per second with no checkout dirtied (1 round trip per select
-//!   to its 3: prepare, execute, reset) and 1.41-1.75x with half of them dirtied (2.5 to
-//!   3.5); p99 10-16 ms against 24-32 ms clean.
+//!   statements): side by side over one server (`--bench`, [`bench`](mod@bench); point
+//!   selects from 64 tasks over 8 connections, three runs on 2 cores beside other
+//!   builds), ours served 2.60-3.16x its selects per second with no checkout dirtied (1
+//!   round trip per select to its 3: prepare, execute, reset) and 1.41-1.75x with half of
+//!   them dirtied (2.5 to 3.5); p99 10-16 ms against 24-32 ms clean.
 //! - `--bench` without `--url` starts a throwaway `mariadbd` ([`throwaway`], the tests'
 //!   server), so its one command reproduces its figures wherever MariaDB is installed;
 //!   with `--url` it measures that server (creating its database when missing).

@@ -37,8 +37,9 @@ impl Default for Args {
 }
 
 /// The usage line `--bench --help` prints.
-pub const USAGE: &str = "usage: mysql-example --bench [--url mysql://root@127.0.0.1:3306/pool_bench] \
-    [--tasks 64] [--pool-size 8] [--rounds 15] [--round-ms 1000]\n\
+pub const USAGE: &str = "usage: mysql-example --bench \
+    [--url mysql://root@127.0.0.1:3306/pool_bench] [--tasks 64] [--pool-size 8] \
+    [--rounds 15] [--round-ms 1000]\n\
     without --url, a throwaway mariadbd is started on a free loopback port";
 
 impl Args {

@@ -133,7 +133,8 @@ pub async fn run(args: &Args) -> Result<Report, BenchError> {
             let rate = |run: &Run| run.latencies.len() as f64 / run.elapsed.as_secs_f64();
             let (ours, theirs) = (rate(&runs[0][index]), rate(&runs[1][index]));
             eprintln!(
-                "{:.0} % dirtied, round {}/{}: ours {ours:.0} ops/s, mysql_async {theirs:.0} ops/s ({:.2})",
+                "{:.0} % dirtied, round {}/{}: ours {ours:.0} ops/s, \
+                 mysql_async {theirs:.0} ops/s ({:.2})",
                 dirty_rate * 100.0,
                 index + 1,
                 args.rounds,
