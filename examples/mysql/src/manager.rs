@@ -48,6 +48,9 @@ pub struct ManagerCounts {
     pub reset_failures: u64,
     /// Checks that refused a connection handed out dirty (not reset).
     pub dirty_refused: u64,
+    /// `COM_PING`s sent by `check` (a connection silent for longer than
+    /// [`ping_after`](MysqlManager::ping_after)).
+    pub pings: u64,
     /// Connections closed after a dropped future cut their command.
     pub cut_closed: u64,
     /// `KILL QUERY` statements that stopped (or found ended) a cut connection's statement.
@@ -62,6 +65,7 @@ struct Counts {
     resets: AtomicU64,
     reset_failures: AtomicU64,
     dirty_refused: AtomicU64,
+    pings: AtomicU64,
     cut_closed: AtomicU64,
     kills: AtomicU64,
     kill_failures: AtomicU64,
@@ -129,6 +133,7 @@ impl MysqlManager {
             resets: c.resets.load(Relaxed),
             reset_failures: c.reset_failures.load(Relaxed),
             dirty_refused: c.dirty_refused.load(Relaxed),
+            pings: c.pings.load(Relaxed),
             cut_closed: c.cut_closed.load(Relaxed),
             kills: c.kills.load(Relaxed),
             kill_failures: c.kill_failures.load(Relaxed),
@@ -188,6 +193,7 @@ impl Manager for MysqlManager {
         if conn.last_used().elapsed() < self.ping_after {
             return Ok(());
         }
+        self.counts.pings.fetch_add(1, Relaxed);
         conn.ping().await
     }
 

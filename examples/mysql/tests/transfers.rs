@@ -128,3 +128,37 @@ async fn the_program_refuses_bad_flags_with_status_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--cancel-rate"));
 }
+
+#[tokio::test]
+async fn the_bench_flag_prints_both_pools_side_by_side() {
+    let server = support::shared().await;
+    let url = server.url("transfers_bench");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mysql-example"));
+    command
+        .args(["--bench", "--url", &url, "--tasks", "4", "--pool-size", "2"])
+        .args(["--rounds", "1", "--round-ms", "100"])
+        .kill_on_drop(true);
+    let output = timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the program ends within 60 s")
+        .expect("run the program");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    for line in [
+        "ours ops/s",
+        "mysql_async ops/s",
+        "ours/mysql_async",
+        "p99 ours",
+        "0 %",
+        "50 %",
+        "round trips per operation",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    assert!(stderr.contains("round 1/1"), "{stderr}");
+}

@@ -67,20 +67,26 @@ pub enum RunError {
 
 /// The connection options for the table's set-up: the URL's, without its database (which
 /// may not exist yet).
-fn setup_opts(opts: &Opts) -> Opts {
+pub(crate) fn setup_opts(opts: &Opts) -> Opts {
     OptsBuilder::from_opts(opts.clone())
         .db_name(None::<String>)
         .into()
 }
 
 /// `database` quoted as an identifier.
-fn quoted(database: &str) -> String {
+pub(crate) fn quoted(database: &str) -> String {
     format!("`{}`", database.replace('`', "``"))
 }
 
 /// Creates the database when missing and (re)creates `accounts` with `accounts` rows of
-/// [`START_BALANCE`]. Returns the server's version.
-async fn prepare(manager: &MysqlManager, accounts: usize) -> Result<String, RunError> {
+/// [`START_BALANCE`], over a connection of its own. Returns the server's version.
+///
+/// # Errors
+/// [`RunError::NoDatabase`] when the manager's URL names none; a failed statement.
+///
+/// # Cancel safety
+/// Cancel safe: the table may be left half made, as a failed run leaves it.
+pub async fn prepare(manager: &MysqlManager, accounts: usize) -> Result<String, RunError> {
     let target = Target::of(manager.opts());
     let database = target.database.clone().ok_or(RunError::NoDatabase)?;
     let classify = |error| Error::classify(error, &target);
@@ -188,7 +194,7 @@ async fn server_view(observer: &mut mysql_async::Conn) -> Result<(u64, u64), mys
     Ok((transactions.unwrap_or(0), connections.unwrap_or(0)))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
