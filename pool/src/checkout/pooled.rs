@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::shared::Shared;
-use crate::shared::holds::Site;
+use crate::shared::holds::{HoldKey, Site};
 use crate::shared::state::Live;
 use crate::{ConnInfo, Manager};
 
@@ -19,7 +19,7 @@ pub struct Pooled<M: Manager> {
     live: Option<Live<M::Connection>>,
     broken: bool,
     /// Its registered hold, when holds are tracked (`leak_threshold`, `metrics`).
-    hold: Option<usize>,
+    hold: Option<HoldKey>,
 }
 
 impl<M: Manager> Pooled<M> {

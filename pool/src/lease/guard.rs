@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::lease::streams::{Key, SharedConn, conn_ref};
 use crate::shared::Shared;
-use crate::shared::holds::Site;
+use crate::shared::holds::{HoldKey, Site};
 use crate::shared::state::Leased;
 use crate::status::Metrics;
 use crate::{ConnInfo, Manager};
@@ -30,7 +30,7 @@ pub struct Lease<M: Manager> {
     /// `Manager::lease_started` returned: `lease_ended` is owed.
     started: bool,
     /// Its registered hold, when holds are tracked (`leak_threshold`, `metrics`).
-    hold: Option<usize>,
+    hold: Option<HoldKey>,
 }
 
 impl<M: Manager> Lease<M> {

@@ -7,6 +7,7 @@
 //! [`Pooled`]: crate::Pooled
 //! [`Lease`]: crate::Lease
 
+use std::num::NonZeroU32;
 use std::panic::Location;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -17,6 +18,10 @@ use crate::status::Metrics;
 
 /// Where a caller took a connection or lease: the caller of `get` or `lease`.
 pub(crate) type Site = &'static Location<'static>;
+
+/// A registered hold: its place in the slab plus one. Four bytes with its `None`, so a guard
+/// that carries one stays the size it was without (a `Pooled` fits in 80 bytes).
+pub(crate) type HoldKey = NonZeroU32;
 
 /// How often the background task looks over the holds, at most: a hold is reported within
 /// this long of crossing the threshold.
@@ -48,34 +53,42 @@ impl Holds {
         self.slab.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A hold starts now at `at`; its key, for [`end`](Self::end).
-    pub fn start(&self, at: Site) -> usize {
+    /// A hold starts now at `at`; its key, for [`end`](Self::end) (`None` past 4 billion
+    /// holds at once: that one is not tracked).
+    pub fn start(&self, at: Site) -> Option<HoldKey> {
         let hold = Hold {
             taken: Instant::now(),
             at,
             reported: false,
         };
         let mut slab = self.slab();
-        match slab.free.pop() {
-            Some(key) => {
-                slab.holds[key] = Some(hold);
-                key
+        let at = match slab.free.pop() {
+            Some(at) => {
+                slab.holds[at] = Some(hold);
+                at
             }
             None => {
                 slab.holds.push(Some(hold));
                 slab.holds.len() - 1
             }
+        };
+        let key = u32::try_from(at + 1).ok().and_then(NonZeroU32::new);
+        if key.is_none() {
+            slab.holds[at] = None;
+            slab.free.push(at);
         }
+        key
     }
 
     /// The hold of `key` ends: its time goes to the `pool.hold` histogram, and a hold that
     /// was reported says it came back.
-    pub fn end(&self, key: usize, metrics: &Metrics) {
+    pub fn end(&self, key: HoldKey, metrics: &Metrics) {
+        let at = key.get() as usize - 1;
         let hold = {
             let mut slab = self.slab();
-            let hold = slab.holds.get_mut(key).and_then(Option::take);
+            let hold = slab.holds.get_mut(at).and_then(Option::take);
             if hold.is_some() {
-                slab.free.push(key);
+                slab.free.push(at);
             }
             hold
         };

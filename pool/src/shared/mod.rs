@@ -82,8 +82,12 @@ impl<M: Manager> Shared<M> {
 
     /// Registers a hold taken at `at`, when holds are tracked.
     #[inline]
-    pub fn start_hold(&self, at: holds::Site) -> Option<usize> {
-        self.tracks_holds().then(|| self.holds.start(at))
+    pub fn start_hold(&self, at: holds::Site) -> Option<holds::HoldKey> {
+        if self.tracks_holds() {
+            self.holds.start(at)
+        } else {
+            None
+        }
     }
 
     /// Wakes the background task to plan again, when a move under the lock found it must
