@@ -1,5 +1,5 @@
-//! The pool in front of a real Redis server: a [`Manager`] whose connection is the `redis`
-//! crate's async multiplexed connection.
+//! The load program: SET then GET of distinct keys from many tasks, through the pool in
+//! front of a real Redis server (the [`RedisManager`] of this package's library).
 //!
 //! ```sh
 //! redis-server --port 6379 --save "" --appendonly no &
@@ -42,320 +42,21 @@
 //!   slow replica is reported as `NotReplicated`, not as a reply timeout that would discard a
 //!   healthy primary connection.
 //!
-//! The manager is the part to copy. `examples/redis/tests/redis.rs` runs this same manager
-//! against a `redis-server` it starts, kills and restarts (`cargo test -p redis-example`).
+//! The manager (`src/manager.rs`) is the part to copy. `examples/redis/tests/redis.rs` runs
+//! this same manager against a `redis-server` it starts, kills and restarts (`cargo test -p
+//! redis-example`).
 //!
 //! A package of its own (`examples/redis/`), so that the `redis` crate is built for this
 //! program and its test only, never for the other examples.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
-
-use pool::balance::{Balanced, Routed, SetError};
-use pool::{Manager, Pool};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, RedisResult};
-
-/// Makes pooled Redis connections: each is one multiplexed connection of the `redis` crate,
-/// wrapped in a [`RedisConn`] that remembers whether it failed and when it last answered.
-#[derive(Debug, Clone)]
-pub struct RedisManager {
-    client: redis::Client,
-    response_timeout: Duration,
-    ping_after: Duration,
-}
-
-impl RedisManager {
-    /// A manager for the server at `url` (`redis://host:port/db`). Opens nothing yet.
-    ///
-    /// Defaults: a reply must come within 2 s, and `check` pings a connection that has not
-    /// answered anything for 1 s.
-    ///
-    /// # Errors
-    /// When `url` is not a valid Redis URL.
-    pub fn new(url: &str) -> RedisResult<Self> {
-        Ok(RedisManager {
-            client: redis::Client::open(url)?,
-            response_timeout: Duration::from_secs(2),
-            ping_after: Duration::from_secs(1),
-        })
-    }
-
-    /// How long a command waits for its reply before it fails (and its connection with it).
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// `check` sends a PING only when the connection has not answered anything for this long;
-    /// a connection that answered more recently is known to be alive.
-    pub fn ping_after(mut self, idle: Duration) -> Self {
-        self.ping_after = idle;
-        self
-    }
-
-    /// One manager over this server, named `primary`, and its `replicas` (URLs), named
-    /// `replica-1`, `replica-2`, ... in order, each with this manager's settings. Pool it for
-    /// reads: each new connection goes to the endpoint with the fewest connections, and a
-    /// failing endpoint is ejected (see [`Balanced`]). Replicas refuse writes (`READONLY`),
-    /// so writes take a pool of the primary alone.
-    ///
-    /// # Errors
-    /// [`ReplicaSetError::Url`] when a replica URL is not a valid Redis URL.
-    pub fn with_replicas(
-        self,
-        replicas: &[impl AsRef<str>],
-    ) -> Result<Balanced<RedisManager>, ReplicaSetError> {
-        let mut endpoints = vec![("primary".to_owned(), self.clone())];
-        for (i, url) in replicas.iter().enumerate() {
-            let url = url.as_ref();
-            let client = redis::Client::open(url).map_err(|source| ReplicaSetError::Url {
-                url: url.to_owned(),
-                source,
-            })?;
-            let manager = RedisManager {
-                client,
-                ..self.clone()
-            };
-            endpoints.push((format!("replica-{}", i + 1), manager));
-        }
-        Ok(Balanced::from_endpoints(endpoints)?)
-    }
-}
-
-/// Why [`RedisManager::with_replicas`] cannot make its set.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaSetError {
-    /// A replica URL is not a valid Redis URL.
-    #[error("invalid replica URL {url:?}")]
-    Url {
-        /// The URL given.
-        url: String,
-        /// Why the `redis` crate refused it.
-        #[source]
-        source: RedisError,
-    },
-    /// The set refused an endpoint.
-    #[error("cannot build the endpoint set")]
-    Set(#[from] SetError),
-}
-
-/// Why a replicated write ([`RedisConn::set_replicated`]) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The SET or the WAIT failed on the primary's connection.
-    #[error("the write failed on the primary")]
-    Redis(#[from] RedisError),
-    /// WAIT ended with fewer replicas acknowledging the write than asked: the write is on
-    /// the primary, but a read on a replica may not see it yet.
-    #[error("the write reached {acked} of {asked} replicas within {timeout:?}")]
-    NotReplicated {
-        /// Replicas asked for.
-        asked: usize,
-        /// Replicas that acknowledged, as WAIT answered.
-        acked: usize,
-        /// The WAIT timeout.
-        timeout: Duration,
-    },
-}
-
-impl Manager for RedisManager {
-    type Connection = RedisConn;
-    type Error = RedisError;
-
-    // Cancel safety: dropping this future (the pool's connect timeout) drops the half-made
-    // connection and its socket; nothing is left behind. The connect timeout is the pool's
-    // (`Builder::connect_timeout`), so the crate's own is turned off.
-    async fn connect(&self) -> RedisResult<RedisConn> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(None)
-            .set_response_timeout(Some(self.response_timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        Ok(RedisConn {
-            conn,
-            last_reply: Instant::now(),
-            failed: false,
-        })
-    }
-
-    // Free when the connection answered recently, one PING round trip otherwise. A
-    // connection that already failed is refused without any I/O.
-    async fn check(&self, conn: &mut RedisConn) -> RedisResult<()> {
-        if conn.failed {
-            return Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "the connection failed earlier",
-            )));
-        }
-        if conn.last_reply.elapsed() < self.ping_after {
-            return Ok(());
-        }
-        let pong: String = conn.query(&redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("PING answered {pong:?}"),
-            )))
-        }
-    }
-
-    // Reads the flag `RedisConn::query` keeps: no I/O.
-    fn is_broken(&self, conn: &mut RedisConn) -> bool {
-        conn.failed
-    }
-
-    // The default `close` (drop) is right: dropping the last handle of a multiplexed
-    // connection stops its driver task and closes the socket.
-}
-
-/// A pooled Redis connection: runs commands and records whether the connection failed.
-///
-/// Use [`query`](RedisConn::query) (or [`set`](RedisConn::set) / [`get`](RedisConn::get))
-/// rather than the inner connection, so that a failure is noticed and the pool discards the
-/// connection when it comes back.
-pub struct RedisConn {
-    conn: MultiplexedConnection,
-    last_reply: Instant,
-    failed: bool,
-}
-
-impl std::fmt::Debug for RedisConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConn")
-            .field("last_reply", &self.last_reply)
-            .field("failed", &self.failed)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisConn {
-    /// Runs one command and converts its reply.
-    ///
-    /// # Errors
-    /// A server error reply (`WRONGTYPE ...`) or a reply of another type than `T` leave the
-    /// connection healthy. An I/O error, a reply timeout or a protocol error mark it failed:
-    /// the pool discards it when it comes back, and later checks refuse it.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the multiplexed connection drops the reply of a request whose future is
-    /// gone, and the connection stays usable.
-    pub async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> RedisResult<T> {
-        // Take the raw reply first, so that a conversion error is not mistaken for a broken
-        // connection (the crate reports both as parse errors).
-        let reply = cmd.query_async::<redis::Value>(&mut self.conn).await;
-        match reply {
-            Ok(value) => {
-                self.last_reply = Instant::now();
-                Ok(redis::from_redis_value(value)?)
-            }
-            Err(error) => {
-                if error.is_io_error() || error.is_unrecoverable_error() {
-                    self.failed = true;
-                } else {
-                    // The server answered with an error: the connection itself is fine.
-                    self.last_reply = Instant::now();
-                }
-                Err(error)
-            }
-        }
-    }
-
-    /// `SET key value EX ttl_secs`.
-    ///
-    /// # Errors
-    /// As [`query`](RedisConn::query).
-    ///
-    /// # Cancel safety
-    /// As [`query`](RedisConn::query); the write may still happen.
-    pub async fn set(&mut self, key: &str, value: &str, ttl_secs: u64) -> RedisResult<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("EX").arg(ttl_secs);
-        let _: redis::Value = self.query(&cmd).await?;
-        Ok(())
-    }
-
-    /// `GET key`: `None` when the key does not exist.
-    ///
-    /// # Errors
-    /// As [`query`](RedisConn::query).
-    ///
-    /// # Cancel safety
-    /// As [`query`](RedisConn::query).
-    pub async fn get(&mut self, key: &str) -> RedisResult<Option<String>> {
-        self.query(redis::cmd("GET").arg(key)).await
-    }
-
-    /// `WAIT replicas timeout`: waits until `replicas` replicas acknowledged every write made
-    /// on this connection so far, or `timeout` passed, and returns how many did (at least
-    /// `replicas` on success). A zero `timeout` counts as 1 ms, since `WAIT n 0` would block
-    /// for ever. Keep `timeout` under the manager's
-    /// [`response_timeout`](RedisManager::response_timeout), or the reply timeout fires
-    /// first and the connection is discarded.
-    ///
-    /// # Errors
-    /// [`WriteError::NotReplicated`] when fewer than `replicas` acknowledged within
-    /// `timeout`; [`WriteError::Redis`] as [`query`](RedisConn::query) (on a replica, WAIT
-    /// is refused with a server error).
-    ///
-    /// # Cancel safety
-    /// As [`query`](RedisConn::query); the replicas may still acknowledge.
-    pub async fn wait_replicas(
-        &mut self,
-        replicas: usize,
-        timeout: Duration,
-    ) -> Result<usize, WriteError> {
-        let millis = timeout.as_millis().max(1);
-        let acked: usize = self
-            .query(redis::cmd("WAIT").arg(replicas).arg(millis as u64))
-            .await?;
-        if acked < replicas {
-            return Err(WriteError::NotReplicated {
-                asked: replicas,
-                acked,
-                timeout,
-            });
-        }
-        Ok(acked)
-    }
-
-    /// `SET key value EX ttl_secs`, then, when `replicas` is above 0,
-    /// [`wait_replicas`](RedisConn::wait_replicas)`(replicas, timeout)`: once this returns
-    /// `Ok`, a GET on any of those replicas sees the value.
-    ///
-    /// # Errors
-    /// As [`set`](RedisConn::set) and [`wait_replicas`](RedisConn::wait_replicas). After
-    /// [`WriteError::NotReplicated`] the value is on the primary.
-    ///
-    /// # Cancel safety
-    /// As [`query`](RedisConn::query); the write may still happen and replicate.
-    pub async fn set_replicated(
-        &mut self,
-        key: &str,
-        value: &str,
-        ttl_secs: u64,
-        replicas: usize,
-        timeout: Duration,
-    ) -> Result<(), WriteError> {
-        self.set(key, value, ttl_secs).await?;
-        if replicas > 0 {
-            self.wait_replicas(replicas, timeout).await?;
-        }
-        Ok(())
-    }
-
-    /// True once a command failed on this connection; the pool then discards it.
-    pub fn is_failed(&self) -> bool {
-        self.failed
-    }
-}
+use pool::Pool;
+use pool::balance::{Balanced, Routed};
+use redis_example::{RedisConn, RedisManager, WriteError};
 
 /// The example's settings, from the command line.
 struct Args {
@@ -450,7 +151,7 @@ async fn set_get(
     value: &str,
     reads: &mut BTreeMap<String, usize>,
 ) -> Result<Option<String>, String> {
-    let mut conn = pools.writes.get().await.map_err(|e| e.to_string())?;
+    let conn = pools.writes.get().await.map_err(|e| e.to_string())?;
     conn.set_replicated(key, value, 60, pools.replicas, WAIT_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
@@ -458,7 +159,7 @@ async fn set_get(
         return conn.get(key).await.map_err(|e| e.to_string());
     };
     drop(conn);
-    let mut conn = read_pool.get().await.map_err(|e| e.to_string())?;
+    let conn = read_pool.get().await.map_err(|e| e.to_string())?;
     let read = conn.get(key).await.map_err(|e| e.to_string())?;
     let endpoint = Routed::endpoint(&conn);
     match reads.get_mut(endpoint) {
@@ -501,11 +202,7 @@ const READY_ATTEMPTS: usize = 10;
 /// the run may still be in its first sync, which a primary with default settings starts
 /// only after 5 s (`repl-diskless-sync-delay`), and whose writes a diskless primary streams
 /// only after the replica's next acknowledgement (up to 1 s more).
-async fn replicas_ready(
-    conn: &mut RedisConn,
-    replicas: usize,
-    run: u128,
-) -> Result<(), WriteError> {
+async fn replicas_ready(conn: &RedisConn, replicas: usize, run: u128) -> Result<(), WriteError> {
     let key = format!("mux-pool:example:{run}:ready");
     let mut attempt = 1;
     loop {
@@ -582,7 +279,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .build()?;
 
     // Fail fast, with a hint, when nothing listens at the URL.
-    let mut conn = match writes.get().await {
+    let conn = match writes.get().await {
         Ok(conn) => conn,
         Err(error) => {
             eprintln!(
@@ -600,7 +297,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // And when the replicas do not acknowledge writes, rather than every write of the run
     // failing `NotReplicated` after `WAIT_TIMEOUT`.
     if !args.replicas.is_empty()
-        && let Err(error) = replicas_ready(&mut conn, args.replicas.len(), run).await
+        && let Err(error) = replicas_ready(&conn, args.replicas.len(), run).await
     {
         eprintln!(
             "{} does not replicate to {} replica(s): {}\nstart them with `redis-server \
