@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod manager;
 
 pub use manager::{RedisConn, RedisManager, ReplicaSetError, WriteError};
