@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis_example::cluster::{ClusterClient, ClusterError, ConnectError, TopologyError};
-use support::cluster::{LocalCluster, client_connections, command, key_per_slot, url};
+use support::cluster::{LocalCluster, admin, client_connections, command, key_per_slot, url};
 use support::{RedisServer, free_port, join_tasks};
 use tokio::time::{Instant, timeout};
 
@@ -39,10 +39,14 @@ async fn sixty_four_tasks_over_every_slot_read_back_every_value_within_max_size_
         let (running, ports) = (Arc::clone(&running), cluster.ports().to_vec());
         tokio::spawn(async move {
             let mut most: HashMap<u16, usize> = HashMap::new();
+            let mut admins = Vec::new();
+            for &port in &ports {
+                admins.push((port, admin(port).await));
+            }
             while running.load(Ordering::Relaxed) {
-                for &port in &ports {
-                    let seen = client_connections(port).await;
-                    let top = most.entry(port).or_default();
+                for (port, conn) in &mut admins {
+                    let seen = client_connections(conn).await;
+                    let top = most.entry(*port).or_default();
                     *top = (*top).max(seen);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -123,6 +127,46 @@ async fn sixty_four_tasks_over_every_slot_read_back_every_value_within_max_size_
         status.moved,
     );
     client.close().await;
+
+    // The load program on the same cluster: its summary ends with the errors and
+    // mismatches, then one line per node with the requests it served.
+    let mut program = tokio::process::Command::new(env!("CARGO_BIN_EXE_redis-example"));
+    for seed in cluster.seeds() {
+        program.arg("--cluster").arg(seed);
+    }
+    program.args(["--tasks", "8", "--requests", "25", "--deadline", "5"]);
+    program.args(["--wait-replicas", "1", "--read-from-replicas"]);
+    let output = timeout(Duration::from_secs(60), program.kill_on_drop(true).output())
+        .await
+        .expect("the load program ends within 60 s")
+        .expect("the load program runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let tail = &lines[lines.len() - 7..];
+    assert_eq!(tail[0], "errors: 0  mismatches: 0", "{stdout}");
+    let served: u64 = tail[1..]
+        .iter()
+        .map(|line| {
+            let count = line.split(": ").nth(1).and_then(|r| r.split(' ').next());
+            count
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{line}"))
+        })
+        .sum();
+    // 200 pairs: a SET+WAIT on a primary and a GET on a replica each.
+    assert_eq!(served, 400, "{stdout}");
+    assert_eq!(
+        tail.iter().filter(|l| l.contains("(replica)")).count(),
+        3,
+        "{stdout}"
+    );
+    println!("load program on the cluster:\n{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

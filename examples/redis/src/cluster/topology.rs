@@ -150,8 +150,8 @@ impl Claim {
 }
 
 /// The slot map from several nodes' views (`CLUSTER NODES` replies): each slot goes to the
-/// primary with the newest claim on it; each shard's replicas are those the winning view
-/// lists under that primary, but for those flagged `fail`.
+/// primary with the newest claim on it; each shard's replicas are those the views list
+/// under that primary (`replicas_of`).
 pub fn merge(views: &[Vec<NodeLine>], generation: u64) -> SlotMap {
     let mut best: Vec<Option<Claim>> = vec![None; SLOTS];
     for (view, lines) in views.iter().enumerate() {
@@ -184,11 +184,7 @@ pub fn merge(views: &[Vec<NodeLine>], generation: u64) -> SlotMap {
         let slot = slot as u16;
         let line = &views[claim.view][claim.line];
         let index = *index_of.entry(line.node.clone()).or_insert_with(|| {
-            let replicas = views[claim.view]
-                .iter()
-                .filter(|r| r.primary_id.as_deref() == Some(&line.id) && !r.failed)
-                .map(|r| r.node.clone())
-                .collect();
+            let replicas = replicas_of(views, &line.id);
             let shard = Shard {
                 primary: line.node.clone(),
                 replicas,
@@ -204,6 +200,28 @@ pub fn merge(views: &[Vec<NodeLine>], generation: u64) -> SlotMap {
         }
     }
     SlotMap::from_shards(shards, generation)
+}
+
+/// The replicas of the primary `id` that any view lists (none flagged `fail`), each once,
+/// sorted; a node whose own line says otherwise (a primary, or another's replica) is left
+/// out, since a node knows its own role first and the others learn it by gossip.
+fn replicas_of(views: &[Vec<NodeLine>], id: &str) -> Vec<Node> {
+    let own: HashMap<&str, Option<&str>> = views
+        .iter()
+        .flatten()
+        .filter(|line| line.myself)
+        .map(|line| (line.id.as_str(), line.primary_id.as_deref()))
+        .collect();
+    let mut replicas: Vec<Node> = views
+        .iter()
+        .flatten()
+        .filter(|line| line.primary_id.as_deref() == Some(id) && !line.failed)
+        .filter(|line| own.get(line.id.as_str()).is_none_or(|of| *of == Some(id)))
+        .map(|line| line.node.clone())
+        .collect();
+    replicas.sort();
+    replicas.dedup();
+    replicas
 }
 
 #[cfg(test)]
@@ -277,6 +295,44 @@ mod tests {
         let shard = map.shard(100).expect("served");
         assert_eq!(shard.replicas, vec![Node::new("127.0.0.1", 7002)]);
         assert!(map.shard(9000).expect("served").replicas.is_empty());
+    }
+
+    #[test]
+    fn a_replica_counts_when_any_view_knows_it_and_its_own_does_not_deny_it() {
+        let asked = Node::new("127.0.0.1", 7000);
+        // A has not heard yet that C replicates it: its own view lists C as a primary.
+        let a_view = format!(
+            "{A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383\n\
+             {C} 127.0.0.1:7002@17002 master - 0 1 0 connected\n"
+        );
+        let c_view = format!(
+            "{A} 127.0.0.1:7000@17000 master - 0 0 1 connected 0-16383\n\
+             {C} 127.0.0.1:7002@17002 myself,slave {A} 0 1 1 connected\n"
+        );
+        let views = [
+            parse_nodes(&a_view, &asked).expect("valid"),
+            parse_nodes(&c_view, &asked).expect("valid"),
+        ];
+        let map = merge(&views, 1);
+        let shard = map.shard(0).expect("served");
+        assert_eq!(shard.replicas, vec![Node::new("127.0.0.1", 7002)]);
+        // B's view says C replicates A, but C says it is a primary: not a replica.
+        let b_view = format!(
+            "{B} 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-16383\n\
+             {C} 127.0.0.1:7002@17002 slave {B} 0 1 1 connected\n"
+        );
+        let c_alone = format!("{C} 127.0.0.1:7002@17002 myself,master - 0 1 0 connected\n");
+        let views = [
+            parse_nodes(&b_view, &asked).expect("valid"),
+            parse_nodes(&c_alone, &asked).expect("valid"),
+        ];
+        assert!(
+            merge(&views, 1)
+                .shard(0)
+                .expect("served")
+                .replicas
+                .is_empty()
+        );
     }
 
     #[test]

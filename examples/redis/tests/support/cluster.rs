@@ -208,12 +208,18 @@ pub async fn owner_of(port: u16, slot: u16) -> (u16, Option<u16>) {
     (port_of(primary), replica)
 }
 
-/// Client connections on a node (`CLIENT LIST`, `flags=N`: neither replicas nor the
-/// replication link), less the admin connection asking.
-pub async fn client_connections(port: u16) -> usize {
-    let list: String = command(port, redis::cmd("CLIENT").arg("LIST"))
-        .await
-        .expect("CLIENT LIST");
+/// Client connections on the node of `admin` (`CLIENT LIST`, `flags=N`: neither replicas
+/// nor the replication link), less `admin` itself.
+pub async fn client_connections(admin: &mut MultiplexedConnection) -> usize {
+    let list = timeout(
+        Duration::from_secs(5),
+        redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async::<String>(admin),
+    )
+    .await
+    .expect("CLIENT LIST within 5 s")
+    .expect("CLIENT LIST");
     let plain = list.lines().filter(|l| l.contains(" flags=N ")).count();
     plain.saturating_sub(1)
 }
