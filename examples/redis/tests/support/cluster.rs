@@ -91,13 +91,19 @@ impl LocalCluster {
         );
     }
 
-    /// SIGKILL, then a bounded wait until the process is gone.
+    /// SIGKILL, then a bounded wait until the process is gone (or a zombie: a daemonized
+    /// node's parent is init, which may reap it late).
     pub async fn kill(&self, port: u16) {
         let pid = self.pid(port);
         self.signal(port, "KILL");
         for _ in 0..500 {
-            let alive = Command::new("kill").args(["-0", &pid]).status();
-            if !alive.is_ok_and(|s| s.success()) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ...`: the state follows the last `)`.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            if matches!(state, None | Some("Z") | Some("X")) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

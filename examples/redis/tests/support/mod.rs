@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 pub mod cluster;
+pub mod load;
 
 /// A `redis-server` owned by the test: killed, waited for and its directory removed on drop.
 pub struct RedisServer {
