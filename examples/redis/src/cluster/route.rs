@@ -13,7 +13,7 @@
 //! | node ejected | asks for a refresh, backs off, retries |
 //! | connection failed after sending | asks for a refresh; retries a repeatable command, fails any other with [`ClusterError::OutcomeUnknown`] |
 //! | `WAIT` short of replicas | backs off, writes again (`SET` of the same value), waits again |
-//! | the deadline | fails: [`ClusterError::Timeout`], with the last failure as its source |
+//! | the deadline | fails: [`ClusterError::Timeout`], with the last failure as its source; asks for a refresh when it passed waiting for a node |
 //!
 //! Backoff doubles from `backoff_first` to `backoff_max`, jittered, and never sleeps past
 //! the deadline. A `MOVED` is followed at once, but from the fourth redirection in a row
@@ -161,7 +161,9 @@ impl Inner {
                 }
                 Failure::Fail(error) => return Err(error),
                 // The deadline passed in the attempt; `last` still says what failed before.
-                Failure::Deadline => {}
+                // A node that does not answer may be failing over: look at the map again
+                // for the requests that come after.
+                Failure::Deadline => self.request_refresh(map.generation()),
             }
             let pause = jitter(
                 self.settings
