@@ -27,6 +27,7 @@ async fn sixty_four_tasks_over_every_slot_read_back_every_value_within_max_size_
     let client = ClusterClient::builder(cluster.seeds())
         .max_size(MAX_SIZE)
         .max_streams(8)
+        .refresh_interval(Duration::from_millis(500))
         .connect()
         .await
         .expect("a client");
@@ -115,6 +116,15 @@ async fn sixty_four_tasks_over_every_slot_read_back_every_value_within_max_size_
         );
     }
     assert_eq!(status.timeouts, 0, "{status:?}");
+    // The periodic refresh ran (every 500 ms) and found nothing to change.
+    let periodic = elapsed.as_millis() as u64 / 500;
+    assert!(
+        status.refreshes > periodic / 2,
+        "{} refreshes in {elapsed:?}",
+        status.refreshes
+    );
+    assert_eq!(status.refresh_failures, 0);
+    assert_eq!(status.moved, 0);
     println!(
         "cluster fill: 16384 SET+GET pairs over every slot from {TASKS} tasks in {elapsed:.2?}; \
          connections per node at most {most:?}; requests served {:?}; {} refreshes, {} moved",

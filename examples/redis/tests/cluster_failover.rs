@@ -1,6 +1,7 @@
 //! A primary of a real 6-node Redis Cluster killed (SIGKILL) under load: its replica takes
 //! over, the client finds the new primary, no request fails and no read misses its write,
-//! and the other shards are served throughout.
+//! and the other shards are served throughout; a command cut by the kill is retried only
+//! when it is declared repeatable, and otherwise fails saying its outcome is unknown.
 //!
 //! A test binary of its own, so that its throughput figures are not shared with another
 //! cluster's load. Run with `-- --nocapture` to see them.
@@ -11,7 +12,7 @@ mod support;
 
 use std::time::Duration;
 
-use redis_example::cluster::ClusterClient;
+use redis_example::cluster::{ClusterClient, ClusterError};
 use support::cluster::{LocalCluster, cluster_nodes, command};
 use support::load::{ShardLoad, keys_by_shard, wait_until};
 use tokio::time::Instant;
@@ -48,6 +49,34 @@ async fn a_killed_primary_fails_over_with_no_error_while_the_other_shards_go_on(
     // Warm: every shard has served 1.5 s since its first 100 pairs.
     wait_until(Duration::from_secs(30), "every shard serves", async || {
         (0..3).all(|shard| load.done(shard) >= 100)
+    })
+    .await;
+    // Two blocked commands on the victim, through a client of their own (a BLPOP holds
+    // its connection): one the client may not repeat, one declared repeatable.
+    let blocker = ClusterClient::builder(cluster.seeds())
+        .deadline(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("a client");
+    let key = keys_by_shard(&map, "blocked")[0][0].clone();
+    let blocked = |seconds: u64, repeatable: bool| {
+        let (blocker, key) = (blocker.clone(), key.clone());
+        tokio::spawn(async move {
+            let blpop = redis::cmd("BLPOP").arg(&key).arg(seconds).clone();
+            let reply = if repeatable {
+                blocker.query_repeatable(key.as_bytes(), &blpop).await
+            } else {
+                blocker.query(key.as_bytes(), &blpop).await
+            };
+            (reply, Instant::now())
+        })
+    };
+    let (once, again) = (blocked(30, false), blocked(1, true));
+    wait_until(Duration::from_secs(10), "two clients blocked", async || {
+        let info: String = command(victim, redis::cmd("INFO").arg("clients"))
+            .await
+            .unwrap_or_default();
+        info.contains("blocked_clients:2")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -133,6 +162,22 @@ async fn a_killed_primary_fails_over_with_no_error_while_the_other_shards_go_on(
     }
     let ended = load.stop().await;
     let status = client.status();
+
+    // The BLPOP the client may not repeat failed at the kill, saying its outcome is
+    // unknown; the repeatable one was sent again to the new primary and answered.
+    let (once, once_at) = once.await.expect("the task");
+    assert!(
+        matches!(&once, Err(ClusterError::OutcomeUnknown { node, .. }) if port(node) == victim),
+        "{once:?}"
+    );
+    assert!(
+        once_at - killed_at < Duration::from_secs(1),
+        "{:?}",
+        once_at - killed_at
+    );
+    let (again, _) = again.await.expect("the task");
+    assert!(matches!(again, Ok(redis::Value::Nil)), "{again:?}");
+    blocker.close().await;
     println!(
         "failover: primary :{victim} killed; :{heir} promoted {took:.2?} later; :{victim} \
          restarted {restarted_in:.2?} and its replication link up {synced_in:.2?} after the \
