@@ -21,20 +21,29 @@
 //! counters; [`error`] the errors.
 //!
 //! # Decisions
+//! Figures from the package's tests (`tests/cluster*.rs`, a 6-node cluster made by
+//! `scripts/redis-cluster` on the same 2 shared cores as the debug-built tests).
 //! - One pool per node, leased per request (`max_streams` requests share a connection):
 //!   a request waits only on its node's pool, so a dead or silent node holds up its own
-//!   requests alone.
+//!   requests alone. Measured: with a primary stopped (SIGSTOP) for 3 s, its requests end as
+//!   [`ClusterError::Timeout`] at their 1 s deadline (23-24 of them) and the other shards
+//!   serve 1.3-1.5x their rate before (the stopped node's CPU freed); 64 tasks over 2
+//!   connections per node at most (`max_size` 2), however many requests wait.
 //! - The slot map is an immutable value behind a mutex held only to clone an `Arc`: a
 //!   request routes, retries and redirects with no lock held, and a refresh swaps the whole
 //!   map in one move. No request ever waits for a refresh, but one whose slot is uncovered.
+//!   (The `redis` crate's async cluster client refreshes while it holds the write lock of
+//!   its connection map, asking one node after another, so a request that needs a
+//!   connection meanwhile waits for the whole refresh.)
 //! - Refreshes are single-flight and spaced (see `refresh`); a `MOVED` sends its request to
 //!   the node named at once rather than after the refresh, and an `ASK` never refreshes
-//!   (the slot's owner has not changed yet).
+//!   (the slot's owner has not changed yet). Measured: a slot migrated under 16 tasks,
+//!   5 000-5 300 `ASK` followed and 33-37 `MOVED`, made 1 refresh.
 //! - The newest configuration epoch wins each slot, over several nodes' `CLUSTER NODES`
 //!   (see [`topology`]): the cluster's own rule, so a node that missed a failover does not
 //!   route writes to the demoted primary.
 //! - Every request has its own deadline (`deadline`, 5 s by default), retries and waits
-//!   included; there is no retry count. A failure that may have run the command (the
+//!   included; there is no retry count (a count says nothing of how long a caller waits). A failure that may have run the command (the
 //!   connection died after sending) is retried only for commands marked repeatable (`GET`,
 //!   `SET` of a value with its `WAIT`); any other fails with
 //!   [`ClusterError::OutcomeUnknown`].
@@ -44,6 +53,21 @@
 //!   deadline, so that with `wait_replicas` set, every write the client confirms is held by
 //!   that many replicas (and survives its primary's failover). `WAIT` blocks its connection
 //!   for every lease on it, so its timeout stays short (1 s, and never past the deadline).
+//!   Measured: a primary killed under 24 tasks of `SET`+`WAIT 1` then `GET` (deadline
+//!   10 s), its replica promoted 3.5-4.6 s later and the killed node started again as its
+//!   replica: 0 errors, 0 mismatches, the shard back at half its rate within 100 ms of the
+//!   promotion, the other shards at 1.2-1.4x their rate before.
+//! - A failed connect counts against the node; two in a row eject it for 100 ms, doubling
+//!   to 2 s (see `health`), so requests for a dead node back off and look for a new map
+//!   instead of each waiting for a connect that fails or hangs.
+//! - Replicas are read after `READONLY`, sent on every connection of a client that reads
+//!   from replicas (harmless on a primary; a pool is per node, not per role, since roles
+//!   change at a failover). A client that does not read from replicas sends none, so a
+//!   demoted primary answers its reads with `MOVED` rather than stale data.
+//! - The cluster needs `cluster-require-full-coverage no` for a dead shard not to stop the
+//!   others: with the default, every node answers `CLUSTERDOWN` from the moment the dead
+//!   primary is flagged failed until its replica is promoted (seen: a healthy shard served
+//!   nothing for 500 ms). `scripts/redis-cluster` sets it.
 mod builder;
 pub mod error;
 mod health;
