@@ -1,5 +1,5 @@
 //! The pool in front of a real `redis-server`, through the manager of the example program
-//! (`examples/redis/src/main.rs`).
+//! (`examples/redis/src/manager.rs`).
 //!
 //! Each test starts a `redis-server` of its own on a free loopback port and stops it at its
 //! end. A missing `redis-server` is a failure, never a skip: install it with
@@ -8,9 +8,6 @@
 //! Run with `-- --nocapture` to see the numbers of the kill-and-restart test.
 #![forbid(unsafe_code)]
 
-#[path = "../src/main.rs"]
-#[allow(dead_code)]
-mod redis_example;
 #[allow(dead_code)]
 mod support;
 
@@ -51,7 +48,7 @@ enum PairError {
 
 /// One checkout, `SET key value`, `GET key`, the value compared.
 async fn set_get(pool: &Pool<RedisManager>, key: &str, value: &str) -> Result<(), PairError> {
-    let mut conn = pool.get().await.map_err(PairError::Checkout)?;
+    let conn = pool.get().await.map_err(PairError::Checkout)?;
     conn.set(key, value, 600)
         .await
         .map_err(PairError::Request)?;
@@ -222,7 +219,7 @@ async fn killed_server_fails_in_flight_requests_and_the_same_pool_recovers_after
         if pool.status().idle == 0 {
             break;
         }
-        if let Ok(Ok(mut conn)) = timeout(Duration::from_secs(5), pool.get()).await {
+        if let Ok(Ok(conn)) = timeout(Duration::from_secs(5), pool.get()).await {
             let ping = conn.query::<String>(&redis::cmd("PING")).await;
             assert!(ping.is_err(), "PING to a killed server answered {ping:?}");
             assert!(conn.is_failed());

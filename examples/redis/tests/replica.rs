@@ -1,4 +1,4 @@
-//! A primary and a replica behind the example's pools (`examples/redis/src/main.rs`): writes
+//! A primary and a replica behind the example's pools (`examples/redis/src/`): writes
 //! on the primary wait for the replica (`WAIT`), reads spread over both through one
 //! `Balanced<RedisManager>` pool, and a killed replica's reads move to the primary.
 //!
@@ -7,9 +7,6 @@
 //! skip. Run with `-- --nocapture` to see the numbers.
 #![forbid(unsafe_code)]
 
-#[path = "../src/main.rs"]
-#[allow(dead_code)]
-mod redis_example;
 #[allow(dead_code)]
 mod support;
 
@@ -60,7 +57,7 @@ fn read_pool(primary: &RedisServer, replica: &RedisServer) -> Pool<Balanced<Redi
 
 /// SET `key` on the primary and WAIT for one replica.
 async fn write(pool: &Pool<RedisManager>, key: &str, value: &str) -> Result<(), WriteError> {
-    let mut conn = pool.get().await.expect("a primary connection");
+    let conn = pool.get().await.expect("a primary connection");
     conn.set_replicated(key, value, 600, 1, WAIT).await
 }
 
@@ -96,7 +93,7 @@ async fn writes_wait_for_the_replica_and_reads_spread_over_primary_and_replica()
                         let failure = format!("{key}: the write failed: {error:?}");
                         failures.lock().unwrap().push(failure);
                     }
-                    let mut conn = reads.get().await.expect("a read connection");
+                    let conn = reads.get().await.expect("a read connection");
                     let read = conn.get(&key).await;
                     let endpoint = Routed::endpoint(&conn).to_owned();
                     if !matches!(&read, Ok(Some(read)) if *read == value) {
@@ -136,7 +133,7 @@ async fn writes_wait_for_the_replica_and_reads_spread_over_primary_and_replica()
     }
 
     // Asking for more replicas than acknowledge is an error that says so, not a success.
-    let mut conn = writes.get().await.expect("a primary connection");
+    let conn = writes.get().await.expect("a primary connection");
     let short = conn
         .set_replicated("two-replicas", "x", 600, 2, Duration::from_millis(50))
         .await;
@@ -225,7 +222,7 @@ async fn killed_replica_fails_only_its_reads_in_flight_and_new_reads_go_to_the_p
                     }
                     let key = (reader * 7 + i) % KEYS;
                     let started = Instant::now();
-                    let mut conn = match reads.get().await {
+                    let conn = match reads.get().await {
                         Ok(conn) => conn,
                         Err(error) => panic!("reader {reader}: no read connection: {error:?}"),
                     };

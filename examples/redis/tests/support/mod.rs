@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
+pub mod cluster;
+pub mod load;
+
 /// A `redis-server` owned by the test: killed, waited for and its directory removed on drop.
 pub struct RedisServer {
     child: Child,
@@ -23,7 +26,7 @@ impl RedisServer {
     }
 
     /// As [`spawn`](RedisServer::spawn), with `extra` arguments for `redis-server`.
-    fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
+    pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "mux-pool-redis-{}-{port}-{}",
