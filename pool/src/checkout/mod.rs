@@ -56,10 +56,14 @@ impl<M: Manager> Pool<M> {
         may_wait: bool,
         at: Site,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
-        match self.fast_checkout() {
-            Ok(pooled) => Ok(pooled.held_from(at)),
+        match self.fast_checkout(at) {
+            Ok(pooled) => Ok(pooled),
             // Not boxed: a caller that waits in line would allocate for it on every wait.
-            Err(first) => Ok(self.full_checkout(may_wait, first).await?.held_from(at)),
+            Err(first) => {
+                let mut pooled = self.full_checkout(may_wait, first).await?;
+                pooled.held_from(at);
+                Ok(pooled)
+            }
         }
     }
 
@@ -67,7 +71,7 @@ impl<M: Manager> Pool<M> {
     /// interval, not expired and not broken, goes out with one lock and one clock read. An
     /// idle connection that needs more (a check, a retirement) goes to the full path with the
     /// time it was taken at; so does no idle connection at all (`None`).
-    fn fast_checkout(&self) -> Result<Pooled<M>, Option<Taken<M::Connection>>> {
+    fn fast_checkout(&self, at: Site) -> Result<Pooled<M>, Option<Taken<M::Connection>>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
         let (live, refill) = {
@@ -84,7 +88,8 @@ impl<M: Manager> Pool<M> {
         };
         shared.spawn_connects(refill);
         let now = Instant::now();
-        self.fresh(live, now).map_err(|live| Some((live, now)))
+        self.fresh_held(live, now, Some(at))
+            .map_err(|live| Some((live, now)))
     }
 
     /// The full path of a checkout: `first` is the idle connection the fast path took, with

@@ -24,18 +24,27 @@ pub struct Pooled<M: Manager> {
 
 impl<M: Manager> Pooled<M> {
     pub(crate) fn new(shared: Arc<Shared<M>>, live: Live<M::Connection>) -> Self {
+        Pooled::held(shared, live, None)
+    }
+
+    /// A guard whose hold is already registered (`hold`): the fast path registers it before
+    /// building the guard, so the guard is written once, not written again as it goes out.
+    pub(crate) fn held(
+        shared: Arc<Shared<M>>,
+        live: Live<M::Connection>,
+        hold: Option<HoldKey>,
+    ) -> Self {
         Pooled {
             shared,
             live: Some(live),
             broken: false,
-            hold: None,
+            hold,
         }
     }
 
     /// Registers the hold of this guard, taken at `at`, when holds are tracked.
-    pub(crate) fn held_from(mut self, at: Site) -> Self {
+    pub(crate) fn held_from(&mut self, at: Site) {
         self.hold = self.shared.start_hold(at);
-        self
     }
 
     /// Marks the connection broken: when dropped it is closed instead of returned, and its
@@ -121,7 +130,9 @@ where
 
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
-        if let Some(key) = self.hold.take() {
+        // Read, not taken: the guard is going, and a write here, just before `live` is read
+        // out of it, would cost the return path a stall.
+        if let Some(key) = self.hold {
             self.shared.holds.end(key, &self.shared.metrics);
         }
         if let Some(live) = self.live.take() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::checkout::Next;
+use crate::shared::holds::Site;
 use crate::shared::line::Arrival;
 use crate::shared::state::{Kept, Live};
 use crate::status::Metrics;
@@ -30,8 +31,19 @@ impl<M: Manager> Pool<M> {
     /// [`ready`](Self::ready).
     pub(crate) fn fresh(
         &self,
+        live: Live<M::Connection>,
+        now: Instant,
+    ) -> Result<Pooled<M>, Live<M::Connection>> {
+        self.fresh_held(live, now, None)
+    }
+
+    /// [`fresh`](Self::fresh), registering the guard's hold as taken at `at` (when holds are
+    /// tracked) as it is built.
+    pub(crate) fn fresh_held(
+        &self,
         mut live: Live<M::Connection>,
         now: Instant,
+        at: Option<Site>,
     ) -> Result<Pooled<M>, Live<M::Connection>> {
         if live.info.expired(now)
             || live.info.check_due(now, self.shared.config.check_interval)
@@ -40,7 +52,8 @@ impl<M: Manager> Pool<M> {
             return Err(live);
         }
         live.info.uses += 1;
-        Ok(Pooled::new(Arc::clone(&self.shared), live))
+        let hold = at.and_then(|at| self.shared.start_hold(at));
+        Ok(Pooled::held(Arc::clone(&self.shared), live, hold))
     }
 
     /// The slow path of a connection taken from the pool: retires it if expired or broken,

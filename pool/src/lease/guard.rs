@@ -114,7 +114,8 @@ where
 
 impl<M: Manager> Drop for Lease<M> {
     fn drop(&mut self) {
-        if let Some(key) = self.hold.take() {
+        // Read, not taken (see `Pooled`'s drop).
+        if let Some(key) = self.hold {
             self.shared.holds.end(key, &self.shared.metrics);
         }
         let ended = (M::WATCHES_LEASES && self.started).then(|| {
