@@ -34,7 +34,11 @@ pub struct Lease<M: Manager> {
 }
 
 impl<M: Manager> Lease<M> {
-    pub(crate) fn new(shared: Arc<Shared<M>>, leased: Leased) -> Self {
+    /// The lease handed out; its hold is registered as taken at `at`, when one is given and
+    /// holds are tracked, before the guard is built (a guard written again just before it
+    /// is moved out would cost the fast path a stall).
+    pub(crate) fn new(shared: Arc<Shared<M>>, leased: Leased, at: Option<Site>) -> Self {
+        let hold = at.and_then(|at| shared.start_hold(at));
         let mut lease = Lease {
             shared,
             conn: Some(leased.conn),
@@ -42,7 +46,7 @@ impl<M: Manager> Lease<M> {
             info: leased.info,
             broken: false,
             started: false,
-            hold: None,
+            hold,
         };
         if M::WATCHES_LEASES {
             // A panic here unwinds through `lease`'s drop, which ends the lease (without
@@ -54,9 +58,8 @@ impl<M: Manager> Lease<M> {
     }
 
     /// Registers the hold of this lease, taken at `at`, when holds are tracked.
-    pub(crate) fn held_from(mut self, at: Site) -> Self {
+    pub(crate) fn held_from(&mut self, at: Site) {
         self.hold = self.shared.start_hold(at);
-        self
     }
 
     /// Marks the connection broken: from now on it takes no new lease, its slot frees at once

@@ -87,8 +87,8 @@ where
     /// The lease's hold is registered as taken at `at` (see [`Lease::held_from`]).
     async fn start_lease(&self, may_wait: bool, at: Site) -> Result<Lease<M>, PoolError<M::Error>> {
         let mut times = Times::new(may_wait.then_some(self.shared.config.wait_timeout));
-        match self.fast_lease(&mut times) {
-            Ok(lease) => Ok(lease.held_from(at)),
+        match self.fast_lease(&mut times, at) {
+            Ok(lease) => Ok(lease),
             Err(first) => {
                 // The caller's arrival, from which its `wait_timeout` runs: read before the
                 // full path awaits anything (a connect, say), however few of its moves read
@@ -96,8 +96,9 @@ where
                 times.now();
                 // Boxed: the full path's state is large, and the future of every lease would
                 // carry it (and be moved with it) though the fast path never needs it.
-                let lease = Box::pin(self.checkout_lease(times, may_wait, first)).await?;
-                Ok(lease.held_from(at))
+                let mut lease = Box::pin(self.checkout_lease(times, may_wait, first)).await?;
+                lease.held_from(at);
+                Ok(lease)
             }
         }
     }
@@ -108,7 +109,7 @@ where
     /// is handed out here; any other move placed (a check to run, a connection to retire)
     /// goes to the full path as its first step, and so does no move at all (no room, a
     /// closed pool), for the full path to decide with the same `times`.
-    fn fast_lease(&self, times: &mut Times) -> Result<Lease<M>, Option<Placed>> {
+    fn fast_lease(&self, times: &mut Times, at: Site) -> Result<Lease<M>, Option<Placed>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
         let mut state = shared.lock();
@@ -123,7 +124,7 @@ where
             match state.streams.lease_beside(max_streams) {
                 Ok(leased) => {
                     drop(state);
-                    return self.hand_out(leased, || {}).ok_or(None);
+                    return self.hand_out(leased, Some(at), || {}).ok_or(None);
                 }
                 Err(key) => picked = Some(key),
             }
@@ -143,7 +144,7 @@ where
         drop(state);
         shared.spawn_connects(refill);
         match placed {
-            Some(Placed::Lease(leased)) => self.hand_out(leased, || {}).ok_or(None),
+            Some(Placed::Lease(leased)) => self.hand_out(leased, Some(at), || {}).ok_or(None),
             other => Err(other),
         }
     }
@@ -314,7 +315,8 @@ where
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
     /// lease then ends, marking it broken, and the caller decides again.
     fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
-        self.hand_out(leased, || {}).map_or(Next::Again, Next::Out)
+        self.hand_out(leased, None, || {})
+            .map_or(Next::Again, Next::Out)
     }
 
     /// What a caller was served at its `place` in line: a lease, a connection of its own,
@@ -345,7 +347,7 @@ where
         place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Next<Lease<M>> {
-        self.hand_out(leased, || {
+        self.hand_out(leased, None, || {
             let mut state = self.shared.lock();
             back_in_line(&mut state, place, requeued);
             state.debug_check();
@@ -355,8 +357,13 @@ where
 
     /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died: `before_end`
     /// runs then, before the lease ends and marks the connection broken.
-    fn hand_out(&self, leased: Leased, before_end: impl FnOnce()) -> Option<Lease<M>> {
-        let mut lease = Lease::new(Arc::clone(&self.shared), leased);
+    fn hand_out(
+        &self,
+        leased: Leased,
+        at: Option<Site>,
+        before_end: impl FnOnce(),
+    ) -> Option<Lease<M>> {
+        let mut lease = Lease::new(Arc::clone(&self.shared), leased, at);
         if self.shared.is_broken_shared(&*lease) {
             before_end();
             Lease::mark_broken(&mut lease);
