@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::config::{Config, validate};
 use crate::shared::Shared;
-use crate::shared::state::{Grant, Place};
 use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status};
 
@@ -119,7 +118,7 @@ impl<M: Manager> Pool<M> {
             let mut state = self.shared.lock();
             state.closed = true;
             let idle: Vec<_> = state.idle.drain(..).collect();
-            state.slots -= idle.len();
+            state.free_slots(idle.len());
             let shared_idle = state.evict_shared(|_, _| true);
             state.drain_shared(false, |_| true);
             let waiters = state.waiters.close_all();
@@ -217,20 +216,12 @@ impl<M: Manager> Pool<M> {
                 });
             }
             let mut grants = Vec::new();
-            while state.slots < state.max_size {
-                match state.waiters.serve(Grant::Slot) {
-                    Ok(waker) => {
-                        state.slots += 1;
-                        grants.push(Place::Wake(waker));
-                    }
-                    Err(_) => break,
-                }
-            }
+            state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
             state.debug_check();
             (evicted, shared_evicted, grants)
         };
-        for place in grants {
-            self.shared.act(place);
+        for waker in grants.into_iter().flatten() {
+            waker.wake();
         }
         for live in evicted {
             self.shared.close_conn(live.conn);

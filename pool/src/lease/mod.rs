@@ -410,7 +410,7 @@ where
             let mut state = shared.lock();
             state.opening_room -= room;
             if state.closed {
-                state.slots -= 1;
+                state.free_slots(1);
                 state.debug_check();
                 (None, false)
             } else {

@@ -90,7 +90,7 @@ impl std::task::Wake for Counting {
 /// lease, by the real move (`State::share`, as `Pool::share` makes it); `lifetime` is its
 /// `max_lifetime`. The opener's lease.
 fn open_shared(state: &mut State<u64>, conn: u64, lifetime: Option<Duration>) -> Leased {
-    state.slots += 1;
+    assert_eq!(state.take_slots(1), 1, "a slot for the new connection");
     let arrival = state.waiters.arrive(true);
     let mut wakes = Vec::new();
     let info = ConnInfo::new(Instant::now(), lifetime);
@@ -251,7 +251,7 @@ async fn wait(model: &Model, ticket: Ticket, waker: &Waker) -> Wake<u64> {
 fn take_slot(model: &Model) -> Option<usize> {
     let mut state = model.lock().unwrap();
     if state.closed {
-        state.slots -= 1;
+        state.free_slots(1);
         state.debug_check();
         return None;
     }
@@ -310,7 +310,7 @@ fn open(
         let mut state = model.lock().unwrap();
         state.opening_room -= room;
         let leased = if state.closed {
-            state.slots -= 1;
+            state.free_slots(1);
             None
         } else {
             let info = ConnInfo::new(Instant::now(), None);
@@ -525,15 +525,7 @@ fn resize(model: &Model, max_size: usize) -> Vec<u64> {
             state.drain_shared(true, |_| pick());
         }
         let mut grants = Vec::new();
-        while state.slots < state.max_size {
-            match state.waiters.serve(Grant::Slot) {
-                Ok(waker) => {
-                    state.slots += 1;
-                    grants.push(waker);
-                }
-                Err(_) => break,
-            }
-        }
+        state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
         state.debug_check();
         (shared_evicted, grants)
     };

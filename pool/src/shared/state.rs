@@ -119,10 +119,37 @@ impl<C> State<C> {
         }
     }
 
-    /// Reserves `n` more slots for connects, as many as fit.
-    pub fn reserve_connects(&mut self, n: usize) -> usize {
+    /// Takes up to `n` more slots, as many as fit under `max_size`; returns how many. Every
+    /// slot the pool takes is taken here, and every slot it gives up is given up in
+    /// [`free_slots`](Self::free_slots): the two moves that change `slots`.
+    pub fn take_slots(&mut self, n: usize) -> usize {
         let n = n.min(self.max_size.saturating_sub(self.slots));
         self.slots += n;
+        n
+    }
+
+    /// Gives up `n` slots.
+    pub fn free_slots(&mut self, n: usize) {
+        self.slots -= n;
+    }
+
+    /// Hands free slots to the oldest waiters, one each, while `wanted` says the line wants
+    /// one and a slot is there to take; pushes their wakers.
+    pub fn grant_slots(&mut self, wanted: impl Fn(&Self) -> bool, wakes: &mut Vec<Option<Waker>>) {
+        while wanted(self) && self.take_slots(1) == 1 {
+            match self.waiters.serve(Grant::Slot) {
+                Ok(waker) => wakes.push(waker),
+                Err(_) => {
+                    self.free_slots(1);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reserves `n` more slots for connects, as many as fit.
+    pub fn reserve_connects(&mut self, n: usize) -> usize {
+        let n = self.take_slots(n);
         self.connecting += n;
         n
     }
@@ -142,7 +169,7 @@ impl<C> State<C> {
     /// when the pool is closed or above its size.
     pub fn place_conn(&mut self, live: Live<C>) -> Place<C> {
         if self.closed || self.slots > self.max_size {
-            self.slots -= 1;
+            self.free_slots(1);
             return Place::Discard(live);
         }
         if self.waiters.is_empty() {
@@ -169,7 +196,7 @@ impl<C> State<C> {
         {
             return waker;
         }
-        self.slots -= 1;
+        self.free_slots(1);
         None
     }
 
@@ -180,11 +207,11 @@ impl<C> State<C> {
     /// caller decides again.
     pub fn keep_slot(&mut self, for_lease: bool) -> Kept {
         if self.closed {
-            self.slots -= 1;
+            self.free_slots(1);
             return Kept::Closed;
         }
         if !self.idle.is_empty() || self.slots > self.max_size {
-            self.slots -= 1;
+            self.free_slots(1);
             return Kept::Again;
         }
         self.connecting += 1;
@@ -214,7 +241,7 @@ impl<C> State<C> {
                 at += 1;
             }
         }
-        self.slots -= evicted.len();
+        self.free_slots(evicted.len());
         evicted
     }
 }
