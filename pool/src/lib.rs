@@ -295,6 +295,7 @@ mod checkout;
 mod config;
 mod error;
 mod info;
+pub mod keyed;
 mod lease;
 mod manager;
 mod pool;

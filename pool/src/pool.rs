@@ -1,10 +1,11 @@
 //! [`Pool`]: its public face: close, resize, retain and status here; the insides of `get` are in
 //! `checkout/`, those of `lease` in `lease/`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::config::{Config, validate};
 use crate::shared::Shared;
+use crate::shared::budget::{Account, Budget, Member};
 use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status};
 
@@ -36,7 +37,19 @@ impl<M: Manager> Pool<M> {
     }
 
     pub(crate) fn from_parts(manager: M, config: Config) -> Self {
-        let shared = Arc::new(Shared::new(manager, config));
+        let shared = Arc::new(Shared::new(manager, config, None));
+        shared.ensure_maintenance();
+        Pool { shared }
+    }
+
+    /// A pool whose slots are taken from `budget` too, shared with other pools (a key pool of
+    /// a [`KeyedPool`](crate::keyed::KeyedPool)).
+    pub(crate) fn with_budget(manager: M, config: Config, budget: &Arc<Budget>) -> Self {
+        let shared = Arc::new_cyclic(|me: &Weak<Shared<M>>| {
+            let me: Weak<dyn Member> = me.clone();
+            let account = Account::new(Arc::clone(budget), me);
+            Shared::new(manager, config, Some(account))
+        });
         shared.ensure_maintenance();
         Pool { shared }
     }
