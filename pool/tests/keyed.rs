@@ -204,9 +204,17 @@ async fn a_connection_that_would_go_idle_goes_to_a_starved_key() {
     });
     until("a caller of key 1 waits", || status(&pool, 1).waiting == 1).await;
     tokio::time::sleep(ms(100)).await;
+    assert!(!waiter.is_finished(), "nothing came back: it still waits");
+    let returned = a.id;
     drop(a);
     let served = waiter.await.expect("no panic");
     assert!(served.is_ok(), "{served:?}");
+    mocks.mock(0).until_closes(1).await;
+    assert_eq!(
+        mocks.mock(0).closes_of(returned),
+        1,
+        "closed, not kept idle"
+    );
     assert_eq!((status(&pool, 0).size, status(&pool, 1).size), (1, 1));
     assert_eq!(mocks.total.peak(), 2);
     drop(b);
