@@ -25,6 +25,19 @@ pub enum BuildError {
     /// `max_streams` was 0: no connection could carry a lease.
     #[error("max_streams must be at least 1")]
     ZeroMaxStreams,
+    /// `max_total` was 0 ([`KeyedBuilder`](crate::keyed::KeyedBuilder)): no key could ever
+    /// have a connection.
+    #[error("max_total must be at least 1")]
+    ZeroMaxTotal,
+    /// `max_size` was larger than `max_total`
+    /// ([`KeyedBuilder`](crate::keyed::KeyedBuilder)): no key could ever reach it.
+    #[error("max_size ({max_size}) must not exceed max_total ({max_total})")]
+    MaxSizeAboveTotal {
+        /// The requested `max_size` (per key).
+        max_size: usize,
+        /// The requested `max_total` (across keys).
+        max_total: usize,
+    },
     /// `min_idle` was larger than `max_size`.
     #[error("min_idle ({min_idle}) must not exceed max_size ({max_size})")]
     MinIdleAboveMax {

@@ -1,11 +1,11 @@
 //! [`Pool`]: its public face: close, resize, retain and status here; the insides of `get` are in
 //! `checkout/`, those of `lease` in `lease/`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::config::{Config, validate};
 use crate::shared::Shared;
-use crate::shared::state::{Grant, Place};
+use crate::shared::budget::{Account, Budget, Member};
 use crate::status::Metrics;
 use crate::{BuildError, Builder, ConnInfo, Manager, PoolError, Pooled, Status};
 
@@ -37,7 +37,19 @@ impl<M: Manager> Pool<M> {
     }
 
     pub(crate) fn from_parts(manager: M, config: Config) -> Self {
-        let shared = Arc::new(Shared::new(manager, config));
+        let shared = Arc::new(Shared::new(manager, config, None));
+        shared.ensure_maintenance();
+        Pool { shared }
+    }
+
+    /// A pool whose slots are taken from `budget` too, shared with other pools (a key pool of
+    /// a [`KeyedPool`](crate::keyed::KeyedPool)).
+    pub(crate) fn with_budget(manager: M, config: Config, budget: &Arc<Budget>) -> Self {
+        let shared = Arc::new_cyclic(|me: &Weak<Shared<M>>| {
+            let me: Weak<dyn Member> = me.clone();
+            let account = Account::new(Arc::clone(budget), me);
+            Shared::new(manager, config, Some(account))
+        });
         shared.ensure_maintenance();
         Pool { shared }
     }
@@ -119,7 +131,7 @@ impl<M: Manager> Pool<M> {
             let mut state = self.shared.lock();
             state.closed = true;
             let idle: Vec<_> = state.idle.drain(..).collect();
-            state.slots -= idle.len();
+            state.free_slots(idle.len());
             let shared_idle = state.evict_shared(|_, _| true);
             state.drain_shared(false, |_| true);
             let waiters = state.waiters.close_all();
@@ -217,20 +229,12 @@ impl<M: Manager> Pool<M> {
                 });
             }
             let mut grants = Vec::new();
-            while state.slots < state.max_size {
-                match state.waiters.serve(Grant::Slot) {
-                    Ok(waker) => {
-                        state.slots += 1;
-                        grants.push(Place::Wake(waker));
-                    }
-                    Err(_) => break,
-                }
-            }
+            state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
             state.debug_check();
             (evicted, shared_evicted, grants)
         };
-        for place in grants {
-            self.shared.act(place);
+        for waker in grants.into_iter().flatten() {
+            waker.wake();
         }
         for live in evicted {
             self.shared.close_conn(live.conn);

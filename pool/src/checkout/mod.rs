@@ -198,7 +198,7 @@ impl<M: Manager> Pool<M> {
     pub(crate) fn take_slot(&self, for_lease: bool) -> Result<usize, PoolError<M::Error>> {
         let mut state = self.shared.lock();
         if state.closed {
-            state.slots -= 1;
+            state.free_slots(1);
             state.debug_check();
             return Err(PoolError::Closed);
         }

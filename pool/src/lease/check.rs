@@ -92,7 +92,7 @@ where
             if leased.is_none() {
                 // The pool closed during the check: the connection goes, with its slot.
                 state.check_failed(self.key);
-                state.slots -= 1;
+                state.free_slots(1);
             }
             state.debug_check();
             leased

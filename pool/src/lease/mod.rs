@@ -85,7 +85,11 @@ where
 
     /// A lease: the fast path, else the full path from what the fast path placed.
     /// The lease's hold is registered as taken at `at` (see [`Lease::held_from`]).
-    async fn start_lease(&self, may_wait: bool, at: Site) -> Result<Lease<M>, PoolError<M::Error>> {
+    pub(crate) async fn start_lease(
+        &self,
+        may_wait: bool,
+        at: Site,
+    ) -> Result<Lease<M>, PoolError<M::Error>> {
         let mut times = Times::new(may_wait.then_some(self.shared.config.wait_timeout));
         match self.fast_lease(&mut times, at) {
             Ok(lease) => Ok(lease),
@@ -417,7 +421,7 @@ where
             let mut state = shared.lock();
             state.opening_room -= room;
             if state.closed {
-                state.slots -= 1;
+                state.free_slots(1);
                 state.debug_check();
                 (None, false)
             } else {

@@ -342,6 +342,8 @@ impl<C: 'static> State<C> {
         }
         let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
+        // Left idle, it would keep a slot from another pool's callers (see `State::gives_way`).
+        let gives_way = self.gives_way();
         let Some(record) = self.streams.end_one(key) else {
             // Orphaned: the pool closed and let go of it. The last lease closes it.
             ended.close = Some(lease);
@@ -360,7 +362,7 @@ impl<C: 'static> State<C> {
             Mode::Broken | Mode::Draining => Some(record.slot),
             Mode::Checking => None,
             Mode::Open => {
-                if self.closed || over_size {
+                if self.closed || over_size || gives_way {
                     Some(true)
                 } else if record.conn_mut::<C>().is_some_and(is_broken) {
                     record.mode = Mode::Broken;

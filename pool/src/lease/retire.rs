@@ -32,7 +32,7 @@ impl<C: 'static> State<C> {
             if pick(&record.info, remaining)
                 && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
             {
-                self.slots -= 1;
+                self.free_slots(1);
                 evicted.push(conn);
             }
             remaining -= 1;
@@ -80,7 +80,7 @@ impl<C: 'static> State<C> {
                 record.mode = Mode::Draining;
                 if free_slot {
                     record.slot = false;
-                    self.slots -= 1;
+                    self.free_slots(1);
                 }
                 drained += 1;
             }
@@ -118,7 +118,7 @@ impl<C: 'static> State<C> {
         for key in keys {
             if let Some(record) = self.streams.remove(key) {
                 if record.holds_slot() {
-                    self.slots -= 1;
+                    self.free_slots(1);
                 }
                 conns.extend(record.conn);
             }

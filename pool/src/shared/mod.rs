@@ -1,9 +1,11 @@
 //! The pool's shared core: taking connections in and out, opening and discarding them.
 
+pub(crate) mod budget;
 pub(crate) mod connect;
 pub(crate) mod holds;
 pub(crate) mod line;
 pub(crate) mod maintain;
+pub(crate) mod member;
 pub(crate) mod reset;
 pub(crate) mod state;
 
@@ -21,6 +23,7 @@ use crate::Status;
 use crate::config::Config;
 use crate::lease::moves::Ended;
 use crate::lease::streams::{Key, SharedConn, conn_ref, unwrap};
+use crate::shared::budget::Account;
 use crate::shared::state::{Live, Place, State};
 use crate::status::Metrics;
 use crate::sync::{Mutex, MutexGuard};
@@ -59,8 +62,11 @@ pub(crate) struct Shared<M: Manager> {
 }
 
 impl<M: Manager> Shared<M> {
-    pub fn new(manager: M, config: Config) -> Self {
-        let state = State::new(config.max_size, config.min_idle, config.max_streams);
+    /// A pool's shared core; `budget` is its account at a cap it shares with other pools
+    /// (a key pool's), if any.
+    pub fn new(manager: M, config: Config, budget: Option<Account>) -> Self {
+        let mut state = State::new(config.max_size, config.min_idle, config.max_streams);
+        state.budget = budget;
         Shared {
             manager,
             metrics: Metrics::new(&config.name),

@@ -134,7 +134,7 @@ impl<M: Manager> Drop for ClosedReset<'_, M> {
         {
             let mut state = self.0.lock();
             state.resetting -= 1;
-            state.slots -= 1;
+            state.free_slots(1);
             state.debug_check();
         }
         self.0.drained.notify_waiters();

@@ -13,6 +13,7 @@ use crate::IdleOrder;
 pub(crate) use crate::info::Live;
 pub(crate) use crate::lease::streams::Leased;
 use crate::lease::streams::Streams;
+use crate::shared::budget::Account;
 pub(crate) use crate::shared::line::Grant;
 use crate::shared::line::Line;
 
@@ -72,6 +73,9 @@ pub(crate) struct State<C> {
     /// connection that comes into shared form with a lifetime that ends sooner wakes it
     /// ([`Shared::rearm`](crate::shared::Shared)).
     pub maintenance_wake: Option<Instant>,
+    /// The pool's account at a budget shared with other pools (a key pool's, under the keyed
+    /// pool's `max_total`); `None` for a pool of its own, which then pays nothing for it.
+    pub budget: Option<Account>,
 }
 
 impl<C> State<C> {
@@ -90,6 +94,7 @@ impl<C> State<C> {
             max_streams,
             opening_room: 0,
             maintenance_wake: None,
+            budget: None,
         }
     }
 
@@ -106,8 +111,16 @@ impl<C> State<C> {
             "a waiter waits while a connection is idle"
         );
         debug_assert!(
-            self.waiters.len() == self.waiters.leasers() || self.slots >= self.max_size,
+            self.waiters.len() == self.waiters.leasers()
+                || self.slots >= self.max_size
+                || self.budget.as_ref().is_some_and(|account| account.starved),
             "a caller waits for a connection while there is room for one"
+        );
+        debug_assert!(
+            self.budget
+                .as_ref()
+                .is_none_or(|account| account.held == self.slots),
+            "the budget's account of the slots"
         );
         debug_assert!(!self.closed || (self.idle.is_empty() && self.waiters.is_empty()));
     }
@@ -119,17 +132,66 @@ impl<C> State<C> {
         }
     }
 
+    /// Takes up to `n` more slots, as many as fit under `max_size`; returns how many. Every
+    /// slot the pool takes is taken here, and every slot it gives up is given up in
+    /// [`free_slots`](Self::free_slots): the two moves that change `slots`.
+    ///
+    /// With a budget, each slot is taken from it too: fewer may come, and the pool is then
+    /// starved ([`Account::take`]).
+    pub fn take_slots(&mut self, n: usize) -> usize {
+        let mut n = n.min(self.max_size.saturating_sub(self.slots));
+        if let Some(account) = &mut self.budget {
+            n = account.take(n);
+        }
+        self.slots += n;
+        n
+    }
+
+    /// Whether a connection that would go idle now is closed instead: with a budget, while
+    /// another pool of it starves and nobody of this pool's own waits (its slot then goes to
+    /// that pool's callers). Always false without a budget.
+    pub fn gives_way(&self) -> bool {
+        self.budget.as_ref().is_some_and(Account::others_starve) && self.waiters.is_empty()
+    }
+
+    /// Gives up `n` slots (to the budget too, when there is one).
+    pub fn free_slots(&mut self, n: usize) {
+        self.slots -= n;
+        if let Some(account) = &mut self.budget {
+            account.give(n);
+        }
+    }
+
+    /// Hands free slots to the oldest waiters, one each, while `wanted` says the line wants
+    /// one and a slot is there to take; pushes their wakers.
+    pub fn grant_slots(&mut self, wanted: impl Fn(&Self) -> bool, wakes: &mut Vec<Option<Waker>>) {
+        while wanted(self) && self.take_slots(1) == 1 {
+            match self.waiters.serve(Grant::Slot) {
+                Ok(waker) => wakes.push(waker),
+                Err(_) => {
+                    self.free_slots(1);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Reserves `n` more slots for connects, as many as fit.
     pub fn reserve_connects(&mut self, n: usize) -> usize {
-        let n = n.min(self.max_size.saturating_sub(self.slots));
-        self.slots += n;
+        let n = self.take_slots(n);
         self.connecting += n;
         n
     }
 
     /// How many connects would bring idle (plus connecting) up to `min_idle`; reserves them.
+    ///
+    /// None for a pool with a budget, which keeps no `min_idle` (a key pool's: idle
+    /// connections kept for one key would hold slots every other key may need). The test
+    /// comes first so that here `take_slots` is known to take from no budget: its call into
+    /// the budget, inlined into the checkout's fast path, made every checkout copy its
+    /// connection once more on the stack (10 instructions of 490, `scripts/instr`).
     pub fn reserve_refill(&mut self) -> usize {
-        if self.min_idle == 0 || self.closed {
+        if self.min_idle == 0 || self.closed || self.budget.is_some() {
             return 0;
         }
         let want = self
@@ -142,10 +204,15 @@ impl<C> State<C> {
     /// when the pool is closed or above its size.
     pub fn place_conn(&mut self, live: Live<C>) -> Place<C> {
         if self.closed || self.slots > self.max_size {
-            self.slots -= 1;
+            self.free_slots(1);
             return Place::Discard(live);
         }
         if self.waiters.is_empty() {
+            if self.budget.as_ref().is_some_and(Account::others_starve) {
+                // Idle, it would keep its slot from another pool's starved callers.
+                self.free_slots(1);
+                return Place::Discard(live);
+            }
             self.idle.push_back(live);
             return Place::Done;
         }
@@ -169,7 +236,7 @@ impl<C> State<C> {
         {
             return waker;
         }
-        self.slots -= 1;
+        self.free_slots(1);
         None
     }
 
@@ -180,11 +247,11 @@ impl<C> State<C> {
     /// caller decides again.
     pub fn keep_slot(&mut self, for_lease: bool) -> Kept {
         if self.closed {
-            self.slots -= 1;
+            self.free_slots(1);
             return Kept::Closed;
         }
         if !self.idle.is_empty() || self.slots > self.max_size {
-            self.slots -= 1;
+            self.free_slots(1);
             return Kept::Again;
         }
         self.connecting += 1;
@@ -214,7 +281,7 @@ impl<C> State<C> {
                 at += 1;
             }
         }
-        self.slots -= evicted.len();
+        self.free_slots(evicted.len());
         evicted
     }
 }

@@ -15,8 +15,13 @@
 //!   or panic. Plans queued with `push_*` run first, in order; then the default plan;
 //! - fails the check of chosen ids, reports chosen ids broken on return, and may delay closes;
 //! - counts the calls of `is_broken` and `is_broken_shared`, and reports chosen ids broken
-//!   through `is_broken_shared` (a multiplexed connection that died under its leases).
+//!   through `is_broken_shared` (a multiplexed connection that died under its leases);
+//! - counts its connections in [`Tally`]s shared with other mocks (the managers of a keyed
+//!   pool's keys), from the start of their connect until the pool hands them to `close` (or
+//!   drops them), with the peak: what the pool holds, across mocks ([`Mock::counted_in`]).
 #![allow(dead_code)] // each test file uses a different part of the mock
+
+pub mod logs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -148,6 +153,53 @@ struct State {
     limit: AtomicUsize,
     limit_breaches: AtomicUsize,
     events: Notify,
+    tallies: Vec<Arc<Tally>>,
+}
+
+/// Connections open across the mocks counted in it: connects in flight plus connections made
+/// and not yet handed to `close` (or dropped), and the most there ever were.
+#[derive(Debug, Default)]
+pub struct Tally {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Tally {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Open now.
+    pub fn open(&self) -> usize {
+        self.open.load(SeqCst)
+    }
+
+    /// The most ever open at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(SeqCst)
+    }
+}
+
+/// One connection (or connect) counted in the tallies of its mock until dropped.
+#[derive(Debug)]
+pub struct Counted(Vec<Arc<Tally>>);
+
+impl Counted {
+    fn new(tallies: &[Arc<Tally>]) -> Self {
+        for tally in tallies {
+            let open = tally.open.fetch_add(1, SeqCst) + 1;
+            tally.peak.fetch_max(open, SeqCst);
+        }
+        Counted(tallies.to_vec())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        for tally in &self.0 {
+            tally.open.fetch_sub(1, SeqCst);
+        }
+    }
 }
 
 /// The scripted manager; clones share one state.
@@ -161,6 +213,8 @@ pub struct MockConn {
     /// Set it to have `is_broken` report this connection broken on return.
     pub broken: bool,
     _alive: Alive,
+    /// In its mock's tallies until handed to `close` or dropped.
+    counted: Option<Counted>,
 }
 
 struct Alive(Arc<State>);
@@ -209,6 +263,11 @@ impl Default for Mock {
 
 impl Mock {
     pub fn new() -> Self {
+        Mock::counted_in(&[])
+    }
+
+    /// A mock whose connections are counted in `tallies` (see [`Tally`]).
+    pub fn counted_in(tallies: &[Arc<Tally>]) -> Self {
         Mock(Arc::new(State {
             script: Mutex::new(Script {
                 connects: VecDeque::new(),
@@ -238,6 +297,7 @@ impl Mock {
             limit: AtomicUsize::new(usize::MAX),
             limit_breaches: AtomicUsize::new(0),
             events: Notify::new(),
+            tallies: tallies.to_vec(),
         }))
     }
 
@@ -431,6 +491,7 @@ impl Manager for Mock {
         let state = &self.0;
         async move {
             state.connects.fetch_add(1, SeqCst);
+            let counted = Counted::new(&state.tallies);
             let in_flight = state.in_flight.fetch_add(1, SeqCst) + 1;
             let flight = InFlight(state);
             state.max_in_flight.fetch_max(in_flight, SeqCst);
@@ -457,6 +518,7 @@ impl Manager for Mock {
                         id,
                         broken: false,
                         _alive: Alive(Arc::clone(state)),
+                        counted: Some(counted),
                     })
                 }
                 Err(error) => {
@@ -505,7 +567,8 @@ impl Manager for Mock {
         self.script().shared_broken.contains(&conn.id)
     }
 
-    async fn close(&self, conn: MockConn) {
+    async fn close(&self, mut conn: MockConn) {
+        drop(conn.counted.take());
         self.0.closes_started.fetch_add(1, SeqCst);
         *self
             .0

@@ -95,7 +95,7 @@ impl std::task::Wake for Counting {
 /// lease, by the real move (`State::share`, as `Pool::share` makes it); `lifetime` is its
 /// `max_lifetime`. The opener's lease.
 fn open_shared(state: &mut State<u64>, conn: u64, lifetime: Option<Duration>) -> Leased {
-    state.slots += 1;
+    assert_eq!(state.take_slots(1), 1, "a slot for the new connection");
     let arrival = state.waiters.arrive(true);
     let mut wakes = Vec::new();
     let info = ConnInfo::new(Instant::now(), lifetime);

@@ -77,7 +77,7 @@ pub(super) async fn wait(model: &Model, ticket: Ticket, waker: &Waker) -> Wake<u
 pub(super) fn take_slot(model: &Model) -> Option<usize> {
     let mut state = model.lock().unwrap();
     if state.closed {
-        state.slots -= 1;
+        state.free_slots(1);
         state.debug_check();
         return None;
     }
@@ -136,7 +136,7 @@ pub(super) fn open(
         let mut state = model.lock().unwrap();
         state.opening_room -= room;
         let leased = if state.closed {
-            state.slots -= 1;
+            state.free_slots(1);
             None
         } else {
             let info = ConnInfo::new(Instant::now(), None);
@@ -351,15 +351,7 @@ pub(super) fn resize(model: &Model, max_size: usize) -> Vec<u64> {
             state.drain_shared(true, |_| pick());
         }
         let mut grants = Vec::new();
-        while state.slots < state.max_size {
-            match state.waiters.serve(Grant::Slot) {
-                Ok(waker) => {
-                    state.slots += 1;
-                    grants.push(waker);
-                }
-                Err(_) => break,
-            }
-        }
+        state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
         state.debug_check();
         (shared_evicted, grants)
     };
