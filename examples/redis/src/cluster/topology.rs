@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_node_without_its_ip_is_named_by_the_address_asked() {
-        let asked = Node::new("10.0.0.5", 7000);
+        let asked = Node::new("127.0.0.5", 7000);
         let reply = format!("{A} :7000@17000 myself,master - 0 0 0 connected 0-16383\n");
         let nodes = parse_nodes(&reply, &asked).expect("valid");
         assert_eq!(nodes[0].node, asked);
