@@ -13,6 +13,8 @@
 //! `benches/checkout.rs` (a `u64` connection whose check returns at once, defaults but these):
 //! - `get16`, `deadpool16`: 16 tasks on the one thread, each holding its connection across a
 //!   `yield_now`, so most callers wait in line (the contended checkout, without threads).
+//!   `deadpool16t`: the same with deadpool's wait timeout at 30 s (our pool's default), so
+//!   that its waiters arm a timer as ours do.
 //! - `get`: our pool, `max_size` 4, `get().await` then drop.
 //! - `lease`: our pool, `max_size` 4, `max_streams` 16, `lease().await` then drop, the lease
 //!   alone on its connection (so it is the connection's first lease and its end the last).
@@ -33,7 +35,7 @@ use std::sync::Mutex;
 use support::peers::{Bb8, Dead, Ours};
 use tokio::sync::Semaphore;
 
-const MODES: &str = "get, lease, lease2, floor, deadpool, bb8, get16, deadpool16";
+const MODES: &str = "get, lease, lease2, floor, deadpool, bb8, get16, deadpool16, deadpool16t";
 
 /// `n` times: a checkout, then its guard dropped at once.
 async fn repeat<G>(n: u64, checkout: impl AsyncFn() -> G) {
@@ -83,11 +85,14 @@ async fn run(mode: &str, n: u64, max_size: usize) {
             })
             .await;
         }
-        "deadpool16" => {
-            let pool: deadpool::managed::Pool<Dead> = deadpool::managed::Pool::builder(Dead)
-                .max_size(4)
-                .build()
-                .expect("valid settings");
+        "deadpool16" | "deadpool16t" => {
+            let mut builder = deadpool::managed::Pool::builder(Dead).max_size(4);
+            if mode == "deadpool16t" {
+                builder = builder
+                    .wait_timeout(Some(std::time::Duration::from_secs(30)))
+                    .runtime(deadpool::Runtime::Tokio1);
+            }
+            let pool: deadpool::managed::Pool<Dead> = builder.build().expect("valid settings");
             contended(n, async move || {
                 let conn = pool.get().await.expect("a connection");
                 tokio::task::yield_now().await;

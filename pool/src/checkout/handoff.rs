@@ -12,7 +12,7 @@ use crate::Manager;
 use crate::shared::Shared;
 use crate::shared::connect::Connected;
 use crate::shared::line::{Ticket, Wake};
-use crate::shared::state::{Grant, Place};
+use crate::shared::state::{Grant, Place, State};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///
@@ -40,21 +40,25 @@ pub(crate) async fn wait<M: Manager>(
     let mut first_poll = true;
     let mut wakes = Vec::new();
     let outcome = std::future::poll_fn(|cx| {
-        let expired = timer.as_mut().poll(cx).is_ready();
-        if std::mem::take(&mut first_poll) && !expired {
+        // The line first: a woken waiter mostly finds its outcome there, and then never polls
+        // its timer again (the timer leaves the wheel when the wait is dropped).
+        let expired = if std::mem::take(&mut first_poll) {
+            timer.as_mut().poll(cx).is_ready()
+        } else {
+            let mut state = shared.lock();
+            if let Poll::Ready(outcome) = state.waiters.poll(ticket, cx) {
+                return Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes));
+            }
+            drop(state);
+            timer.as_mut().poll(cx).is_ready()
+        };
+        if !expired {
             return Poll::Pending;
         }
+        // Takes an outcome that arrived since the line was polled, if one did.
         let mut state = shared.lock();
-        let outcome = if expired {
-            Poll::Ready(state.waiters.time_out(ticket))
-        } else {
-            state.waiters.poll(ticket, cx)
-        };
-        if outcome.is_ready() && !ticket.wants_lease() {
-            // Out of line: a connection kept from leases for this caller is free again.
-            state.serve_leasers_anywhere(&mut wakes);
-        }
-        outcome
+        let outcome = state.waiters.time_out(ticket);
+        Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes))
     })
     .await;
     // The line has let go of the ticket: nothing to leave.
@@ -63,6 +67,20 @@ pub(crate) async fn wait<M: Manager>(
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
+    }
+    outcome
+}
+
+/// A waiter has its outcome, under the lock: a connection kept from leases for it (one that
+/// wants a connection of its own) is free for them again.
+fn out_of_line<C: Send + 'static>(
+    state: &mut State<C>,
+    ticket: Ticket,
+    outcome: Wake<C>,
+    wakes: &mut Vec<Option<std::task::Waker>>,
+) -> Wake<C> {
+    if !ticket.wants_lease() {
+        state.serve_leasers_anywhere(wakes);
     }
     outcome
 }
