@@ -277,6 +277,26 @@ async fn connections_across_nodes_never_exceed_max_total_under_load() {
     client.close().await;
 }
 
+/// Settings the pools could not honour are refused before any seed is asked.
+#[tokio::test]
+async fn a_max_total_below_max_size_or_a_zero_idle_timeout_is_refused() {
+    let builder = || ClusterClient::builder([url(free_port())]);
+    let refused = [
+        builder().max_size(4).max_total(2).connect().await.err(),
+        builder().max_total(0).connect().await.err(),
+        builder().idle_timeout(Duration::ZERO).connect().await.err(),
+    ];
+    for (error, names) in refused
+        .iter()
+        .zip(["max_total (2)", "max_total", "above 0"])
+    {
+        assert!(
+            matches!(error, Some(ConnectError::Settings(text)) if text.contains(names)),
+            "{error:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeds_that_are_not_cluster_nodes_are_named_in_the_error() {
     let plain = RedisServer::start(free_port()).await;

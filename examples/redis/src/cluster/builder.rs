@@ -110,7 +110,7 @@ impl Builder {
     /// Connections across all nodes, counting connects in flight (default 16 × `max_size`:
     /// every node of a 16-node cluster at `max_size`). A node that finds none left waits,
     /// within each request's deadline, for another node's connection to end: an idle one is
-    /// closed for it at once. Keep it at or above `max_size`.
+    /// closed for it at once. One below `max_size` is refused ([`ConnectError::Settings`]).
     pub fn max_total(mut self, max_total: usize) -> Self {
         self.settings.pools.max_total = Some(max_total);
         self
@@ -165,7 +165,12 @@ impl Builder {
         if let Some((name, _)) = positive.iter().find(|(_, n)| *n == 0) {
             return Err(ConnectError::Settings(format!("{name} must be above 0")));
         }
-        if settings.deadline.is_zero() || settings.refresh_interval.is_zero() {
+        let durations = [
+            settings.deadline,
+            settings.refresh_interval,
+            settings.pools.idle_timeout,
+        ];
+        if durations.iter().any(Duration::is_zero) {
             return Err(ConnectError::Settings("durations must be above 0".into()));
         }
         let pools = pools::node_pools(&settings.pools)
