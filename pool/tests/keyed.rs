@@ -512,6 +512,126 @@ fn the_builder_refuses_settings_it_could_not_honour() {
     assert_eq!(build(4, 4, 1), None, "one key may take the whole total");
 }
 
+/// With `fail_fast`, a key whose connect fails answers its caller with that error at once,
+/// after one connect, where by default it retries until `wait_timeout`; the other keys are
+/// served as before.
+#[tokio::test(start_paused = true)]
+async fn fail_fast_returns_a_keys_failed_connect_at_once() {
+    const FAIL: Key = 0;
+    let mocks = Mocks::new(2, |key, mock| {
+        if key == FAIL {
+            mock.set_connect(Plan::fail("refused"));
+        }
+    });
+    let pool = mocks
+        .builder()
+        .fail_fast(true)
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .expect("valid");
+    let start = Instant::now();
+    let failed = pool.lease(&FAIL).await.map(drop);
+    assert!(
+        matches!(&failed, Err(PoolError::Connect(e)) if e.0 == "refused"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no retry until wait_timeout"
+    );
+    assert_eq!(mocks.mock(FAIL).connects(), 1);
+    drop(pool.lease(&1).await.expect("the other key is served"));
+    pool.close().await;
+}
+
+/// A key's connect that hangs ends at the keyed pool's `connect_timeout` (2 s here), not the
+/// default 10 s; with `fail_fast` its caller gets that timeout then.
+#[tokio::test(start_paused = true)]
+async fn a_keys_hanging_connect_ends_at_connect_timeout() {
+    let mocks = Mocks::new(1, |_, mock| mock.set_connect(Plan::hang()));
+    let pool = mocks
+        .builder()
+        .connect_timeout(Duration::from_secs(2))
+        .fail_fast(true)
+        .build()
+        .expect("valid");
+    let start = Instant::now();
+    let outcome = pool.get(&0).await.map(drop);
+    assert!(
+        matches!(outcome, Err(PoolError::Timeout(TimeoutKind::Connect))),
+        "{outcome:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(status(&pool, 0).connecting, 0, "the connect was dropped");
+    pool.close().await;
+}
+
+/// A check of a key's idle connection that hangs ends at the keyed pool's `check_timeout`
+/// (1 s here, not the default 5 s) with that timeout, and the connection is discarded.
+#[tokio::test(start_paused = true)]
+async fn a_keys_hanging_check_ends_at_check_timeout() {
+    let mocks = Mocks::new(1, |_, mock| mock.set_check(Plan::hang()));
+    let pool = mocks
+        .builder()
+        .check_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    let first = pool.get(&0).await.expect("a connection");
+    let first_id = first.id;
+    drop(first);
+    // Past the check interval: the next checkout checks the idle connection.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    let outcome = pool.get(&0).await.map(drop);
+    assert!(
+        matches!(outcome, Err(PoolError::Timeout(TimeoutKind::Check))),
+        "{outcome:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    let mock = mocks.mock(0);
+    mock.until_closes(1).await;
+    assert_eq!(mock.closes_of(first_id), 1, "discarded");
+    assert_eq!(status(&pool, 0).size, 0);
+    pool.close().await;
+}
+
+/// `name_keys` names each key's pool: what a key's pool reports with the `metrics` feature
+/// carries its key's name as its `pool` label.
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn name_keys_labels_each_keys_metrics_with_its_name() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The test runs on one thread (a current-thread runtime): every pool reports here.
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let pool = KeyedPool::builder(|_: &Key| Mock::new())
+        .name_keys(|key: &Key| format!("node-{key}"))
+        .build()
+        .expect("valid");
+    let held = [
+        pool.get(&1).await.expect("a"),
+        pool.get(&1).await.expect("b"),
+    ];
+    drop(pool.get(&2).await.expect("a connection"));
+    let mut created = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if key.key().name() != "pool.connections.created" {
+            continue;
+        }
+        let label = key.key().labels().find(|label| label.key() == "pool");
+        if let (Some(label), DebugValue::Counter(n)) = (label, value) {
+            created.insert(label.value().to_owned(), n);
+        }
+    }
+    let expected = HashMap::from([("node-1".to_owned(), 2), ("node-2".to_owned(), 1)]);
+    assert_eq!(created, expected);
+    drop(held);
+    pool.close().await;
+}
+
 /// `get` and `lease` are `#[track_caller]`: a leak report names the line that called them.
 #[tokio::test(start_paused = true)]
 async fn a_leak_report_names_the_line_that_called_get_or_lease() {

@@ -18,7 +18,11 @@ use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, RedisResult};
 /// ([`Manager::is_broken_shared`]).
 #[derive(Debug, Clone)]
 pub struct RedisManager {
-    client: redis::Client,
+    /// The server's client, or why the `redis` crate made none: every connect returns that
+    /// error (see [`tcp`](RedisManager::tcp)).
+    client: Result<redis::Client, RedisError>,
+    /// The server, as `host:port`.
+    addr: String,
     response_timeout: Duration,
     ping_after: Duration,
     readonly: bool,
@@ -33,17 +37,38 @@ impl RedisManager {
     /// # Errors
     /// When `url` is not a valid Redis URL.
     pub fn new(url: &str) -> RedisResult<Self> {
-        Ok(RedisManager {
-            client: redis::Client::open(url)?,
+        let client = redis::Client::open(url)?;
+        let addr = client.get_connection_info().addr().to_string();
+        Ok(RedisManager::with_client(Ok(client), addr))
+    }
+
+    /// A manager for the server at `host` and `port` over TCP (database 0, no password),
+    /// with the defaults of [`new`](RedisManager::new). Opens nothing yet.
+    ///
+    /// Infallible, for an address a program did not write (a Redis Cluster node's, from
+    /// `CLUSTER NODES` or a `MOVED` reply): no URL is parsed. The `redis` crate makes its
+    /// client only through a fallible conversion, which refuses no host and port today;
+    /// should a later version refuse one, each connect returns its error rather than this
+    /// constructor panicking.
+    pub fn tcp(host: &str, port: u16) -> Self {
+        let client = redis::Client::open((host, port));
+        RedisManager::with_client(client, format!("{host}:{port}"))
+    }
+
+    /// The defaults, with this client.
+    fn with_client(client: RedisResult<redis::Client>, addr: String) -> Self {
+        RedisManager {
+            client,
+            addr,
             response_timeout: Duration::from_secs(2),
             ping_after: Duration::from_secs(1),
             readonly: false,
-        })
+        }
     }
 
     /// The server this manager connects to, as `host:port`.
     pub fn addr(&self) -> String {
-        self.client.get_connection_info().addr().to_string()
+        self.addr.clone()
     }
 
     /// Sends `READONLY` on each new connection, so that a Redis Cluster replica serves reads
@@ -87,7 +112,8 @@ impl RedisManager {
                 source,
             })?;
             let manager = RedisManager {
-                client,
+                addr: client.get_connection_info().addr().to_string(),
+                client: Ok(client),
                 ..self.clone()
             };
             endpoints.push((format!("replica-{}", i + 1), manager));
@@ -143,8 +169,8 @@ impl Manager for RedisManager {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
             .set_response_timeout(Some(self.response_timeout));
-        let conn = self
-            .client
+        let client = self.client.as_ref().map_err(RedisError::clone)?;
+        let conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let conn = RedisConn {
@@ -365,5 +391,19 @@ impl RedisConn {
     /// True once a command failed on this connection; the pool then discards it.
     pub fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manager_of_any_host_and_port_is_made_without_a_url() {
+        for (host, port) in [("127.0.0.1", 7000), ("::1", 7001), ("localhost", 7002)] {
+            let manager = RedisManager::tcp(host, port);
+            assert_eq!(manager.addr(), format!("{host}:{port}"));
+            assert!(manager.client.is_ok(), "{manager:?}");
+        }
     }
 }

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis_example::cluster::{ClusterClient, ClusterError, ConnectError, TopologyError};
-use support::cluster::{LocalCluster, admin, client_connections, command, key_per_slot, url};
+use support::cluster::{
+    LocalCluster, admin, client_connections, command, connections_of_every_node, key_per_slot, url,
+};
 use support::{RedisServer, free_port, join_tasks};
 use tokio::time::{Instant, timeout};
 
@@ -177,6 +179,122 @@ async fn sixty_four_tasks_over_every_slot_read_back_every_value_within_max_size_
         "{stdout}"
     );
     println!("load program on the cluster:\n{stdout}");
+}
+
+/// 24 tasks of SET+GET pairs spread over every slot, with `max_size` 4 per node and
+/// `max_total` 6 across nodes, so that the 3 primaries alone could take 12: the client's
+/// connections, counted by the six servers, never exceed 6, no node's exceed 4, and every
+/// request is served. The first refresh leaves a connection on each of the 6 nodes, so the
+/// load is served by closing idle ones (the replicas') for the primaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_across_nodes_never_exceed_max_total_under_load() {
+    const TASKS: usize = 24;
+    const PAIRS: usize = 200;
+    const MAX_SIZE: usize = 4;
+    const MAX_TOTAL: usize = 6;
+    let cluster = LocalCluster::start().await;
+    let client = ClusterClient::builder(cluster.seeds())
+        .max_size(MAX_SIZE)
+        .max_total(MAX_TOTAL)
+        .max_streams(2)
+        .connect()
+        .await
+        .expect("a client");
+    assert_eq!(client.slot_map().shards().len(), 3);
+
+    // Watch the client connections of all the nodes while the load runs.
+    let running = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (running, ports) = (Arc::clone(&running), cluster.ports().to_vec());
+        tokio::spawn(async move {
+            let mut admins = Vec::new();
+            for &port in &ports {
+                admins.push(admin(port).await);
+            }
+            let (mut most, mut most_one_pass, mut per_node) = (0, 0, 0);
+            while running.load(Ordering::Relaxed) {
+                let (counts, one_pass) = connections_of_every_node(&mut admins).await;
+                most = most.max(counts.iter().sum());
+                most_one_pass = most_one_pass.max(one_pass.iter().sum());
+                per_node = per_node.max(counts.iter().copied().max().unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (most, most_one_pass, per_node)
+        })
+    };
+
+    // The TASKS x PAIRS pairs spread evenly over the 16 384 slots; each task's next pair is
+    // 16 384 / PAIRS slots on, so every task goes through every shard in turn.
+    let keys = Arc::new(key_per_slot("cap"));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (client, keys) = (client.clone(), Arc::clone(&keys));
+            tokio::spawn(async move {
+                for pair in 0..PAIRS {
+                    let slot = (task + pair * TASKS) * keys.len() / (TASKS * PAIRS);
+                    let (key, value) = (&keys[slot], format!("v{slot}"));
+                    if let Err(e) = client.set(key, &value, 600, 0).await {
+                        panic!("SET of slot {slot}: {e:?}");
+                    }
+                    match client.get(key).await {
+                        Ok(Some(read)) if read == value => {}
+                        other => panic!("GET of slot {slot} read {other:?}, not {value:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    join_tasks(tasks, "the 24 tasks").await;
+    let elapsed = started.elapsed();
+    running.store(false, Ordering::Relaxed);
+    let (most, most_one_pass, per_node) = watcher.await.expect("the watcher");
+
+    assert!(
+        most <= MAX_TOTAL,
+        "the servers saw {most} client connections"
+    );
+    assert!(per_node <= MAX_SIZE, "a server saw {per_node}");
+    let status = client.status();
+    let pools: Vec<&pool::Status> = status.pools.iter().flatten().collect();
+    assert!(pools.iter().all(|pool| pool.size <= MAX_SIZE), "{pools:?}");
+    assert!(
+        pools.iter().map(|pool| pool.size).sum::<usize>() <= MAX_TOTAL,
+        "{pools:?}"
+    );
+    let created: u64 = pools.iter().map(|pool| pool.counters.created).sum();
+    assert!(
+        created > MAX_TOTAL as u64,
+        "connections were closed for other nodes and made again: {created} made"
+    );
+    assert_eq!(status.timeouts, 0, "{status:?}");
+    println!(
+        "max_total {MAX_TOTAL}: {} SET+GET pairs from {TASKS} tasks in {elapsed:.2?}; client \
+         connections across the 6 nodes at most {most} ({most_one_pass} in a single pass), \
+         on one node at most {per_node}; {created} connections made",
+        TASKS * PAIRS
+    );
+    client.close().await;
+}
+
+/// Settings the pools could not honour are refused before any seed is asked.
+#[tokio::test]
+async fn a_max_total_below_max_size_or_a_zero_idle_timeout_is_refused() {
+    let builder = || ClusterClient::builder([url(free_port())]);
+    let refused = [
+        builder().max_size(4).max_total(2).connect().await.err(),
+        builder().max_total(0).connect().await.err(),
+        builder().idle_timeout(Duration::ZERO).connect().await.err(),
+    ];
+    for (error, names) in refused
+        .iter()
+        .zip(["max_total (2)", "max_total", "above 0"])
+    {
+        assert!(
+            matches!(error, Some(ConnectError::Settings(text)) if text.contains(names)),
+            "{error:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

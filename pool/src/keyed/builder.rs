@@ -4,18 +4,20 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::keyed::KeyedPool;
-use crate::keyed::keys::{Inner, Make};
+use crate::keyed::keys::{Inner, Make, Name};
 use crate::{BuildError, Manager};
 
 /// Configures and builds a [`KeyedPool`]. Made by [`KeyedPool::builder`].
 ///
 /// Each key's pool has the settings of a [`Pool`](crate::Pool) built with the defaults of
-/// [`Builder`](crate::Builder) but those set here.
+/// [`Builder`](crate::Builder) but those set here, and is named `"default"` unless
+/// [`name_keys`](KeyedBuilder::name_keys) names it.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct KeyedBuilder<K, M: Manager> {
     make: Make<K, M>,
     config: Config,
     max_total: usize,
+    name: Option<Name<K>>,
 }
 
 impl<K, M: Manager> std::fmt::Debug for KeyedBuilder<K, M> {
@@ -23,6 +25,7 @@ impl<K, M: Manager> std::fmt::Debug for KeyedBuilder<K, M> {
         f.debug_struct("KeyedBuilder")
             .field("config", &self.config)
             .field("max_total", &self.max_total)
+            .field("name_keys", &self.name.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -40,6 +43,7 @@ where
             make,
             config: Config::default(),
             max_total: MAX_TOTAL,
+            name: None,
         }
     }
 
@@ -72,6 +76,49 @@ where
     /// behind the key's own callers, and for room under `max_total`. Default 30 s.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.config.wait_timeout = timeout;
+        self
+    }
+
+    /// How long one [`Manager::connect`] of a key may take (see
+    /// [`Builder::connect_timeout`](crate::Builder::connect_timeout)). Default 10 s.
+    ///
+    /// It also bounds how long a key whose connects hang holds its share of `max_total`: up
+    /// to its `max_size` connects, each until this timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one [`Manager::check`] of a key's connection may take (see
+    /// [`Builder::check_timeout`](crate::Builder::check_timeout)). Default 5 s.
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.config.check_timeout = timeout;
+        self
+    }
+
+    /// Fails [`KeyedPool::get`] and [`KeyedPool::lease`] with
+    /// [`PoolError::Connect`](crate::PoolError::Connect) (or, for a connect past
+    /// `connect_timeout`, [`TimeoutKind::Connect`](crate::TimeoutKind::Connect)) on the first
+    /// failed connect made for the caller, instead of retrying it with backoff until
+    /// `wait_timeout` (see [`Builder::fail_fast`](crate::Builder::fail_fast)). For a caller
+    /// that has somewhere else to go when a key fails (another node, another host): it
+    /// learns at once. Default `false`.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.config.fail_fast = fail_fast;
+        self
+    }
+
+    /// Names each key's pool with `name(key)`, called once as the key's pool is made, beside
+    /// `make`: the `pool` label of what that pool reports with the `metrics` feature (see
+    /// [`Builder::name`](crate::Builder::name)). By default every key's pool is named
+    /// `"default"`, so that a keyed pool of many keys makes few series; give each key a name
+    /// of its own only when the keys are few (the nodes of a cluster, not the users of a
+    /// service). A `name` that panics panics the caller that needed it, as `make` does.
+    pub fn name_keys<F>(mut self, name: F) -> Self
+    where
+        F: Fn(&K) -> String + Send + Sync + 'static,
+    {
+        self.name = Some(Box::new(name));
         self
     }
 
@@ -118,10 +165,11 @@ where
             });
         }
         // A key's pool samples its gauges only as it reaps, not every second: a keyed pool
-        // may hold thousands of keys, all reporting under one pool name.
+        // may hold thousands of keys.
         self.config.metrics_interval = self.config.effective_reap_interval();
         Ok(KeyedPool::from_inner(Inner::new(
             self.make,
+            self.name,
             self.config,
             self.max_total,
         )))

@@ -3,8 +3,8 @@
 //!
 //! The map's lock guards the lookup, the insert and the sweep only. It is taken before a key
 //! pool's lock (the sweep looks into each pool), never after one, and no user code runs under
-//! it: a new key's manager is made with the lock released, so a `make` that panics poisons
-//! nothing and leaves nothing behind.
+//! it: a new key's manager is made (and its pool named) with the lock released, so a `make`
+//! or a `name` that panics poisons nothing and leaves nothing behind.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
@@ -22,12 +22,17 @@ use crate::{Manager, Pool, PoolError, Status};
 /// Makes the manager of a key, the first time the key is used.
 pub(crate) type Make<K, M> = Box<dyn Fn(&K) -> M + Send + Sync>;
 
+/// Names the pool of a key, as it is made.
+pub(crate) type Name<K> = Box<dyn Fn(&K) -> String + Send + Sync>;
+
 /// A key is forgotten after holding nothing for this long when `idle_timeout` is `None`.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// What the handles of one keyed pool share.
 pub(crate) struct Inner<K, M: Manager> {
     make: Make<K, M>,
+    /// Names each key's pool; without it, each has the name in `config`.
+    name: Option<Name<K>>,
     /// The settings of every key's pool.
     config: Config,
     /// `max_total`, shared by the key pools.
@@ -90,10 +95,11 @@ where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     M: Manager,
 {
-    pub fn new(make: Make<K, M>, config: Config, max_total: usize) -> Self {
+    pub fn new(make: Make<K, M>, name: Option<Name<K>>, config: Config, max_total: usize) -> Self {
         let forget_after = config.idle_timeout.unwrap_or(FORGET_AFTER);
         Inner {
             make,
+            name,
             config,
             budget: Arc::new(Budget::new(max_total)),
             keys: Mutex::new(Keys {
@@ -124,9 +130,13 @@ where
                 return Ok(entry.pool.clone());
             }
         }
-        // Made with the lock released: `make` is user code. Two callers that race for a new
-        // key both make one; the first in is kept and the other dropped unused.
-        let made = Pool::with_budget((self.make)(key), self.config.clone(), &self.budget);
+        // Made with the lock released: `make` and `name` are user code. Two callers that
+        // race for a new key both make one; the first in is kept and the other dropped unused.
+        let mut config = self.config.clone();
+        if let Some(name) = &self.name {
+            config.name = name(key);
+        }
+        let made = Pool::with_budget((self.make)(key), config, &self.budget);
         let (pool, spare) = {
             let mut keys = self.keys();
             if keys.closed {

@@ -147,7 +147,8 @@ where
     /// [`close`](KeyedPool::close) was called.
     ///
     /// # Panics
-    /// When the key is new and `make` panics (see [`builder`](KeyedPool::builder)).
+    /// When the key is new and `make` panics (see [`builder`](KeyedPool::builder)), or the
+    /// function given to [`name_keys`](KeyedBuilder::name_keys) does.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Pool::get`]: dropping the future at any point leaks nothing. Dropped
@@ -217,7 +218,8 @@ where
     /// As [`get`](KeyedPool::get).
     ///
     /// # Panics
-    /// When the key is new and `make` panics (see [`builder`](KeyedPool::builder)).
+    /// When the key is new and `make` panics (see [`builder`](KeyedPool::builder)), or the
+    /// function given to [`name_keys`](KeyedBuilder::name_keys) does.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Pool::lease`]: dropping the future at any point leaks nothing.

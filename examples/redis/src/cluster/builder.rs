@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cluster::health::Health;
-use crate::cluster::pools::{NodePools, PoolSettings};
+use crate::cluster::pools::{self, PoolSettings};
 use crate::cluster::refresh::{self, RefreshState};
 use crate::cluster::status::Counters;
 use crate::cluster::{ClusterClient, ConnectError, Inner, Node, SlotMap};
@@ -50,10 +50,12 @@ impl Builder {
     pub(crate) fn new(seeds: Vec<String>) -> Builder {
         let pools = PoolSettings {
             max_size: 4,
+            max_total: None,
             max_streams: 32,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(3),
             wait_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             readonly: false,
         };
         let settings = Settings {
@@ -76,6 +78,11 @@ impl Builder {
     setters! {
         /// Connections per node (default 4).
         max_size: usize => pools.max_size;
+        /// How long a connection stays open with no request on it, and how long a node's
+        /// pool is kept once it holds no connection: a node that left the cluster has its
+        /// connections closed and its pool forgotten within a few times this (default
+        /// 60 s; see [`pools`](crate::cluster::pools)).
+        idle_timeout: Duration => pools.idle_timeout;
         /// Requests sharing one connection (default 32).
         max_streams: usize => pools.max_streams;
         /// Each request's deadline, retries and waits included (default 5 s).
@@ -98,6 +105,15 @@ impl Builder {
         /// How long a command waits for its reply before its connection counts as failed
         /// (default 3 s; keep it above `wait_timeout`).
         response_timeout: Duration => pools.response_timeout;
+    }
+
+    /// Connections across all nodes, counting connects in flight (default 16 × `max_size`:
+    /// every node of a 16-node cluster at `max_size`). A node that finds none left waits,
+    /// within each request's deadline, for another node's connection to end: an idle one is
+    /// closed for it at once. One below `max_size` is refused ([`ConnectError::Settings`]).
+    pub fn max_total(mut self, max_total: usize) -> Self {
+        self.settings.pools.max_total = Some(max_total);
+        self
     }
 
     /// The backoff between retries: doubles from `first` up to `max`, jittered (default
@@ -142,17 +158,25 @@ impl Builder {
             .collect::<Result<Vec<_>, _>>()?;
         let positive = [
             ("max_size", settings.pools.max_size),
+            ("max_total", settings.pools.max_total()),
             ("max_streams", settings.pools.max_streams),
             ("refresh_fanout", settings.refresh_fanout),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, n)| *n == 0) {
             return Err(ConnectError::Settings(format!("{name} must be above 0")));
         }
-        if settings.deadline.is_zero() || settings.refresh_interval.is_zero() {
+        let durations = [
+            settings.deadline,
+            settings.refresh_interval,
+            settings.pools.idle_timeout,
+        ];
+        if durations.iter().any(Duration::is_zero) {
             return Err(ConnectError::Settings("durations must be above 0".into()));
         }
+        let pools = pools::node_pools(&settings.pools)
+            .map_err(|error| ConnectError::Settings(error.to_string()))?;
         let inner = Arc::new(Inner {
-            pools: NodePools::new(settings.pools.clone()),
+            pools,
             health: Health::new(settings.eject_first, settings.eject_max),
             settings,
             seeds,

@@ -1,6 +1,7 @@
-//! A Redis Cluster client: a pool of multiplexed connections per node, one slot map shared
-//! by every caller and refreshed in the background, and requests that follow `MOVED` and
-//! `ASK` and retry within their own deadline.
+//! A Redis Cluster client: a pool of multiplexed connections per node under one cap across
+//! nodes (a [`pool::keyed::KeyedPool`]), one slot map shared by every caller and refreshed
+//! in the background, and requests that follow `MOVED` and `ASK` and retry within their own
+//! deadline.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,8 +17,8 @@
 //! What each file holds: [`slots`] the hash slot of a key and the [`SlotMap`]; [`topology`]
 //! `CLUSTER NODES` replies and how several become one map; `refresh` when and how the map is
 //! refreshed; `route` one request's way from key to answer (its table of answers and what
-//! each does); `health` node ejection; [`pools`] the per-node pools (the one file to change
-//! when `pool::keyed::KeyedPool` comes); `builder` the settings and the start; `status` the
+//! each does); `health` node ejection; [`pools`] the per-node pools, how they are built and
+//! how a departed node's connections end; `builder` the settings and the start; `status` the
 //! counters; [`error`] the errors.
 //!
 //! # Decisions
@@ -29,6 +30,16 @@
 //!   [`ClusterError::Timeout`] at their 1 s deadline (23-24 of them) and the other shards
 //!   serve 1.3-1.5x their rate before (the stopped node's CPU freed); 64 tasks over 2
 //!   connections per node at most (`max_size` 2), however many requests wait.
+//! - All the node pools are one [`pool::keyed::KeyedPool`]: besides `max_size` per node,
+//!   `max_total` caps the client's connections across nodes (16 × `max_size` by default), and
+//!   a node that finds it taken is served by closing another node's idle connection.
+//!   Measured: 24 tasks of SET+GET over every slot with `max_size` 4, `max_total` 6 and
+//!   `max_streams` 2 (the 3 primaries could take 12): at most 6 client connections across
+//!   the six servers, and 4 on one, 4 800 pairs in 3.0-4.2 s with no error, 13-16
+//!   connections made as the first refresh's idle ones (on the replicas) were closed for
+//!   the primaries. A node that leaves the cluster is not closed by the refresh that drops
+//!   it: its connections end once idle for `idle_timeout` (60 s by default) and its pool is
+//!   forgotten after another one, so no request in flight on it is ever cut.
 //! - The slot map is an immutable value behind a mutex held only to clone an `Arc`: a
 //!   request routes, retries and redirects with no lock held, and a refresh swaps the whole
 //!   map in one move. No request ever waits for a refresh, but one whose slot is uncovered.
@@ -241,7 +252,7 @@ impl ClusterClient {
     /// Closes every node's pool; requests fail from now on.
     ///
     /// # Cancel safety
-    /// As [`pool::Pool::close`].
+    /// As [`pool::keyed::KeyedPool::close`].
     pub async fn close(&self) {
         self.inner.pools.close().await;
     }

@@ -133,14 +133,10 @@ impl Inner {
             self.counters.refresh_failures.bump();
             return Err(errors);
         }
-        let installed = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            let fresh = Arc::new(merge(&views, map.generation() + 1));
-            *map = Arc::clone(&fresh);
-            fresh
-        };
-        let keep: HashSet<&Node> = installed.nodes().chain(&self.seeds).collect();
-        self.pools.retain(|node| keep.contains(node));
+        // A node the new map leaves out gets no more requests; its pool lets its connections
+        // go once idle, and is then forgotten (see `pools`).
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        *map = Arc::new(merge(&views, map.generation() + 1));
         Ok(())
     }
 

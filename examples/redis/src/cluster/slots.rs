@@ -11,12 +11,20 @@ pub const SLOTS: usize = 16384;
 /// A cluster node, named by the address clients reach it at (`host:port`), which is also
 /// the key of its pool.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Node(Arc<str>);
+pub struct Node {
+    /// `host:port`.
+    addr: Arc<str>,
+    /// The port, also at the end of `addr`.
+    port: u16,
+}
 
 impl Node {
     /// The node at `host:port`.
     pub fn new(host: &str, port: u16) -> Node {
-        Node(format!("{host}:{port}").into())
+        Node {
+            addr: format!("{host}:{port}").into(),
+            port,
+        }
     }
 
     /// The node of a `redis://host:port` URL (or a bare `host:port`); `None` when it has no
@@ -33,24 +41,36 @@ impl Node {
 
     /// `host:port`.
     pub fn addr(&self) -> &str {
-        &self.0
+        &self.addr
     }
 
-    /// `redis://host:port`, the URL its manager connects to.
+    /// The host: `addr` up to its last `:` (an IPv6 address keeps its own colons).
+    pub fn host(&self) -> &str {
+        self.addr
+            .rsplit_once(':')
+            .map_or(&self.addr, |(host, _)| host)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://host:port`.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.0)
+        format!("redis://{}", self.addr)
     }
 }
 
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.addr)
     }
 }
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Node({})", self.0)
+        write!(f, "Node({})", self.addr)
     }
 }
 
@@ -239,6 +259,19 @@ mod tests {
         );
         assert_eq!(Node::from_url("redis://localhost"), None);
         assert_eq!(Node::from_url("redis://host:0"), None);
+    }
+
+    #[test]
+    fn a_node_gives_back_its_host_and_port() {
+        let node = Node::new("127.0.0.1", 7000);
+        assert_eq!(
+            (node.host(), node.port(), node.addr()),
+            ("127.0.0.1", 7000, "127.0.0.1:7000")
+        );
+        let v6 = Node::new("::1", 7001);
+        assert_eq!((v6.host(), v6.port()), ("::1", 7001));
+        let unknown = Node::new("", 7002);
+        assert_eq!((unknown.host(), unknown.port()), ("", 7002));
     }
 
     #[test]

@@ -230,6 +230,26 @@ pub async fn client_connections(admin: &mut MultiplexedConnection) -> usize {
     plain.saturating_sub(1)
 }
 
+/// The client connections of every node at once, from one admin connection per node
+/// ([`admin`]), as [`client_connections`] counts them. A server still lists a connection the
+/// client just let go of (its close is under way) while another server may list the one
+/// that took its place: each node's count is the lower of two passes over the nodes, so a
+/// connection counts only when both passes saw it, and a moment's overlap between a close
+/// and a connect does not. The first pass's counts come back too.
+pub async fn connections_of_every_node(
+    admins: &mut [MultiplexedConnection],
+) -> (Vec<usize>, Vec<usize>) {
+    let mut passes = [Vec::new(), Vec::new()];
+    for pass in &mut passes {
+        for admin in admins.iter_mut() {
+            pass.push(client_connections(admin).await);
+        }
+    }
+    let [first, second] = passes;
+    let lower = first.iter().zip(&second).map(|(a, b)| *a.min(b)).collect();
+    (lower, first)
+}
+
 /// A key of each hash slot: `keys[slot]` hashes to `slot` (found by counting up).
 pub fn key_per_slot(prefix: &str) -> Vec<String> {
     let mut keys = vec![String::new(); 16384];
