@@ -46,6 +46,10 @@ async fn bench_runs_both_clients_every_round_and_reads_back_every_pair() {
         assert_eq!(side.pairs, pairs, "every pair read back: {report}");
         assert!(side.p50 > Duration::ZERO, "{report}");
         assert!(side.p50 <= side.p99 && side.p99 <= side.max, "{report}");
+        assert!(
+            side.server_reads_per_pair > 0.0,
+            "the servers' counters: {report}"
+        );
     }
     let text = report.to_string();
     for line in [

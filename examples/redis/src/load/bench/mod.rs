@@ -13,14 +13,17 @@
 //!
 //! A rate is commands per second (two per pair read back) from a round's start to its last
 //! task's end; a latency is one pair's, end to end, and p50/p99 are over every recorded
-//! round. Every failed pair and every `GET` that reads another value is counted and
-//! reported: a run with any measures nothing ([`Report::errors`]).
+//! round. Beside them, per pair: the CPU time of this process (the client), and the CPU
+//! time and socket reads of the servers ([`servers`]). Every failed pair and every `GET`
+//! that reads another value is counted and reported: a run with any measures nothing
+//! ([`Report::errors`]).
 //!
 //! This module depends on the library alone, not on the rest of the load program, so that
 //! its test (`tests/cluster_bench.rs`) compiles it in and calls [`run`]; hence its own
 //! [`report::percentile`] and [`chain`].
 
 mod report;
+mod servers;
 mod side;
 
 use std::error::Error;
@@ -33,6 +36,7 @@ pub use report::{Report, SideReport};
 pub use side::Side;
 
 use report::percentile;
+use servers::{Servers, Spent};
 
 /// The benchmark's settings.
 #[derive(Debug, Clone)]
@@ -60,6 +64,9 @@ pub enum BenchError {
     /// The redis crate's client could not connect.
     #[error("redis-rs's cluster client could not reach the cluster")]
     Theirs(#[source] redis::RedisError),
+    /// A node's `INFO` counters could not be read.
+    #[error("could not read the servers' INFO counters")]
+    Servers(#[source] redis::RedisError),
     /// The cluster leaves slots without a node: the keys go to every slot.
     #[error("no node of the cluster serves slots {0}: the bench writes keys in every slot")]
     Uncovered(String),
@@ -72,6 +79,10 @@ pub enum BenchError {
 #[derive(Default)]
 struct Round {
     elapsed: Duration,
+    /// The process's CPU time over the round, when the system tells it.
+    cpu: Option<Duration>,
+    /// What the servers spent over the round.
+    servers: Spent,
     latencies: Vec<Duration>,
     errors: u64,
     mismatches: u64,
@@ -80,6 +91,9 @@ struct Round {
 
 impl Round {
     fn add(&mut self, other: Round) {
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+        self.servers.cpu += other.servers.cpu;
+        self.servers.reads += other.servers.reads;
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
         self.mismatches += other.mismatches;
@@ -124,6 +138,20 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
             return Err(BenchError::Theirs(error));
         }
     };
+    let map = ours.slot_map();
+    let nodes: Vec<_> = map
+        .shards()
+        .iter()
+        .flat_map(|shard| std::iter::once(&shard.primary).chain(&shard.replicas))
+        .cloned()
+        .collect();
+    let mut servers = match Servers::connect(&nodes).await {
+        Ok(servers) => servers,
+        Err(error) => {
+            ours.close().await;
+            return Err(BenchError::Servers(error));
+        }
+    };
     let sides = [Side::Ours(ours.clone()), Side::Theirs(theirs)];
 
     let run = run_id();
@@ -135,7 +163,10 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
     for index in 0..settings.rounds {
         let order = if index % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
-            rounds[i].push(round(&sides[i], settings, run, index + 1).await?);
+            let before = servers.read().await.map_err(BenchError::Servers)?;
+            let mut measured = round(&sides[i], settings, run, index + 1).await?;
+            measured.servers = servers.read().await.map_err(BenchError::Servers)? - before;
+            rounds[i].push(measured);
         }
         let (ours_rate, theirs_rate) = (rounds[0][index].rate(), rounds[1][index].rate());
         eprintln!(
@@ -147,7 +178,6 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
     }
 
     let ours_status = ours.status();
-    let map = ours.slot_map();
     for side in sides {
         side.close().await;
     }
@@ -181,6 +211,7 @@ async fn round(
     index: usize,
 ) -> Result<Round, BenchError> {
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let tasks: Vec<_> = (0..settings.tasks)
         .map(|task| {
             let mut side = side.clone();
@@ -213,18 +244,25 @@ async fn round(
         total.add(task.await?);
     }
     total.elapsed = started.elapsed();
+    total.cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     Ok(total)
 }
 
 /// One client's recorded rounds, and its warm-up's failures.
 fn summarize(name: &'static str, rounds: Vec<Round>, warm_up: Round) -> SideReport {
     let rates = rounds.iter().map(Round::rate).collect();
-    let mut all = Round::default();
+    let mut all = Round {
+        cpu: Some(Duration::ZERO),
+        ..Round::default()
+    };
     for round in rounds {
         all.add(round);
     }
     let latencies = &mut all.latencies;
     latencies.sort_unstable();
+    let per_pair = latencies.len().max(1);
     SideReport {
         name,
         rates,
@@ -232,10 +270,24 @@ fn summarize(name: &'static str, rounds: Vec<Round>, warm_up: Round) -> SideRepo
         p50: percentile(latencies, 0.50),
         p99: percentile(latencies, 0.99),
         max: percentile(latencies, 1.0),
+        cpu_per_pair: all.cpu.map(|cpu| cpu.div_f64(per_pair as f64)),
+        server_cpu_per_pair: all.servers.cpu.div_f64(per_pair as f64),
+        server_reads_per_pair: all.servers.reads as f64 / per_pair as f64,
         errors: all.errors + warm_up.errors,
         mismatches: all.mismatches + warm_up.mismatches,
         first_error: warm_up.first_error.or(all.first_error),
     }
+}
+
+/// The CPU time this process has used (user and system, every thread), from
+/// `/proc/self/stat` in clock ticks of 10 ms; `None` where there is no such file.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // `pid (comm) state ...`: utime and stime are the 12th and 13th fields after `)`.
+    let mut fields = stat.rsplit(')').next()?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// A number for this run's keys, so that two runs never read each other's.

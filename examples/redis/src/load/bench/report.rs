@@ -25,6 +25,16 @@ pub struct SideReport {
     pub p99: Duration,
     /// The same, the slowest.
     pub max: Duration,
+    /// The whole process's CPU time (user and system) over the recorded rounds, per pair
+    /// read back: what the client costs the machine per pair, the idle other client's
+    /// background tasks included. `None` where the system does not tell.
+    pub cpu_per_pair: Option<Duration>,
+    /// The servers' CPU time (every node, user and system) over the recorded rounds, per
+    /// pair read back.
+    pub server_cpu_per_pair: Duration,
+    /// The servers' socket reads (every node, replication links included) over the
+    /// recorded rounds, per pair read back: the fewer, the more commands each read carried.
+    pub server_reads_per_pair: f64,
     /// Pairs that failed, over every round, the warm-up included.
     pub errors: u64,
     /// Pairs whose `GET` read another value than the `SET` wrote, over every round.
@@ -153,15 +163,38 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "  {:<9} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} pairs)",
-                side.name, side.p50, side.p99, side.max, side.pairs
+                side.name, side.p50, side.p99, side.max, side.pairs,
             )?;
         }
         writeln!(f, "  p99 ours/redis-rs {:.2}", self.p99_ratio())?;
+        writeln!(f, "cost per pair, every recorded round:")?;
+        for side in [ours, theirs] {
+            let client = side
+                .cpu_per_pair
+                .map_or("unknown".to_owned(), |cpu| format!("{cpu:.2?}"));
+            writeln!(
+                f,
+                "  {:<9} client CPU {client:>9}  servers' CPU {:>9.2?}  servers' reads {:.2}",
+                side.name, side.server_cpu_per_pair, side.server_reads_per_pair,
+            )?;
+        }
         let st = &self.ours_status;
+        let opened: Vec<String> = st
+            .pools
+            .iter()
+            .map(|pool| pool.as_ref().map_or(0, |p| p.counters.created).to_string())
+            .collect();
         writeln!(
             f,
-            "ours: {} requests, {} retries, {} MOVED, {} ASK, {} timeouts, {} slot map refreshes",
-            st.requests, st.retries, st.moved, st.asked, st.timeouts, st.refreshes
+            "ours: {} requests, {} retries, {} MOVED, {} ASK, {} timeouts, {} slot map \
+             refreshes; connections opened per node used: {}",
+            st.requests,
+            st.retries,
+            st.moved,
+            st.asked,
+            st.timeouts,
+            st.refreshes,
+            opened.join(", ")
         )?;
         write!(
             f,
