@@ -62,6 +62,18 @@
 //! - The summary ends with `errors: N  mismatches: M`, then one line per node: its role, the
 //!   requests it served (a SET with its WAIT counts one), its connections and its health.
 //!
+//! With `--bench`, the same pairs (no `WAIT`) go through our cluster client and through the
+//! `redis` crate's own (`redis::cluster_async::ClusterConnection`), in alternating rounds on
+//! the same cluster (`src/load/bench/`): `--rounds <n>` (default 10) recorded rounds of
+//! `--tasks` x `--requests` pairs per client, after a warm-up round each. The report gives
+//! each round's rates, their medians and ratio, and each client's p50/p99 per pair; a run
+//! that counted any error says so and exits with status 1. Our client runs at its builder's
+//! defaults (4 connections per node, 32 requests per connection) unless `--pool` is given.
+//!
+//! ```sh
+//! cargo run --release -p redis-example -- --bench $(sed 's/^/--cluster /' /tmp/seeds)
+//! ```
+//!
 //! The manager (`src/manager.rs`) is the part to copy. `examples/redis/tests/redis.rs` runs
 //! this same manager against a `redis-server` it starts, kills and restarts, and
 //! `tests/cluster.rs` the cluster client against a 6-node cluster (`cargo test -p
@@ -91,16 +103,21 @@ pub struct Args {
     wait_replicas: usize,
     /// Cluster reads go to replicas.
     read_from_replicas: bool,
+    /// `--bench`: our cluster client beside the `redis` crate's.
+    bench: bool,
+    /// Recorded rounds of `--bench`.
+    rounds: usize,
+    /// `--pool` was given (the bench leaves our client's default otherwise).
+    pool_given: bool,
 }
 
 const USAGE: &str =
     "usage: redis-example [--url redis://127.0.0.1:6379] [--replica URL[,URL...]]... \
      [--pool 8] [--tasks 64] [--requests 200]
        redis-example --cluster URL[,URL...]... [--deadline 5] [--wait-replicas 0] \
-     [--read-from-replicas] [--pool 8] [--tasks 64] [--requests 200]";
-
-/// Flags that take no value.
-const SWITCHES: [&str; 1] = ["--read-from-replicas"];
+     [--read-from-replicas] [--pool 8] [--tasks 64] [--requests 200]
+       redis-example --bench --cluster URL[,URL...]... [--rounds 10] [--tasks 64] \
+     [--requests 200] [--pool N] [--deadline 5]";
 
 /// Flags of the cluster run only.
 const CLUSTER_ONLY: [&str; 3] = ["--deadline", "--wait-replicas", "--read-from-replicas"];
@@ -116,6 +133,9 @@ fn parse_args() -> Result<Args, String> {
         deadline: Duration::from_secs(5),
         wait_replicas: 0,
         read_from_replicas: false,
+        bench: false,
+        rounds: 10,
+        pool_given: false,
     };
     let mut given = Vec::new();
     let mut it = std::env::args().skip(1);
@@ -124,9 +144,17 @@ fn parse_args() -> Result<Args, String> {
             return Err(USAGE.to_owned());
         }
         given.push(flag.clone());
-        if SWITCHES.contains(&flag.as_str()) {
-            args.read_from_replicas = true;
-            continue;
+        // Switches: flags that take no value.
+        match flag.as_str() {
+            "--read-from-replicas" => {
+                args.read_from_replicas = true;
+                continue;
+            }
+            "--bench" => {
+                args.bench = true;
+                continue;
+            }
+            _ => {}
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
@@ -152,6 +180,7 @@ fn parse_args() -> Result<Args, String> {
             "--pool" => args.pool = number()?,
             "--tasks" => args.tasks = number()?,
             "--requests" => args.requests = number()?,
+            "--rounds" => args.rounds = number()?,
             "--deadline" => {
                 let secs = value.parse::<f64>().ok().filter(|s| *s > 0.0 && *s < 1e6);
                 let secs =
@@ -167,6 +196,22 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let has = |flag: &str| given.iter().any(|g| g == flag);
+    args.pool_given = has("--pool");
+    if args.bench {
+        if args.cluster.is_empty() {
+            return Err("--bench measures cluster clients: give --cluster".to_owned());
+        }
+        if let Some(flag) = ["--wait-replicas", "--read-from-replicas"]
+            .iter()
+            .find(|f| has(f))
+        {
+            return Err(format!(
+                "{flag} does not go with --bench (no WAIT, reads on primaries)"
+            ));
+        }
+    } else if has("--rounds") {
+        return Err("--rounds needs --bench".to_owned());
+    }
     if args.cluster.is_empty() {
         if let Some(flag) = CLUSTER_ONLY.iter().find(|f| has(f)) {
             return Err(format!("{flag} needs --cluster"));
@@ -193,7 +238,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             std::process::exit(2);
         }
     };
-    if args.cluster.is_empty() {
+    if args.bench {
+        load::run_bench(&args).await;
+        Ok(())
+    } else if args.cluster.is_empty() {
         load::single::run(&args).await
     } else {
         load::cluster::run(&args).await

@@ -1,9 +1,13 @@
-//! What the load program's runs share: a task's tally, percentiles, and errors on one line.
+//! What the load program's runs share: a task's tally, percentiles, and errors on one line;
+//! and `--bench` started from the program's flags.
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::Duration;
 
+use crate::Args;
+
+pub mod bench;
 pub mod cluster;
 pub mod single;
 
@@ -61,4 +65,36 @@ pub fn chain(error: &dyn Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+/// `--bench`: runs [`bench::run`] with the program's flags and prints its report; exits with
+/// status 1 when the bench could not run or counted any error.
+///
+/// # Cancel safety
+/// As [`bench::run`].
+pub async fn run_bench(args: &Args) {
+    let settings = bench::Settings {
+        seeds: args.cluster.clone(),
+        tasks: args.tasks,
+        requests: args.requests,
+        rounds: args.rounds,
+        max_size: args.pool_given.then_some(args.pool),
+        deadline: args.deadline,
+    };
+    let report = match bench::run(&settings).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!(
+                "redis-example --bench: {}\nstart a cluster with `scripts/redis-cluster start \
+                 DIR` and pass the URLs it prints with --cluster",
+                chain(&error)
+            );
+            std::process::exit(1);
+        }
+    };
+    println!("{report}");
+    if report.errors() > 0 {
+        eprintln!("the bench counted errors: its figures measure nothing");
+        std::process::exit(1);
+    }
 }
