@@ -1,0 +1,329 @@
+//! The full path of a lease: every move after the fast path's first, from a place in line
+//! to a connection opened or readied for the caller and shared.
+
+use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
+
+use crate::checkout::{Next, Times};
+use crate::lease::moves::Placed;
+use crate::lease::streams::wrap;
+use crate::shared::line::{Arrival, Ticket, Wake};
+use crate::shared::state::{Grant, Leased, Live, State};
+use crate::status::Metrics;
+use crate::{Lease, Manager, Pool, PoolError, Pooled};
+
+/// A move of a lease's full path, decided under the lock (its first may come placed from the
+/// fast path).
+enum Step<C> {
+    Closed,
+    Full,
+    /// On a shared connection: a lease, a check to run, or a connection to retire.
+    Placed(Placed),
+    /// A connection of the caller's own (idle), to share.
+    Own(Live<C>),
+    /// A slot to open a connection in (its room for others is counted).
+    Connect(usize),
+    /// In line.
+    Wait(Ticket),
+    /// Served in line while it looked again (see [`Pool::confirm_in_turn`]).
+    Granted(Grant<C>),
+}
+
+impl<M: Manager> Pool<M>
+where
+    M::Connection: Sync,
+{
+    /// The full path of a lease, from `first` (what [`fast_lease`](Self::fast_lease)
+    /// placed, if anything) on.
+    pub(super) async fn checkout_lease(
+        &self,
+        mut times: Times,
+        may_wait: bool,
+        mut first: Option<Placed>,
+    ) -> Result<Lease<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let mut failed_connects = 0;
+        // The caller's place in line, from its first look (`decide_lease`) on.
+        let mut place = None;
+        // A caller served in line whose lease could not be used, or whose connection went to
+        // the callers ahead of it, back at its place.
+        let mut requeued = None;
+        loop {
+            let step = match first.take() {
+                Some(placed) => Step::Placed(placed),
+                None => {
+                    // Ready at once: nothing suspends between a requeue and this look.
+                    let (step, refill) = std::future::poll_fn(|cx| {
+                        Poll::Ready(self.decide_lease(
+                            &mut times,
+                            may_wait,
+                            cx,
+                            requeued.take(),
+                            &mut place,
+                        ))
+                    })
+                    .await;
+                    shared.spawn_connects(refill);
+                    step
+                }
+            };
+            let next = match step {
+                Step::Closed => return Err(PoolError::Closed),
+                Step::Full => return Err(self.wait_timed_out()),
+                Step::Placed(Placed::Lease(leased)) => self.confirm(leased),
+                Step::Placed(Placed::Retired(conn, wake, broken)) => {
+                    if broken {
+                        Metrics::bump(&shared.metrics.broken);
+                    }
+                    if let Some(waker) = wake {
+                        waker.wake();
+                    }
+                    shared.close_shared(conn);
+                    Next::Again
+                }
+                Step::Placed(Placed::Check(key, conn)) => {
+                    // Should the check fail, the caller opens a connection: its place is
+                    // taken before the check, as a look would have taken it.
+                    self.place(&mut place, true);
+                    self.check_shared(key, conn, times.now()).await?
+                }
+                Step::Own(live) => {
+                    let place = self.place(&mut place, true);
+                    self.own(live, times.now(), place, &mut requeued).await?
+                }
+                Step::Connect(room) => Next::Connect(room),
+                Step::Wait(ticket) => {
+                    let (outcome, served) =
+                        self.wait_turn(ticket, times.deadline(), times.now()).await;
+                    times.set(served);
+                    match outcome {
+                        Wake::TimedOut => return Err(self.wait_timed_out()),
+                        Wake::Closed => return Err(PoolError::Closed),
+                        Wake::Granted(grant) => {
+                            let place = self.place(&mut place, true);
+                            self.granted(grant, served, place, &mut requeued).await?
+                        }
+                    }
+                }
+                Step::Granted(grant) => {
+                    let place = self.place(&mut place, true);
+                    self.granted(grant, times.now(), place, &mut requeued)
+                        .await?
+                }
+            };
+            match next {
+                Next::Out(lease) => return Ok(lease),
+                Next::Again => times.moved(),
+                Next::Connect(room) => match self.connect_for_caller(room).await {
+                    Ok(pooled) => {
+                        let live = Pooled::into_live(pooled);
+                        let place = self.place(&mut place, true);
+                        if let Next::Out(lease) = self.share(live, room, place, &mut requeued)? {
+                            return Ok(lease);
+                        }
+                        times.moved();
+                    }
+                    Err(error) => {
+                        let deadline = times.deadline();
+                        let now = self
+                            .after_failed_connect(error, may_wait, deadline, &mut failed_connects)
+                            .await?;
+                        times.set(now);
+                    }
+                },
+            }
+        }
+    }
+
+    /// A move of a lease's full path, under the lock: a lease on the connection with the
+    /// fewest leases that has room, else an idle connection to share, else a place in line
+    /// behind a connection being opened with room, else a slot to open one, else a place in
+    /// line.
+    /// The clock is read only when a move needs it (`Times`): a lease on a connection that
+    /// already carries one reads none.
+    ///
+    /// The caller's `place` in line is taken at its first look, and it waits at that place
+    /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed,
+    /// or after its connection went to the callers ahead of it, keeps its turn. A caller
+    /// `requeued` (back at its place in line, see [`confirm_in_turn`](Self::confirm_in_turn)
+    /// and [`share`](Self::share)) takes what it was served meanwhile, or leaves the line to
+    /// look.
+    ///
+    /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
+    fn decide_lease(
+        &self,
+        times: &mut Times,
+        may_wait: bool,
+        cx: &mut Context<'_>,
+        requeued: Option<Ticket>,
+        place: &mut Option<Arrival>,
+    ) -> (Step<M::Connection>, usize) {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if let Some(ticket) = requeued
+            && let Some(Wake::Granted(grant)) = state.waiters.withdraw(ticket)
+        {
+            state.debug_check();
+            return (Step::Granted(grant), 0);
+        }
+        if state.closed {
+            return (Step::Closed, 0);
+        }
+        let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
+        let check_interval = shared.config.check_interval;
+        let placed = state.place_lease(
+            None,
+            || times.now(),
+            check_interval,
+            |conn| shared.conn_is_broken(conn),
+        );
+        let mut may_wait = || may_wait && times.deadline() > times.now();
+        let step = if let Some(placed) = placed {
+            Step::Placed(placed)
+        } else if let Some(live) = state.take_idle(shared.config.idle_order) {
+            Step::Own(live)
+        } else if state.waiters.leasers() < state.opening_room && may_wait() {
+            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+        } else if state.reserve_connects(1) == 1 {
+            Step::Connect(state.promise_room())
+        } else if !may_wait() {
+            Step::Full
+        } else {
+            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+        };
+        let refill = state.reserve_refill();
+        state.debug_check();
+        (step, refill)
+    }
+
+    /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
+    /// lease then ends, marking it broken, and the caller decides again.
+    pub(super) fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
+        self.hand_out(leased, None, || {})
+            .map_or(Next::Again, Next::Out)
+    }
+
+    /// What a caller was served at its `place` in line: a lease, a connection of its own,
+    /// or a slot to open one in.
+    async fn granted(
+        &self,
+        grant: Grant<M::Connection>,
+        now: Instant,
+        place: Arrival,
+        requeued: &mut Option<Ticket>,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        Ok(match grant {
+            Grant::Lease(leased) => self.confirm_in_turn(leased, place, requeued),
+            Grant::Conn(live) => self.own(live, now, place, requeued).await?,
+            Grant::Slot => Next::Connect(self.take_slot(true)?),
+        })
+    }
+
+    /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the
+    /// caller keeps its turn: it is back at its place in line (`requeued`) before the lease
+    /// ends and the connection's slot is freed, so that slot, or room elsewhere, reaches it
+    /// before callers that came after it. Its next look ([`decide_lease`](Self::decide_lease),
+    /// with nothing awaited in between) takes what it was served meanwhile, or leaves the line
+    /// to look. With an idle connection in the pool (nobody waits then) it just looks again.
+    fn confirm_in_turn(
+        &self,
+        leased: Leased,
+        place: Arrival,
+        requeued: &mut Option<Ticket>,
+    ) -> Next<Lease<M>> {
+        self.hand_out(leased, None, || {
+            let mut state = self.shared.lock();
+            back_in_line(&mut state, place, requeued);
+            state.debug_check();
+        })
+        .map_or(Next::Again, Next::Out)
+    }
+
+    /// A connection the caller has alone (idle, or handed over): readied as `get` readies
+    /// one (checked if due), then shared as the caller at `place` in line shares it.
+    async fn own(
+        &self,
+        live: Live<M::Connection>,
+        now: Instant,
+        place: Arrival,
+        requeued: &mut Option<Ticket>,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let pooled = match self.fresh(live, now) {
+            Ok(pooled) => pooled,
+            Err(live) => match self.ready(live, now).await? {
+                Next::Out(pooled) => pooled,
+                Next::Connect(room) => return Ok(Next::Connect(room)),
+                Next::Again => return Ok(Next::Again),
+            },
+        };
+        self.share(Pooled::into_live(pooled), 0, place, requeued)
+    }
+
+    /// Puts a connection this caller has alone into shared form; its leases go to the
+    /// callers waiting for one that came before this caller (at `place` in line), then to
+    /// this caller, then to those behind it (`State::share`). `room` is what the connect made
+    /// for this caller promised them (`opening_room`): the connection now gives it.
+    ///
+    /// When the callers ahead of it took every lease, the caller is back at its place in line
+    /// (`requeued`), as in [`confirm_in_turn`](Self::confirm_in_turn): first come, first
+    /// served holds for the callers it opened the connection beside, and its next look
+    /// ([`decide_lease`](Self::decide_lease)) takes what it was served meanwhile, or leaves
+    /// the line to look.
+    fn share(
+        &self,
+        live: Live<M::Connection>,
+        room: usize,
+        place: Arrival,
+        requeued: &mut Option<Ticket>,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let conn = wrap(live.conn);
+        let mut wakes = Vec::new();
+        let (leased, rearm) = {
+            let mut state = shared.lock();
+            state.opening_room -= room;
+            if state.closed {
+                state.free_slots(1);
+                state.debug_check();
+                (None, false)
+            } else {
+                let leased = state.share(conn.clone(), live.info, place, &mut wakes);
+                if leased.is_none() {
+                    back_in_line(&mut state, place, requeued);
+                }
+                state.debug_check();
+                // New to the shared connections (opened, or held by `get` through the
+                // background task's rounds): the task must wake by its lifetime's end, or a
+                // lease could join it past that end (one on a connection that carries leases
+                // reads no clock). One already shared is in the task's plan.
+                let rearm = live.info.expires_before(state.maintenance_wake);
+                (Some(leased), rearm)
+            }
+        };
+        shared.rearm_maintenance(rearm);
+        for waker in wakes.into_iter().flatten() {
+            waker.wake();
+        }
+        match leased {
+            Some(leased) => {
+                drop(conn);
+                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased)))
+            }
+            None => {
+                shared.close_shared(conn);
+                Err(PoolError::Closed)
+            }
+        }
+    }
+}
+
+/// Puts a caller that could not use what it got (a lease on a connection that died, or a
+/// connection whose leases went to the callers ahead of it) back at its `place` in line, as
+/// `requeued`, unless the pool closed or a connection is idle (its next look takes that). It
+/// is woken through its next look, which takes the outcome itself.
+fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
+    if !state.closed && state.idle.is_empty() {
+        *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
+    }
+}
