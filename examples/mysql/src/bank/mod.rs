@@ -89,26 +89,45 @@ pub(crate) fn quoted(database: &str) -> String {
 pub async fn prepare(manager: &MysqlManager, accounts: usize) -> Result<String, RunError> {
     let target = Target::of(manager.opts());
     let database = target.database.clone().ok_or(RunError::NoDatabase)?;
-    let classify = |error| Error::classify(error, &target);
-    let mut conn = mysql_async::Conn::new(setup_opts(manager.opts()))
-        .await
-        .map_err(classify)?;
-    let db = quoted(&database);
     let rows: Vec<String> = (1..=accounts)
         .map(|id| format!("({id}, {START_BALANCE})"))
         .collect();
+    Ok(create_table(manager, &target, &database, "accounts", &rows).await?)
+}
+
+/// Creates `database` when missing and (re)creates `table` (`id INT PRIMARY KEY, balance
+/// BIGINT NOT NULL`, InnoDB) with `rows` (each `(id, balance)`), over a connection of its
+/// own. Returns the server's version.
+///
+/// # Errors
+/// A failed connect or statement, classified against `target`.
+///
+/// # Cancel safety
+/// Cancel safe: the table may be left half made, as a failed run leaves it.
+pub async fn create_table(
+    manager: &MysqlManager,
+    target: &Target,
+    database: &str,
+    table: &str,
+    rows: &[String],
+) -> Result<String, Error> {
+    let classify = |error| Error::classify(error, target);
+    let mut conn = mysql_async::Conn::new(setup_opts(manager.opts()))
+        .await
+        .map_err(classify)?;
+    let db = quoted(database);
     let version: Option<String> = conn
         .query_first("SELECT VERSION()")
         .await
         .map_err(classify)?;
     for statement in [
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
-        format!("DROP TABLE IF EXISTS {db}.accounts"),
+        format!("DROP TABLE IF EXISTS {db}.{table}"),
         format!(
-            "CREATE TABLE {db}.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL) \
+            "CREATE TABLE {db}.{table} (id INT PRIMARY KEY, balance BIGINT NOT NULL) \
              ENGINE=InnoDB"
         ),
-        format!("INSERT INTO {db}.accounts VALUES {}", rows.join(", ")),
+        format!("INSERT INTO {db}.{table} VALUES {}", rows.join(", ")),
     ] {
         conn.query_drop(statement).await.map_err(classify)?;
     }

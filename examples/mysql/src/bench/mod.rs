@@ -18,14 +18,13 @@ mod side;
 
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
 use pool::BuildError;
 
 pub use args::{Args, USAGE};
 pub use report::{Commands, ModeReport, Report, SideReport};
 pub use side::{DIRTY, OpError, SELECT, Side};
 
-use crate::bank::{Rng, quoted, setup_opts};
+use crate::bank::Rng;
 use crate::throwaway::{MariaDb, StartError};
 use crate::{Error, MysqlManager, Target};
 
@@ -166,29 +165,8 @@ pub async fn run(args: &Args) -> Result<Report, BenchError> {
 /// Returns the server's version.
 async fn prepare(manager: &MysqlManager, target: &Target) -> Result<String, BenchError> {
     let database = target.database.as_deref().ok_or(BenchError::NoDatabase)?;
-    let classify = |error| Error::classify(error, target);
-    let mut conn = mysql_async::Conn::new(setup_opts(manager.opts()))
-        .await
-        .map_err(classify)?;
-    let db = quoted(database);
     let rows: Vec<String> = (1..=ROWS).map(|id| format!("({id}, {id})")).collect();
-    let version: Option<String> = conn
-        .query_first("SELECT VERSION()")
-        .await
-        .map_err(classify)?;
-    for statement in [
-        format!("CREATE DATABASE IF NOT EXISTS {db}"),
-        format!("DROP TABLE IF EXISTS {db}.bench_rows"),
-        format!(
-            "CREATE TABLE {db}.bench_rows (id INT PRIMARY KEY, balance BIGINT NOT NULL) \
-             ENGINE=InnoDB"
-        ),
-        format!("INSERT INTO {db}.bench_rows VALUES {}", rows.join(", ")),
-    ] {
-        conn.query_drop(statement).await.map_err(classify)?;
-    }
-    let _ = conn.disconnect().await;
-    Ok(version.unwrap_or_default())
+    Ok(crate::bank::create_table(manager, target, database, "bench_rows", &rows).await?)
 }
 
 /// `args.tasks` tasks loop over [`Side::op`] on `side` for `length`, then finish the
