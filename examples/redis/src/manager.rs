@@ -10,7 +10,7 @@
 //! read and answer them one or two at a time (in the cluster's bench, 0.85-0.90 server reads
 //! per SET+GET pair, against 0.36-0.39 for the crate's cluster client, whose one routing task
 //! queues many commands in one poll). Coalesced, the writer lets the tasks ready now run
-//! first, once, before it writes (0.26-0.30 reads per pair).
+//! first, once, before it writes (0.26-0.32 reads per pair).
 
 mod coalesce;
 
