@@ -68,7 +68,8 @@
 //! `--tasks` x `--requests` pairs per client, after a warm-up round each. The report gives
 //! each round's rates, their medians and ratio, and each client's p50/p99 per pair; a run
 //! that counted any error says so and exits with status 1. Our client runs at its builder's
-//! defaults (4 connections per node, 32 requests per connection) unless `--pool` is given.
+//! defaults (up to 4 connections per node, the second opened once 128 requests are in flight
+//! on the first) unless `--pool` is given.
 //!
 //! ```sh
 //! cargo run --release -p redis-example -- --bench $(sed 's/^/--cluster /' /tmp/seeds)

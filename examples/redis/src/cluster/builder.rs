@@ -51,7 +51,7 @@ impl Builder {
         let pools = PoolSettings {
             max_size: 4,
             max_total: None,
-            max_streams: 32,
+            max_streams: 128,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(3),
             wait_timeout: Duration::from_secs(30),
@@ -83,7 +83,9 @@ impl Builder {
         /// connections closed and its pool forgotten within a few times this (default
         /// 60 s; see [`pools`](crate::cluster::pools)).
         idle_timeout: Duration => pools.idle_timeout;
-        /// Requests sharing one connection (default 32).
+        /// Requests sharing one connection (default 128): a node's requests share one
+        /// connection, so that they go out in few writes, until this many are in flight
+        /// on it; only then does a second open, and leases go to the least leased.
         max_streams: usize => pools.max_streams;
         /// Each request's deadline, retries and waits included (default 5 s).
         deadline: Duration => deadline;

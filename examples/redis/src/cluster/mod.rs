@@ -23,13 +23,29 @@
 //!
 //! # Decisions
 //! Figures from the package's tests (`tests/cluster*.rs`, a 6-node cluster made by
-//! `scripts/redis-cluster` on the same 2 shared cores as the debug-built tests).
+//! `scripts/redis-cluster` on the same 2 shared cores as the debug-built tests), but where
+//! the load program's `--bench` is named (a release build beside the `redis` crate's own
+//! `cluster_async` client, 64 tasks of `SET`+`GET`, alternating rounds; see BENCHMARKS.md).
 //! - One pool per node, leased per request (`max_streams` requests share a connection):
 //!   a request waits only on its node's pool, so a dead or silent node holds up its own
 //!   requests alone. Measured: with a primary stopped (SIGSTOP) for 3 s, its requests end as
-//!   [`ClusterError::Timeout`] at their 1 s deadline (23-24 of them) and the other shards
-//!   serve 1.3-1.5x their rate before (the stopped node's CPU freed); 64 tasks over 2
+//!   [`ClusterError::Timeout`] at their 1 s deadline (18-24 of them) and the other shards
+//!   serve 1.2-1.7x their rate before (the stopped node's CPU freed); 64 tasks over 2
 //!   connections per node at most (`max_size` 2), however many requests wait.
+//! - A node's requests share one connection (`max_streams` 128 by default; a second opens
+//!   only once 128 are in flight on the first) whose writes are coalesced
+//!   ([`RedisManager::coalesce_writes`](crate::RedisManager::coalesce_writes)): the commands
+//!   of the callers ready at once go out in one write, and the server reads them at once.
+//!   Each caller queues its own command on the connection, and on tokio's multi-threaded
+//!   runtime the connection's writer otherwise runs between callers and sends most commands
+//!   alone (the `redis` crate's cluster client batches through its one routing task, which
+//!   forwards many commands in one poll). Measured with `--bench`, 2-5 runs each at load
+//!   6-7: with 4 connections of 32 streams, uncoalesced, 0.78-0.87x redis-rs's rate and a
+//!   worse p99 (1.08-1.32x), the servers reading 0.85-0.90 times per pair against
+//!   0.36-0.39; coalesced alone, 1.04-1.20x and 0.57 reads (a burst past 32 in flight
+//!   had opened a second connection per node, and leases placed on the least leased then
+//!   halve every batch from then on); 128 streams alone, 0.97x and 0.56 reads; both,
+//!   1.14-1.57x, 0.26-0.32 reads, p99 0.72-0.95x redis-rs's; with 1 or 4 tasks, 1.15-1.16x.
 //! - All the node pools are one [`pool::keyed::KeyedPool`]: besides `max_size` per node,
 //!   `max_total` caps the client's connections across nodes (16 × `max_size` by default), and
 //!   a node that finds it taken is served by closing another node's idle connection.
@@ -49,7 +65,7 @@
 //! - Refreshes are single-flight and spaced (see `refresh`); a `MOVED` sends its request to
 //!   the node named at once rather than after the refresh, and an `ASK` never refreshes
 //!   (the slot's owner has not changed yet). Measured: a slot migrated under 16 tasks,
-//!   5 000-5 300 `ASK` followed and 33-37 `MOVED`, made 1 refresh.
+//!   3 200-4 300 `ASK` followed and 32-49 `MOVED`, made 1 refresh.
 //! - The newest configuration epoch wins each slot, over several nodes' `CLUSTER NODES`
 //!   (see [`topology`]): the cluster's own rule, so a node that missed a failover does not
 //!   route writes to the demoted primary.
@@ -63,11 +79,17 @@
 //! - A `SET` whose `WAIT` counted too few replicas is written and waited for again until the
 //!   deadline, so that with `wait_replicas` set, every write the client confirms is held by
 //!   that many replicas (and survives its primary's failover). `WAIT` blocks its connection
-//!   for every lease on it, so its timeout stays short (1 s, and never past the deadline).
-//!   Measured: a primary killed under 24 tasks of `SET`+`WAIT 1` then `GET` (deadline
-//!   10 s), its replica promoted 3.5-4.6 s later and the killed node started again as its
-//!   replica: 0 errors, 0 mismatches, the shard back at half its rate within 100 ms of the
-//!   promotion, the other shards at 1.2-1.4x their rate before.
+//!   (at the default `max_streams`, its node's one connection) for every lease on it, so its
+//!   timeout stays short (1 s, and never past the deadline); a lower `max_streams` spreads
+//!   `WAIT`s over more connections. Yet one coalesced connection per node serves them
+//!   faster: 64 tasks x 200 `SET`+`WAIT 1` then `GET` on a replica (the load program's
+//!   `--wait-replicas 1 --read-from-replicas`, release) took 1.00-1.12 s, against
+//!   1.11-1.54 s over 2 uncoalesced connections per node. Measured: a primary killed
+//!   under 24 tasks of `SET`+`WAIT 1` then `GET` (deadline 10 s), its replica promoted
+//!   3.5-4.6 s later and the killed node started again as its replica: 0 errors,
+//!   0 mismatches, the shard back at half its rate within 100 ms of the promotion, the
+//!   other shards at 0.8-1.1x their rate before (1.1-1.5 k pairs/s each with coalesced
+//!   writes, against 0.7-1.0 k and 1.1-1.3x uncoalesced).
 //! - A failed connect counts against the node; two in a row eject it for 100 ms, doubling
 //!   to 2 s (see `health`), so requests for a dead node back off and look for a new map
 //!   instead of each waiting for a connect that fails or hangs.

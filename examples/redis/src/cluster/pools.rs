@@ -7,6 +7,8 @@
 //!
 //! - A node's pool is made on its first lease, with a manager of the node's host and port
 //!   ([`RedisManager::tcp`]): no address a server sends can make that fail or panic.
+//! - Each connection coalesces its writes ([`RedisManager::coalesce_writes`]): its leases
+//!   run concurrently, and the commands of those ready at once go out in one write.
 //! - Each node has at most `max_size` connections, and all nodes together at most
 //!   `max_total`, counting connects in flight. A node whose callers find `max_total` taken
 //!   waits, within each request's deadline, for a connection of another node to end: an idle
@@ -76,6 +78,7 @@ pub fn node_pools(settings: &PoolSettings) -> Result<NodePools, BuildError> {
             .response_timeout(response_timeout)
             .ping_after(Duration::from_secs(1))
             .readonly(readonly)
+            .coalesce_writes(true)
     })
     .max_size(settings.max_size)
     .max_total(settings.max_total())
