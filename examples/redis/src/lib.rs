@@ -13,5 +13,6 @@
 
 pub mod cluster;
 mod manager;
+pub mod report;
 
 pub use manager::{RedisConn, RedisManager, ReplicaSetError, WriteError};

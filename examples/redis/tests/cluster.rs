@@ -67,14 +67,7 @@ async fn sixty_four_tasks_over_every_slot_read_back_every_value_within_max_size_
             let (client, keys) = (client.clone(), Arc::clone(&keys));
             tokio::spawn(async move {
                 for slot in (task..keys.len()).step_by(TASKS) {
-                    let (key, value) = (&keys[slot], format!("v{slot}"));
-                    if let Err(e) = client.set(key, &value, 600, 0).await {
-                        panic!("SET of slot {slot}: {e:?}");
-                    }
-                    match client.get(key).await {
-                        Ok(Some(read)) if read == value => {}
-                        other => panic!("GET of slot {slot} read {other:?}, not {value:?}"),
-                    }
+                    set_then_get(&client, &keys[slot], slot).await;
                 }
             })
         })
@@ -233,14 +226,7 @@ async fn connections_across_nodes_never_exceed_max_total_under_load() {
             tokio::spawn(async move {
                 for pair in 0..PAIRS {
                     let slot = (task + pair * TASKS) * keys.len() / (TASKS * PAIRS);
-                    let (key, value) = (&keys[slot], format!("v{slot}"));
-                    if let Err(e) = client.set(key, &value, 600, 0).await {
-                        panic!("SET of slot {slot}: {e:?}");
-                    }
-                    match client.get(key).await {
-                        Ok(Some(read)) if read == value => {}
-                        other => panic!("GET of slot {slot} read {other:?}, not {value:?}"),
-                    }
+                    set_then_get(&client, &keys[slot], slot).await;
                 }
             })
         })
@@ -442,4 +428,16 @@ async fn a_slot_no_node_serves_fails_at_once_naming_the_uncovered_slots() {
         "{error:?}"
     );
     client.close().await;
+}
+
+/// SETs `key` (of `slot`) to `v{slot}` and reads it back; panics on an error or another value.
+async fn set_then_get(client: &ClusterClient, key: &str, slot: usize) {
+    let value = format!("v{slot}");
+    if let Err(e) = client.set(key, &value, 600, 0).await {
+        panic!("SET of slot {slot}: {e:?}");
+    }
+    match client.get(key).await {
+        Ok(Some(read)) if read == value => {}
+        other => panic!("GET of slot {slot} read {other:?}, not {value:?}"),
+    }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use pool::{Pool, PoolError};
 use redis::RedisError;
 use redis_example::RedisManager;
-use support::{RedisServer, chain, free_port, join_tasks};
+use redis_example::report::chain;
+use support::{RedisServer, free_port, join_tasks};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 

@@ -26,7 +26,6 @@ mod report;
 mod servers;
 mod side;
 
-use std::error::Error;
 use std::time::{Duration, Instant};
 
 use redis_example::cluster::slots::ranges_text;
@@ -35,7 +34,7 @@ use redis_example::cluster::{ClusterClient, ConnectError};
 pub use report::{Report, SideReport};
 pub use side::Side;
 
-use report::percentile;
+use redis_example::report::{chain, percentile, run_id};
 use servers::{Servers, Spent};
 
 /// The benchmark's settings.
@@ -288,27 +287,4 @@ fn process_cpu() -> Option<Duration> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(Duration::from_millis((utime + stime) * 10))
-}
-
-/// A number for this run's keys, so that two runs never read each other's.
-fn run_id() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-/// An error with its causes, on one line; a cause whose text already ends the line is not
-/// repeated.
-pub fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.ends_with(&inner_text) {
-            text = format!("{text}: {inner_text}");
-        }
-        cause = inner.source();
-    }
-    text
 }

@@ -92,15 +92,6 @@ impl Report {
     }
 }
 
-/// The `p` quantile of `sorted` latencies.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 /// The median of `values` (0 for none).
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
