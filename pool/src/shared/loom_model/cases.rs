@@ -15,10 +15,7 @@ fn loom_model_a_lease_taken_as_the_last_one_ends() {
         let (pool, mut held) = pool_with_leases(2, 1, None);
         let last = held.pop().expect("one lease");
         let key = last.key;
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || end(&pool, last, false))
-        };
+        let ender = on_thread(&pool, move |pool| end(pool, last, false));
         let mut asked = false;
         let leased =
             fast_lease(&mut pool.lock().unwrap(), &mut asked).expect("the connection has room");
@@ -51,10 +48,7 @@ fn loom_model_b_two_last_lease_ends_at_once() {
         let key = held[0].key;
         let second = held.pop().expect("two leases");
         let first = held.pop().expect("two leases");
-        let other = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || end(&pool, second, false))
-        };
+        let other = on_thread(&pool, move |pool| end(pool, second, false));
         let mine = end(&pool, first, false);
         let other = other.join().unwrap();
         assert_eq!(
@@ -85,25 +79,10 @@ fn loom_model_c_a_lease_end_beside_others_serves_a_caller_joining_the_line() {
         let (pool, mut held) = pool_with_leases(2, 2, None);
         let key = held[0].key;
         let ending = held.pop().expect("two leases");
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || end(&pool, ending, false))
-        };
+        let ender = on_thread(&pool, move |pool| end(pool, ending, false));
         let (started, caller) = block_on_lease(&pool, NEW);
         ender.join().unwrap();
-        let wakes = caller.wakes();
-        let leased = match started {
-            Started::Found(leased) => {
-                assert_eq!(wakes, 0, "found room: never waited, never woken");
-                leased
-            }
-            Started::Served(leased) => {
-                assert_eq!(wakes, 1, "served in line: woken exactly once");
-                leased
-            }
-            Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
-            Started::Closed => panic!("the pool never closes here"),
-        };
+        let leased = found_or_served(started, &caller);
         assert_eq!(leased.key, key);
         assert_leased(&pool.lock().unwrap(), key, 2);
         for leased in held.into_iter().chain([leased]) {
@@ -122,25 +101,10 @@ fn loom_model_c_the_last_lease_end_serves_a_caller_joining_the_line() {
         let (pool, mut held) = pool_with_leases(1, 1, None);
         let ending = held.pop().expect("one lease");
         let key = ending.key;
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || end(&pool, ending, false))
-        };
+        let ender = on_thread(&pool, move |pool| end(pool, ending, false));
         let (started, caller) = block_on_lease(&pool, NEW);
         ender.join().unwrap();
-        let wakes = caller.wakes();
-        let leased = match started {
-            Started::Found(leased) => {
-                assert_eq!(wakes, 0, "found room: never waited, never woken");
-                leased
-            }
-            Started::Served(leased) => {
-                assert_eq!(wakes, 1, "served in line: woken exactly once");
-                leased
-            }
-            Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
-            Started::Closed => panic!("the pool never closes here"),
-        };
+        let leased = found_or_served(started, &caller);
         assert_eq!(leased.key, key);
         assert_leased(&pool.lock().unwrap(), key, 1);
         end(&pool, leased, false);
@@ -160,37 +124,26 @@ fn loom_model_d_close_races_a_lease_start_and_a_lease_end() {
     model(2, || {
         let (pool, mut held) = pool_with_leases(1, 1, None);
         let ending = held.pop().expect("one lease");
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || end(&pool, ending, false).closed)
-        };
-        let leaser = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || {
-                let (started, caller) = block_on_lease(&pool, NEW);
-                let mut closed = caller.closed;
-                match started {
-                    Started::Found(leased) | Started::Served(leased) => {
-                        closed.extend(end(&pool, leased, false).closed);
-                    }
-                    Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
-                    Started::Closed => {}
+        let ender = on_thread(&pool, move |pool| end(pool, ending, false).closed);
+        let leaser = on_thread(&pool, move |pool| {
+            let (started, caller) = block_on_lease(pool, NEW);
+            let mut closed = caller.closed;
+            match started {
+                Started::Found(leased) | Started::Served(leased) => {
+                    closed.extend(end(pool, leased, false).closed);
                 }
-                closed
-            })
-        };
+                Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
+                Started::Closed => {}
+            }
+            closed
+        });
         let mut closed = close(&pool);
         closed.extend(ender.join().unwrap());
         closed.extend(leaser.join().unwrap());
         assert_eq!(closed, [CONN], "closed exactly once");
         let state = pool.lock().unwrap();
-        state.debug_check();
-        assert!(state.closed && state.streams.is_empty() && state.waiters.is_empty());
-        assert_eq!(
-            (state.slots, state.streams.leases),
-            (0, 0),
-            "its slot freed"
-        );
+        assert!(state.closed);
+        assert_emptied(&state);
     });
 }
 
@@ -205,28 +158,15 @@ fn loom_model_d_a_broken_mark_races_a_lease_end() {
         let key = held[0].key;
         let healthy = held.pop().expect("two leases");
         let breaking = held.pop().expect("two leases");
-        let breaker = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || {
-                assert!(mark_broken(&pool, key), "the first mark");
-                end(&pool, breaking, true).closed
-            })
-        };
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || end(&pool, healthy, false).closed)
-        };
+        let breaker = on_thread(&pool, move |pool| {
+            assert!(mark_broken(pool, key), "the first mark");
+            end(pool, breaking, true).closed
+        });
+        let ender = on_thread(&pool, move |pool| end(pool, healthy, false).closed);
         let mut closed: Vec<u64> = breaker.join().unwrap().into_iter().collect();
         closed.extend(ender.join().unwrap());
         assert_eq!(closed, [CONN], "closed exactly once");
-        let state = pool.lock().unwrap();
-        state.debug_check();
-        assert!(state.streams.is_empty(), "the broken connection is gone");
-        assert_eq!(
-            (state.slots, state.streams.leases),
-            (0, 0),
-            "its slot freed once"
-        );
+        assert_emptied(&pool.lock().unwrap());
     });
 }
 
@@ -246,18 +186,12 @@ fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
         let second = open_shared(&mut state, OTHER, None);
         state.debug_check();
         let pool = Arc::new(Mutex::new(state));
-        let shrinker = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || resize(&pool, 1))
-        };
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || {
-                let mut closed: Vec<u64> = end(&pool, first, false).closed.into_iter().collect();
-                closed.extend(end(&pool, second, false).closed);
-                closed
-            })
-        };
+        let shrinker = on_thread(&pool, move |pool| resize(pool, 1));
+        let ender = on_thread(&pool, move |pool| {
+            let mut closed: Vec<u64> = end(pool, first, false).closed.into_iter().collect();
+            closed.extend(end(pool, second, false).closed);
+            closed
+        });
         let (started, caller) = block_on_lease(&pool, NEW);
         let mut closed = shrinker.join().unwrap();
         closed.extend(ender.join().unwrap());
@@ -302,20 +236,14 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
     model(3, || {
         let (pool, held) = pool_with_leases(2, 2, Some(Duration::ZERO));
         let key = held[0].key;
-        let reaper = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || reap(&pool))
-        };
-        let ender = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || {
-                let mut closed = Vec::new();
-                for leased in held {
-                    closed.extend(end(&pool, leased, false).closed);
-                }
-                closed
-            })
-        };
+        let reaper = on_thread(&pool, reap);
+        let ender = on_thread(&pool, move |pool| {
+            let mut closed = Vec::new();
+            for leased in held {
+                closed.extend(end(pool, leased, false).closed);
+            }
+            closed
+        });
         let (started, caller) = block_on_lease(&pool, NEW);
         let mut closed = reaper.join().unwrap();
         closed.extend(ender.join().unwrap());
@@ -346,15 +274,7 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
         let mut state = pool.lock().unwrap();
         match opened {
             Some(key) => assert_idle(&mut state, key),
-            None => {
-                state.debug_check();
-                assert!(state.streams.is_empty() && state.waiters.is_empty());
-                assert_eq!(
-                    (state.slots, state.streams.leases),
-                    (0, 0),
-                    "its slot freed"
-                );
-            }
+            None => assert_emptied(&state),
         }
     });
 }
@@ -385,13 +305,10 @@ fn loom_model_e_a_new_connection_takes_the_slot_of_one_a_stale_reader_holds() {
         let stale = held.pop().expect("two leases");
         let breaking = held.pop().expect("two leases");
         let old = breaking.key;
-        let breaker = {
-            let pool = pool.clone();
-            loom::thread::spawn(move || {
-                assert!(mark_broken(&pool, old), "the first mark");
-                end(&pool, breaking, true).closed
-            })
-        };
+        let breaker = on_thread(&pool, move |pool| {
+            assert!(mark_broken(pool, old), "the first mark");
+            end(pool, breaking, true).closed
+        });
         let (started, mut caller) = block_on_lease(&pool, NEW);
         let Started::Opened(leased) = started else {
             panic!("the old connection takes no lease: the caller opens one in its slot");

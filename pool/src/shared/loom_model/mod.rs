@@ -237,6 +237,45 @@ fn block_on_lease(model: &Model, opens: u64) -> (Started, Caller) {
     })
 }
 
+/// Runs `f` on the pool from a `loom` thread of its own.
+fn on_thread<T: Send + 'static>(
+    pool: &Model,
+    f: impl FnOnce(&Model) -> T + Send + 'static,
+) -> loom::thread::JoinHandle<T> {
+    let pool = pool.clone();
+    loom::thread::spawn(move || f(&pool))
+}
+
+/// The lease of a caller at a pool kept at `max_size` and open: found (never woken) or
+/// served in line (woken exactly once, read once every thread that may wake it is done).
+fn found_or_served(started: Started, caller: &Caller) -> Leased {
+    let wakes = caller.wakes();
+    match started {
+        Started::Found(leased) => {
+            assert_eq!(wakes, 0, "found room: never waited, never woken");
+            leased
+        }
+        Started::Served(leased) => {
+            assert_eq!(wakes, 1, "served in line: woken exactly once");
+            leased
+        }
+        Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
+        Started::Closed => panic!("the pool never closes here"),
+    }
+}
+
+/// Checks that the pool let go of every connection: none shared, no lease, no slot held,
+/// nobody waiting.
+fn assert_emptied(state: &State<u64>) {
+    state.debug_check();
+    assert!(state.streams.is_empty() && state.waiters.is_empty());
+    assert_eq!(
+        (state.slots, state.streams.leases),
+        (0, 0),
+        "its slot freed, once"
+    );
+}
+
 /// Checks the counts of a pool whose one connection carries `leases` leases: one record,
 /// holding its slot, with that count; the pool's total the same; nothing idle or waiting.
 fn assert_leased(state: &State<u64>, key: Key, leases: usize) {
