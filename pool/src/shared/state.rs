@@ -207,12 +207,12 @@ impl<C> State<C> {
             self.free_slots(1);
             return Place::Discard(live);
         }
+        if self.gives_way() {
+            // Idle, it would keep its slot from another pool's starved callers.
+            self.free_slots(1);
+            return Place::Discard(live);
+        }
         if self.waiters.is_empty() {
-            if self.budget.as_ref().is_some_and(Account::others_starve) {
-                // Idle, it would keep its slot from another pool's starved callers.
-                self.free_slots(1);
-                return Place::Discard(live);
-            }
             self.idle.push_back(live);
             return Place::Done;
         }
