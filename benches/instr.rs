@@ -14,7 +14,8 @@
 //! - `get16`, `deadpool16`: 16 tasks on the one thread, each holding its connection across a
 //!   `yield_now`, so most callers wait in line (the contended checkout, without threads).
 //!   `deadpool16t`: the same with deadpool's wait timeout at 30 s (our pool's default), so
-//!   that its waiters arm a timer as ours do.
+//!   that its waiters arm a timer as ours do. `bb8_16`: the same over bb8 (whose waiters
+//!   always arm one, at its 30 s default).
 //! - `get`: our pool, `max_size` 4, `get().await` then drop.
 //! - `lease`: our pool, `max_size` 4, `max_streams` 16, `lease().await` then drop, the lease
 //!   alone on its connection (so it is the connection's first lease and its end the last).
@@ -35,7 +36,8 @@ use std::sync::Mutex;
 use support::peers::{Bb8, Dead, Ours};
 use tokio::sync::Semaphore;
 
-const MODES: &str = "get, lease, lease2, floor, deadpool, bb8, get16, deadpool16, deadpool16t";
+const MODES: &str =
+    "get, lease, lease2, floor, deadpool, bb8, get16, deadpool16, deadpool16t, bb8_16";
 
 /// `n` times: a checkout, then its guard dropped at once.
 async fn repeat<G>(n: u64, checkout: impl AsyncFn() -> G) {
@@ -93,6 +95,19 @@ async fn run(mode: &str, n: u64, max_size: usize) {
                     .runtime(deadpool::Runtime::Tokio1);
             }
             let pool: deadpool::managed::Pool<Dead> = builder.build().expect("valid settings");
+            contended(n, async move || {
+                let conn = pool.get().await.expect("a connection");
+                tokio::task::yield_now().await;
+                drop(conn);
+            })
+            .await;
+        }
+        "bb8_16" => {
+            let pool = bb8::Pool::builder()
+                .max_size(4)
+                .build(Bb8)
+                .await
+                .expect("valid settings");
             contended(n, async move || {
                 let conn = pool.get().await.expect("a connection");
                 tokio::task::yield_now().await;
