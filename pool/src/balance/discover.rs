@@ -16,22 +16,14 @@ pub type Discovered<M> =
 
 /// The function a [`Balanced`](super::Balanced) set is discovered with, and when it last ran.
 pub(crate) struct Discovery<M> {
-    every: Duration,
-    discover: Box<dyn Fn() -> Discovered<M> + Send + Sync>,
+    pub every: Duration,
+    pub discover: Box<dyn Fn() -> Discovered<M> + Send + Sync>,
     /// When discovery last ended (successful or not). Held while discovery runs, so connects
     /// that find it due wait for the one running.
-    last: tokio::sync::Mutex<Option<Instant>>,
+    pub last: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl<M: Send + Sync + 'static> Discovery<M> {
-    pub fn new(every: Duration, discover: Box<dyn Fn() -> Discovered<M> + Send + Sync>) -> Self {
-        Discovery {
-            every,
-            discover,
-            last: tokio::sync::Mutex::new(None),
-        }
-    }
-
     /// Runs discovery when due (not when another connect just ran it) and makes `set` what it
     /// found; a failed discovery leaves the set as it was. Cancel safe: a dropped run leaves
     /// the set as it was and is due again.

@@ -140,7 +140,11 @@ impl<M: Manager> Balanced<M> {
         discover: impl Fn() -> Discovered<M> + Send + Sync + 'static,
     ) -> Self {
         Balanced {
-            discovery: Some(Discovery::new(every, Box::new(discover))),
+            discovery: Some(Discovery {
+                every,
+                discover: Box::new(discover),
+                last: Default::default(),
+            }),
             ..Balanced::new()
         }
     }

@@ -232,10 +232,9 @@ impl<M: Send + Sync + 'static> Set<M> {
         }
         let now = Instant::now();
         let table = self.table();
-        let least = table
-            .endpoints
-            .iter()
-            .filter(|e| !e.is_removed())
+        let mut open = table.endpoints.iter().filter(|e| !e.is_removed());
+        let least = open
+            .clone()
             .filter(|e| {
                 let health = e.health();
                 health
@@ -244,15 +243,13 @@ impl<M: Send + Sync + 'static> Set<M> {
             })
             .map(|e| e.load())
             .min();
-        let mine = tag.endpoint.load();
         let Some(least) = least else {
             self.rebalance.store(0, Relaxed);
             return false;
         };
-        if mine < least + 2 {
+        if tag.endpoint.load() < least + 2 {
             // Is any endpoint still a donor? If not, the wish is fulfilled.
-            let donor = |e: &Arc<Endpoint<M>>| !e.is_removed() && e.load() >= least + 2;
-            if !table.endpoints.iter().any(donor) {
+            if !open.any(|e| e.load() >= least + 2) {
                 self.rebalance.store(0, Relaxed);
             }
             return false;
