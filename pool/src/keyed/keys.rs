@@ -93,8 +93,8 @@ where
     M: Manager,
 {
     pub fn new(make: Make<K, M>, name: Option<Name<K>>, config: Config, max_total: usize) -> Self {
-        let forget_after = config.idle_timeout.unwrap_or(FORGET_AFTER);
         Inner {
+            forget_after: config.idle_timeout.unwrap_or(FORGET_AFTER),
             make,
             name,
             config,
@@ -104,7 +104,6 @@ where
                 closed: false,
             }),
             steward_started: AtomicBool::new(false),
-            forget_after,
         }
     }
 

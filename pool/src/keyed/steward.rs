@@ -87,19 +87,16 @@ where
 /// turns). Stops when no pool starves, or when the budget is spent and no pool has an idle
 /// connection: every slot given back later notifies the steward again, and every connection
 /// that would go idle meanwhile is closed instead (`State::gives_way`).
-pub(crate) fn settle(budget: &Budget) {
+fn settle(budget: &Budget) {
     for _ in 0..TURNS {
         let Some(member) = budget.next_starved() else {
             return;
         };
         // A pool dropped since it starved gave its mark back as it went.
-        let Some(member) = member.upgrade() else {
-            continue;
-        };
-        if !Arc::clone(&member).feed() {
-            continue;
-        }
-        if !evict_for(budget, &member) {
+        if let Some(member) = member.upgrade()
+            && Arc::clone(&member).feed()
+            && !evict_for(budget, &member)
+        {
             return;
         }
     }
