@@ -7,11 +7,10 @@
 //! - Failover: a connect that fails tries the next healthy endpoint within the same
 //!   [`connect`](Manager::connect) call, so a caller never sees one dead endpoint's error
 //!   while another is up.
-//! - Ejection and recovery ([`Ejection`]): an endpoint whose connects fail or time out, whose
-//!   connections break, or whose checks fail `after` times in a row is ejected for a backoff
-//!   that doubles on repeated ejection (capped, with jitter); it then gets no new connection.
-//!   When the backoff ends, one connect (the probe) decides. If every endpoint is ejected, a
-//!   connect tries the one whose backoff ends first rather than failing for nothing.
+//! - Ejection and recovery ([`Ejection`]): an endpoint that fails `after` times in a row gets
+//!   no new connection for a backoff; then one connect (the probe) decides. If every endpoint
+//!   is ejected, a connect tries the one whose backoff ends first rather than failing for
+//!   nothing.
 //! - Rebalancing: when an endpoint joins or comes back, connections of endpoints that carry
 //!   two or more than it drain one by one (they take no new work and close after their last
 //!   lease), so the pool reconnects onto it even when it is full.

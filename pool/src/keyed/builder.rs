@@ -31,9 +31,6 @@ impl<K, M: Manager> std::fmt::Debug for KeyedBuilder<K, M> {
     }
 }
 
-/// The default `max_total`: ten keys at the default `max_size`.
-const MAX_TOTAL: usize = 100;
-
 impl<K, M> KeyedBuilder<K, M>
 where
     K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
@@ -43,7 +40,8 @@ where
         KeyedBuilder {
             make,
             config: Config::default(),
-            max_total: MAX_TOTAL,
+            // Ten keys at the default `max_size`.
+            max_total: 100,
             name: None,
         }
     }

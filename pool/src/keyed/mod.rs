@@ -206,8 +206,7 @@ where
     /// As [`get`](KeyedPool::get).
     ///
     /// # Panics
-    /// When the key is new and `make` panics (see [`builder`](KeyedPool::builder)), or the
-    /// function given to [`name_keys`](KeyedBuilder::name_keys) does.
+    /// As [`get`](KeyedPool::get).
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Pool::lease`]: dropping the future at any point leaks nothing.

@@ -35,10 +35,8 @@ where
 {
     /// Starts the steward when none runs and a runtime is at hand.
     pub fn ensure_steward(self: &Arc<Self>) {
-        if self.steward_started.load(Ordering::Acquire) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+        if !self.steward_started.load(Ordering::Acquire)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.steward_started.swap(true, Ordering::AcqRel)
         {
             let every = (self.forget_after / 2).max(Duration::from_millis(1));
@@ -60,8 +58,7 @@ where
     let mut next_sweep = Instant::now() + every;
     loop {
         // Registered before the look: a notification during the round is kept for the next.
-        let notified = budget.steward.notified();
-        let mut notified = std::pin::pin!(notified);
+        let mut notified = std::pin::pin!(budget.steward.notified());
         notified.as_mut().enable();
         {
             let Some(keyed) = keyed.upgrade() else { return };
