@@ -4,10 +4,11 @@
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::set::Set;
 
 /// What a discovery function returns: the endpoints now, as `(name, manager)` pairs.
 pub type Discovered<M> =
@@ -17,41 +18,28 @@ pub type Discovered<M> =
 pub(crate) struct Discovery<M> {
     pub every: Duration,
     pub discover: Box<dyn Fn() -> Discovered<M> + Send + Sync>,
-    /// When discovery last ended (successful or not).
-    last: Mutex<Option<Instant>>,
-    /// Held while discovery runs: connects that find it due wait for the one running.
-    running: tokio::sync::Mutex<()>,
+    /// When discovery last ended (successful or not). Held while discovery runs, so connects
+    /// that find it due wait for the one running.
+    pub last: tokio::sync::Mutex<Option<Instant>>,
 }
 
-impl<M> Discovery<M> {
-    pub fn new(every: Duration, discover: Box<dyn Fn() -> Discovered<M> + Send + Sync>) -> Self {
-        Discovery {
-            every,
-            discover,
-            last: Mutex::new(None),
-            running: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        last.is_none_or(|at| now.saturating_duration_since(at) >= self.every)
-    }
-
-    /// Runs discovery when due; `None` when it was not due (or another connect just ran it).
-    /// Cancel safe: a dropped run leaves the set as it was and is due again.
-    pub async fn run_if_due(
-        &self,
-    ) -> Option<Result<Vec<(String, M)>, Box<dyn Error + Send + Sync>>> {
-        if !self.due(Instant::now()) {
-            return None;
-        }
-        let _running = self.running.lock().await;
-        if !self.due(Instant::now()) {
-            return None;
+impl<M: Send + Sync + 'static> Discovery<M> {
+    /// Runs discovery when due (not when another connect just ran it) and makes `set` what it
+    /// found; a failed discovery leaves the set as it was. Cancel safe: a dropped run leaves
+    /// the set as it was and is due again.
+    pub async fn run_if_due(&self, set: &Set<M>) {
+        let mut last = self.last.lock().await;
+        if last.is_some_and(|at| Instant::now().saturating_duration_since(at) < self.every) {
+            return;
         }
         let result = (self.discover)().await;
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-        Some(result)
+        *last = Some(Instant::now());
+        drop(last);
+        match result {
+            Ok(found) => set.sync(found),
+            Err(error) => {
+                tracing::warn!(%error, "discovering endpoints failed; the set is unchanged");
+            }
+        }
     }
 }

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::time::Instant;
 
+use super::BalanceError;
 use crate::Manager;
 
 /// One endpoint: shared by the set and by every connection made to it, so a removed
 /// endpoint's manager stays alive to close its last connections.
 pub(crate) struct Endpoint<M> {
-    pub id: u64,
     pub name: String,
     pub manager: M,
     /// Connections made and not yet closed (dropped), draining ones included.
@@ -49,9 +49,8 @@ pub(crate) struct Health {
 }
 
 impl<M> Endpoint<M> {
-    pub fn new(id: u64, name: String, manager: M) -> Self {
+    pub fn new(name: String, manager: M) -> Self {
         Endpoint {
-            id,
             name,
             manager,
             live: AtomicUsize::new(0),
@@ -77,6 +76,14 @@ impl<M> Endpoint<M> {
 
     pub fn is_removed(&self) -> bool {
         self.removed.load(Relaxed)
+    }
+
+    /// `source`, an error of this endpoint's manager, named after the endpoint.
+    pub fn error<E>(&self, source: E) -> BalanceError<E> {
+        BalanceError::Endpoint {
+            endpoint: self.name.clone(),
+            source,
+        }
     }
 
     /// The public snapshot.
@@ -165,12 +172,6 @@ impl<M> Tag<M> {
             self.endpoint.draining.fetch_add(1, Relaxed);
         }
         first
-    }
-
-    /// Marks the connection failed, so draining; true the first time, when the failure is
-    /// to be counted (a draining connection is never asked again, so it fails once at most).
-    pub fn fail(&self) -> bool {
-        self.drain()
     }
 }
 

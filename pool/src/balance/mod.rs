@@ -7,11 +7,10 @@
 //! - Failover: a connect that fails tries the next healthy endpoint within the same
 //!   [`connect`](Manager::connect) call, so a caller never sees one dead endpoint's error
 //!   while another is up.
-//! - Ejection and recovery ([`Ejection`]): an endpoint whose connects fail or time out, whose
-//!   connections break, or whose checks fail `after` times in a row is ejected for a backoff
-//!   that doubles on repeated ejection (capped, with jitter); it then gets no new connection.
-//!   When the backoff ends, one connect (the probe) decides. If every endpoint is ejected, a
-//!   connect tries the one whose backoff ends first rather than failing for nothing.
+//! - Ejection and recovery ([`Ejection`]): an endpoint that fails `after` times in a row gets
+//!   no new connection for a backoff; then one connect (the probe) decides. If every endpoint
+//!   is ejected, a connect tries the one whose backoff ends first rather than failing for
+//!   nothing.
 //! - Rebalancing: when an endpoint joins or comes back, connections of endpoints that carry
 //!   two or more than it drain one by one (they take no new work and close after their last
 //!   lease), so the pool reconnects onto it even when it is full.
@@ -53,6 +52,7 @@ mod endpoint;
 mod set;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -112,7 +112,7 @@ impl<M: Manager> Balanced<M> {
     /// An empty set with the default [`Ejection`]; add endpoints with [`add`](Balanced::add).
     pub fn new() -> Self {
         Balanced {
-            set: Arc::new(Set::new(Ejection::default()).unwrap_or_else(|_| unreachable!())),
+            set: Arc::new(Set::new()),
             discovery: None,
         }
     }
@@ -122,10 +122,9 @@ impl<M: Manager> Balanced<M> {
     /// # Errors
     /// [`SetError::ZeroFailures`] when `ejection.after` is 0.
     pub fn with_ejection(ejection: Ejection) -> Result<Self, SetError> {
-        Ok(Balanced {
-            set: Arc::new(Set::new(ejection)?),
-            discovery: None,
-        })
+        let balanced = Balanced::new();
+        balanced.set_ejection(ejection)?;
+        Ok(balanced)
     }
 
     /// A set found by `discover`, run on a connect when the last run is `every` old or more
@@ -140,7 +139,11 @@ impl<M: Manager> Balanced<M> {
         discover: impl Fn() -> Discovered<M> + Send + Sync + 'static,
     ) -> Self {
         Balanced {
-            discovery: Some(Discovery::new(every, Box::new(discover))),
+            discovery: Some(Discovery {
+                every,
+                discover: Box::new(discover),
+                last: Default::default(),
+            }),
             ..Balanced::new()
         }
     }
@@ -199,10 +202,10 @@ impl<M: Manager> Balanced<M> {
         self.set.set_ejection(ejection)
     }
 
-    /// Counts a failure of a connection's endpoint once per connection; the connection then
-    /// drains.
+    /// Counts a failure of a connection's endpoint once per connection (a draining connection
+    /// is never asked again); the connection then drains.
     fn connection_failed(&self, tag: &Tag<M>) {
-        if tag.fail() {
+        if tag.drain() {
             self.set.failed(&tag.endpoint, Instant::now(), false);
         }
     }
@@ -226,18 +229,16 @@ impl<M: Manager> std::fmt::Debug for Balanced<M> {
 /// endpoint's failure when it is dropped unfinished (the pool's connect timeout fired).
 struct Attempt<'a, M: Manager> {
     set: &'a Arc<Set<M>>,
-    endpoint: Arc<Endpoint<M>>,
+    endpoint: &'a Endpoint<M>,
     finished: bool,
 }
 
 impl<M: Manager> Drop for Attempt<'_, M> {
     fn drop(&mut self) {
         if !self.finished {
-            self.set.failed(&self.endpoint, Instant::now(), true);
+            self.set.failed(self.endpoint, Instant::now(), true);
         }
-        self.endpoint
-            .connecting
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.endpoint.connecting.fetch_sub(1, Relaxed);
     }
 }
 
@@ -255,51 +256,38 @@ impl<M: Manager> Manager for Balanced<M> {
     /// and leaves nothing behind.
     async fn connect(&self) -> Result<Routed<M>, Self::Error> {
         if let Some(discovery) = &self.discovery {
-            match discovery.run_if_due().await {
-                Some(Ok(found)) => self.set.sync(found),
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "discovering endpoints failed; the set is unchanged");
-                }
-                None => {}
-            }
+            discovery.run_if_due(&self.set).await;
         }
         let mut tried = Vec::new();
         let mut last = BalanceError::NoEndpoints;
         while let Some(endpoint) = self.set.pick(Instant::now(), &tried) {
-            tried.push(endpoint.id);
             let mut attempt = Attempt {
                 set: &self.set,
-                endpoint,
+                endpoint: &endpoint,
                 finished: false,
             };
-            let result = attempt.endpoint.manager.connect().await;
-            attempt.finished = true;
-            let endpoint = Arc::clone(&attempt.endpoint);
-            match result {
-                Ok(conn) if endpoint.is_removed() => {
-                    // Removed while it connected: closed, and the next endpoint is tried.
-                    let tag = Tag::new(Arc::clone(&endpoint));
-                    drop(attempt);
-                    self.close(Routed { conn, tag }).await;
-                }
+            match endpoint.manager.connect().await {
                 Ok(conn) => {
                     // Counted live before the attempt stops counting it as connecting, so
                     // placement never sees it as neither.
                     let tag = Tag::new(Arc::clone(&endpoint));
+                    attempt.finished = true;
                     drop(attempt);
-                    self.set.connected(&endpoint, Instant::now());
-                    return Ok(Routed { conn, tag });
+                    if endpoint.is_removed() {
+                        // Removed while it connected: closed, and the next endpoint is tried.
+                        self.close(Routed { conn, tag }).await;
+                    } else {
+                        self.set.connected(&endpoint, Instant::now());
+                        return Ok(Routed { conn, tag });
+                    }
                 }
                 Err(source) => {
-                    drop(attempt);
-                    self.set.failed(&endpoint, Instant::now(), true);
+                    drop(attempt); // unfinished: counts the failure
                     tracing::debug!(endpoint = %endpoint.name, error = %source, "connect failed; trying the next endpoint");
-                    last = BalanceError::Endpoint {
-                        endpoint: endpoint.name.clone(),
-                        source,
-                    };
+                    last = endpoint.error(source);
                 }
             }
+            tried.push(endpoint);
         }
         Err(last)
     }
@@ -310,17 +298,15 @@ impl<M: Manager> Manager for Balanced<M> {
     /// # Cancel safety
     /// As the endpoint manager's `check`.
     async fn check(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
-        let endpoint = Arc::clone(&conn.tag.endpoint);
-        match endpoint.manager.check(&mut conn.conn).await {
-            Ok(()) => Ok(()),
-            Err(source) => {
+        let endpoint = &conn.tag.endpoint;
+        endpoint
+            .manager
+            .check(&mut conn.conn)
+            .await
+            .map_err(|source| {
                 self.connection_failed(&conn.tag);
-                Err(BalanceError::Endpoint {
-                    endpoint: endpoint.name.clone(),
-                    source,
-                })
-            }
-        }
+                endpoint.error(source)
+            })
     }
 
     fn is_broken(&self, conn: &mut Routed<M>) -> bool {
@@ -355,28 +341,23 @@ impl<M: Manager> Manager for Balanced<M> {
     /// # Cancel safety
     /// As the endpoint manager's `reset`.
     async fn reset(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
-        let endpoint = Arc::clone(&conn.tag.endpoint);
+        let endpoint = &conn.tag.endpoint;
         endpoint
             .manager
             .reset(&mut conn.conn)
             .await
-            .map_err(|source| BalanceError::Endpoint {
-                endpoint: endpoint.name.clone(),
-                source,
-            })
+            .map_err(|source| endpoint.error(source))
     }
 
     fn lease_started(&self, conn: &Routed<M>) {
-        let leases = &conn.tag.endpoint.leases;
-        leases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conn.tag.endpoint.leases.fetch_add(1, Relaxed);
         if M::WATCHES_LEASES {
             conn.tag.endpoint.manager.lease_started(&conn.conn);
         }
     }
 
     fn lease_ended(&self, conn: &Routed<M>) {
-        let leases = &conn.tag.endpoint.leases;
-        leases.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        conn.tag.endpoint.leases.fetch_sub(1, Relaxed);
         if M::WATCHES_LEASES {
             conn.tag.endpoint.manager.lease_ended(&conn.conn);
         }
@@ -386,8 +367,7 @@ impl<M: Manager> Manager for Balanced<M> {
     /// As the endpoint manager's `close`; the connection counts as closed when this ends or
     /// is dropped.
     async fn close(&self, conn: Routed<M>) {
-        let Routed { conn, tag } = conn;
-        tag.endpoint.manager.close(conn).await;
-        drop(tag);
+        // The tag, dropped as this ends, counts the connection closed.
+        conn.tag.endpoint.manager.close(conn.conn).await;
     }
 }

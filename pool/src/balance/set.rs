@@ -18,43 +18,35 @@ pub(crate) struct Set<M> {
     rebalance: AtomicUsize,
 }
 
-/// A policy that ejects before any failure is refused.
-fn check(ejection: &Ejection) -> Result<(), SetError> {
-    match ejection.after {
-        0 => Err(SetError::ZeroFailures),
-        _ => Ok(()),
-    }
-}
-
 /// The endpoints, in the order they were added. A removed endpoint stays listed (flagged)
 /// until its last connection closes.
 struct Table<M> {
     endpoints: Vec<Arc<Endpoint<M>>>,
-    next_id: u64,
     /// Where the next placement starts looking, so ties rotate.
     cursor: usize,
 }
 
 impl<M: Send + Sync + 'static> Set<M> {
-    pub fn new(ejection: Ejection) -> Result<Self, SetError> {
-        check(&ejection)?;
-        Ok(Set {
+    pub fn new() -> Self {
+        Set {
             table: Mutex::new(Table {
                 endpoints: Vec::new(),
-                next_id: 0,
                 cursor: 0,
             }),
-            ejection: Mutex::new(ejection),
+            ejection: Mutex::new(Ejection::default()),
             rebalance: AtomicUsize::new(0),
-        })
+        }
     }
 
     pub fn ejection(&self) -> Ejection {
         *self.ejection.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Refuses a policy that ejects before any failure.
     pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
-        check(&ejection)?;
+        if ejection.after == 0 {
+            return Err(SetError::ZeroFailures);
+        }
         *self.ejection.lock().unwrap_or_else(PoisonError::into_inner) = ejection;
         Ok(())
     }
@@ -77,16 +69,18 @@ impl<M: Send + Sync + 'static> Set<M> {
         {
             return Err(SetError::Duplicate(name));
         }
-        let id = table.next_id;
-        table.next_id += 1;
-        table
-            .endpoints
-            .push(Arc::new(Endpoint::new(id, name, manager)));
-        let live = table.endpoints.iter().map(|e| e.load()).sum();
+        table.endpoints.push(Arc::new(Endpoint::new(name, manager)));
         drop(table);
         // The newcomer has nothing: move connections onto it (the pool may be full).
-        self.rebalance.fetch_max(live, Relaxed);
+        self.want_rebalance();
         Ok(())
+    }
+
+    /// Asks for connections to move onto an endpoint that has too little: at most as many as
+    /// the set carries.
+    fn want_rebalance(&self) {
+        let live = self.table().endpoints.iter().map(|e| e.load()).sum();
+        self.rebalance.fetch_max(live, Relaxed);
     }
 
     pub fn remove(&self, name: &str) -> Result<(), SetError> {
@@ -124,114 +118,93 @@ impl<M: Send + Sync + 'static> Set<M> {
     }
 
     pub fn statuses(&self) -> Vec<super::EndpointStatus> {
-        let endpoints = self.table().endpoints.clone();
-        endpoints.iter().map(|e| e.status()).collect()
+        self.table().endpoints.iter().map(|e| e.status()).collect()
     }
 
     /// The endpoint for the next connect, counted as connecting: the healthy one (not
     /// ejected, or ejected with its backoff over and no probe in flight) with the least load,
     /// ties rotating; none of `tried`. When none is healthy and nothing was tried yet, the
     /// ejected one whose backoff ends first, rather than failing for nothing.
-    pub fn pick(&self, now: Instant, tried: &[u64]) -> Option<Arc<Endpoint<M>>> {
+    pub fn pick(&self, now: Instant, tried: &[Arc<Endpoint<M>>]) -> Option<Arc<Endpoint<M>>> {
         let mut table = self.table();
-        let count = table.endpoints.len();
         let start = table.cursor;
         table.cursor = table.cursor.wrapping_add(1);
-        let mut best: Option<(usize, &Arc<Endpoint<M>>)> = None;
-        for offset in 0..count {
-            let endpoint = &table.endpoints[(start + offset) % count];
-            if endpoint.is_removed() || tried.contains(&endpoint.id) {
-                continue;
-            }
-            let health = endpoint.health();
-            let ready = match health.ejected_until {
-                None => true,
-                Some(until) => now >= until && !health.probing,
-            };
-            drop(health);
-            let load = endpoint.load();
-            if ready && best.is_none_or(|(l, _)| load < l) {
-                best = Some((load, endpoint));
-            }
-        }
+        let count = table.endpoints.len();
+        let best = (0..count)
+            .map(|offset| &table.endpoints[(start + offset) % count])
+            .filter(|e| !e.is_removed() && !tried.iter().any(|t| Arc::ptr_eq(t, e)))
+            .filter(|e| {
+                let health = e.health();
+                health
+                    .ejected_until
+                    .is_none_or(|until| now >= until && !health.probing)
+            })
+            .min_by_key(|e| e.load());
         let endpoint = match best {
-            Some((_, endpoint)) => Arc::clone(endpoint),
+            Some(endpoint) => endpoint,
             None if tried.is_empty() => table
                 .endpoints
                 .iter()
                 .filter(|e| !e.is_removed())
-                .min_by_key(|e| e.health().ejected_until)
-                .map(Arc::clone)?,
+                .min_by_key(|e| e.health().ejected_until)?,
             None => return None,
         };
-        {
-            let mut health = endpoint.health();
-            if health.ejected_until.is_some() {
-                health.probing = true;
-            }
-        }
+        let mut health = endpoint.health();
+        health.probing |= health.ejected_until.is_some();
+        drop(health);
         endpoint.connecting.fetch_add(1, Relaxed);
-        Some(endpoint)
+        Some(Arc::clone(endpoint))
     }
 
     /// A connect to `endpoint` succeeded: its failures in a row end, and an ejected endpoint
     /// is back (connections may then move onto it).
     pub fn connected(&self, endpoint: &Endpoint<M>, now: Instant) {
-        let back = {
-            let mut health = endpoint.health();
-            health.in_row = 0;
-            health.probing = false;
-            let back = health.ejected_until.take().is_some();
-            if back {
-                health.recovered_at = Some(now);
-            }
-            back
-        };
-        if back {
-            tracing::info!(endpoint = %endpoint.name, "endpoint back after its ejection");
-            let live = self.table().endpoints.iter().map(|e| e.load()).sum();
-            self.rebalance.fetch_max(live, Relaxed);
+        let mut health = endpoint.health();
+        health.in_row = 0;
+        health.probing = false;
+        if health.ejected_until.take().is_none() {
+            return;
         }
+        health.recovered_at = Some(now);
+        drop(health);
+        tracing::info!(endpoint = %endpoint.name, "endpoint back after its ejection");
+        self.want_rebalance();
     }
 
     /// A failure of `endpoint` (a connect failed or was dropped, a connection broke, a check
     /// failed): ejects it after `ejection.after` in a row, or again when its probe failed.
     pub fn failed(self: &Arc<Self>, endpoint: &Endpoint<M>, now: Instant, connect: bool) {
         let policy = self.ejection();
-        let ejected = {
-            let mut health = endpoint.health();
-            health.failures += 1;
-            health.in_row = health.in_row.saturating_add(1);
-            let probe_failed = connect && std::mem::take(&mut health.probing);
-            let eject = match health.ejected_until {
-                Some(_) => probe_failed,
-                None => health.in_row >= policy.after,
-            };
-            if eject {
-                // Healthy for a whole `max` since it came back: start again from `base`.
-                let calm = health
-                    .recovered_at
-                    .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
-                if calm {
-                    health.ejections = 0;
-                }
-                health.ejections = health.ejections.saturating_add(1);
-                let until = now + policy.jittered(health.ejections);
-                health.ejected_until = Some(until);
-                Some((until, health.ejections))
-            } else {
-                None
-            }
+        let mut health = endpoint.health();
+        health.failures += 1;
+        health.in_row = health.in_row.saturating_add(1);
+        let probe_failed = connect && std::mem::take(&mut health.probing);
+        let eject = match health.ejected_until {
+            Some(_) => probe_failed,
+            None => health.in_row >= policy.after,
         };
-        if let Some((until, ejections)) = ejected {
-            tracing::warn!(
-                endpoint = %endpoint.name,
-                ejections,
-                for_ms = until.saturating_duration_since(now).as_millis() as u64,
-                "endpoint ejected after failures in a row"
-            );
-            self.wake_at(until);
+        if !eject {
+            return;
         }
+        // Healthy for a whole `max` since it came back: start again from `base`.
+        let calm = health
+            .recovered_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
+        if calm {
+            health.ejections = 0;
+        }
+        health.ejections = health.ejections.saturating_add(1);
+        let ejections = health.ejections;
+        let until = now + policy.jittered(ejections);
+        health.ejected_until = Some(until);
+        drop(health);
+        tracing::warn!(
+            endpoint = %endpoint.name,
+            ejections,
+            for_ms = until.saturating_duration_since(now).as_millis() as u64,
+            "endpoint ejected after failures in a row"
+        );
+        self.wake_at(until);
     }
 
     /// When an ejection ends, asks for one connection to be moved, so the pool connects
@@ -259,10 +232,9 @@ impl<M: Send + Sync + 'static> Set<M> {
         }
         let now = Instant::now();
         let table = self.table();
-        let least = table
-            .endpoints
-            .iter()
-            .filter(|e| !e.is_removed())
+        let mut open = table.endpoints.iter().filter(|e| !e.is_removed());
+        let least = open
+            .clone()
             .filter(|e| {
                 let health = e.health();
                 health
@@ -271,15 +243,13 @@ impl<M: Send + Sync + 'static> Set<M> {
             })
             .map(|e| e.load())
             .min();
-        let mine = tag.endpoint.load();
         let Some(least) = least else {
             self.rebalance.store(0, Relaxed);
             return false;
         };
-        if mine < least + 2 {
+        if tag.endpoint.load() < least + 2 {
             // Is any endpoint still a donor? If not, the wish is fulfilled.
-            let donor = |e: &&Arc<Endpoint<M>>| !e.is_removed() && e.load() >= least + 2;
-            if !table.endpoints.iter().any(|e| donor(&e)) {
+            if !open.any(|e| e.load() >= least + 2) {
                 self.rebalance.store(0, Relaxed);
             }
             return false;

@@ -1,8 +1,9 @@
 //! [`KeyedBuilder`]: the settings of a [`KeyedPool`] and their checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, validate};
 use crate::keyed::KeyedPool;
 use crate::keyed::keys::{Inner, Make, Name};
 use crate::{BuildError, Manager};
@@ -30,9 +31,6 @@ impl<K, M: Manager> std::fmt::Debug for KeyedBuilder<K, M> {
     }
 }
 
-/// The default `max_total`: ten keys at the default `max_size`.
-const MAX_TOTAL: usize = 100;
-
 impl<K, M> KeyedBuilder<K, M>
 where
     K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
@@ -42,7 +40,8 @@ where
         KeyedBuilder {
             make,
             config: Config::default(),
-            max_total: MAX_TOTAL,
+            // Ten keys at the default `max_size`.
+            max_total: 100,
             name: None,
         }
     }
@@ -149,9 +148,7 @@ where
     /// never reach a `max_size` above `max_total`, so the two were likely swapped.
     pub fn build(mut self) -> Result<KeyedPool<K, M>, BuildError> {
         let max_size = self.config.max_size;
-        if max_size == 0 {
-            return Err(BuildError::ZeroMaxSize);
-        }
+        validate(max_size, self.config.min_idle)?;
         if self.max_total == 0 {
             return Err(BuildError::ZeroMaxTotal);
         }
@@ -167,11 +164,9 @@ where
         // A key's pool samples its gauges only as it reaps, not every second: a keyed pool
         // may hold thousands of keys.
         self.config.metrics_interval = self.config.effective_reap_interval();
-        Ok(KeyedPool::from_inner(Inner::new(
-            self.make,
-            self.name,
-            self.config,
-            self.max_total,
-        )))
+        let inner = Inner::new(self.make, self.name, self.config, self.max_total);
+        let inner = Arc::new(inner);
+        inner.ensure_steward();
+        Ok(KeyedPool { inner })
     }
 }

@@ -62,13 +62,10 @@ struct Entry<M: Manager> {
 }
 
 impl<M: Manager> Entry<M> {
-    fn new(pool: Pool<M>) -> Self {
-        Entry {
-            pool,
-            uses: 0,
-            seen: 0,
-            quiet_since: None,
-        }
+    /// A caller's use of the key: counted for the sweep.
+    fn used(&mut self) -> Pool<M> {
+        self.uses = self.uses.wrapping_add(1);
+        self.pool.clone()
     }
 
     /// The sweep's look at `now`: true when the key has held nothing, with nobody coming,
@@ -96,8 +93,8 @@ where
     M: Manager,
 {
     pub fn new(make: Make<K, M>, name: Option<Name<K>>, config: Config, max_total: usize) -> Self {
-        let forget_after = config.idle_timeout.unwrap_or(FORGET_AFTER);
         Inner {
+            forget_after: config.idle_timeout.unwrap_or(FORGET_AFTER),
             make,
             name,
             config,
@@ -107,7 +104,6 @@ where
                 closed: false,
             }),
             steward_started: AtomicBool::new(false),
-            forget_after,
         }
     }
 
@@ -115,19 +111,20 @@ where
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The pool of `key`, made (with a manager from `make`) if the map holds none.
+    /// The pool of `key`, made (with a manager from `make`) if the map holds none; with the
+    /// steward running.
     ///
     /// # Errors
     /// [`PoolError::Closed`] once the keyed pool is closed.
-    pub fn pool(&self, key: &K) -> Result<Pool<M>, PoolError<M::Error>> {
+    pub fn pool(self: &Arc<Self>, key: &K) -> Result<Pool<M>, PoolError<M::Error>> {
+        self.ensure_steward();
         {
             let mut keys = self.keys();
             if keys.closed {
                 return Err(PoolError::Closed);
             }
             if let Some(entry) = keys.map.get_mut(key) {
-                entry.uses = entry.uses.wrapping_add(1);
-                return Ok(entry.pool.clone());
+                return Ok(entry.used());
             }
         }
         // Made with the lock released: `make` and `name` are user code. Two callers that
@@ -137,24 +134,24 @@ where
             config.name = name(key);
         }
         let made = Pool::with_budget((self.make)(key), config, &self.budget);
-        let (pool, spare) = {
-            let mut keys = self.keys();
-            if keys.closed {
-                return Err(PoolError::Closed);
-            }
-            match keys.map.entry(key.clone()) {
-                Slot::Occupied(mut slot) => {
-                    let entry = slot.get_mut();
-                    entry.uses = entry.uses.wrapping_add(1);
-                    (entry.pool.clone(), Some(made))
-                }
-                Slot::Vacant(slot) => {
-                    let entry = slot.insert(Entry::new(made));
-                    entry.uses = 1;
-                    (entry.pool.clone(), None)
-                }
+        let mut keys = self.keys();
+        if keys.closed {
+            return Err(PoolError::Closed);
+        }
+        let (entry, spare) = match keys.map.entry(key.clone()) {
+            Slot::Occupied(slot) => (slot.into_mut(), Some(made)),
+            Slot::Vacant(slot) => {
+                let entry = Entry {
+                    pool: made,
+                    uses: 0,
+                    seen: 0,
+                    quiet_since: None,
+                };
+                (slot.insert(entry), None)
             }
         };
+        let pool = entry.used();
+        drop(keys);
         drop(spare);
         Ok(pool)
     }
@@ -176,13 +173,11 @@ where
 
     /// Closes the map (later calls fail with `Closed`) and takes every key's pool out of it.
     pub fn close(&self) -> Vec<Pool<M>> {
-        let pools = {
-            let mut keys = self.keys();
-            keys.closed = true;
-            let pools: Vec<_> = keys.map.drain().map(|(_, entry)| entry.pool).collect();
-            keys.map.shrink_to_fit();
-            pools
-        };
+        let mut keys = self.keys();
+        keys.closed = true;
+        let pools = keys.map.drain().map(|(_, entry)| entry.pool).collect();
+        keys.map.shrink_to_fit();
+        drop(keys);
         // The steward sees the pool closed and ends.
         self.budget.steward.notify_one();
         pools
@@ -190,23 +185,16 @@ where
 
     /// Forgets the keys that have held nothing, with nobody coming, for `forget_after`.
     pub fn sweep(&self, now: Instant) {
-        let forget_after = self.forget_after;
-        let forgotten = {
-            let mut keys = self.keys();
-            let mut forgotten = Vec::new();
-            keys.map.retain(|_, entry| {
-                if entry.forgotten(now, forget_after) {
-                    forgotten.push(entry.pool.clone());
-                    return false;
-                }
-                true
-            });
-            // A burst of keys leaves no table of its size behind.
-            if keys.map.capacity() > 64 && keys.map.capacity() > 4 * keys.map.len() {
-                keys.map.shrink_to_fit();
-            }
-            forgotten
-        };
+        let mut keys = self.keys();
+        let forgotten: Vec<_> = keys
+            .map
+            .extract_if(|_, entry| entry.forgotten(now, self.forget_after))
+            .collect();
+        // A burst of keys leaves no table of its size behind.
+        if keys.map.capacity() > 64 && keys.map.capacity() > 4 * keys.map.len() {
+            keys.map.shrink_to_fit();
+        }
+        drop(keys);
         if !forgotten.is_empty() {
             tracing::debug!(keys = forgotten.len(), "forgetting keys that held nothing");
         }

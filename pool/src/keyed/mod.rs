@@ -121,18 +121,6 @@ where
         KeyedBuilder::new(Box::new(make))
     }
 
-    pub(crate) fn from_inner(inner: Inner<K, M>) -> Self {
-        let inner = Arc::new(inner);
-        inner.ensure_steward();
-        KeyedPool { inner }
-    }
-
-    /// The pool of `key`, made on first use; with the steward running.
-    fn pool(&self, key: &K) -> Result<Pool<M>, PoolError<M::Error>> {
-        self.inner.ensure_steward();
-        self.inner.pool(key)
-    }
-
     /// Checks out a connection of `key`, as [`Pool::get`] does in the key's own pool: an idle
     /// one, else a new one while the key is below `max_size` and all keys below `max_total`,
     /// else the first one returned to the key's line of waiters, up to `wait_timeout`. At
@@ -160,7 +148,7 @@ where
         key: &K,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send {
         let at = std::panic::Location::caller();
-        async move { self.pool(key)?.checkout(true, at).await }
+        async move { self.inner.pool(key)?.checkout(true, at).await }
     }
 
     /// The status of `key`'s pool ([`Pool::status`]), or `None` when the keyed pool holds no
@@ -218,8 +206,7 @@ where
     /// As [`get`](KeyedPool::get).
     ///
     /// # Panics
-    /// When the key is new and `make` panics (see [`builder`](KeyedPool::builder)), or the
-    /// function given to [`name_keys`](KeyedBuilder::name_keys) does.
+    /// As [`get`](KeyedPool::get).
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Pool::lease`]: dropping the future at any point leaks nothing.
@@ -229,6 +216,6 @@ where
         key: &K,
     ) -> impl Future<Output = Result<Lease<M>, PoolError<M::Error>>> + Send {
         let at = std::panic::Location::caller();
-        async move { self.pool(key)?.start_lease(true, at).await }
+        async move { self.inner.pool(key)?.start_lease(true, at).await }
     }
 }

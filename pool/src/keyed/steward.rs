@@ -35,10 +35,8 @@ where
 {
     /// Starts the steward when none runs and a runtime is at hand.
     pub fn ensure_steward(self: &Arc<Self>) {
-        if self.steward_started.load(Ordering::Acquire) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+        if !self.steward_started.load(Ordering::Acquire)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.steward_started.swap(true, Ordering::AcqRel)
         {
             let every = (self.forget_after / 2).max(Duration::from_millis(1));
@@ -60,8 +58,7 @@ where
     let mut next_sweep = Instant::now() + every;
     loop {
         // Registered before the look: a notification during the round is kept for the next.
-        let notified = budget.steward.notified();
-        let mut notified = std::pin::pin!(notified);
+        let mut notified = std::pin::pin!(budget.steward.notified());
         notified.as_mut().enable();
         {
             let Some(keyed) = keyed.upgrade() else { return };
@@ -87,19 +84,16 @@ where
 /// turns). Stops when no pool starves, or when the budget is spent and no pool has an idle
 /// connection: every slot given back later notifies the steward again, and every connection
 /// that would go idle meanwhile is closed instead (`State::gives_way`).
-pub(crate) fn settle(budget: &Budget) {
+fn settle(budget: &Budget) {
     for _ in 0..TURNS {
         let Some(member) = budget.next_starved() else {
             return;
         };
         // A pool dropped since it starved gave its mark back as it went.
-        let Some(member) = member.upgrade() else {
-            continue;
-        };
-        if !Arc::clone(&member).feed() {
-            continue;
-        }
-        if !evict_for(budget, &member) {
+        if let Some(member) = member.upgrade()
+            && Arc::clone(&member).feed()
+            && !evict_for(budget, &member)
+        {
             return;
         }
     }
