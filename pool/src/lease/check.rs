@@ -27,37 +27,26 @@ where
             key,
             conn: Some(conn),
         };
-        // `is_broken` was asked as it was taken, under the lock (`State::place_lease`).
-        let conn = checking.conn.as_mut().and_then(conn_mut::<M::Connection>);
-        let healthy = match conn {
-            Some(conn) => {
-                let checked =
-                    tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn))
-                        .await;
-                match checked {
-                    Ok(Ok(())) => Ok(true),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "discarding a connection that failed its check");
-                        Metrics::bump(&shared.metrics.check_failures);
-                        Ok(false)
-                    }
-                    Err(_elapsed) => {
-                        tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
-                        Metrics::bump(&shared.metrics.check_failures);
-                        Metrics::bump(&shared.metrics.timeouts);
-                        Err(PoolError::Timeout(TimeoutKind::Check))
-                    }
-                }
-            }
-            // Unreachable: nothing else holds a connection being checked.
-            None => Ok(false),
+        // `is_broken` was asked as it was taken, under the lock (`State::place_lease`). `None`
+        // is unreachable: nothing else holds a connection being checked.
+        let Some(conn) = checking.conn.as_mut().and_then(conn_mut::<M::Connection>) else {
+            return checking.failed();
         };
-        match healthy {
-            Ok(true) => checking.passed(now),
-            Ok(false) => checking.failed(),
-            Err(error) => {
-                drop(checking);
-                Err(error)
+        let checked =
+            tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn)).await;
+        match checked {
+            Ok(Ok(())) => checking.passed(now),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "discarding a connection that failed its check");
+                Metrics::bump(&shared.metrics.check_failures);
+                checking.failed()
+            }
+            // `checking`, dropped, closes the connection.
+            Err(_elapsed) => {
+                tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
+                Metrics::bump(&shared.metrics.check_failures);
+                Metrics::bump(&shared.metrics.timeouts);
+                Err(PoolError::Timeout(TimeoutKind::Check))
             }
         }
     }
@@ -97,19 +86,7 @@ where
             state.debug_check();
             leased
         };
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
-        match leased {
-            Some(leased) => {
-                drop(conn);
-                Ok(self.pool.confirm(leased))
-            }
-            None => {
-                shared.close_shared(conn);
-                Err(PoolError::Closed)
-            }
-        }
+        self.pool.after_sharing(conn, wakes, leased.map(Some))
     }
 
     fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {

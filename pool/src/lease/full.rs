@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
-use crate::lease::streams::wrap;
+use crate::lease::streams::{SharedConn, wrap};
 use crate::shared::line::{Arrival, Ticket, Wake};
 use crate::shared::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
@@ -20,13 +20,12 @@ enum Step<C> {
     Full,
     /// On a shared connection: a lease, a check to run, or a connection to retire.
     Placed(Placed),
-    /// A connection of the caller's own (idle), to share.
-    Own(Live<C>),
     /// A slot to open a connection in (its room for others is counted).
     Connect(usize),
     /// In line.
     Wait(Ticket),
-    /// Served in line while it looked again (see [`Pool::confirm_in_turn`]).
+    /// Served in line (while it waited, or while it looked again: see
+    /// [`Pool::confirm_in_turn`]), or an idle connection of its own, to share.
     Granted(Grant<C>),
 }
 
@@ -40,7 +39,7 @@ where
         &self,
         mut times: Times,
         may_wait: bool,
-        mut first: Option<Placed>,
+        first: Option<Placed>,
     ) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut failed_connects = 0;
@@ -49,9 +48,10 @@ where
         // A caller served in line whose lease could not be used, or whose connection went to
         // the callers ahead of it, back at its place.
         let mut requeued = None;
+        let mut first = first.map(Step::Placed);
         loop {
             let step = match first.take() {
-                Some(placed) => Step::Placed(placed),
+                Some(step) => step,
                 None => {
                     // Ready at once: nothing suspends between a requeue and this look.
                     let (step, refill) = std::future::poll_fn(|cx| {
@@ -88,10 +88,6 @@ where
                     self.place(&mut place, true);
                     self.check_shared(key, conn, times.now()).await?
                 }
-                Step::Own(live) => {
-                    let place = self.place(&mut place, true);
-                    self.own(live, times.now(), place, &mut requeued).await?
-                }
                 Step::Connect(room) => Next::Connect(room),
                 Step::Wait(ticket) => {
                     let (outcome, served) =
@@ -100,9 +96,10 @@ where
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
+                        // Taken as the next step, at the time it was served.
                         Wake::Granted(grant) => {
-                            let place = self.place(&mut place, true);
-                            self.granted(grant, served, place, &mut requeued).await?
+                            first = Some(Step::Granted(grant));
+                            continue;
                         }
                     }
                 }
@@ -182,7 +179,7 @@ where
         let step = if let Some(placed) = placed {
             Step::Placed(placed)
         } else if let Some(live) = state.take_idle(shared.config.idle_order) {
-            Step::Own(live)
+            Step::Granted(Grant::Conn(live))
         } else if state.waiters.leasers() < state.opening_room && may_wait() {
             Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
         } else if state.reserve_connects(1) == 1 {
@@ -204,8 +201,9 @@ where
             .map_or(Next::Again, Next::Out)
     }
 
-    /// What a caller was served at its `place` in line: a lease, a connection of its own,
-    /// or a slot to open one in.
+    /// What a caller at its `place` in line was served: a lease, a slot to open a
+    /// connection in, or a connection it has alone (idle, or handed over), readied as `get`
+    /// readies one (checked if due), then shared as the caller at `place` shares it.
     async fn granted(
         &self,
         grant: Grant<M::Connection>,
@@ -213,11 +211,20 @@ where
         place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        Ok(match grant {
-            Grant::Lease(leased) => self.confirm_in_turn(leased, place, requeued),
-            Grant::Conn(live) => self.own(live, now, place, requeued).await?,
-            Grant::Slot => Next::Connect(self.take_slot(true)?),
-        })
+        let live = match grant {
+            Grant::Lease(leased) => return Ok(self.confirm_in_turn(leased, place, requeued)),
+            Grant::Slot => return Ok(Next::Connect(self.take_slot(true)?)),
+            Grant::Conn(live) => live,
+        };
+        let pooled = match self.fresh(live, now) {
+            Ok(pooled) => pooled,
+            Err(live) => match self.ready(live, now).await? {
+                Next::Out(pooled) => pooled,
+                Next::Connect(room) => return Ok(Next::Connect(room)),
+                Next::Again => return Ok(Next::Again),
+            },
+        };
+        self.share(Pooled::into_live(pooled), 0, place, requeued)
     }
 
     /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the
@@ -238,26 +245,6 @@ where
             state.debug_check();
         })
         .map_or(Next::Again, Next::Out)
-    }
-
-    /// A connection the caller has alone (idle, or handed over): readied as `get` readies
-    /// one (checked if due), then shared as the caller at `place` in line shares it.
-    async fn own(
-        &self,
-        live: Live<M::Connection>,
-        now: Instant,
-        place: Arrival,
-        requeued: &mut Option<Ticket>,
-    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let pooled = match self.fresh(live, now) {
-            Ok(pooled) => pooled,
-            Err(live) => match self.ready(live, now).await? {
-                Next::Out(pooled) => pooled,
-                Next::Connect(room) => return Ok(Next::Connect(room)),
-                Next::Again => return Ok(Next::Again),
-            },
-        };
-        self.share(Pooled::into_live(pooled), 0, place, requeued)
     }
 
     /// Puts a connection this caller has alone into shared form; its leases go to the
@@ -302,6 +289,18 @@ where
             }
         };
         shared.rearm_maintenance(rearm);
+        self.after_sharing(conn, wakes, leased)
+    }
+
+    /// Wakes the callers served on `conn`, just shared, then hands its caller's lease out
+    /// (`Some(None)`: the callers ahead of it took every one). `None`: the pool closed
+    /// meanwhile, and `conn` is closed.
+    pub(super) fn after_sharing(
+        &self,
+        conn: SharedConn,
+        wakes: Vec<Option<Waker>>,
+        leased: Option<Option<Leased>>,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
@@ -311,7 +310,7 @@ where
                 Ok(leased.map_or(Next::Again, |leased| self.confirm(leased)))
             }
             None => {
-                shared.close_shared(conn);
+                self.shared.close_shared(conn);
                 Err(PoolError::Closed)
             }
         }
