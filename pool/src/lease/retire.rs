@@ -51,12 +51,7 @@ impl<C: 'static> State<C> {
     /// leases first): they take no new lease and close after their last one. They keep their
     /// slot until then, unless `free_slot` (a shrink, where the pool is above its size and
     /// the slot goes at once, so no other connection is retired for the same excess).
-    /// Returns how many were retired.
-    pub fn drain_shared(
-        &mut self,
-        free_slot: bool,
-        mut pick: impl FnMut(&ConnInfo) -> bool,
-    ) -> usize {
+    pub fn drain_shared(&mut self, free_slot: bool, mut pick: impl FnMut(&ConnInfo) -> bool) {
         let mut leased: Vec<_> = self
             .streams
             .records()
@@ -64,7 +59,6 @@ impl<C: 'static> State<C> {
             .map(|(key, record)| (record.leases, key))
             .collect();
         leased.sort_by_key(|(leases, _)| *leases);
-        let mut drained = 0;
         for (_, key) in leased {
             if let Some(record) = self.streams.get_mut(key)
                 && pick(&record.info)
@@ -74,10 +68,8 @@ impl<C: 'static> State<C> {
                     record.slot = false;
                     self.free_slots(1);
                 }
-                drained += 1;
             }
         }
-        drained
     }
 
     /// Takes every idle shared connection back into a connection of its own, slots and all.
