@@ -3,6 +3,7 @@
 
 use crate::checkout::Next;
 use crate::lease::streams::{Key, SharedConn, conn_mut};
+use crate::shared::state::{Kept, State};
 use crate::status::Metrics;
 use crate::{Lease, Manager, Pool, PoolError, TimeoutKind};
 use tokio::time::Instant;
@@ -73,11 +74,9 @@ where
         let mut wakes = Vec::new();
         let leased = {
             let mut state = shared.lock();
-            let leased = if state.closed {
-                None
-            } else {
-                state.checked(self.key, conn.clone(), now, &mut wakes)
-            };
+            let leased = (!state.closed)
+                .then(|| state.checked(self.key, conn.clone(), now, &mut wakes))
+                .flatten();
             if leased.is_none() {
                 // The pool closed during the check: the connection goes, with its slot.
                 state.check_failed(self.key);
@@ -88,40 +87,37 @@ where
         };
         self.pool.after_sharing(conn, wakes, leased.map(Some))
     }
+}
 
+impl<M: Manager> Checking<'_, M> {
+    /// The check failed: the connection is closed, and the caller opens a fresh one in its
+    /// slot.
     fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let kept = self.give_up(|state| state.keep_slot(true));
+        kept.map_or(Ok(Next::Again), Kept::into_next)
+    }
+
+    /// Takes the connection out of its check for good (once): its record goes, `slot`
+    /// decides the fate of its slot under the lock, and it is closed.
+    fn give_up<R>(&mut self, slot: impl FnOnce(&mut State<M::Connection>) -> R) -> Option<R> {
+        let conn = self.conn.take()?;
         let shared = &self.pool.shared;
-        let Some(conn) = self.conn.take() else {
-            return Ok(Next::Again);
-        };
-        let kept = {
+        let outcome = {
             let mut state = shared.lock();
             state.check_failed(self.key);
-            let kept = state.keep_slot(true);
+            let outcome = slot(&mut state);
             state.debug_check();
-            kept
+            outcome
         };
         shared.close_shared(conn);
-        kept.into_next()
+        Some(outcome)
     }
 }
 
 impl<M: Manager> Drop for Checking<'_, M> {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let shared = &self.pool.shared;
-        let waker = {
-            let mut state = shared.lock();
-            state.check_failed(self.key);
-            let waker = state.release_slot();
-            state.debug_check();
-            waker
-        };
-        if let Some(waker) = waker {
+        if let Some(Some(waker)) = self.give_up(State::release_slot) {
             waker.wake();
         }
-        shared.close_shared(conn);
     }
 }
