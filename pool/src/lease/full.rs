@@ -24,8 +24,8 @@ enum Step<C> {
     Connect(usize),
     /// In line.
     Wait(Ticket),
-    /// Served in line (while it waited, or while it looked again: see
-    /// [`Pool::confirm_in_turn`]), or an idle connection of its own, to share.
+    /// Served in line (while it waited, or while it looked again: see [`back_in_line`]), or
+    /// an idle connection of its own, to share.
     Granted(Grant<C>),
 }
 
@@ -48,9 +48,9 @@ where
         // A caller served in line whose lease could not be used, or whose connection went to
         // the callers ahead of it, back at its place.
         let mut requeued = None;
-        let mut first = first.map(Step::Placed);
+        let mut ahead = first.map(Step::Placed);
         loop {
-            let step = match first.take() {
+            let step = match ahead.take() {
                 Some(step) => step,
                 None => {
                     // Ready at once: nothing suspends between a requeue and this look.
@@ -71,7 +71,7 @@ where
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
                 Step::Full => return Err(self.wait_timed_out()),
-                Step::Placed(Placed::Lease(leased)) => self.confirm(leased),
+                Step::Placed(Placed::Lease(leased)) => self.confirm(leased, None),
                 Step::Placed(Placed::Retired(conn, wake, broken)) => {
                     if broken {
                         Metrics::bump(&shared.metrics.broken);
@@ -98,7 +98,7 @@ where
                         Wake::Closed => return Err(PoolError::Closed),
                         // Taken as the next step, at the time it was served.
                         Wake::Granted(grant) => {
-                            first = Some(Step::Granted(grant));
+                            ahead = Some(Step::Granted(grant));
                             continue;
                         }
                     }
@@ -143,9 +143,7 @@ where
     /// The caller's `place` in line is taken at its first look, and it waits at that place
     /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed,
     /// or after its connection went to the callers ahead of it, keeps its turn. A caller
-    /// `requeued` (back at its place in line, see [`confirm_in_turn`](Self::confirm_in_turn)
-    /// and [`share`](Self::share)) takes what it was served meanwhile, or leaves the line to
-    /// look.
+    /// `requeued` ([`back_in_line`]) takes what it was served meanwhile, or leaves the line.
     ///
     /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
     fn decide_lease(
@@ -168,11 +166,10 @@ where
             return (Step::Closed, 0);
         }
         let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
-        let check_interval = shared.config.check_interval;
         let placed = state.place_lease(
             None,
             || times.now(),
-            check_interval,
+            shared.config.check_interval,
             |conn| shared.conn_is_broken(conn),
         );
         let mut may_wait = || may_wait && times.deadline() > times.now();
@@ -180,14 +177,14 @@ where
             Step::Placed(placed)
         } else if let Some(live) = state.take_idle(shared.config.idle_order) {
             Step::Granted(Grant::Conn(live))
-        } else if state.waiters.leasers() < state.opening_room && may_wait() {
-            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
-        } else if state.reserve_connects(1) == 1 {
+        } else if !(state.waiters.leasers() < state.opening_room && may_wait())
+            && state.reserve_connects(1) == 1
+        {
             Step::Connect(state.promise_room())
-        } else if !may_wait() {
-            Step::Full
-        } else {
+        } else if may_wait() {
             Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+        } else {
+            Step::Full
         };
         let refill = state.reserve_refill();
         state.debug_check();
@@ -195,9 +192,23 @@ where
     }
 
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
-    /// lease then ends, marking it broken, and the caller decides again.
-    pub(super) fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
-        self.hand_out(leased, None, || {})
+    /// lease then ends, marking it broken, and the caller decides again. A caller served in
+    /// line (`requeue`: its place there) keeps its turn then: it is [`back_in_line`] before
+    /// the lease ends and the connection's slot is freed, so that slot, or room elsewhere,
+    /// reaches it before callers that came after it.
+    fn confirm(
+        &self,
+        leased: Leased,
+        requeue: Option<(Arrival, &mut Option<Ticket>)>,
+    ) -> Next<Lease<M>> {
+        let before_end = || {
+            if let Some((place, requeued)) = requeue {
+                let mut state = self.shared.lock();
+                back_in_line(&mut state, place, requeued);
+                state.debug_check();
+            }
+        };
+        self.hand_out(leased, None, before_end)
             .map_or(Next::Again, Next::Out)
     }
 
@@ -212,7 +223,7 @@ where
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let live = match grant {
-            Grant::Lease(leased) => return Ok(self.confirm_in_turn(leased, place, requeued)),
+            Grant::Lease(leased) => return Ok(self.confirm(leased, Some((place, requeued)))),
             Grant::Slot => return Ok(Next::Connect(self.take_slot(true)?)),
             Grant::Conn(live) => live,
         };
@@ -227,36 +238,13 @@ where
         self.share(Pooled::into_live(pooled), 0, place, requeued)
     }
 
-    /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the
-    /// caller keeps its turn: it is back at its place in line (`requeued`) before the lease
-    /// ends and the connection's slot is freed, so that slot, or room elsewhere, reaches it
-    /// before callers that came after it. Its next look ([`decide_lease`](Self::decide_lease),
-    /// with nothing awaited in between) takes what it was served meanwhile, or leaves the line
-    /// to look. With an idle connection in the pool (nobody waits then) it just looks again.
-    fn confirm_in_turn(
-        &self,
-        leased: Leased,
-        place: Arrival,
-        requeued: &mut Option<Ticket>,
-    ) -> Next<Lease<M>> {
-        self.hand_out(leased, None, || {
-            let mut state = self.shared.lock();
-            back_in_line(&mut state, place, requeued);
-            state.debug_check();
-        })
-        .map_or(Next::Again, Next::Out)
-    }
-
     /// Puts a connection this caller has alone into shared form; its leases go to the
     /// callers waiting for one that came before this caller (at `place` in line), then to
     /// this caller, then to those behind it (`State::share`). `room` is what the connect made
     /// for this caller promised them (`opening_room`): the connection now gives it.
     ///
-    /// When the callers ahead of it took every lease, the caller is back at its place in line
-    /// (`requeued`), as in [`confirm_in_turn`](Self::confirm_in_turn): first come, first
-    /// served holds for the callers it opened the connection beside, and its next look
-    /// ([`decide_lease`](Self::decide_lease)) takes what it was served meanwhile, or leaves
-    /// the line to look.
+    /// When the callers ahead of it took every lease, the caller is [`back_in_line`]: first
+    /// come, first served holds for the callers it opened the connection beside.
     fn share(
         &self,
         live: Live<M::Connection>,
@@ -267,27 +255,25 @@ where
         let shared = &self.shared;
         let conn = wrap(live.conn);
         let mut wakes = Vec::new();
-        let (leased, rearm) = {
-            let mut state = shared.lock();
-            state.opening_room -= room;
-            if state.closed {
-                state.free_slots(1);
-                state.debug_check();
-                (None, false)
-            } else {
-                let leased = state.share(conn.clone(), live.info, place, &mut wakes);
-                if leased.is_none() {
-                    back_in_line(&mut state, place, requeued);
-                }
-                state.debug_check();
-                // New to the shared connections (opened, or held by `get` through the
-                // background task's rounds): the task must wake by its lifetime's end, or a
-                // lease could join it past that end (one on a connection that carries leases
-                // reads no clock). One already shared is in the task's plan.
-                let rearm = live.info.expires_before(state.maintenance_wake);
-                (Some(leased), rearm)
+        let mut state = shared.lock();
+        state.opening_room -= room;
+        let leased = if state.closed {
+            state.free_slots(1);
+            None
+        } else {
+            let leased = state.share(conn.clone(), live.info, place, &mut wakes);
+            if leased.is_none() {
+                back_in_line(&mut state, place, requeued);
             }
+            Some(leased)
         };
+        state.debug_check();
+        // New to the shared connections (opened, or held by `get` through the background
+        // task's rounds): the task must wake by its lifetime's end, or a lease could join it
+        // past that end (one on a connection that carries leases reads no clock). One already
+        // shared is in the task's plan.
+        let rearm = leased.is_some() && live.info.expires_before(state.maintenance_wake);
+        drop(state);
         shared.rearm_maintenance(rearm);
         self.after_sharing(conn, wakes, leased)
     }
@@ -307,7 +293,7 @@ where
         match leased {
             Some(leased) => {
                 drop(conn);
-                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased)))
+                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased, None)))
             }
             None => {
                 self.shared.close_shared(conn);
@@ -319,8 +305,9 @@ where
 
 /// Puts a caller that could not use what it got (a lease on a connection that died, or a
 /// connection whose leases went to the callers ahead of it) back at its `place` in line, as
-/// `requeued`, unless the pool closed or a connection is idle (its next look takes that). It
-/// is woken through its next look, which takes the outcome itself.
+/// `requeued`, unless the pool closed or a connection is idle (its next look takes that). Its
+/// next look ([`Pool::decide_lease`], with nothing awaited in between) takes what it was
+/// served meanwhile, or leaves the line to look.
 fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
     if !state.closed && state.idle.is_empty() {
         *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));

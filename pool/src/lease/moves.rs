@@ -86,12 +86,8 @@ impl<C: 'static> State<C> {
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
-        let key = match picked {
-            Some(key) => key,
-            None => self
-                .streams
-                .pick(self.max_streams, self.reserved_for_get())?,
-        };
+        let key =
+            picked.or_else(|| self.streams.pick(self.max_streams, self.reserved_for_get()))?;
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
         if record.leases > 0 && idle_elsewhere {
@@ -169,12 +165,11 @@ impl<C: 'static> State<C> {
     }
 
     /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` says
-    /// the line allows it: a connection kept for a caller waiting for a connection of its
-    /// own serves only while a caller waiting for a lease is first in line (it came before
-    /// every such caller, so first come, first served still holds); one a caller just opened
-    /// serves first the callers that came before it ([`share`](Self::share)). A connection
-    /// past its lifetime takes no new lease, as in [`place_lease`](Self::place_lease):
-    /// leased, it drains from now on (the clock is read only when callers wait).
+    /// the line allows it (the connection kept for a caller waiting for a connection of its
+    /// own, and one a caller just opened, serve only callers ahead of that caller). A
+    /// connection past its lifetime takes no new lease, as in
+    /// [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is read
+    /// only when callers wait).
     fn serve_leasers_on(
         &mut self,
         key: Key,

@@ -210,7 +210,9 @@ impl Streams {
             .filter(|(_, record)| pick(record))
             .map(|(key, _)| key)
             .collect();
-        keys.into_iter().filter_map(|key| self.remove(key)).collect()
+        keys.into_iter()
+            .filter_map(|key| self.remove(key))
+            .collect()
     }
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
