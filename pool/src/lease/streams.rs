@@ -295,7 +295,7 @@ impl Streams {
     /// slot, and records that gave theirs up but still carry leases.
     pub fn counts(&self) -> Counts {
         let mut counts = Counts::default();
-        for record in self.slab.iter().flatten() {
+        for (_, record) in self.records() {
             counts.idle += usize::from(record.is_idle());
             counts.slotted += usize::from(record.slot);
             counts.unslotted += usize::from(!record.slot);
