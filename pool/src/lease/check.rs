@@ -3,6 +3,7 @@
 
 use crate::checkout::Next;
 use crate::lease::streams::{Key, SharedConn, conn_mut};
+use crate::shared::state::{Kept, State};
 use crate::status::Metrics;
 use crate::{Lease, Manager, Pool, PoolError, TimeoutKind};
 use tokio::time::Instant;
@@ -27,37 +28,26 @@ where
             key,
             conn: Some(conn),
         };
-        // `is_broken` was asked as it was taken, under the lock (`State::place_lease`).
-        let conn = checking.conn.as_mut().and_then(conn_mut::<M::Connection>);
-        let healthy = match conn {
-            Some(conn) => {
-                let checked =
-                    tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn))
-                        .await;
-                match checked {
-                    Ok(Ok(())) => Ok(true),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "discarding a connection that failed its check");
-                        Metrics::bump(&shared.metrics.check_failures);
-                        Ok(false)
-                    }
-                    Err(_elapsed) => {
-                        tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
-                        Metrics::bump(&shared.metrics.check_failures);
-                        Metrics::bump(&shared.metrics.timeouts);
-                        Err(PoolError::Timeout(TimeoutKind::Check))
-                    }
-                }
-            }
-            // Unreachable: nothing else holds a connection being checked.
-            None => Ok(false),
+        // `is_broken` was asked as it was taken, under the lock (`State::place_lease`). `None`
+        // is unreachable: nothing else holds a connection being checked.
+        let Some(conn) = checking.conn.as_mut().and_then(conn_mut::<M::Connection>) else {
+            return checking.failed();
         };
-        match healthy {
-            Ok(true) => checking.passed(now),
-            Ok(false) => checking.failed(),
-            Err(error) => {
-                drop(checking);
-                Err(error)
+        let checked =
+            tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn)).await;
+        match checked {
+            Ok(Ok(())) => checking.passed(now),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "discarding a connection that failed its check");
+                Metrics::bump(&shared.metrics.check_failures);
+                checking.failed()
+            }
+            // `checking`, dropped, closes the connection.
+            Err(_elapsed) => {
+                tracing::debug!(timeout = ?shared.config.check_timeout, "check timed out");
+                Metrics::bump(&shared.metrics.check_failures);
+                Metrics::bump(&shared.metrics.timeouts);
+                Err(PoolError::Timeout(TimeoutKind::Check))
             }
         }
     }
@@ -84,11 +74,9 @@ where
         let mut wakes = Vec::new();
         let leased = {
             let mut state = shared.lock();
-            let leased = if state.closed {
-                None
-            } else {
-                state.checked(self.key, conn.clone(), now, &mut wakes)
-            };
+            let leased = (!state.closed)
+                .then(|| state.checked(self.key, conn.clone(), now, &mut wakes))
+                .flatten();
             if leased.is_none() {
                 // The pool closed during the check: the connection goes, with its slot.
                 state.check_failed(self.key);
@@ -97,54 +85,39 @@ where
             state.debug_check();
             leased
         };
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
-        match leased {
-            Some(leased) => {
-                drop(conn);
-                Ok(self.pool.confirm(leased))
-            }
-            None => {
-                shared.close_shared(conn);
-                Err(PoolError::Closed)
-            }
-        }
+        self.pool.after_sharing(conn, wakes, leased.map(Some))
+    }
+}
+
+impl<M: Manager> Checking<'_, M> {
+    /// The check failed: the connection is closed, and the caller opens a fresh one in its
+    /// slot.
+    fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let kept = self.give_up(|state| state.keep_slot(true));
+        kept.map_or(Ok(Next::Again), Kept::into_next)
     }
 
-    fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+    /// Takes the connection out of its check for good (once): its record goes, `slot`
+    /// decides the fate of its slot under the lock, and it is closed.
+    fn give_up<R>(&mut self, slot: impl FnOnce(&mut State<M::Connection>) -> R) -> Option<R> {
+        let conn = self.conn.take()?;
         let shared = &self.pool.shared;
-        let Some(conn) = self.conn.take() else {
-            return Ok(Next::Again);
-        };
-        let kept = {
+        let outcome = {
             let mut state = shared.lock();
             state.check_failed(self.key);
-            let kept = state.keep_slot(true);
+            let outcome = slot(&mut state);
             state.debug_check();
-            kept
+            outcome
         };
         shared.close_shared(conn);
-        kept.into_next()
+        Some(outcome)
     }
 }
 
 impl<M: Manager> Drop for Checking<'_, M> {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let shared = &self.pool.shared;
-        let waker = {
-            let mut state = shared.lock();
-            state.check_failed(self.key);
-            let waker = state.release_slot();
-            state.debug_check();
-            waker
-        };
-        if let Some(waker) = waker {
+        if let Some(Some(waker)) = self.give_up(State::release_slot) {
             waker.wake();
         }
-        shared.close_shared(conn);
     }
 }

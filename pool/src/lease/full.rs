@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
-use crate::lease::streams::wrap;
+use crate::lease::streams::{SharedConn, wrap};
 use crate::shared::line::{Arrival, Ticket, Wake};
 use crate::shared::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
@@ -20,13 +20,12 @@ enum Step<C> {
     Full,
     /// On a shared connection: a lease, a check to run, or a connection to retire.
     Placed(Placed),
-    /// A connection of the caller's own (idle), to share.
-    Own(Live<C>),
     /// A slot to open a connection in (its room for others is counted).
     Connect(usize),
     /// In line.
     Wait(Ticket),
-    /// Served in line while it looked again (see [`Pool::confirm_in_turn`]).
+    /// Served in line (while it waited, or while it looked again: see [`back_in_line`]), or
+    /// an idle connection of its own, to share.
     Granted(Grant<C>),
 }
 
@@ -40,7 +39,7 @@ where
         &self,
         mut times: Times,
         may_wait: bool,
-        mut first: Option<Placed>,
+        first: Option<Placed>,
     ) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut failed_connects = 0;
@@ -49,9 +48,10 @@ where
         // A caller served in line whose lease could not be used, or whose connection went to
         // the callers ahead of it, back at its place.
         let mut requeued = None;
+        let mut ahead = first.map(Step::Placed);
         loop {
-            let step = match first.take() {
-                Some(placed) => Step::Placed(placed),
+            let step = match ahead.take() {
+                Some(step) => step,
                 None => {
                     // Ready at once: nothing suspends between a requeue and this look.
                     let (step, refill) = std::future::poll_fn(|cx| {
@@ -71,7 +71,7 @@ where
             let next = match step {
                 Step::Closed => return Err(PoolError::Closed),
                 Step::Full => return Err(self.wait_timed_out()),
-                Step::Placed(Placed::Lease(leased)) => self.confirm(leased),
+                Step::Placed(Placed::Lease(leased)) => self.confirm(leased, None),
                 Step::Placed(Placed::Retired(conn, wake, broken)) => {
                     if broken {
                         Metrics::bump(&shared.metrics.broken);
@@ -88,10 +88,6 @@ where
                     self.place(&mut place, true);
                     self.check_shared(key, conn, times.now()).await?
                 }
-                Step::Own(live) => {
-                    let place = self.place(&mut place, true);
-                    self.own(live, times.now(), place, &mut requeued).await?
-                }
                 Step::Connect(room) => Next::Connect(room),
                 Step::Wait(ticket) => {
                     let (outcome, served) =
@@ -100,9 +96,10 @@ where
                     match outcome {
                         Wake::TimedOut => return Err(self.wait_timed_out()),
                         Wake::Closed => return Err(PoolError::Closed),
+                        // Taken as the next step, at the time it was served.
                         Wake::Granted(grant) => {
-                            let place = self.place(&mut place, true);
-                            self.granted(grant, served, place, &mut requeued).await?
+                            ahead = Some(Step::Granted(grant));
+                            continue;
                         }
                     }
                 }
@@ -146,9 +143,7 @@ where
     /// The caller's `place` in line is taken at its first look, and it waits at that place
     /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed,
     /// or after its connection went to the callers ahead of it, keeps its turn. A caller
-    /// `requeued` (back at its place in line, see [`confirm_in_turn`](Self::confirm_in_turn)
-    /// and [`share`](Self::share)) takes what it was served meanwhile, or leaves the line to
-    /// look.
+    /// `requeued` ([`back_in_line`]) takes what it was served meanwhile, or leaves the line.
     ///
     /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
     fn decide_lease(
@@ -171,26 +166,25 @@ where
             return (Step::Closed, 0);
         }
         let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
-        let check_interval = shared.config.check_interval;
         let placed = state.place_lease(
             None,
             || times.now(),
-            check_interval,
+            shared.config.check_interval,
             |conn| shared.conn_is_broken(conn),
         );
         let mut may_wait = || may_wait && times.deadline() > times.now();
         let step = if let Some(placed) = placed {
             Step::Placed(placed)
         } else if let Some(live) = state.take_idle(shared.config.idle_order) {
-            Step::Own(live)
-        } else if state.waiters.leasers() < state.opening_room && may_wait() {
-            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
-        } else if state.reserve_connects(1) == 1 {
+            Step::Granted(Grant::Conn(live))
+        } else if !(state.waiters.leasers() < state.opening_room && may_wait())
+            && state.reserve_connects(1) == 1
+        {
             Step::Connect(state.promise_room())
-        } else if !may_wait() {
-            Step::Full
-        } else {
+        } else if may_wait() {
             Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+        } else {
+            Step::Full
         };
         let refill = state.reserve_refill();
         state.debug_check();
@@ -198,14 +192,29 @@ where
     }
 
     /// A lease handed out, unless [`Manager::is_broken_shared`] says its connection died: the
-    /// lease then ends, marking it broken, and the caller decides again.
-    pub(super) fn confirm(&self, leased: Leased) -> Next<Lease<M>> {
-        self.hand_out(leased, None, || {})
+    /// lease then ends, marking it broken, and the caller decides again. A caller served in
+    /// line (`requeue`: its place there) keeps its turn then: it is [`back_in_line`] before
+    /// the lease ends and the connection's slot is freed, so that slot, or room elsewhere,
+    /// reaches it before callers that came after it.
+    fn confirm(
+        &self,
+        leased: Leased,
+        requeue: Option<(Arrival, &mut Option<Ticket>)>,
+    ) -> Next<Lease<M>> {
+        let before_end = || {
+            if let Some((place, requeued)) = requeue {
+                let mut state = self.shared.lock();
+                back_in_line(&mut state, place, requeued);
+                state.debug_check();
+            }
+        };
+        self.hand_out(leased, None, before_end)
             .map_or(Next::Again, Next::Out)
     }
 
-    /// What a caller was served at its `place` in line: a lease, a connection of its own,
-    /// or a slot to open one in.
+    /// What a caller at its `place` in line was served: a lease, a slot to open a
+    /// connection in, or a connection it has alone (idle, or handed over), readied as `get`
+    /// readies one (checked if due), then shared as the caller at `place` shares it.
     async fn granted(
         &self,
         grant: Grant<M::Connection>,
@@ -213,42 +222,11 @@ where
         place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        Ok(match grant {
-            Grant::Lease(leased) => self.confirm_in_turn(leased, place, requeued),
-            Grant::Conn(live) => self.own(live, now, place, requeued).await?,
-            Grant::Slot => Next::Connect(self.take_slot(true)?),
-        })
-    }
-
-    /// [`confirm`](Self::confirm) for a lease served in line. When its connection died, the
-    /// caller keeps its turn: it is back at its place in line (`requeued`) before the lease
-    /// ends and the connection's slot is freed, so that slot, or room elsewhere, reaches it
-    /// before callers that came after it. Its next look ([`decide_lease`](Self::decide_lease),
-    /// with nothing awaited in between) takes what it was served meanwhile, or leaves the line
-    /// to look. With an idle connection in the pool (nobody waits then) it just looks again.
-    fn confirm_in_turn(
-        &self,
-        leased: Leased,
-        place: Arrival,
-        requeued: &mut Option<Ticket>,
-    ) -> Next<Lease<M>> {
-        self.hand_out(leased, None, || {
-            let mut state = self.shared.lock();
-            back_in_line(&mut state, place, requeued);
-            state.debug_check();
-        })
-        .map_or(Next::Again, Next::Out)
-    }
-
-    /// A connection the caller has alone (idle, or handed over): readied as `get` readies
-    /// one (checked if due), then shared as the caller at `place` in line shares it.
-    async fn own(
-        &self,
-        live: Live<M::Connection>,
-        now: Instant,
-        place: Arrival,
-        requeued: &mut Option<Ticket>,
-    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let live = match grant {
+            Grant::Lease(leased) => return Ok(self.confirm(leased, Some((place, requeued)))),
+            Grant::Slot => return Ok(Next::Connect(self.take_slot(true)?)),
+            Grant::Conn(live) => live,
+        };
         let pooled = match self.fresh(live, now) {
             Ok(pooled) => pooled,
             Err(live) => match self.ready(live, now).await? {
@@ -265,11 +243,8 @@ where
     /// this caller, then to those behind it (`State::share`). `room` is what the connect made
     /// for this caller promised them (`opening_room`): the connection now gives it.
     ///
-    /// When the callers ahead of it took every lease, the caller is back at its place in line
-    /// (`requeued`), as in [`confirm_in_turn`](Self::confirm_in_turn): first come, first
-    /// served holds for the callers it opened the connection beside, and its next look
-    /// ([`decide_lease`](Self::decide_lease)) takes what it was served meanwhile, or leaves
-    /// the line to look.
+    /// When the callers ahead of it took every lease, the caller is [`back_in_line`]: first
+    /// come, first served holds for the callers it opened the connection beside.
     fn share(
         &self,
         live: Live<M::Connection>,
@@ -280,38 +255,48 @@ where
         let shared = &self.shared;
         let conn = wrap(live.conn);
         let mut wakes = Vec::new();
-        let (leased, rearm) = {
-            let mut state = shared.lock();
-            state.opening_room -= room;
-            if state.closed {
-                state.free_slots(1);
-                state.debug_check();
-                (None, false)
-            } else {
-                let leased = state.share(conn.clone(), live.info, place, &mut wakes);
-                if leased.is_none() {
-                    back_in_line(&mut state, place, requeued);
-                }
-                state.debug_check();
-                // New to the shared connections (opened, or held by `get` through the
-                // background task's rounds): the task must wake by its lifetime's end, or a
-                // lease could join it past that end (one on a connection that carries leases
-                // reads no clock). One already shared is in the task's plan.
-                let rearm = live.info.expires_before(state.maintenance_wake);
-                (Some(leased), rearm)
+        let mut state = shared.lock();
+        state.opening_room -= room;
+        let leased = if state.closed {
+            state.free_slots(1);
+            None
+        } else {
+            let leased = state.share(conn.clone(), live.info, place, &mut wakes);
+            if leased.is_none() {
+                back_in_line(&mut state, place, requeued);
             }
+            Some(leased)
         };
+        state.debug_check();
+        // New to the shared connections (opened, or held by `get` through the background
+        // task's rounds): the task must wake by its lifetime's end, or a lease could join it
+        // past that end (one on a connection that carries leases reads no clock). One already
+        // shared is in the task's plan.
+        let rearm = leased.is_some() && live.info.expires_before(state.maintenance_wake);
+        drop(state);
         shared.rearm_maintenance(rearm);
+        self.after_sharing(conn, wakes, leased)
+    }
+
+    /// Wakes the callers served on `conn`, just shared, then hands its caller's lease out
+    /// (`Some(None)`: the callers ahead of it took every one). `None`: the pool closed
+    /// meanwhile, and `conn` is closed.
+    pub(super) fn after_sharing(
+        &self,
+        conn: SharedConn,
+        wakes: Vec<Option<Waker>>,
+        leased: Option<Option<Leased>>,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
         match leased {
             Some(leased) => {
                 drop(conn);
-                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased)))
+                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased, None)))
             }
             None => {
-                shared.close_shared(conn);
+                self.shared.close_shared(conn);
                 Err(PoolError::Closed)
             }
         }
@@ -320,8 +305,9 @@ where
 
 /// Puts a caller that could not use what it got (a lease on a connection that died, or a
 /// connection whose leases went to the callers ahead of it) back at its `place` in line, as
-/// `requeued`, unless the pool closed or a connection is idle (its next look takes that). It
-/// is woken through its next look, which takes the outcome itself.
+/// `requeued`, unless the pool closed or a connection is idle (its next look takes that). Its
+/// next look ([`Pool::decide_lease`], with nothing awaited in between) takes what it was
+/// served meanwhile, or leaves the line to look.
 fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
     if !state.closed && state.idle.is_empty() {
         *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));

@@ -146,12 +146,11 @@ where
         before_end: impl FnOnce(),
     ) -> Option<Lease<M>> {
         let mut lease = Lease::new(Arc::clone(&self.shared), leased, at);
-        if self.shared.is_broken_shared(&*lease) {
-            before_end();
-            Lease::mark_broken(&mut lease);
-            drop(lease);
-            return None;
+        if !self.shared.is_broken_shared(&*lease) {
+            return Some(lease);
         }
-        Some(lease)
+        before_end();
+        Lease::mark_broken(&mut lease);
+        None
     }
 }

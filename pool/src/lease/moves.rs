@@ -16,11 +16,12 @@ use std::task::Waker;
 use tokio::time::Instant;
 
 use crate::info::ConnInfo;
-use crate::lease::streams::{Key, Mode, SharedConn, unwrap};
+use crate::lease::streams::{Key, Mode, SharedConn};
 use crate::shared::line::{Arrival, Line};
 use crate::shared::state::{Grant, Leased, Live, State};
 
 /// What is left to do after a lease ended, once the lock is released.
+#[derive(Default)]
 pub(crate) struct Ended {
     /// Waiters served: given the freed slot, the connection, or leases on it. Empty (no
     /// allocation) when nobody waits.
@@ -30,16 +31,6 @@ pub(crate) struct Ended {
     pub close: Option<SharedConn>,
     /// The connection was found broken now (counted once).
     pub broke: bool,
-}
-
-impl Ended {
-    fn new() -> Self {
-        Ended {
-            wakes: Vec::new(),
-            close: None,
-            broke: false,
-        }
-    }
 }
 
 /// Where the first move of a lease landed.
@@ -54,11 +45,16 @@ pub(crate) enum Placed {
 }
 
 impl<C: 'static> State<C> {
-    /// Counts one more lease on `key`, which must be open with room.
+    /// Counts one more lease on `key`, when it is open with room.
     fn count_lease(&mut self, key: Key) -> Option<Leased> {
-        let (conn, info) = self.streams.get_mut(key)?.lend()?;
+        let max_streams = self.max_streams;
+        let record = self.streams.get_mut(key)?;
+        if !record.has_room(max_streams) {
+            return None;
+        }
+        let leased = record.lend(key)?;
         self.streams.leases += 1;
-        Some(Leased { conn, key, info })
+        Some(leased)
     }
 
     /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
@@ -90,12 +86,8 @@ impl<C: 'static> State<C> {
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
-        let key = match picked {
-            Some(key) => key,
-            None => self
-                .streams
-                .pick(self.max_streams, self.reserved_for_get())?,
-        };
+        let key =
+            picked.or_else(|| self.streams.pick(self.max_streams, self.reserved_for_get()))?;
         let idle_elsewhere = !self.idle.is_empty();
         let record = self.streams.get_mut(key)?;
         if record.leases > 0 && idle_elsewhere {
@@ -123,9 +115,9 @@ impl<C: 'static> State<C> {
             }
         }
         // Counted on the record already found (`count_lease` would look it up again).
-        let (conn, info) = record.lend()?;
+        let leased = record.lend(key)?;
         self.streams.leases += 1;
-        Some(Placed::Lease(Leased { conn, key, info }))
+        Some(Placed::Lease(leased))
     }
 
     /// The shared connection kept from new leases while a caller waits for a connection of
@@ -173,12 +165,11 @@ impl<C: 'static> State<C> {
     }
 
     /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` says
-    /// the line allows it: a connection kept for a caller waiting for a connection of its
-    /// own serves only while a caller waiting for a lease is first in line (it came before
-    /// every such caller, so first come, first served still holds); one a caller just opened
-    /// serves first the callers that came before it ([`share`](Self::share)). A connection
-    /// past its lifetime takes no new lease, as in [`place_lease`](Self::place_lease):
-    /// leased, it drains from now on (the clock is read only when callers wait).
+    /// the line allows it (the connection kept for a caller waiting for a connection of its
+    /// own, and one a caller just opened, serve only callers ahead of that caller). A
+    /// connection past its lifetime takes no new lease, as in
+    /// [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is read
+    /// only when callers wait).
     fn serve_leasers_on(
         &mut self,
         key: Key,
@@ -197,29 +188,15 @@ impl<C: 'static> State<C> {
             return;
         }
         while self.waiters.leasers() > 0 && may_serve(&self.waiters) {
-            if !self.has_room(key) {
-                return;
-            }
             let Some(lease) = self.count_lease(key) else {
                 return;
             };
             match self.waiters.serve_leaser(Grant::Lease(lease)) {
                 Ok(waker) => wakes.push(waker),
-                Err(grant) => {
-                    if let Grant::Lease(lease) = grant {
-                        self.uncount_lease(lease);
-                    }
-                    return;
-                }
+                Err(Grant::Lease(lease)) => return self.uncount_lease(lease),
+                Err(_) => return,
             }
         }
-    }
-
-    /// `key` is open for leases and has room for one more.
-    fn has_room(&self, key: Key) -> bool {
-        self.streams
-            .get(key)
-            .is_some_and(|r| r.has_room(self.max_streams))
     }
 
     /// A connection a lease caller has alone (opened for it, or idle and readied) becomes
@@ -238,13 +215,9 @@ impl<C: 'static> State<C> {
     ) -> Option<Leased> {
         // Counted again with its lease, as any other lease on the connection.
         info.uses = info.uses.saturating_sub(1);
-        let key = self.streams.insert(conn, info, 0);
+        let key = self.streams.insert(conn, info);
         self.serve_leasers_on(key, |line| line.leaser_before(arrival), wakes);
-        let leased = if self.has_room(key) {
-            self.count_lease(key)
-        } else {
-            None
-        };
+        let leased = self.count_lease(key);
         self.serve_leasers(key, wakes);
         leased
     }
@@ -262,15 +235,14 @@ impl<C: 'static> State<C> {
         let record = self.streams.get_mut(key)?;
         record.mode = Mode::Open;
         record.info.last_used = now;
-        let info = record.info;
-        let lease_conn = Arc::clone(&conn);
+        let leased = Leased {
+            conn: Arc::clone(&conn),
+            key,
+            info: record.info,
+        };
         record.conn = Some(conn);
         self.serve_leasers(key, wakes);
-        Some(Leased {
-            conn: lease_conn,
-            key,
-            info,
-        })
+        Some(leased)
     }
 
     /// The check of a `Checking` connection failed or was dropped: its record goes; its slot
@@ -283,12 +255,9 @@ impl<C: 'static> State<C> {
     /// Marks the connection of `key` broken: no new lease; its slot frees at once (to the
     /// oldest waiter). True when it was not marked before.
     pub fn mark_shared_broken(&mut self, key: Key) -> (bool, Option<Waker>) {
-        let Some(record) = self.streams.get_mut(key) else {
+        let Some(record) = self.streams.get_mut(key).filter(|r| r.mode != Mode::Broken) else {
             return (false, None);
         };
-        if record.mode == Mode::Broken {
-            return (false, None);
-        }
         record.mode = Mode::Broken;
         if !std::mem::replace(&mut record.slot, false) {
             // Drained by a shrink: its slot is already given up.
@@ -331,14 +300,12 @@ impl<C: 'static> State<C> {
         broken: bool,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Ended {
-        let mut ended = Ended::new();
+        let mut ended = Ended::default();
         if broken {
             // Nothing to mark when the record is gone (orphaned, below).
             let (newly, wake) = self.mark_shared_broken(key);
             ended.broke = newly;
-            if wake.is_some() {
-                ended.wakes.push(wake);
-            }
+            ended.wakes.extend(wake.map(Some));
         }
         let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
@@ -376,22 +343,21 @@ impl<C: 'static> State<C> {
             }
         };
         if let Some(frees_slot) = retire {
-            let record = self.streams.remove(key);
-            ended.close = record.and_then(|r| r.conn);
-            if frees_slot && let Some(waker) = self.release_slot() {
-                ended.wakes.push(Some(waker));
+            ended.close = self.streams.remove(key).and_then(|r| r.conn);
+            if frees_slot {
+                ended.wakes.extend(self.release_slot().map(Some));
             }
             return ended;
         }
         // Healthy and free: a caller waiting for a connection of its own takes it first (a
         // lease could use room elsewhere; `get` can use nothing else), else the leasers.
-        if self.waiters.exclusive() > 0 {
-            if let Some(live) = self.unshare(key) {
-                match self.waiters.serve_exclusive(Grant::Conn(live)) {
-                    Ok(waker) => ended.wakes.push(waker),
-                    Err(Grant::Conn(live)) => self.idle.push_back(live),
-                    Err(_) => {}
-                }
+        if self.waiters.exclusive() > 0
+            && let Some(live) = self.unshare(key)
+        {
+            match self.waiters.serve_exclusive(Grant::Conn(live)) {
+                Ok(waker) => ended.wakes.push(waker),
+                Err(Grant::Conn(live)) => self.idle.push_back(live),
+                Err(_) => {}
             }
         } else {
             self.serve_leasers(key, &mut ended.wakes);
@@ -402,11 +368,6 @@ impl<C: 'static> State<C> {
     /// Takes an idle shared connection back into a connection of its own (for `get`); its
     /// slot goes with it.
     pub fn unshare(&mut self, key: Key) -> Option<Live<C>> {
-        let record = self.streams.remove(key)?;
-        let conn = unwrap::<C>(record.conn?)?;
-        Some(Live {
-            conn,
-            info: record.info,
-        })
+        self.streams.remove(key)?.into_live()
     }
 }

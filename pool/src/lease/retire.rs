@@ -2,7 +2,7 @@
 //! every one let go of when the pool closes.
 
 use crate::info::ConnInfo;
-use crate::lease::streams::{Mode, SharedConn};
+use crate::lease::streams::{Mode, Record, SharedConn};
 use crate::shared::state::{Live, State};
 use tokio::time::Instant;
 
@@ -17,19 +17,14 @@ impl<C: 'static> State<C> {
         let mut remaining = self.idle.len() + self.streams.counts().idle;
         let mut idle: Vec<_> = self
             .streams
-            .keys()
-            .filter_map(|key| {
-                let record = self.streams.get(key)?;
-                record.is_idle().then_some((record.info.last_used, key))
-            })
+            .records()
+            .filter(|(_, record)| record.is_idle())
+            .map(|(key, record)| (key, record.info))
             .collect();
-        idle.sort_by_key(|(last_used, _)| *last_used);
+        idle.sort_by_key(|(_, info)| info.last_used);
         let mut evicted = Vec::new();
-        for (_, key) in idle {
-            let Some(record) = self.streams.get(key) else {
-                continue;
-            };
-            if pick(&record.info, remaining)
+        for (key, info) in idle {
+            if pick(&info, remaining)
                 && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
             {
                 self.free_slots(1);
@@ -46,8 +41,7 @@ impl<C: 'static> State<C> {
     /// clock.
     pub fn next_expiry(&self) -> Option<Instant> {
         let idle = self.idle.iter().filter_map(|live| live.info.expires());
-        let shared = self.streams.keys().filter_map(|key| {
-            let record = self.streams.get(key)?;
+        let shared = self.streams.records().filter_map(|(_, record)| {
             (record.mode == Mode::Open).then_some(record.info.expires()?)
         });
         idle.chain(shared).min()
@@ -57,22 +51,14 @@ impl<C: 'static> State<C> {
     /// leases first): they take no new lease and close after their last one. They keep their
     /// slot until then, unless `free_slot` (a shrink, where the pool is above its size and
     /// the slot goes at once, so no other connection is retired for the same excess).
-    /// Returns how many were retired.
-    pub fn drain_shared(
-        &mut self,
-        free_slot: bool,
-        mut pick: impl FnMut(&ConnInfo) -> bool,
-    ) -> usize {
+    pub fn drain_shared(&mut self, free_slot: bool, mut pick: impl FnMut(&ConnInfo) -> bool) {
         let mut leased: Vec<_> = self
             .streams
-            .keys()
-            .filter_map(|key| {
-                let record = self.streams.get(key)?;
-                (record.mode == Mode::Open && record.leases > 0).then_some((record.leases, key))
-            })
+            .records()
+            .filter(|(_, record)| record.mode == Mode::Open && record.leases > 0)
+            .map(|(key, record)| (record.leases, key))
             .collect();
         leased.sort_by_key(|(leases, _)| *leases);
-        let mut drained = 0;
         for (_, key) in leased {
             if let Some(record) = self.streams.get_mut(key)
                 && pick(&record.info)
@@ -82,22 +68,14 @@ impl<C: 'static> State<C> {
                     record.slot = false;
                     self.free_slots(1);
                 }
-                drained += 1;
             }
         }
-        drained
     }
 
     /// Takes every idle shared connection back into a connection of its own, slots and all.
     pub fn unshare_idle(&mut self) -> Vec<Live<C>> {
-        let keys: Vec<_> = self
-            .streams
-            .keys()
-            .filter(|&key| self.streams.get(key).is_some_and(|r| r.is_idle()))
-            .collect();
-        keys.into_iter()
-            .filter_map(|key| self.unshare(key))
-            .collect()
+        let records = self.streams.remove_where(Record::is_idle);
+        records.into_iter().filter_map(Record::into_live).collect()
     }
 
     /// Lets go of every shared connection (the pool closed and its wait for the last leases
@@ -105,24 +83,8 @@ impl<C: 'static> State<C> {
     /// connection out for its check stays its checker's, who finds the pool closed when the
     /// check ends and frees the slot then (once).
     pub fn orphan_shared(&mut self) -> Vec<SharedConn> {
-        let keys: Vec<_> = self
-            .streams
-            .keys()
-            .filter(|&key| {
-                self.streams
-                    .get(key)
-                    .is_some_and(|r| r.mode != Mode::Checking)
-            })
-            .collect();
-        let mut conns = Vec::new();
-        for key in keys {
-            if let Some(record) = self.streams.remove(key) {
-                if record.holds_slot() {
-                    self.free_slots(1);
-                }
-                conns.extend(record.conn);
-            }
-        }
-        conns
+        let records = self.streams.remove_where(|r| r.mode != Mode::Checking);
+        self.free_slots(records.iter().filter(|r| r.slot).count());
+        records.into_iter().filter_map(|r| r.conn).collect()
     }
 }

@@ -16,7 +16,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::info::ConnInfo;
+use crate::info::{ConnInfo, Live};
 
 /// A connection in shared form, whatever its type: an `Option<C>`, `Some` until taken back.
 pub(crate) type SharedConn = Arc<dyn Any + Send + Sync>;
@@ -78,11 +78,6 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// Counted in the pool's slots.
-    pub fn holds_slot(&self) -> bool {
-        self.slot
-    }
-
     /// Open, with room for one more lease under `max_streams`.
     pub fn has_room(&self, max_streams: usize) -> bool {
         self.mode == Mode::Open && self.leases < max_streams
@@ -93,20 +88,30 @@ impl Record {
         self.mode == Mode::Open && self.leases == 0
     }
 
-    /// One more lease on this connection (open, with room): the `Arc` for the lease, and
-    /// the facts it is handed out with. The pool's total is the caller's to count.
-    pub fn lend(&mut self) -> Option<(SharedConn, ConnInfo)> {
+    /// One more lease on this connection (open, with room), the record of `key`. The pool's
+    /// total is the caller's to count.
+    pub fn lend(&mut self, key: Key) -> Option<Leased> {
         let conn = Arc::clone(self.conn.as_ref()?);
         self.leases += 1;
         self.info.uses += 1;
-        Some((conn, self.info))
+        Some(Leased {
+            conn,
+            key,
+            info: self.info,
+        })
     }
 
-    /// The connection, to borrow mutably: only while no lease holds it.
+    /// The connection taken back, with its facts, when its `Arc` is the last one.
+    pub fn into_live<C: 'static>(self) -> Option<Live<C>> {
+        Some(Live {
+            conn: unwrap(self.conn?)?,
+            info: self.info,
+        })
+    }
+
+    /// The connection, to borrow mutably: only while no lease holds it (else its `Arc` is
+    /// not the only one).
     pub fn conn_mut<C: 'static>(&mut self) -> Option<&mut C> {
-        if self.leases != 0 {
-            return None;
-        }
         self.conn.as_mut().and_then(conn_mut)
     }
 }
@@ -137,6 +142,7 @@ pub(crate) struct Key {
 ///
 /// Invariants: `leases` is the sum of every record's `leases`; a record with leases holds its
 /// `conn`; a `Checking` record has exactly one lease, its checker's.
+#[derive(Default)]
 pub(crate) struct Streams {
     slab: Vec<Option<Record>>,
     free: Vec<usize>,
@@ -147,12 +153,7 @@ pub(crate) struct Streams {
 
 impl Streams {
     pub fn new() -> Self {
-        Streams {
-            slab: Vec::new(),
-            free: Vec::new(),
-            next_id: 0,
-            leases: 0,
-        }
+        Self::default()
     }
 
     /// No shared connection at all.
@@ -160,29 +161,22 @@ impl Streams {
         self.slab.len() == self.free.len()
     }
 
-    /// Adds a connection with `leases` leases already counted.
-    pub fn insert(&mut self, conn: SharedConn, info: ConnInfo, leases: usize) -> Key {
+    /// Adds a connection, with no lease yet.
+    pub fn insert(&mut self, conn: SharedConn, info: ConnInfo) -> Key {
         let id = self.next_id;
         self.next_id += 1;
-        let record = Record {
+        let at = self.free.pop().unwrap_or_else(|| {
+            self.slab.push(None);
+            self.slab.len() - 1
+        });
+        self.slab[at] = Some(Record {
             id,
             conn: Some(conn),
             info,
-            leases,
+            leases: 0,
             mode: Mode::Open,
             slot: true,
-        };
-        self.leases += leases;
-        let at = match self.free.pop() {
-            Some(at) => {
-                self.slab[at] = Some(record);
-                at
-            }
-            None => {
-                self.slab.push(Some(record));
-                self.slab.len() - 1
-            }
-        };
+        });
         Key { at, id }
     }
 
@@ -203,14 +197,22 @@ impl Streams {
 
     /// Takes a record out for good; its leases leave the count.
     pub fn remove(&mut self, key: Key) -> Option<Record> {
-        let slot = self.slab.get_mut(key.at)?;
-        if slot.as_ref().is_none_or(|r| r.id != key.id) {
-            return None;
-        }
-        let record = slot.take()?;
+        let record = self.slab.get_mut(key.at)?.take_if(|r| r.id == key.id)?;
         self.free.push(key.at);
         self.leases -= record.leases;
         Some(record)
+    }
+
+    /// Takes out for good every record `pick` chooses.
+    pub fn remove_where(&mut self, pick: impl Fn(&Record) -> bool) -> Vec<Record> {
+        let keys: Vec<_> = self
+            .records()
+            .filter(|(_, record)| pick(record))
+            .map(|(key, _)| key)
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.remove(key))
+            .collect()
     }
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
@@ -242,9 +244,9 @@ impl Streams {
         if record.leases == 0 {
             return Err(Some(key));
         }
-        let (conn, info) = record.lend().ok_or(None)?;
+        let leased = record.lend(key).ok_or(None)?;
         self.leases += 1;
-        Ok(Leased { conn, key, info })
+        Ok(leased)
     }
 
     /// Ends a lease beside others on its connection (the common end, which leaves the
@@ -263,16 +265,22 @@ impl Streams {
 
     /// An idle shared connection (open, no lease), for a caller that wants one of its own.
     pub fn idle_key(&self) -> Option<Key> {
-        self.keys()
-            .find(|&key| self.get(key).is_some_and(Record::is_idle))
+        self.records()
+            .find(|(_, record)| record.is_idle())
+            .map(|(key, _)| key)
     }
 
     /// The keys of every record.
-    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        self.slab
-            .iter()
-            .enumerate()
-            .filter_map(|(at, r)| r.as_ref().map(|r| Key { at, id: r.id }))
+    pub fn keys(&self) -> impl Iterator<Item = Key> {
+        self.records().map(|(key, _)| key)
+    }
+
+    /// Every record, with its key.
+    pub fn records(&self) -> impl Iterator<Item = (Key, &Record)> {
+        self.slab.iter().enumerate().filter_map(|(at, record)| {
+            let record = record.as_ref()?;
+            Some((Key { at, id: record.id }, record))
+        })
     }
 
     /// The record of `key`, if it is still there.
@@ -287,10 +295,10 @@ impl Streams {
     /// slot, and records that gave theirs up but still carry leases.
     pub fn counts(&self) -> Counts {
         let mut counts = Counts::default();
-        for record in self.slab.iter().flatten() {
+        for (_, record) in self.records() {
             counts.idle += usize::from(record.is_idle());
-            counts.slotted += usize::from(record.holds_slot());
-            counts.unslotted += usize::from(!record.holds_slot());
+            counts.slotted += usize::from(record.slot);
+            counts.unslotted += usize::from(!record.slot);
         }
         counts
     }
