@@ -117,14 +117,11 @@
 //! leases, failures and ejection.
 //!
 //! # A pool per key
-//! [`keyed::KeyedPool`] keeps one [`Pool`] per key (a host, a shard, a cluster node), made on
-//! the key's first use with a manager from a function of the key, under two caps:
-//! `max_size` connections per key and `max_total` across keys, both counting connects in
-//! flight. `get(&key)` and `lease(&key)` look the key up once, then run that key's own
-//! checkout. At `max_total`, a caller whose key has room waits in its key's line while the
-//! longest-idle connection of another key is closed for it; a key whose connects hang or fail
-//! holds up no other key (its connects in flight take at most its `max_size` of the total);
-//! a key that has held nothing for `idle_timeout` is forgotten.
+//! [`keyed::KeyedPool`] keeps one [`Pool`] per key (a host, a shard, a cluster node) under
+//! two caps: `max_size` connections per key and `max_total` across keys. At `max_total`, a
+//! caller whose key has room waits while the longest-idle connection of another key is
+//! closed for it; a key whose connects hang or fail holds up no other key; a key that has
+//! held nothing for `idle_timeout` is forgotten.
 //!
 //! ```
 //! # use std::convert::Infallible;

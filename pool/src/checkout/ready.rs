@@ -80,7 +80,7 @@ impl<M: Manager> Pool<M> {
         }
         // Out of the pool for its check: if this future is dropped meanwhile, the guard
         // closes the connection, whose state is then unknown.
-        let mut guard = Pooled::new(Arc::clone(shared), live);
+        let mut guard = Pooled::held(Arc::clone(shared), live, None);
         Pooled::mark_broken(&mut guard);
         let checked = tokio::time::timeout(
             shared.config.check_timeout,
