@@ -53,10 +53,9 @@
 //! ```
 //!
 //! # Cost
-//! Each `connect`, `check` and `close` allocates its boxed future and each call goes through
-//! a vtable; the pool's fast path (an idle connection used within the check interval) calls
-//! only the synchronous `is_broken`, so it allocates nothing and pays one indirect call per
-//! checkout and return. The crate docs give the measured cost against a native manager.
+//! Each `connect`, `check` and `close` allocates its boxed future; the pool's fast path calls
+//! only the synchronous `is_broken`: no allocation, one indirect call per checkout and return.
+//! The crate docs give the measured cost against a native manager.
 //!
 //! # Method names
 //! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:
@@ -186,8 +185,7 @@ impl<C, E> Clone for ArcManager<C, E> {
     }
 }
 
-/// Every native manager is a [`DynManager`]: each method forwards to the [`Manager`] one, so
-/// what the manager overrides (defaulted methods included) runs behind the box.
+/// Every native manager is a [`DynManager`]: each method forwards to the [`Manager`] one.
 #[async_trait]
 impl<M: Manager> DynManager for M {
     type Connection = M::Connection;

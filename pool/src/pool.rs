@@ -157,8 +157,7 @@ impl<M: Manager> Pool<M> {
             futures::future::join_all(closes).await;
             Metrics::add(&shared.metrics.closed, count as u64);
         });
-        let drained = tokio::time::timeout(limit, self.settled()).await;
-        if drained.is_err() {
+        if tokio::time::timeout(limit, self.settled()).await.is_err() {
             let orphans = {
                 let mut state = self.shared.lock();
                 let orphans = state.orphan_shared();
