@@ -130,8 +130,7 @@ impl<M: Manager> Pool<M> {
         let (idle, shared_idle, waiters) = {
             let mut state = self.shared.lock();
             state.closed = true;
-            let idle: Vec<_> = state.idle.drain(..).collect();
-            state.free_slots(idle.len());
+            let idle = state.evict(|_, _| true);
             let shared_idle = state.evict_shared(|_, _| true);
             state.drain_shared(false, |_| true);
             let waiters = state.waiters.close_all();

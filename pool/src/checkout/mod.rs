@@ -107,8 +107,7 @@ impl<M: Manager> Pool<M> {
             now
         };
         let mut failed_connects = 0;
-        // The caller's place in line, taken once (`decide`, or `place` before readying a
-        // connection it took): after a failed connect it waits there, ahead of later callers.
+        // The caller's place in line, taken once (`decide`, or `Pool::place`).
         let mut place = None;
         loop {
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line
