@@ -127,6 +127,17 @@ impl Config {
     }
 }
 
+/// Builder methods that each set one field of the [`Config`] to the value given.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $ty) -> Self {
+            self.config.$field = $field;
+            self
+        }
+    )*};
+}
+
 /// Configures and builds a [`Pool`]. Made by [`Pool::builder`].
 ///
 /// ```
@@ -169,59 +180,84 @@ impl<M: Manager> Builder<M> {
         }
     }
 
-    /// The most connections that may exist at once, counting those being opened. Default 10.
-    pub fn max_size(mut self, max_size: usize) -> Self {
-        self.config.max_size = max_size;
-        self
-    }
+    setters! {
+        /// The most connections that may exist at once, counting those being opened. Default 10.
+        max_size: usize;
 
-    /// How many leases ([`Pool::lease`]) one connection carries at once. Default 1: a lease
-    /// then has its connection to itself, as a `get` does. A multiplexed connection (one that
-    /// carries many requests at a time, as HTTP/2 or the JSON transport's `Conn` do) takes
-    /// more: a new connection opens only when every open one carries this many.
-    pub fn max_streams(mut self, max_streams: usize) -> Self {
-        self.config.max_streams = max_streams;
-        self
-    }
+        /// How many leases ([`Pool::lease`]) one connection carries at once. Default 1: a lease
+        /// then has its connection to itself, as a `get` does. A multiplexed connection (one that
+        /// carries many requests at a time, as HTTP/2 or the JSON transport's `Conn` do) takes
+        /// more: a new connection opens only when every open one carries this many.
+        max_streams: usize;
 
-    /// Idle connections kept ready in the background, within `max_size`. Default 0.
-    pub fn min_idle(mut self, min_idle: usize) -> Self {
-        self.config.min_idle = min_idle;
-        self
-    }
+        /// Idle connections kept ready in the background, within `max_size`. Default 0.
+        min_idle: usize;
 
-    /// How long [`Pool::get`] waits in line for a connection when the pool is at `max_size`.
-    /// Default 30 s.
-    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.config.wait_timeout = timeout;
-        self
-    }
+        /// How long [`Pool::get`] waits in line for a connection when the pool is at `max_size`.
+        /// Default 30 s.
+        wait_timeout: Duration;
 
-    /// How long one [`Manager::connect`] may take. Default 10 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
+        /// How long one [`Manager::connect`] may take. Default 10 s.
+        connect_timeout: Duration;
 
-    /// How long one [`Manager::check`] may take. Default 5 s.
-    pub fn check_timeout(mut self, timeout: Duration) -> Self {
-        self.config.check_timeout = timeout;
-        self
-    }
+        /// How long one [`Manager::check`] may take. Default 5 s.
+        check_timeout: Duration;
 
-    /// How long one [`Manager::close`] may take before the connection is simply dropped.
-    /// Default 5 s.
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
-        self
-    }
+        /// How long one [`Manager::close`] may take before the connection is simply dropped.
+        /// Default 5 s.
+        close_timeout: Duration;
 
-    /// How long one [`Manager::reset`] may take. A reset that fails or runs past it discards
-    /// its connection (closed with [`Manager::close`]), whose slot then frees for a new
-    /// connect. Default 5 s.
-    pub fn reset_timeout(mut self, timeout: Duration) -> Self {
-        self.config.reset_timeout = timeout;
-        self
+        /// How long one [`Manager::reset`] may take. A reset that fails or runs past it discards
+        /// its connection (closed with [`Manager::close`]), whose slot then frees for a new
+        /// connect. Default 5 s.
+        reset_timeout: Duration;
+
+        /// Closes a connection idle for longer than this, but only while more than `min_idle`
+        /// are idle. `None` keeps idle connections forever. Default 10 min.
+        ///
+        /// A shared connection (leases) counts as idle from the first round of the background task
+        /// after its last lease ended (no clock is read as a lease ends), so it closes up to one
+        /// reap interval later than a connection returned by [`Pool::get`](crate::Pool::get)'s
+        /// guard.
+        idle_timeout: Option<Duration>;
+
+        /// Closes a connection this long after it was opened (when it is idle or comes back).
+        /// A shared connection that carries leases takes no new lease from the end of its
+        /// lifetime (the background task wakes then) and closes after its last lease.
+        /// Each connection's lifetime is shortened by a random jitter of up to 2.5 % so that
+        /// connections opened together do not all expire together. `None` keeps them forever.
+        /// Default 30 min.
+        max_lifetime: Option<Duration>;
+
+        /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
+        /// bypass window); `Duration::ZERO` checks on every checkout. Default 500 ms. For a
+        /// shared connection the window runs from the start of its latest run of leases (no
+        /// clock is read as a lease ends), so it is checked at least as often.
+        check_interval: Duration;
+
+        /// Which idle connection a checkout takes. Default [`IdleOrder::Lifo`].
+        idle_order: IdleOrder;
+
+        /// With the `metrics` feature, how often the background task samples the pool's gauges
+        /// (sizes, leases, waiters), between its rounds too (it reaps only every reap interval);
+        /// [`Pool::status`](crate::Pool::status) samples them too.
+        /// Counters and the wait histogram are reported as their events happen. Without the
+        /// feature it is unused. Default 1 s.
+        metrics_interval: Duration;
+
+        /// How often the background task closes expired connections and refills `min_idle`;
+        /// never more than half of `idle_timeout` or `max_lifetime`. Default 30 s.
+        reap_interval: Duration;
+
+        /// Fails [`Pool::get`] with [`PoolError::Connect`](crate::PoolError::Connect) on the first
+        /// failed connect made for it, instead of retrying. Default `false`: a failed connect (or
+        /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
+        /// still without a connection then gets
+        /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
+        /// and HikariCP do, so a server restart does not fail the first caller. An error the
+        /// manager says no retry can fix ([`Manager::is_retryable`]) fails the caller at once
+        /// either way.
+        fail_fast: bool;
     }
 
     /// Reports a [`Pooled`](crate::Pooled) or [`Lease`](crate::Lease) held longer than
@@ -235,77 +271,10 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Closes a connection idle for longer than this, but only while more than `min_idle`
-    /// are idle. `None` keeps idle connections forever. Default 10 min.
-    ///
-    /// A shared connection (leases) counts as idle from the first round of the background
-    /// task after its last lease ended (no clock is read as a lease ends), so it closes up to
-    /// one reap interval later than a connection returned by [`Pool::get`](crate::Pool::get)'s guard.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout;
-        self
-    }
-
-    /// Closes a connection this long after it was opened (when it is idle or comes back).
-    /// A shared connection that carries leases takes no new lease from the end of its
-    /// lifetime (the background task wakes then) and closes after its last lease.
-    /// Each connection's lifetime is shortened by a random jitter of up to 2.5 % so that
-    /// connections opened together do not all expire together. `None` keeps them forever.
-    /// Default 30 min.
-    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
-        self.config.max_lifetime = lifetime;
-        self
-    }
-
-    /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
-    /// bypass window); `Duration::ZERO` checks on every checkout. Default 500 ms. For a
-    /// shared connection the window runs from the start of its latest run of leases (no
-    /// clock is read as a lease ends), so it is checked at least as often.
-    pub fn check_interval(mut self, interval: Duration) -> Self {
-        self.config.check_interval = interval;
-        self
-    }
-
-    /// Which idle connection a checkout takes. Default [`IdleOrder::Lifo`].
-    pub fn idle_order(mut self, order: IdleOrder) -> Self {
-        self.config.idle_order = order;
-        self
-    }
-
     /// The pool's name: the `pool` label of everything it reports with the `metrics` feature,
     /// so two pools of one program are told apart. Default `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
-        self
-    }
-
-    /// With the `metrics` feature, how often the background task samples the pool's gauges
-    /// (sizes, leases, waiters), between its rounds too (it reaps only every reap interval);
-    /// [`Pool::status`](crate::Pool::status) samples them too.
-    /// Counters and the wait histogram are reported as their events happen. Without the
-    /// feature it is unused. Default 1 s.
-    pub fn metrics_interval(mut self, interval: Duration) -> Self {
-        self.config.metrics_interval = interval;
-        self
-    }
-
-    /// How often the background task closes expired connections and refills `min_idle`;
-    /// never more than half of `idle_timeout` or `max_lifetime`. Default 30 s.
-    pub fn reap_interval(mut self, interval: Duration) -> Self {
-        self.config.reap_interval = interval;
-        self
-    }
-
-    /// Fails [`Pool::get`] with [`PoolError::Connect`](crate::PoolError::Connect) on the first
-    /// failed connect made for it, instead of retrying. Default `false`: a failed connect (or
-    /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
-    /// still without a connection then gets
-    /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
-    /// and HikariCP do, so a server restart does not fail the first caller. An error the
-    /// manager says no retry can fix ([`Manager::is_retryable`]) fails the caller at once
-    /// either way.
-    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
-        self.config.fail_fast = fail_fast;
         self
     }
 

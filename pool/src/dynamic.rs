@@ -53,10 +53,9 @@
 //! ```
 //!
 //! # Cost
-//! Each `connect`, `check` and `close` allocates its boxed future and each call goes through
-//! a vtable; the pool's fast path (an idle connection used within the check interval) calls
-//! only the synchronous `is_broken`, so it allocates nothing and pays one indirect call per
-//! checkout and return. The crate docs give the measured cost against a native manager.
+//! Each `connect`, `check` and `close` allocates its boxed future; the pool's fast path calls
+//! only the synchronous `is_broken`: no allocation, one indirect call per checkout and return.
+//! The crate docs give the measured cost against a native manager.
 //!
 //! # Method names
 //! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:
@@ -176,53 +175,9 @@ pub trait DynManager: Send + Sync + 'static {
 /// be used in `tokio::spawn`. A type with no lifetime in it has no such trouble.
 pub struct BoxManager<C, E>(Box<dyn DynManager<Connection = C, Error = E>>);
 
-impl<C, E> BoxManager<C, E> {
-    /// Boxes `manager` (a [`Manager`] or a [`DynManager`]).
-    pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
-        BoxManager(Box::new(manager))
-    }
-
-    /// The boxed manager.
-    pub fn into_inner(self) -> Box<dyn DynManager<Connection = C, Error = E>> {
-        self.0
-    }
-}
-
-impl<C, E> From<Box<dyn DynManager<Connection = C, Error = E>>> for BoxManager<C, E> {
-    fn from(manager: Box<dyn DynManager<Connection = C, Error = E>>) -> Self {
-        BoxManager(manager)
-    }
-}
-
-impl<C, E> Deref for BoxManager<C, E> {
-    type Target = dyn DynManager<Connection = C, Error = E>;
-
-    fn deref(&self) -> &Self::Target {
-        &*self.0
-    }
-}
-
-impl<C, E> fmt::Debug for BoxManager<C, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BoxManager")
-    }
-}
-
 /// A manager chosen at run time and shared: several pools (or the code that built it) hold
 /// one [`DynManager`]. Clones share the manager. See [`BoxManager`] for why it is a struct.
 pub struct ArcManager<C, E>(Arc<dyn DynManager<Connection = C, Error = E>>);
-
-impl<C, E> ArcManager<C, E> {
-    /// Shares `manager` (a [`Manager`] or a [`DynManager`]).
-    pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
-        ArcManager(Arc::new(manager))
-    }
-
-    /// The shared manager.
-    pub fn into_inner(self) -> Arc<dyn DynManager<Connection = C, Error = E>> {
-        self.0
-    }
-}
 
 impl<C, E> Clone for ArcManager<C, E> {
     fn clone(&self) -> Self {
@@ -230,28 +185,7 @@ impl<C, E> Clone for ArcManager<C, E> {
     }
 }
 
-impl<C, E> From<Arc<dyn DynManager<Connection = C, Error = E>>> for ArcManager<C, E> {
-    fn from(manager: Arc<dyn DynManager<Connection = C, Error = E>>) -> Self {
-        ArcManager(manager)
-    }
-}
-
-impl<C, E> Deref for ArcManager<C, E> {
-    type Target = dyn DynManager<Connection = C, Error = E>;
-
-    fn deref(&self) -> &Self::Target {
-        &*self.0
-    }
-}
-
-impl<C, E> fmt::Debug for ArcManager<C, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ArcManager")
-    }
-}
-
-/// Every native manager is a [`DynManager`]: each method forwards to the [`Manager`] one, so
-/// what the manager overrides (defaulted methods included) runs behind the box.
+/// Every native manager is a [`DynManager`]: each method forwards to the [`Manager`] one.
 #[async_trait]
 impl<M: Manager> DynManager for M {
     type Connection = M::Connection;
@@ -290,10 +224,43 @@ impl<M: Manager> DynManager for M {
     }
 }
 
-/// Implements [`Manager`] for a holder of a `dyn DynManager` that derefs to it: each method
-/// forwards to the held manager's (whose futures are already boxed: nothing is boxed twice).
-macro_rules! manager_through_deref {
-    ($holder:ident) => {
+/// The impls [`BoxManager`] and [`ArcManager`] share, for a holder of a `$ptr<dyn DynManager>`:
+/// it derefs to the held manager, and is a [`Manager`] whose every method forwards to the held
+/// manager's (whose futures are already boxed: nothing is boxed twice).
+macro_rules! holder {
+    ($holder:ident, $ptr:ident) => {
+        impl<C, E> $holder<C, E> {
+            /// Holds `manager` (a [`Manager`] or a [`DynManager`]).
+            pub fn new(manager: impl DynManager<Connection = C, Error = E>) -> Self {
+                $holder($ptr::new(manager))
+            }
+
+            /// The held manager.
+            pub fn into_inner(self) -> $ptr<dyn DynManager<Connection = C, Error = E>> {
+                self.0
+            }
+        }
+
+        impl<C, E> From<$ptr<dyn DynManager<Connection = C, Error = E>>> for $holder<C, E> {
+            fn from(manager: $ptr<dyn DynManager<Connection = C, Error = E>>) -> Self {
+                $holder(manager)
+            }
+        }
+
+        impl<C, E> Deref for $holder<C, E> {
+            type Target = dyn DynManager<Connection = C, Error = E>;
+
+            fn deref(&self) -> &Self::Target {
+                &*self.0
+            }
+        }
+
+        impl<C, E> fmt::Debug for $holder<C, E> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($holder))
+            }
+        }
+
         /// A manager chosen at run time is a [`Manager`]: each method forwards to the held
         /// [`DynManager`].
         impl<C, E> Manager for $holder<C, E>
@@ -342,5 +309,5 @@ macro_rules! manager_through_deref {
     };
 }
 
-manager_through_deref!(BoxManager);
-manager_through_deref!(ArcManager);
+holder!(BoxManager, Box);
+holder!(ArcManager, Arc);

@@ -85,13 +85,11 @@ impl ConnInfo {
 /// A lifetime shortened by a random jitter of up to 2.5 % (HikariCP's variance), so that
 /// connections opened together do not all expire together.
 pub(crate) fn jittered(lifetime: Duration) -> Duration {
-    let random = random();
-    let span = lifetime / 40;
-    let span_nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
-    if span_nanos == 0 {
+    let span = u64::try_from((lifetime / 40).as_nanos()).unwrap_or(u64::MAX);
+    if span == 0 {
         return lifetime;
     }
-    lifetime - Duration::from_nanos(random % span_nanos)
+    lifetime - Duration::from_nanos(random() % span)
 }
 
 /// A random number for jitter. RandomState is seeded per thread and stepped per instance:

@@ -69,31 +69,16 @@
 //! [`Pool::status`](crate::Pool::status) call, so the checkout fast path pays nothing for them.
 //!
 //! # Writing a manager
-//! - `connect` opens one connection. It runs in a task of its own, within `connect_timeout`:
-//!   a caller that gives up never aborts it, and the connection goes to the next caller.
-//! - `check` runs on checkout when the connection has been idle longer than `check_interval`
-//!   (500 ms by default). Make it one cheap round trip, or just read a flag. An error discards
-//!   the connection and the caller gets another.
-//! - `is_broken` runs synchronously on every return: read a flag your connection keeps, never
-//!   do I/O. True discards the connection and frees its slot at once.
-//! - `close` is the graceful goodbye of a discarded connection; it runs in a task of its own.
-//! - `is_broken_shared` (optional) is the same flag read through a shared reference, asked
-//!   on every lease handed out and ended, so a multiplexed connection that died under its
-//!   leases gets no new one.
-//! - `is_retryable` (optional) tells a connect error that no retry can fix (a wrong password,
-//!   a missing database, an untrusted certificate) from one that may pass (refused, reset,
-//!   timed out): the first reaches the caller at once, the second is retried with backoff
-//!   until the caller's `wait_timeout`.
-//! - `needs_reset` and `reset` (optional) are for connections with a session (MySQL-style:
-//!   a transaction, session variables, temporary tables). `needs_reset` is asked, without
-//!   I/O, as a `get` guard drops; when it says yes, `reset` runs in a task of the pool's
-//!   within `reset_timeout`, and the connection goes to no one until it succeeded (a failed
-//!   reset discards it). The caller's drop returns at once; leases are never reset.
+//! Only `connect` and `check` must be written; [`Manager`] says what each method must
+//! guarantee. The repository's `examples/custom_manager.rs` is a complete manager for a small
+//! line-based protocol, with its server, to copy from. A manager picked from configuration, or
+//! wrapped in a decorator, is a [`dynamic::BoxManager`]: the [`dynamic`] module has the
+//! dyn-compatible [`DynManager`](dynamic::DynManager) (`#[async_trait]`), which every
+//! `Manager` already is.
 //!
 //! # Leak reports
 //! With [`Builder::leak_threshold`], a [`Pooled`] or [`Lease`] held longer is reported once
-//! while still held, as a `tracing` warn event naming the `file:line` that called `get` or
-//! `lease`, and counted in [`Counters::leaks`]; an info event says when it comes back.
+//! while still held, naming the `file:line` that called `get` or `lease`.
 //!
 //! # Leases: one connection, many callers
 //! A connection that carries many requests at once (HTTP/2, the JSON transport's `Conn`, a
@@ -124,13 +109,6 @@
 //! # }
 //! ```
 //!
-//! The repository's `examples/custom_manager.rs` is a complete manager for a small line-based
-//! protocol, with its server, to copy from.
-//!
-//! A manager picked from configuration, or wrapped in a decorator, is a
-//! [`dynamic::BoxManager`]: the [`dynamic`] module has the dyn-compatible
-//! [`DynManager`](dynamic::DynManager) (`#[async_trait]`), which every `Manager` already is.
-//!
 //! # Several endpoints
 //! [`balance::Balanced`] is a [`Manager`] over a set of per-endpoint managers (servers,
 //! replicas): one pool in front of them all, each new connection on the healthy endpoint with
@@ -139,14 +117,11 @@
 //! leases, failures and ejection.
 //!
 //! # A pool per key
-//! [`keyed::KeyedPool`] keeps one [`Pool`] per key (a host, a shard, a cluster node), made on
-//! the key's first use with a manager from a function of the key, under two caps:
-//! `max_size` connections per key and `max_total` across keys, both counting connects in
-//! flight. `get(&key)` and `lease(&key)` look the key up once, then run that key's own
-//! checkout. At `max_total`, a caller whose key has room waits in its key's line while the
-//! longest-idle connection of another key is closed for it; a key whose connects hang or fail
-//! holds up no other key (its connects in flight take at most its `max_size` of the total);
-//! a key that has held nothing for `idle_timeout` is forgotten.
+//! [`keyed::KeyedPool`] keeps one [`Pool`] per key (a host, a shard, a cluster node) under
+//! two caps: `max_size` connections per key and `max_total` across keys. At `max_total`, a
+//! caller whose key has room waits while the longest-idle connection of another key is
+//! closed for it; a key whose connects hang or fail holds up no other key; a key that has
+//! held nothing for `idle_timeout` is forgotten.
 //!
 //! ```
 //! # use std::convert::Infallible;

@@ -130,8 +130,7 @@ impl<M: Manager> Pool<M> {
         let (idle, shared_idle, waiters) = {
             let mut state = self.shared.lock();
             state.closed = true;
-            let idle: Vec<_> = state.idle.drain(..).collect();
-            state.free_slots(idle.len());
+            let idle = state.evict(|_, _| true);
             let shared_idle = state.evict_shared(|_, _| true);
             state.drain_shared(false, |_| true);
             let waiters = state.waiters.close_all();
@@ -157,8 +156,7 @@ impl<M: Manager> Pool<M> {
             futures::future::join_all(closes).await;
             Metrics::add(&shared.metrics.closed, count as u64);
         });
-        let drained = tokio::time::timeout(limit, self.settled()).await;
-        if drained.is_err() {
+        if tokio::time::timeout(limit, self.settled()).await.is_err() {
             let orphans = {
                 let mut state = self.shared.lock();
                 let orphans = state.orphan_shared();
@@ -206,27 +204,20 @@ impl<M: Manager> Pool<M> {
             let mut state = self.shared.lock();
             validate(max_size, state.min_idle)?;
             state.max_size = max_size;
-            let excess = state.slots.saturating_sub(max_size);
             let mut evicted = Vec::new();
             let mut shared_evicted = Vec::new();
-            if excess > 0 {
-                let mut left = excess;
-                evicted = state.evict(|_, _| {
+            let mut left = state.slots.saturating_sub(max_size);
+            if left > 0 {
+                // The first `left` connections offered go.
+                let mut pick = || {
                     let pick = left > 0;
                     left = left.saturating_sub(1);
                     pick
-                });
-                shared_evicted = state.evict_shared(|_, _| {
-                    let pick = left > 0;
-                    left = left.saturating_sub(1);
-                    pick
-                });
+                };
+                evicted = state.evict(|_, _| pick());
+                shared_evicted = state.evict_shared(|_, _| pick());
                 // Connections that carry leases drain: no new lease, closed after the last.
-                state.drain_shared(true, |_| {
-                    let pick = left > 0;
-                    left = left.saturating_sub(1);
-                    pick
-                });
+                state.drain_shared(true, |_| pick());
             }
             let mut grants = Vec::new();
             state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);

@@ -7,35 +7,10 @@ use std::time::Duration;
 
 use crate::Status;
 
-pub(crate) const CREATED: &str = "pool.connections.created";
-pub(crate) const CLOSED: &str = "pool.connections.closed";
-pub(crate) const BROKEN: &str = "pool.connections.broken";
-pub(crate) const CHECK_FAILURES: &str = "pool.checks.failed";
-pub(crate) const CONNECT_FAILURES: &str = "pool.connects.failed";
-pub(crate) const TIMEOUTS: &str = "pool.timeouts";
-pub(crate) const RESETS: &str = "pool.resets";
-pub(crate) const RESET_FAILURES: &str = "pool.resets.failed";
-pub(crate) const LEAKS: &str = "pool.leaks";
-
-/// The labels of every metric of one pool.
-#[derive(Debug)]
-pub(crate) struct Labels {
-    #[cfg(feature = "metrics")]
-    labels: [metrics::Label; 1],
-}
-
-impl Labels {
-    pub(crate) fn new(_name: &str) -> Self {
-        Labels {
-            #[cfg(feature = "metrics")]
-            labels: [metrics::Label::new("pool", _name.to_owned())],
-        }
-    }
-
-    #[cfg(feature = "metrics")]
-    pub(crate) fn to_vec(&self) -> Vec<metrics::Label> {
-        self.labels.to_vec()
-    }
+/// The labels of every metric of the pool named `name`.
+#[cfg(feature = "metrics")]
+pub(crate) fn labels(name: &str) -> Vec<metrics::Label> {
+    vec![metrics::Label::new("pool", name.to_owned())]
 }
 
 /// The gauges and the wait histogram of one pool.
@@ -61,22 +36,21 @@ struct On {
 }
 
 impl Report {
-    pub(crate) fn new(_labels: &Labels) -> Self {
+    pub(crate) fn new(_name: &str) -> Self {
         #[cfg(feature = "metrics")]
         {
-            let labels = || _labels.to_vec();
             Report {
                 on: On {
-                    size: metrics::gauge!("pool.connections", labels()),
-                    idle: metrics::gauge!("pool.connections.idle", labels()),
-                    in_use: metrics::gauge!("pool.connections.in_use", labels()),
-                    discarded: metrics::gauge!("pool.connections.discarded", labels()),
-                    leases: metrics::gauge!("pool.leases", labels()),
-                    waiting: metrics::gauge!("pool.waiting", labels()),
-                    connecting: metrics::gauge!("pool.connecting", labels()),
-                    max_size: metrics::gauge!("pool.max_size", labels()),
-                    wait: metrics::histogram!("pool.wait", labels()),
-                    hold: metrics::histogram!("pool.hold", labels()),
+                    size: metrics::gauge!("pool.connections", labels(_name)),
+                    idle: metrics::gauge!("pool.connections.idle", labels(_name)),
+                    in_use: metrics::gauge!("pool.connections.in_use", labels(_name)),
+                    discarded: metrics::gauge!("pool.connections.discarded", labels(_name)),
+                    leases: metrics::gauge!("pool.leases", labels(_name)),
+                    waiting: metrics::gauge!("pool.waiting", labels(_name)),
+                    connecting: metrics::gauge!("pool.connecting", labels(_name)),
+                    max_size: metrics::gauge!("pool.max_size", labels(_name)),
+                    wait: metrics::histogram!("pool.wait", labels(_name)),
+                    hold: metrics::histogram!("pool.hold", labels(_name)),
                 },
             }
         }

@@ -85,11 +85,11 @@ pub(crate) struct Count {
 }
 
 impl Count {
-    fn new(_name: &'static str, _labels: &crate::report::Labels) -> Self {
+    fn new(_name: &'static str, _pool: &str) -> Self {
         Count {
             n: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
-            reported: metrics::counter!(_name, _labels.to_vec()),
+            reported: metrics::counter!(_name, crate::report::labels(_pool)),
         }
     }
 
@@ -120,20 +120,19 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Counters at zero, reported with the pool's `name` as their label.
     pub(crate) fn new(name: &str) -> Self {
-        let labels = crate::report::Labels::new(name);
         Metrics {
-            created: Count::new(crate::report::CREATED, &labels),
-            closed: Count::new(crate::report::CLOSED, &labels),
-            broken: Count::new(crate::report::BROKEN, &labels),
-            check_failures: Count::new(crate::report::CHECK_FAILURES, &labels),
-            connect_failures: Count::new(crate::report::CONNECT_FAILURES, &labels),
-            timeouts: Count::new(crate::report::TIMEOUTS, &labels),
-            resets: Count::new(crate::report::RESETS, &labels),
-            reset_failures: Count::new(crate::report::RESET_FAILURES, &labels),
-            leaks: Count::new(crate::report::LEAKS, &labels),
+            created: Count::new("pool.connections.created", name),
+            closed: Count::new("pool.connections.closed", name),
+            broken: Count::new("pool.connections.broken", name),
+            check_failures: Count::new("pool.checks.failed", name),
+            connect_failures: Count::new("pool.connects.failed", name),
+            timeouts: Count::new("pool.timeouts", name),
+            resets: Count::new("pool.resets", name),
+            reset_failures: Count::new("pool.resets.failed", name),
+            leaks: Count::new("pool.leaks", name),
             waited: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
-            report: crate::report::Report::new(&labels),
+            report: crate::report::Report::new(name),
         }
     }
 

@@ -133,20 +133,12 @@ impl<M: Manager> Drop for Turn<'_, M> {
 /// connection made for a caller that left goes to the next waiter or idle, and the room it
 /// promised to callers waiting for it (`room`) is taken off.
 pub(crate) struct Handoff<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
-    rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
-    room: usize,
+    pub shared: &'a Arc<Shared<M>>,
+    pub rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
+    pub room: usize,
 }
 
-impl<'a, M: Manager> Handoff<'a, M> {
-    pub fn new(
-        shared: &'a Arc<Shared<M>>,
-        rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
-        room: usize,
-    ) -> Self {
-        Handoff { shared, rx, room }
-    }
-
+impl<M: Manager> Handoff<'_, M> {
     /// Waits for the outcome; `None` when the connect task died (a panic, or a runtime
     /// shutdown).
     pub async fn recv(&mut self) -> Option<Connected<M::Connection, M::Error>> {

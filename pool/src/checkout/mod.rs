@@ -100,10 +100,14 @@ impl<M: Manager> Pool<M> {
         mut first: Option<Taken<M::Connection>>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
-        let (mut now, deadline) = self.start(may_wait, first.as_ref().map(|(_, at)| *at));
+        let mut now = first.as_ref().map_or_else(Instant::now, |(_, at)| *at);
+        let deadline = if may_wait {
+            deadline_after(now, shared.config.wait_timeout)
+        } else {
+            now
+        };
         let mut failed_connects = 0;
-        // The caller's place in line, taken once (`decide`, or `place` before readying a
-        // connection it took): after a failed connect it waits there, ahead of later callers.
+        // The caller's place in line, taken once (`decide`, or `Pool::place`).
         let mut place = None;
         loop {
             // Decided inside `poll_fn` for the task's waker: a caller that joins the line
@@ -160,20 +164,6 @@ impl<M: Manager> Pool<M> {
                 },
             }
         }
-    }
-
-    /// The start of a full checkout: the background task is running, the time (`arrived`,
-    /// when the fast path read it already) and the caller's deadline (`now` itself for a
-    /// caller that never waits).
-    pub(crate) fn start(&self, may_wait: bool, arrived: Option<Instant>) -> (Instant, Instant) {
-        self.shared.ensure_maintenance();
-        let now = arrived.unwrap_or_else(Instant::now);
-        let deadline = if may_wait {
-            deadline_after(now, self.shared.config.wait_timeout)
-        } else {
-            now
-        };
-        (now, deadline)
     }
 
     /// Waits in line until `deadline`, counting the wait (from `since`); returns how it ended
@@ -298,7 +288,7 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
         tokio::spawn(connect(Arc::clone(shared), Some(tx), room));
-        let mut handoff = Handoff::new(shared, rx, room);
+        let mut handoff = Handoff { shared, rx, room };
         match handoff.recv().await {
             Some(Connected::Conn(mut live)) => {
                 let closed = {
@@ -315,7 +305,7 @@ impl<M: Manager> Pool<M> {
                     return Err(PoolError::Closed);
                 }
                 live.info.uses += 1;
-                Ok(Pooled::new(Arc::clone(shared), live))
+                Ok(Pooled::held(Arc::clone(shared), live, None))
             }
             Some(Connected::Failed(error)) => Err(PoolError::Connect(error)),
             Some(Connected::TimedOut) => Err(PoolError::Timeout(TimeoutKind::Connect)),

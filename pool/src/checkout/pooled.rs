@@ -10,6 +10,9 @@ use crate::shared::holds::{HoldKey, Site};
 use crate::shared::state::Live;
 use crate::{ConnInfo, Manager};
 
+/// `live` is emptied only by `detach` and `drop`, which consume the guard.
+const LEFT: &str = "a Pooled guard is used after its connection left";
+
 /// A checked-out connection. Derefs (mutably) to it and returns it to the pool on drop.
 ///
 /// Its methods are associated functions (`Pooled::detach(conn)`), so they never shadow a
@@ -23,12 +26,8 @@ pub struct Pooled<M: Manager> {
 }
 
 impl<M: Manager> Pooled<M> {
-    pub(crate) fn new(shared: Arc<Shared<M>>, live: Live<M::Connection>) -> Self {
-        Pooled::held(shared, live, None)
-    }
-
-    /// A guard whose hold is already registered (`hold`): the fast path registers it before
-    /// building the guard, so the guard is written once, not written again as it goes out.
+    /// A guard whose hold is already registered (`hold`, or `None`): the fast path registers
+    /// it before building the guard, so the guard is written once, not again as it goes out.
     pub(crate) fn held(
         shared: Arc<Shared<M>>,
         live: Live<M::Connection>,
@@ -83,18 +82,11 @@ impl<M: Manager> Pooled<M> {
     }
 
     fn live(&self) -> &Live<M::Connection> {
-        match &self.live {
-            Some(live) => live,
-            // `live` is emptied only by `detach` and `drop`, which consume the guard.
-            None => unreachable!("a Pooled guard is used after its connection left"),
-        }
+        self.live.as_ref().expect(LEFT)
     }
 
     fn take(&mut self) -> Live<M::Connection> {
-        match self.live.take() {
-            Some(live) => live,
-            None => unreachable!("a Pooled guard is used after its connection left"),
-        }
+        self.live.take().expect(LEFT)
     }
 }
 
@@ -108,10 +100,7 @@ impl<M: Manager> Deref for Pooled<M> {
 
 impl<M: Manager> DerefMut for Pooled<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        match &mut self.live {
-            Some(live) => &mut live.conn,
-            None => unreachable!("a Pooled guard is used after its connection left"),
-        }
+        &mut self.live.as_mut().expect(LEFT).conn
     }
 }
 

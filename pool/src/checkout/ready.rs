@@ -13,9 +13,7 @@ use crate::status::Metrics;
 use crate::{Manager, Pool, PoolError, Pooled, TimeoutKind};
 
 impl<M: Manager> Pool<M> {
-    /// [`ready`](Self::ready) for a caller that takes its place in line first: should its
-    /// connection prove bad and the connect in its slot fail, it waits at that place, taken
-    /// before it awaits anything.
+    /// [`ready`](Self::ready), once the caller has taken its [`place`](Self::place) in line.
     pub(super) async fn ready_in_place(
         &self,
         live: Live<M::Connection>,
@@ -80,7 +78,7 @@ impl<M: Manager> Pool<M> {
         }
         // Out of the pool for its check: if this future is dropped meanwhile, the guard
         // closes the connection, whose state is then unknown.
-        let mut guard = Pooled::new(Arc::clone(shared), live);
+        let mut guard = Pooled::held(Arc::clone(shared), live, None);
         Pooled::mark_broken(&mut guard);
         let checked = tokio::time::timeout(
             shared.config.check_timeout,
