@@ -137,6 +137,7 @@ macro_rules! setters {
         }
     )*};
 }
+pub(crate) use setters;
 
 /// Configures and builds a [`Pool`]. Made by [`Pool::builder`].
 ///

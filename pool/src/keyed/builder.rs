@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, validate};
+use crate::config::{Config, setters, validate};
 use crate::keyed::KeyedPool;
 use crate::keyed::keys::{Inner, Make, Name};
 use crate::{BuildError, Manager};
@@ -46,11 +46,44 @@ where
         }
     }
 
-    /// The most connections one key may have at once, counting those being opened. Default
-    /// 10.
-    pub fn max_size(mut self, max_size: usize) -> Self {
-        self.config.max_size = max_size;
-        self
+    setters! {
+        /// The most connections one key may have at once, counting those being opened. Default
+        /// 10.
+        max_size: usize;
+
+        /// How many leases ([`KeyedPool::lease`]) one connection carries at once. Default 1
+        /// (see [`Builder::max_streams`](crate::Builder::max_streams)).
+        max_streams: usize;
+
+        /// How long [`KeyedPool::get`] and [`KeyedPool::lease`] wait for a connection: in line
+        /// behind the key's own callers, and for room under `max_total`. Default 30 s.
+        wait_timeout: Duration;
+
+        /// How long one [`Manager::connect`] of a key may take (see
+        /// [`Builder::connect_timeout`](crate::Builder::connect_timeout)). Default 10 s.
+        ///
+        /// It also bounds how long a key whose connects hang holds its share of `max_total`: up
+        /// to its `max_size` connects, each until this timeout.
+        connect_timeout: Duration;
+
+        /// How long one [`Manager::check`] of a key's connection may take (see
+        /// [`Builder::check_timeout`](crate::Builder::check_timeout)). Default 5 s.
+        check_timeout: Duration;
+
+        /// Fails [`KeyedPool::get`] and [`KeyedPool::lease`] with
+        /// [`PoolError::Connect`](crate::PoolError::Connect) (or, for a connect past
+        /// `connect_timeout`, [`TimeoutKind::Connect`](crate::TimeoutKind::Connect)) on the first
+        /// failed connect made for the caller, instead of retrying it with backoff until
+        /// `wait_timeout` (see [`Builder::fail_fast`](crate::Builder::fail_fast)). For a caller
+        /// that has somewhere else to go when a key fails (another node, another host): it
+        /// learns at once. Default `false`.
+        fail_fast: bool;
+
+        /// Closes a connection idle for longer than this, and forgets a key that has had no
+        /// connection and no caller for this long (see [`KeyedPool`]). `None` keeps idle
+        /// connections forever; a key with none is then forgotten after the default, 10 min.
+        /// Default 10 min.
+        idle_timeout: Option<Duration>;
     }
 
     /// The most connections all keys together may have at once, counting those being opened
@@ -61,49 +94,6 @@ where
     /// (10 s): the other keys share what is left.
     pub fn max_total(mut self, max_total: usize) -> Self {
         self.max_total = max_total;
-        self
-    }
-
-    /// How many leases ([`KeyedPool::lease`]) one connection carries at once. Default 1
-    /// (see [`Builder::max_streams`](crate::Builder::max_streams)).
-    pub fn max_streams(mut self, max_streams: usize) -> Self {
-        self.config.max_streams = max_streams;
-        self
-    }
-
-    /// How long [`KeyedPool::get`] and [`KeyedPool::lease`] wait for a connection: in line
-    /// behind the key's own callers, and for room under `max_total`. Default 30 s.
-    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.config.wait_timeout = timeout;
-        self
-    }
-
-    /// How long one [`Manager::connect`] of a key may take (see
-    /// [`Builder::connect_timeout`](crate::Builder::connect_timeout)). Default 10 s.
-    ///
-    /// It also bounds how long a key whose connects hang holds its share of `max_total`: up
-    /// to its `max_size` connects, each until this timeout.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one [`Manager::check`] of a key's connection may take (see
-    /// [`Builder::check_timeout`](crate::Builder::check_timeout)). Default 5 s.
-    pub fn check_timeout(mut self, timeout: Duration) -> Self {
-        self.config.check_timeout = timeout;
-        self
-    }
-
-    /// Fails [`KeyedPool::get`] and [`KeyedPool::lease`] with
-    /// [`PoolError::Connect`](crate::PoolError::Connect) (or, for a connect past
-    /// `connect_timeout`, [`TimeoutKind::Connect`](crate::TimeoutKind::Connect)) on the first
-    /// failed connect made for the caller, instead of retrying it with backoff until
-    /// `wait_timeout` (see [`Builder::fail_fast`](crate::Builder::fail_fast)). For a caller
-    /// that has somewhere else to go when a key fails (another node, another host): it
-    /// learns at once. Default `false`.
-    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
-        self.config.fail_fast = fail_fast;
         self
     }
 
@@ -118,15 +108,6 @@ where
         F: Fn(&K) -> String + Send + Sync + 'static,
     {
         self.name = Some(Box::new(name));
-        self
-    }
-
-    /// Closes a connection idle for longer than this, and forgets a key that has had no
-    /// connection and no caller for this long (see [`KeyedPool`]). `None` keeps idle
-    /// connections forever; a key with none is then forgotten after the default, 10 min.
-    /// Default 10 min.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout;
         self
     }
 
