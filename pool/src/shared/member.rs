@@ -73,20 +73,14 @@ impl<C: 'static> State<C> {
     /// Takes out the longest-idle connection, freeing its slot.
     pub fn evict_oldest(&mut self) -> Option<Evicted<C>> {
         let oldest = self.oldest_idle()?;
-        if let Some(at) = self
-            .idle
-            .iter()
-            .position(|live| live.info.last_used == oldest)
-        {
-            let live = self.idle.remove(at)?;
+        let own = self.idle.iter().position(|l| l.info.last_used == oldest);
+        if let Some(live) = own.and_then(|at| self.idle.remove(at)) {
             self.free_slots(1);
             return Some(Evicted::Own(live));
         }
         let mut first = true;
-        let conn = self
-            .evict_shared(|_, _| std::mem::replace(&mut first, false))
-            .pop()?;
-        Some(Evicted::Shared(conn))
+        let evicted = self.evict_shared(|_, _| std::mem::replace(&mut first, false));
+        evicted.into_iter().next().map(Evicted::Shared)
     }
 }
 

@@ -301,8 +301,7 @@ impl<M: Manager> Shared<M> {
             return self.discard(live);
         }
         live.info.last_used = now;
-        // A panicking `needs_reset` leaves the connection's state unknown: it is discarded, as
-        // a panicking `is_broken` discards.
+        // A panicking `needs_reset` leaves the connection's state unknown: it is discarded.
         match self.ask(None, |manager| Some(manager.needs_reset(&live.conn))) {
             Some(false) => {}
             Some(true) => return self.start_reset(live),

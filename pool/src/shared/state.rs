@@ -203,7 +203,7 @@ impl<C> State<C> {
     /// A connection comes (back) into the pool: to the oldest waiter, to the idle list, or out
     /// when the pool is closed or above its size.
     pub fn place_conn(&mut self, live: Live<C>) -> Place<C> {
-        // Under `gives_way`, idle, it would keep its slot from another pool's starved callers.
+        // With `gives_way`, idle, it would keep its slot from another pool's starved callers.
         if self.closed || self.slots > self.max_size || self.gives_way() {
             self.free_slots(1);
             return Place::Discard(live);

@@ -108,8 +108,7 @@ pub(super) fn open(
         state.closed
     };
     if pool_closed {
-        // `Shared::discard`: the slot frees (`Shared::release_slot`), then the connection
-        // closes.
+        // `Shared::discard`: the slot frees (`Shared::release_slot`), then it is closed.
         if let Some(waker) = locked(model, State::release_slot) {
             waker.wake();
         }
