@@ -172,12 +172,9 @@ impl Account {
     pub fn take(&mut self, n: usize) -> usize {
         let got = self.budget.take(n);
         if got > 0 && self.held == 0 {
+            let me = self.me.clone();
             let lists = &mut *self.budget.lists();
-            self.holder = Some(slab_insert(
-                &mut lists.holders,
-                &mut lists.free,
-                self.me.clone(),
-            ));
+            self.holder = Some(slab_insert(&mut lists.holders, &mut lists.free, me));
         }
         self.held += got;
         if got < n {

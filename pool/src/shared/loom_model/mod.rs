@@ -262,10 +262,7 @@ fn assert_emptied(state: &State<u64>) {
 /// holding its slot, with that count; the pool's total the same; nothing idle or waiting.
 fn assert_leased(state: &State<u64>, key: Key, leases: usize) {
     state.debug_check();
-    let record = state
-        .streams
-        .get(key)
-        .expect("the connection is still shared");
+    let record = state.streams.get(key).expect("still shared");
     assert_eq!(record.leases, leases, "the record's count of leases");
     assert_eq!(state.streams.leases, leases, "the pool's count of leases");
     assert_eq!(state.streams.keys().count(), 1, "one shared connection");
