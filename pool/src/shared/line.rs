@@ -215,8 +215,10 @@ impl<C> Line<C> {
     /// Hands `grant` to the oldest waiter and returns its waker to wake once the lock is
     /// released; gives the grant back when nobody waits.
     pub fn serve(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
-        let first = self.queue.pop_front();
-        self.hand(first, grant)
+        match self.queue.pop_front() {
+            Some(ticket) => Ok(self.settle(ticket, Wake::Granted(grant))),
+            None => Err(grant),
+        }
     }
 
     /// Hands `grant` to the oldest caller that waits for a connection of its own, passing
@@ -238,13 +240,7 @@ impl<C> Line<C> {
     /// connection of its own.
     fn serve_first(&mut self, lease: bool, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
         let at = self.queue.iter().position(|t| t.lease == lease);
-        let ticket = at.and_then(|at| self.queue.remove(at));
-        self.hand(ticket, grant)
-    }
-
-    /// Hands `grant` to `ticket`, just taken out of the queue; gives it back with no ticket.
-    fn hand(&mut self, ticket: Option<Ticket>, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
-        match ticket {
+        match at.and_then(|at| self.queue.remove(at)) {
             Some(ticket) => Ok(self.settle(ticket, Wake::Granted(grant))),
             None => Err(grant),
         }

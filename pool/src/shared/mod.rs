@@ -44,6 +44,8 @@ thread_local! {
 pub(crate) struct Padded<T>(T);
 
 /// Puts `value` in a slab, at a free place if there is one (`free` lists them); its place.
+/// Inlined: called, it copied a waiter's slot once more on every join (`scripts/instr`).
+#[inline(always)]
 pub(crate) fn slab_insert<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<usize>, value: T) -> usize {
     match free.pop() {
         Some(at) => {
