@@ -95,12 +95,10 @@ pub(crate) async fn connect<M: Manager>(
             Connected::Failed(error)
         }
         Err(_) => {
-            tracing::warn!(timeout = ?shared.config.connect_timeout, "pool connect timed out");
+            let timeout = shared.config.connect_timeout;
+            tracing::warn!(?timeout, "pool connect timed out");
             Metrics::bump(&shared.metrics.connect_failures);
-            shared.lock().last_connect_error = Some(format!(
-                "connect timed out after {:?}",
-                shared.config.connect_timeout
-            ));
+            shared.lock().last_connect_error = Some(format!("connect timed out after {timeout:?}"));
             drop(slot);
             Connected::TimedOut
         }

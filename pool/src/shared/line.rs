@@ -236,8 +236,8 @@ impl<C> Line<C> {
         self.serve_first(true, grant)
     }
 
-    /// Hands `grant` to the oldest caller that waits for a lease (`lease`), or else for a
-    /// connection of its own.
+    /// Hands `grant` to the oldest caller that waits for a lease if `lease`, else to the
+    /// oldest that waits for a connection of its own.
     fn serve_first(&mut self, lease: bool, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
         let at = self.queue.iter().position(|t| t.lease == lease);
         match at.and_then(|at| self.queue.remove(at)) {

@@ -24,14 +24,11 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
         pool: pool.clone(),
         armed: true,
     };
-    let (every, sample, rearm) = match pool.upgrade() {
-        Some(shared) => (
-            shared.config.effective_reap_interval(),
-            shared.config.metrics_interval.max(Duration::from_millis(1)),
-            Arc::clone(&shared.rearm),
-        ),
-        None => return,
-    };
+    let Some(shared) = pool.upgrade() else { return };
+    let every = shared.config.effective_reap_interval();
+    let sample = shared.config.metrics_interval.max(Duration::from_millis(1));
+    let rearm = Arc::clone(&shared.rearm);
+    drop(shared);
     let mut next_round = Instant::now();
     let mut next_expiry = None;
     loop {

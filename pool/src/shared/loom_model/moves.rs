@@ -141,16 +141,15 @@ pub(super) fn open(
 /// served, is opened with the connection [`NEW`]. The outcome; the caller's record says
 /// whether it waited in line, and the connections it closed.
 pub(super) async fn lease(model: &Model, waker: &Waker, caller: &mut Caller) -> Started {
-    let mut first = match fast_place(&mut model.lock().unwrap(), &mut false) {
-        Some(Placed::Lease(leased)) => return Started::Found(leased),
-        other => other,
-    };
     let mut place = None;
+    // Its own statement: the lock it takes is released before `decide_lease` takes it again.
+    let first = fast_place(&mut model.lock().unwrap(), &mut false);
+    let mut step = match first {
+        Some(Placed::Lease(leased)) => return Started::Found(leased),
+        Some(placed) => Step::Placed(placed),
+        None => decide_lease(model, waker, &mut place),
+    };
     let room = loop {
-        let step = match first.take() {
-            Some(placed) => Step::Placed(placed),
-            None => decide_lease(model, waker, &mut place),
-        };
         match step {
             Step::Closed => return Started::Closed,
             Step::Placed(Placed::Lease(leased)) => return Started::Found(leased),
@@ -159,6 +158,7 @@ pub(super) async fn lease(model: &Model, waker: &Waker, caller: &mut Caller) -> 
                     waker.wake();
                 }
                 caller.closed.extend(unwrap::<u64>(conn));
+                step = decide_lease(model, waker, &mut place);
             }
             Step::Placed(Placed::Check(..)) => unreachable!("`checked` refuses a check"),
             Step::Connect(room) => break room,
