@@ -46,6 +46,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::shared::slab_insert;
+
 /// A pool, as its budget sees it: the moves that the steward makes on it, each under the
 /// pool's own lock, taken and released inside the call.
 pub(crate) trait Member: Send + Sync {
@@ -107,20 +109,12 @@ impl Budget {
 
     /// Takes up to `n` slots, as many as the cap leaves.
     fn take(&self, n: usize) -> usize {
-        let mut used = self.used.load(SeqCst);
-        loop {
-            let got = n.min(self.max_total.saturating_sub(used));
-            if got == 0 {
-                return 0;
-            }
-            match self
-                .used
-                .compare_exchange_weak(used, used + got, SeqCst, SeqCst)
-            {
-                Ok(_) => return got,
-                Err(now) => used = now,
-            }
-        }
+        let mut got = 0;
+        let _ = self.used.fetch_update(SeqCst, SeqCst, |used| {
+            got = n.min(self.max_total.saturating_sub(used));
+            (got > 0).then_some(used + got)
+        });
+        got
     }
 
     /// Gives `n` slots back; the steward is told when a pool starves.
@@ -178,18 +172,9 @@ impl Account {
     pub fn take(&mut self, n: usize) -> usize {
         let got = self.budget.take(n);
         if got > 0 && self.held == 0 {
-            let mut lists = self.budget.lists();
-            let holder = Some(self.me.clone());
-            self.holder = Some(match lists.free.pop() {
-                Some(at) => {
-                    lists.holders[at] = holder;
-                    at
-                }
-                None => {
-                    lists.holders.push(holder);
-                    lists.holders.len() - 1
-                }
-            });
+            let me = self.me.clone();
+            let lists = &mut *self.budget.lists();
+            self.holder = Some(slab_insert(&mut lists.holders, &mut lists.free, me));
         }
         self.held += got;
         if got < n {

@@ -33,25 +33,23 @@ impl<M: Manager> Shared<M> {
     }
 }
 
-/// Frees a reserved connect slot unless disarmed: runs when the connect fails, and also when
-/// `Manager::connect` panics or its task is aborted, so neither leaks a slot.
+/// Frees a reserved connect slot unless forgotten (the connect succeeded): runs when the
+/// connect fails, and also when `Manager::connect` panics or its task is aborted, so neither
+/// leaks a slot.
 struct ConnectSlot<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     /// The leases this connect promised to callers waiting for it (`opening_room`).
     room: usize,
-    armed: bool,
 }
 
 impl<M: Manager> Drop for ConnectSlot<'_, M> {
     fn drop(&mut self) {
-        if self.armed {
-            {
-                let mut state = self.shared.lock();
-                state.connecting -= 1;
-                state.opening_room -= self.room;
-            }
-            self.shared.release_slot();
+        {
+            let mut state = self.shared.lock();
+            state.connecting -= 1;
+            state.opening_room -= self.room;
         }
+        self.shared.release_slot();
     }
 }
 
@@ -67,10 +65,9 @@ pub(crate) async fn connect<M: Manager>(
     reply: Option<oneshot::Sender<Connected<M::Connection, M::Error>>>,
     room: usize,
 ) {
-    let mut slot = ConnectSlot {
+    let slot = ConnectSlot {
         shared: &shared,
         room,
-        armed: true,
     };
     let result =
         tokio::time::timeout(shared.config.connect_timeout, shared.manager.connect()).await;
@@ -84,7 +81,7 @@ pub(crate) async fn connect<M: Manager>(
                 state.connecting -= 1;
                 state.last_connect_error = None;
             }
-            slot.armed = false;
+            std::mem::forget(slot);
             Connected::Conn(Live {
                 conn,
                 info: ConnInfo::new(now, lifetime),
@@ -98,12 +95,10 @@ pub(crate) async fn connect<M: Manager>(
             Connected::Failed(error)
         }
         Err(_) => {
-            tracing::warn!(timeout = ?shared.config.connect_timeout, "pool connect timed out");
+            let timeout = shared.config.connect_timeout;
+            tracing::warn!(?timeout, "pool connect timed out");
             Metrics::bump(&shared.metrics.connect_failures);
-            shared.lock().last_connect_error = Some(format!(
-                "connect timed out after {:?}",
-                shared.config.connect_timeout
-            ));
+            shared.lock().last_connect_error = Some(format!("connect timed out after {timeout:?}"));
             drop(slot);
             Connected::TimedOut
         }
@@ -119,12 +114,6 @@ pub(crate) async fn connect<M: Manager>(
 
 /// An error with its chain of causes, as one line.
 fn render(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    let chain = std::iter::successors(Some(error), |error| error.source());
+    chain.map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::shared::slab_insert;
 use crate::status::Metrics;
 
 /// Where a caller took a connection or lease: the caller of `get` or `lease`.
@@ -61,17 +62,8 @@ impl Holds {
             at,
             reported: false,
         };
-        let mut slab = self.slab();
-        let at = match slab.free.pop() {
-            Some(at) => {
-                slab.holds[at] = Some(hold);
-                at
-            }
-            None => {
-                slab.holds.push(Some(hold));
-                slab.holds.len() - 1
-            }
-        };
+        let slab = &mut *self.slab();
+        let at = slab_insert(&mut slab.holds, &mut slab.free, hold);
         let key = u32::try_from(at + 1).ok().and_then(NonZeroU32::new);
         if key.is_none() {
             slab.holds[at] = None;

@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::info::Live;
 use crate::lease::streams::Leased;
+use crate::shared::slab_insert;
 
 /// What a waiter is handed.
 pub(crate) enum Grant<C> {
@@ -144,7 +145,11 @@ impl<C> Line<C> {
     /// connection that died, or the connection it opened went to the callers ahead of it)
     /// keeps its turn. Returns its ticket, at that place.
     pub fn rejoin(&mut self, arrival: Arrival, waker: Waker) -> Ticket {
-        let key = self.new_slot(waker);
+        let slot = Slot {
+            waker: Some(waker),
+            outcome: None,
+        };
+        let key = slab_insert(&mut self.slab, &mut self.free, slot);
         let ticket = Ticket {
             id: arrival.id,
             key,
@@ -154,32 +159,11 @@ impl<C> Line<C> {
             // A caller that just came: its place is the end.
             self.queue.push_back(ticket);
         } else {
-            let at = self
-                .queue
-                .binary_search_by_key(&ticket.id, |t| t.id)
-                .unwrap_or_else(|at| at);
+            let at = self.queue.partition_point(|t| t.id < ticket.id);
             self.queue.insert(at, ticket);
         }
         self.leasers += usize::from(ticket.lease);
         ticket
-    }
-
-    /// A free slot for a waiter that wakes with `waker`; its key.
-    fn new_slot(&mut self, waker: Waker) -> usize {
-        let slot = Slot {
-            waker: Some(waker),
-            outcome: None,
-        };
-        match self.free.pop() {
-            Some(key) => {
-                self.slab[key] = Some(slot);
-                key
-            }
-            None => {
-                self.slab.push(Some(slot));
-                self.slab.len() - 1
-            }
-        }
     }
 
     /// The outcome, once there is one (the slot is then freed); else keeps the waker.
@@ -188,19 +172,16 @@ impl<C> Line<C> {
             // Unreachable while the invariants hold; a closed pool is the safe answer.
             return Poll::Ready(Wake::Closed);
         };
-        match slot.outcome.take() {
-            Some(outcome) => {
-                self.release(ticket.key);
-                Poll::Ready(outcome)
-            }
-            None => {
-                match &mut slot.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
+        if let Some(outcome) = slot.outcome.take() {
+            self.slab[ticket.key] = None;
+            self.free.push(ticket.key);
+            return Poll::Ready(outcome);
         }
+        match &mut slot.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Leaves the line for good (the wait was dropped). Returns a grant that had arrived but
@@ -235,10 +216,7 @@ impl<C> Line<C> {
     /// released; gives the grant back when nobody waits.
     pub fn serve(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
         match self.queue.pop_front() {
-            Some(ticket) => {
-                self.leasers -= usize::from(ticket.lease);
-                Ok(self.settle(ticket, Wake::Granted(grant)))
-            }
+            Some(ticket) => Ok(self.settle(ticket, Wake::Granted(grant))),
             None => Err(grant),
         }
     }
@@ -246,15 +224,7 @@ impl<C> Line<C> {
     /// Hands `grant` to the oldest caller that waits for a connection of its own, passing
     /// over callers waiting for a lease; gives it back when no such caller waits.
     pub fn serve_exclusive(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
-        let Some(ticket) = self
-            .queue
-            .iter()
-            .position(|t| !t.lease)
-            .and_then(|at| self.queue.remove(at))
-        else {
-            return Err(grant);
-        };
-        Ok(self.settle(ticket, Wake::Granted(grant)))
+        self.serve_first(false, grant)
     }
 
     /// Hands `grant` (a lease) to the oldest caller that waits for a lease, passing over
@@ -263,21 +233,21 @@ impl<C> Line<C> {
         if self.leasers == 0 {
             return Err(grant);
         }
-        let Some(ticket) = self
-            .queue
-            .iter()
-            .position(|t| t.lease)
-            .and_then(|at| self.queue.remove(at))
-        else {
-            return Err(grant);
-        };
-        self.leasers -= 1;
-        Ok(self.settle(ticket, Wake::Granted(grant)))
+        self.serve_first(true, grant)
+    }
+
+    /// Hands `grant` to the oldest caller that waits for a lease if `lease`, else to the
+    /// oldest that waits for a connection of its own.
+    fn serve_first(&mut self, lease: bool, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
+        let at = self.queue.iter().position(|t| t.lease == lease);
+        match at.and_then(|at| self.queue.remove(at)) {
+            Some(ticket) => Ok(self.settle(ticket, Wake::Granted(grant))),
+            None => Err(grant),
+        }
     }
 
     /// Fails every waiter with [`Wake::Closed`]; returns their wakers.
     pub fn close_all(&mut self) -> Vec<Waker> {
-        self.leasers = 0;
         let tickets: Vec<_> = self.queue.drain(..).collect();
         tickets
             .into_iter()
@@ -285,15 +255,12 @@ impl<C> Line<C> {
             .collect()
     }
 
+    /// Ends the wait of `ticket`, just taken out of the queue, with `outcome`; its waker.
     fn settle(&mut self, ticket: Ticket, outcome: Wake<C>) -> Option<Waker> {
+        self.leasers -= usize::from(ticket.lease);
         let slot = self.slab.get_mut(ticket.key).and_then(Option::as_mut)?;
         slot.outcome = Some(outcome);
         slot.waker.take()
-    }
-
-    fn release(&mut self, key: usize) {
-        self.slab[key] = None;
-        self.free.push(key);
     }
 }
 

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::Manager;
+use crate::lease::streams::SharedConn;
+use crate::shared::state::{Live, State};
 use crate::shared::{Shared, holds};
+use crate::{ConnInfo, Manager};
 
 /// Runs until the pool is closed or every handle to it is gone. It holds only a weak
 /// reference between rounds, so it never keeps a dropped pool alive.
@@ -22,14 +24,11 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
         pool: pool.clone(),
         armed: true,
     };
-    let (every, sample, rearm) = match pool.upgrade() {
-        Some(shared) => (
-            shared.config.effective_reap_interval(),
-            shared.config.metrics_interval.max(Duration::from_millis(1)),
-            Arc::clone(&shared.rearm),
-        ),
-        None => return,
-    };
+    let Some(shared) = pool.upgrade() else { return };
+    let every = shared.config.effective_reap_interval();
+    let sample = shared.config.metrics_interval.max(Duration::from_millis(1));
+    let rearm = Arc::clone(&shared.rearm);
+    drop(shared);
     let mut next_round = Instant::now();
     let mut next_expiry = None;
     loop {
@@ -90,7 +89,7 @@ impl<M: Manager> Drop for Running<M> {
         if self.armed
             && let Some(shared) = self.pool.upgrade()
         {
-            shared.maintenance_stopped();
+            shared.maintenance_started.store(false, Ordering::Release);
         }
     }
 }
@@ -99,25 +98,9 @@ impl<M: Manager> Drop for Running<M> {
 /// `idle_timeout` while more than `min_idle` are idle. The oldest go first. Shared
 /// connections past their lifetime that carry leases drain: no new lease, closed after their
 /// last.
-pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
+fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let idle_timeout = shared.config.idle_timeout;
-    let (evicted, shared_evicted) = {
-        let mut state = shared.lock();
-        let min_idle = state.min_idle;
-        let retire = |info: &crate::ConnInfo, remaining: usize| {
-            let stale =
-                idle_timeout.is_some_and(|t| now.saturating_duration_since(info.last_used) >= t);
-            info.expired(now) || (stale && remaining > min_idle)
-        };
-        // `remaining` is the idle count before this eviction, the kept ones included.
-        let evicted = state.evict(|live, remaining| retire(&live.info, remaining));
-        let shared_evicted = state.evict_shared(retire);
-        // A lease on a connection that carries leases reads no clock (`State::place_lease`):
-        // one past its lifetime drains here, and closes after its last lease.
-        state.drain_shared(false, |info| info.expired(now));
-        state.debug_check();
-        (evicted, shared_evicted)
-    };
+    let (evicted, shared_evicted) = shared.locked(|state| state.reap(now, idle_timeout));
     if !evicted.is_empty() || !shared_evicted.is_empty() {
         tracing::debug!(
             count = evicted.len() + shared_evicted.len(),
@@ -129,6 +112,30 @@ pub(crate) fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     }
     for conn in shared_evicted {
         shared.close_shared(conn);
+    }
+}
+
+impl<C: 'static> State<C> {
+    /// [`reap`]'s move under the lock: takes out the idle connections it closes, of both
+    /// forms, and drains the shared ones past their lifetime that carry leases.
+    pub fn reap(
+        &mut self,
+        now: Instant,
+        idle_timeout: Option<Duration>,
+    ) -> (Vec<Live<C>>, Vec<SharedConn>) {
+        let min_idle = self.min_idle;
+        let retire = |info: &ConnInfo, remaining: usize| {
+            let stale =
+                idle_timeout.is_some_and(|t| now.saturating_duration_since(info.last_used) >= t);
+            info.expired(now) || (stale && remaining > min_idle)
+        };
+        // `remaining` is the idle count before this eviction, the kept ones included.
+        let evicted = self.evict(|live, remaining| retire(&live.info, remaining));
+        let shared_evicted = self.evict_shared(retire);
+        // A lease on a connection that carries leases reads no clock (`State::place_lease`):
+        // one past its lifetime drains here, and closes after its last lease.
+        self.drain_shared(false, |info| info.expired(now));
+        (evicted, shared_evicted)
     }
 }
 
@@ -144,10 +151,5 @@ impl<M: Manager> Shared<M> {
         {
             runtime.spawn(run(Arc::downgrade(self)));
         }
-    }
-
-    /// The maintenance task is gone (its runtime shut down): the next checkout starts one.
-    pub fn maintenance_stopped(&self) {
-        self.maintenance_started.store(false, Ordering::Release);
     }
 }

@@ -62,49 +62,33 @@ impl<C: 'static> State<C> {
 
     /// When the longest-idle connection (of its own or in shared form) was last used.
     pub fn oldest_idle(&self) -> Option<Instant> {
-        let own = self.idle.iter().map(|live| live.info.last_used).min();
-        let shared = self
-            .streams
-            .keys()
-            .filter_map(|key| self.streams.get(key))
-            .filter(|record| record.is_idle())
-            .map(|record| record.info.last_used)
-            .min();
-        own.into_iter().chain(shared).min()
+        let own = self.idle.iter().map(|live| live.info.last_used);
+        let shared = self.streams.keys().filter_map(|key| {
+            let record = self.streams.get(key)?;
+            record.is_idle().then_some(record.info.last_used)
+        });
+        own.chain(shared).min()
     }
 
     /// Takes out the longest-idle connection, freeing its slot.
     pub fn evict_oldest(&mut self) -> Option<Evicted<C>> {
         let oldest = self.oldest_idle()?;
-        if let Some(at) = self
-            .idle
-            .iter()
-            .position(|live| live.info.last_used == oldest)
-        {
-            let live = self.idle.remove(at)?;
+        let own = self.idle.iter().position(|l| l.info.last_used == oldest);
+        if let Some(live) = own.and_then(|at| self.idle.remove(at)) {
             self.free_slots(1);
             return Some(Evicted::Own(live));
         }
         let mut first = true;
-        let conn = self
-            .evict_shared(|_, _| std::mem::replace(&mut first, false))
-            .pop()?;
-        Some(Evicted::Shared(conn))
+        let evicted = self.evict_shared(|_, _| std::mem::replace(&mut first, false));
+        evicted.into_iter().next().map(Evicted::Shared)
     }
 }
 
 impl<M: Manager> Member for Shared<M> {
     fn feed(self: Arc<Self>) -> bool {
         let mut wakes = Vec::new();
-        let starved = {
-            let mut state = self.lock();
-            let starved = state.feed(&mut wakes);
-            state.debug_check();
-            starved
-        };
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
+        let starved = self.locked(|state| state.feed(&mut wakes));
+        wakes.into_iter().flatten().for_each(Waker::wake);
         starved
     }
 
@@ -113,22 +97,14 @@ impl<M: Manager> Member for Shared<M> {
     }
 
     fn evict_oldest(self: Arc<Self>) -> bool {
-        let evicted = {
-            let mut state = self.lock();
-            let evicted = state.evict_oldest();
-            state.debug_check();
-            evicted
+        let Some(evicted) = self.locked(State::evict_oldest) else {
+            return false;
         };
+        tracing::debug!("closing an idle connection for another pool's callers");
         match evicted {
-            None => false,
-            Some(evicted) => {
-                tracing::debug!("closing an idle connection for another pool's callers");
-                match evicted {
-                    Evicted::Own(live) => self.close_conn(live.conn),
-                    Evicted::Shared(conn) => self.close_shared(conn),
-                }
-                true
-            }
+            Evicted::Own(live) => self.close_conn(live.conn),
+            Evicted::Shared(conn) => self.close_shared(conn),
         }
+        true
     }
 }

@@ -14,6 +14,7 @@ mod loom_model;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, PoisonError};
+use std::task::Waker;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -42,6 +43,22 @@ thread_local! {
 #[repr(align(128))]
 pub(crate) struct Padded<T>(T);
 
+/// Puts `value` in a slab, at a free place if there is one (`free` lists them); its place.
+/// Inlined: called, it copied a waiter's slot once more on every join (`scripts/instr`).
+#[inline(always)]
+pub(crate) fn slab_insert<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<usize>, value: T) -> usize {
+    match free.pop() {
+        Some(at) => {
+            slab[at] = Some(value);
+            at
+        }
+        None => {
+            slab.push(Some(value));
+            slab.len() - 1
+        }
+    }
+}
+
 /// Everything the handles of one pool share.
 pub(crate) struct Shared<M: Manager> {
     pub manager: M,
@@ -54,7 +71,7 @@ pub(crate) struct Shared<M: Manager> {
     /// the last leases to end.
     pub drained: Notify,
     /// The holds of `Pooled` and `Lease` guards, when they are tracked
-    /// ([`Shared::tracks_holds`]).
+    /// ([`Shared::start_hold`]).
     pub holds: holds::Holds,
     /// Wakes the background task to plan its next wake again (`State::maintenance_wake`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
@@ -79,21 +96,12 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Whether guards register their holds: with `leak_threshold` set, or the `metrics`
-    /// feature on (for the `pool.hold` histogram).
-    #[inline]
-    pub fn tracks_holds(&self) -> bool {
-        cfg!(feature = "metrics") || self.config.leak_threshold.is_some()
-    }
-
-    /// Registers a hold taken at `at`, when holds are tracked.
+    /// Registers a hold taken at `at`, when holds are tracked: with `leak_threshold` set, or
+    /// the `metrics` feature on (for the `pool.hold` histogram).
     #[inline]
     pub fn start_hold(&self, at: holds::Site) -> Option<holds::HoldKey> {
-        if self.tracks_holds() {
-            self.holds.start(at)
-        } else {
-            None
-        }
+        let tracked = cfg!(feature = "metrics") || self.config.leak_threshold.is_some();
+        if tracked { self.holds.start(at) } else { None }
     }
 
     /// Wakes the background task to plan again, when a move under the lock found it must
@@ -111,6 +119,15 @@ impl<M: Manager> Shared<M> {
         #[cfg(test)]
         LOCKS.with(|n| n.set(n.get() + 1));
         self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the move `f` under the lock, then checks the invariants before unlocking.
+    #[inline]
+    pub fn locked<R>(&self, f: impl FnOnce(&mut State<M::Connection>) -> R) -> R {
+        let mut state = self.lock();
+        let out = f(&mut state);
+        state.debug_check();
+        out
     }
 
     /// A consistent snapshot of sizes and counters ([`Pool::status`]); with the `metrics`
@@ -145,13 +162,9 @@ impl<M: Manager> Shared<M> {
     /// discarded connection.
     pub fn act(self: &Arc<Self>, place: Place<M::Connection>) {
         match place {
-            Place::Done => {}
+            Place::Done | Place::Wake(None) => {}
             Place::Discard(live) => self.close_conn(live.conn),
-            Place::Wake(waker) => {
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-            }
+            Place::Wake(Some(waker)) => waker.wake(),
         }
     }
 
@@ -164,25 +177,16 @@ impl<M: Manager> Shared<M> {
     /// promised to callers waiting for it (`opening_room`): the caller it was opened for is
     /// gone, so the oldest waiter takes it (and shares it, if it wants a lease).
     pub fn place_opened(self: &Arc<Self>, live: Live<M::Connection>, room: usize) {
-        let place = {
-            let mut state = self.lock();
+        let place = self.locked(|state| {
             state.opening_room -= room;
-            let place = state.place_conn(live);
-            state.debug_check();
-            place
-        };
+            state.place_conn(live)
+        });
         self.act(place);
     }
 
     /// Frees one slot (to the oldest waiter, or given up).
     pub fn release_slot(self: &Arc<Self>) {
-        let waker = {
-            let mut state = self.lock();
-            let waker = state.release_slot();
-            state.debug_check();
-            waker
-        };
-        if let Some(waker) = waker {
+        if let Some(waker) = self.locked(State::release_slot) {
             waker.wake();
         }
     }
@@ -200,28 +204,25 @@ impl<M: Manager> Shared<M> {
         self.conn_is_broken(&mut live.conn)
     }
 
+    /// Asks the manager `ask`; `panicked` is the answer when it panics.
+    fn ask<R>(&self, panicked: R, ask: impl FnOnce(&M) -> R) -> R {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ask(&self.manager)))
+            .unwrap_or(panicked)
+    }
+
     /// [`Manager::is_retryable`]; a panic counts as retryable (the pool's default).
     pub fn is_retryable(&self, error: &M::Error) -> bool {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.manager.is_retryable(error)
-        }))
-        .unwrap_or(true)
+        self.ask(true, |manager| manager.is_retryable(error))
     }
 
     /// [`Manager::is_broken`] on a bare connection; a panic counts as broken.
     pub fn conn_is_broken(&self, conn: &mut M::Connection) -> bool {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.manager.is_broken(conn)
-        }))
-        .unwrap_or(true)
+        self.ask(true, |manager| manager.is_broken(conn))
     }
 
     /// [`Manager::is_broken_shared`]; a panic counts as broken.
     pub fn is_broken_shared(&self, conn: &M::Connection) -> bool {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.manager.is_broken_shared(conn)
-        }))
-        .unwrap_or(true)
+        self.ask(true, |manager| manager.is_broken_shared(conn))
     }
 
     /// Ends a lease on the connection of `key`: under the lock, then wakes who was served and
@@ -229,10 +230,9 @@ impl<M: Manager> Shared<M> {
     pub fn end_lease(self: &Arc<Self>, conn: SharedConn, key: Key, broken: bool) {
         let broken = broken
             || conn_ref::<M::Connection>(&conn).is_some_and(|conn| self.is_broken_shared(conn));
-        let ended = {
-            let mut state = self.lock();
-            state.lease_ended(conn, key, broken, |c| self.conn_is_broken(c))
-        };
+        let ended = self
+            .lock()
+            .lease_ended(conn, key, broken, |c| self.conn_is_broken(c));
         if let Some(ended) = ended {
             self.after_lease(ended);
         }
@@ -243,14 +243,8 @@ impl<M: Manager> Shared<M> {
     /// waiting for a lease are served wherever there is room.
     pub fn unstick_leasers(self: &Arc<Self>) {
         let mut wakes = Vec::new();
-        {
-            let mut state = self.lock();
-            state.serve_leasers_anywhere(&mut wakes);
-            state.debug_check();
-        }
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
+        self.locked(|state| state.serve_leasers_anywhere(&mut wakes));
+        wakes.into_iter().flatten().for_each(Waker::wake);
     }
 
     /// Carries out what ending a lease left to do, outside the lock. Inlined for the common
@@ -272,9 +266,7 @@ impl<M: Manager> Shared<M> {
             Metrics::bump(&self.metrics.broken);
             tracing::debug!("a shared connection is broken; it closes after its last lease");
         }
-        for waker in ended.wakes.into_iter().flatten() {
-            waker.wake();
-        }
+        ended.wakes.into_iter().flatten().for_each(Waker::wake);
         if let Some(conn) = ended.close {
             self.close_shared(conn);
         }
@@ -311,20 +303,16 @@ impl<M: Manager> Shared<M> {
             return self.discard(live);
         }
         live.info.last_used = now;
-        match self.needs_reset(&live) {
-            Ok(false) => {}
-            Ok(true) => return self.start_reset(live),
-            Err(()) => {
+        // A panicking `needs_reset` leaves the connection's state unknown: it is discarded.
+        match self.ask(None, |manager| Some(manager.needs_reset(&live.conn))) {
+            Some(false) => {}
+            Some(true) => return self.start_reset(live),
+            None => {
                 tracing::debug!("needs_reset panicked; discarding the connection");
                 return self.discard(live);
             }
         }
-        let place = {
-            let mut state = self.lock();
-            let place = state.place_conn(live);
-            state.debug_check();
-            place
-        };
+        let place = self.locked(|state| state.place_conn(live));
         self.act(place);
     }
 

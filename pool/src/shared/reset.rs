@@ -16,13 +16,6 @@ use crate::shared::state::{Live, Place};
 use crate::status::Metrics;
 
 impl<M: Manager> Shared<M> {
-    /// [`Manager::needs_reset`]; `Err` when it panicked: the connection's state is unknown,
-    /// and it is discarded, as a panicking `is_broken` discards.
-    pub fn needs_reset(&self, live: &Live<M::Connection>) -> Result<bool, ()> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.manager.needs_reset(&live.conn)))
-            .map_err(drop)
-    }
-
     /// Starts the reset of `live`, which came back dirty, in a task of the runtime at hand;
     /// with no runtime there is nowhere to run it, and the connection is discarded.
     pub fn start_reset(self: &Arc<Self>, live: Live<M::Connection>) {
@@ -49,29 +42,27 @@ struct Resetting<M: Manager> {
 impl<M: Manager> Resetting<M> {
     async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        let ok = match self.live.as_mut() {
-            Some(live) => {
-                let reset = AssertUnwindSafe(shared.manager.reset(&mut live.conn)).catch_unwind();
-                match tokio::time::timeout(shared.config.reset_timeout, reset).await {
-                    Ok(Ok(Ok(()))) => true,
-                    Ok(Ok(Err(_))) => {
-                        tracing::debug!("a reset failed; discarding its connection");
-                        false
-                    }
-                    Ok(Err(_)) => {
-                        tracing::debug!("a reset panicked; discarding its connection");
-                        false
-                    }
-                    Err(_) => {
-                        tracing::debug!(
-                            timeout = ?shared.config.reset_timeout,
-                            "a reset timed out; discarding its connection"
-                        );
-                        false
-                    }
-                }
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let reset = AssertUnwindSafe(shared.manager.reset(&mut live.conn)).catch_unwind();
+        let ok = match tokio::time::timeout(shared.config.reset_timeout, reset).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(_))) => {
+                tracing::debug!("a reset failed; discarding its connection");
+                false
             }
-            None => false,
+            Ok(Err(_)) => {
+                tracing::debug!("a reset panicked; discarding its connection");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(
+                    timeout = ?shared.config.reset_timeout,
+                    "a reset timed out; discarding its connection"
+                );
+                false
+            }
         };
         if shared.lock().closed {
             // The pool closed meanwhile, and `close` waits for this connection: it is closed
@@ -98,17 +89,14 @@ impl<M: Manager> Resetting<M> {
         };
         let shared = &self.shared;
         Metrics::bump(&shared.metrics.resets);
-        let (place, discarded) = {
-            let mut state = shared.lock();
+        let (place, discarded) = shared.locked(|state| {
             state.resetting -= 1;
-            let outcome = if clean {
+            if clean {
                 (state.place_conn(live), None)
             } else {
                 (Place::Wake(state.release_slot()), Some(live))
-            };
-            state.debug_check();
-            outcome
-        };
+            }
+        });
         shared.act(place);
         if let Some(live) = discarded {
             Metrics::bump(&shared.metrics.reset_failures);
@@ -131,12 +119,10 @@ struct ClosedReset<'a, M: Manager>(&'a Arc<Shared<M>>);
 
 impl<M: Manager> Drop for ClosedReset<'_, M> {
     fn drop(&mut self) {
-        {
-            let mut state = self.0.lock();
+        self.0.locked(|state| {
             state.resetting -= 1;
             state.free_slots(1);
-            state.debug_check();
-        }
+        });
         self.0.drained.notify_waiters();
     }
 }

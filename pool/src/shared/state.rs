@@ -203,12 +203,8 @@ impl<C> State<C> {
     /// A connection comes (back) into the pool: to the oldest waiter, to the idle list, or out
     /// when the pool is closed or above its size.
     pub fn place_conn(&mut self, live: Live<C>) -> Place<C> {
-        if self.closed || self.slots > self.max_size {
-            self.free_slots(1);
-            return Place::Discard(live);
-        }
-        if self.gives_way() {
-            // Idle, it would keep its slot from another pool's starved callers.
+        // With `gives_way`, idle, it would keep its slot from another pool's starved callers.
+        if self.closed || self.slots > self.max_size || self.gives_way() {
             self.free_slots(1);
             return Place::Discard(live);
         }
@@ -272,11 +268,8 @@ impl<C> State<C> {
         let mut evicted = Vec::new();
         let mut at = 0;
         while at < self.idle.len() {
-            let remaining = self.idle.len();
-            if pick(&self.idle[at], remaining) {
-                if let Some(live) = self.idle.remove(at) {
-                    evicted.push(live);
-                }
+            if pick(&self.idle[at], self.idle.len()) {
+                evicted.extend(self.idle.remove(at));
             } else {
                 at += 1;
             }

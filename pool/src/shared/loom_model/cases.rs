@@ -12,8 +12,7 @@ use super::*;
 #[test]
 fn loom_model_a_lease_taken_as_the_last_one_ends() {
     model(3, || {
-        let (pool, mut held) = pool_with_leases(2, 1, None);
-        let last = held.pop().expect("one lease");
+        let (pool, [last]) = pool_with_leases(2, None);
         let key = last.key;
         let ender = on_thread(&pool, move |pool| end(pool, last, false));
         let mut asked = false;
@@ -44,10 +43,8 @@ fn loom_model_a_lease_taken_as_the_last_one_ends() {
 #[test]
 fn loom_model_b_two_last_lease_ends_at_once() {
     model(3, || {
-        let (pool, mut held) = pool_with_leases(2, 2, None);
-        let key = held[0].key;
-        let second = held.pop().expect("two leases");
-        let first = held.pop().expect("two leases");
+        let (pool, [first, second]) = pool_with_leases(2, None);
+        let key = first.key;
         let other = on_thread(&pool, move |pool| end(pool, second, false));
         let mine = end(&pool, first, false);
         let other = other.join().unwrap();
@@ -76,18 +73,15 @@ fn loom_model_b_two_last_lease_ends_at_once() {
 #[test]
 fn loom_model_c_a_lease_end_beside_others_serves_a_caller_joining_the_line() {
     model(3, || {
-        let (pool, mut held) = pool_with_leases(2, 2, None);
-        let key = held[0].key;
-        let ending = held.pop().expect("two leases");
+        let (pool, [kept, ending]) = pool_with_leases(2, None);
+        let key = kept.key;
         let ender = on_thread(&pool, move |pool| end(pool, ending, false));
-        let (started, caller) = block_on_lease(&pool, NEW);
+        let (started, caller) = block_on_lease(&pool);
         ender.join().unwrap();
         let leased = found_or_served(started, &caller);
         assert_eq!(leased.key, key);
         assert_leased(&pool.lock().unwrap(), key, 2);
-        for leased in held.into_iter().chain([leased]) {
-            end(&pool, leased, false);
-        }
+        end_all(&pool, [kept, leased]);
         assert_idle(&mut pool.lock().unwrap(), key);
     });
 }
@@ -98,11 +92,10 @@ fn loom_model_c_a_lease_end_beside_others_serves_a_caller_joining_the_line() {
 #[test]
 fn loom_model_c_the_last_lease_end_serves_a_caller_joining_the_line() {
     model(3, || {
-        let (pool, mut held) = pool_with_leases(1, 1, None);
-        let ending = held.pop().expect("one lease");
+        let (pool, [ending]) = pool_with_leases(1, None);
         let key = ending.key;
         let ender = on_thread(&pool, move |pool| end(pool, ending, false));
-        let (started, caller) = block_on_lease(&pool, NEW);
+        let (started, caller) = block_on_lease(&pool);
         ender.join().unwrap();
         let leased = found_or_served(started, &caller);
         assert_eq!(leased.key, key);
@@ -116,17 +109,15 @@ fn loom_model_c_the_last_lease_end_serves_a_caller_joining_the_line() {
 /// the lease already there, on a connection full at `max_streams` 1: the slot accounting
 /// holds at every step (`debug_check` in each move), the caller gets a lease (found, or
 /// served in line by the end) or `Closed` (found, or failed in line by `close`), never left
-/// waiting, and in the end the
-/// connection has been closed exactly once, by whichever move let go of it last, its slot
-/// freed and nothing left shared.
+/// waiting, and in the end the connection has been closed exactly once, by whichever move
+/// let go of it last, its slot freed and nothing left shared.
 #[test]
 fn loom_model_d_close_races_a_lease_start_and_a_lease_end() {
     model(2, || {
-        let (pool, mut held) = pool_with_leases(1, 1, None);
-        let ending = held.pop().expect("one lease");
+        let (pool, [ending]) = pool_with_leases(1, None);
         let ender = on_thread(&pool, move |pool| end(pool, ending, false).closed);
         let leaser = on_thread(&pool, move |pool| {
-            let (started, caller) = block_on_lease(pool, NEW);
+            let (started, caller) = block_on_lease(pool);
             let mut closed = caller.closed;
             match started {
                 Started::Found(leased) | Started::Served(leased) => {
@@ -148,20 +139,14 @@ fn loom_model_d_close_races_a_lease_start_and_a_lease_end() {
 }
 
 /// d, broken. One lease marks its connection broken and ends while the other lease on it
-/// ends: the slot is freed exactly once (at the mark; a second free
-/// would take `slots` below 0), the connection takes no lease once marked, and it is closed
-/// exactly once, by its last lease's end.
+/// ends: the slot is freed exactly once (at the mark; a second free would take `slots`
+/// below 0), the connection takes no lease once marked, and it is closed exactly once, by
+/// its last lease's end.
 #[test]
 fn loom_model_d_a_broken_mark_races_a_lease_end() {
     model(2, || {
-        let (pool, mut held) = pool_with_leases(2, 2, None);
-        let key = held[0].key;
-        let healthy = held.pop().expect("two leases");
-        let breaking = held.pop().expect("two leases");
-        let breaker = on_thread(&pool, move |pool| {
-            assert!(mark_broken(pool, key), "the first mark");
-            end(pool, breaking, true).closed
-        });
+        let (pool, [breaking, healthy]) = pool_with_leases(2, None);
+        let breaker = on_thread(&pool, move |pool| break_lease(pool, breaking));
         let ender = on_thread(&pool, move |pool| end(pool, healthy, false).closed);
         let mut closed: Vec<u64> = breaker.join().unwrap().into_iter().collect();
         closed.extend(ender.join().unwrap());
@@ -177,7 +162,7 @@ fn loom_model_d_a_broken_mark_races_a_lease_end() {
 /// freed again, and closed by its last lease's end. The other stays, idle, in the one slot
 /// left. The caller gets a lease, found or served in line (woken exactly once if it
 /// waited), never a slot: the shrink frees none, and no lease is placed on the drained
-/// connection (`assert_open` in every placement).
+/// connection (`checked` in every placement).
 #[test]
 fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
     model(3, || {
@@ -187,20 +172,12 @@ fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
         state.debug_check();
         let pool = Arc::new(Mutex::new(state));
         let shrinker = on_thread(&pool, move |pool| resize(pool, 1));
-        let ender = on_thread(&pool, move |pool| {
-            let mut closed: Vec<u64> = end(pool, first, false).closed.into_iter().collect();
-            closed.extend(end(pool, second, false).closed);
-            closed
-        });
-        let (started, caller) = block_on_lease(&pool, NEW);
+        let ender = on_thread(&pool, move |pool| end_all(pool, [first, second]));
+        let (started, caller) = block_on_lease(&pool);
         let mut closed = shrinker.join().unwrap();
         closed.extend(ender.join().unwrap());
-        caller.assert_woken_once_if_waited();
-        let leased = match started {
-            Started::Found(leased) | Started::Served(leased) => leased,
-            Started::Opened(_) => panic!("a shrink frees no slot: nothing opens"),
-            Started::Closed => panic!("the pool never closes here"),
-        };
+        // A shrink frees no slot: nothing opens.
+        let leased = found_or_served(started, &caller);
         closed.extend(caller.closed);
         closed.extend(end(&pool, leased, false).closed);
         assert!(
@@ -227,50 +204,37 @@ fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
 /// by the caller that finds it with no lease (a lease with no other on its connection reads
 /// the clock), else drained by the round and closed by its last lease's end. It takes a
 /// new lease only beside another and before the round drains it (a lease beside others
-/// reads no clock: `assert_open` in every placement), never one served in line (a lease
+/// reads no clock: `checked` in every placement), never one served in line (a lease
 /// end serves nobody on a connection past its lifetime: it drains it instead). The caller
 /// gets that lease beside, or opens a new connection in the freed slot, found free or
 /// served in line (woken exactly once if it waited); the new connection is never closed.
 #[test]
 fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
     model(3, || {
-        let (pool, held) = pool_with_leases(2, 2, Some(Duration::ZERO));
+        let (pool, held) = pool_with_leases::<2>(2, Some(Duration::ZERO));
         let key = held[0].key;
         let reaper = on_thread(&pool, reap);
-        let ender = on_thread(&pool, move |pool| {
-            let mut closed = Vec::new();
-            for leased in held {
-                closed.extend(end(pool, leased, false).closed);
-            }
-            closed
-        });
-        let (started, caller) = block_on_lease(&pool, NEW);
+        let ender = on_thread(&pool, move |pool| end_all(pool, held));
+        let (started, caller) = block_on_lease(&pool);
         let mut closed = reaper.join().unwrap();
         closed.extend(ender.join().unwrap());
         caller.assert_woken_once_if_waited();
         closed.extend(caller.closed);
-        let opened = match started {
+        let (leased, opened) = match started {
             Started::Found(leased) => {
-                assert_eq!(
-                    leased.key, key,
-                    "found beside the leases of the old connection"
-                );
-                closed.extend(end(&pool, leased, false).closed);
-                None
+                assert_eq!(leased.key, key, "beside the leases of the old connection");
+                (leased, None)
             }
             Started::Opened(leased) => {
                 assert_eq!(conn_ref::<u64>(&leased.conn), Some(&NEW));
                 let key = leased.key;
-                assert!(
-                    end(&pool, leased, false).closed.is_none(),
-                    "the new one stays"
-                );
-                Some(key)
+                (leased, Some(key))
             }
             Started::Served(_) => panic!("served a lease on a connection past its lifetime"),
             Started::Closed => panic!("the pool never closes here"),
         };
-        assert_eq!(closed, [CONN], "closed exactly once");
+        closed.extend(end(&pool, leased, false).closed);
+        assert_eq!(closed, [CONN], "closed exactly once; a new one stays");
         let mut state = pool.lock().unwrap();
         match opened {
             Some(key) => assert_idle(&mut state, key),
@@ -301,15 +265,10 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
 #[test]
 fn loom_model_e_a_new_connection_takes_the_slot_of_one_a_stale_reader_holds() {
     model(3, || {
-        let (pool, mut held) = pool_with_leases(2, 2, None);
-        let stale = held.pop().expect("two leases");
-        let breaking = held.pop().expect("two leases");
+        let (pool, [breaking, stale]) = pool_with_leases(2, None);
         let old = breaking.key;
-        let breaker = on_thread(&pool, move |pool| {
-            assert!(mark_broken(pool, old), "the first mark");
-            end(pool, breaking, true).closed
-        });
-        let (started, mut caller) = block_on_lease(&pool, NEW);
+        let breaker = on_thread(&pool, move |pool| break_lease(pool, breaking));
+        let (started, mut caller) = block_on_lease(&pool);
         let Started::Opened(leased) = started else {
             panic!("the old connection takes no lease: the caller opens one in its slot");
         };
@@ -337,11 +296,12 @@ fn loom_model_e_a_new_connection_takes_the_slot_of_one_a_stale_reader_holds() {
         }
         closed.extend(breaker.join().unwrap());
         caller.assert_woken_once_if_waited();
-        assert_eq!(closed, [CONN], "the old connection closed exactly once");
         assert_leased(&pool.lock().unwrap(), new, 1);
-        assert!(
-            end(&pool, leased, false).closed.is_none(),
-            "the new one stays"
+        closed.extend(end(&pool, leased, false).closed);
+        assert_eq!(
+            closed,
+            [CONN],
+            "the old connection closed once, the new one not"
         );
         assert_idle(&mut pool.lock().unwrap(), new);
     });

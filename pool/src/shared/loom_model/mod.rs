@@ -1,27 +1,26 @@
 //! A `loom` model check of the lease protocol: the pool's real [`State`] and its real moves
 //! (`place_lease`, `lease_ended`, `end_lease`, `serve_leasers`, `share`,
-//! `mark_shared_broken`, `release_slot`, `evict_shared`, `drain_shared`, the line's
+//! `mark_shared_broken`, `release_slot`, `evict_shared`, `drain_shared`, `reap`, the line's
 //! `rejoin`, `poll`, `serve` and `close_all`), driven from two or three `loom` threads
-//! through a `loom` mutex exactly as the pool drives them: lock, move, unlock, then wake the
-//! wakers the move returned and close what it gave up. `loom` runs every interleaving of
-//! those critical sections (up to its preemption bound) and each test checks, in every one,
-//! the counts and the wake-ups the pool relies on.
+//! through a `loom` mutex exactly as the pool drives them: lock, move, unlock, then wake
+//! the wakers the move returned and close what it gave up. `loom` runs every interleaving
+//! of those critical sections (up to its preemption bound) and each test checks, in every
+//! one, the counts and the wake-ups the pool relies on.
 //!
-//! Run by `scripts/loom` (`RUSTFLAGS="--cfg loom"`, `loom_model` only: the
-//! crate's other tests take the pool's lock outside a `loom` model, which `loom` refuses).
+//! Run by `scripts/loom` (`RUSTFLAGS="--cfg loom"`, `loom_model` only: the crate's other
+//! tests take the pool's lock outside a `loom` model, which `loom` refuses).
 //!
 //! What is modelled: the critical sections of a lease's start (`Pool::fast_lease`, then
 //! `Pool::decide_lease`, the wait in line of `checkout::handoff::wait`, `Pool::take_slot`
 //! for a slot served in line, and, for a caller that opens a connection, the connect's end
 //! in `shared::connect::connect`, the look of `connect_for_caller` and `Pool::share`), of
 //! its end (`Shared::end_lease`), of `Lease::mark_broken`, of `Pool::close`, of
-//! `Pool::resize` and of the background task's round (`maintain::reap`), each a function
-//! below that makes the same moves on the same state under the lock as its original.
-//! Connections are plain `u64`s in the crate's own shared form ([`wrap`]); wakers count
-//! their wakes and wake the `loom` thread waiting in `loom::future::block_on`, so a wake-up
-//! that is lost leaves that thread parked for ever, which `loom` reports as a deadlock.
-//! Every lease placed is checked, in the critical section that placed it, to be on a
-//! connection open for leases.
+//! `Pool::resize` and of the background task's round (`maintain::reap`), each a function of
+//! [`moves`]. Connections are plain `u64`s in the crate's own shared form ([`wrap`]);
+//! wakers count their wakes and wake the `loom` thread waiting in `loom::future::block_on`,
+//! so a wake-up that is lost leaves that thread parked for ever, which `loom` reports as a
+//! deadlock. Every lease placed is checked, in the critical section that placed it, to be
+//! on a connection open for leases.
 //!
 //! What is not: tokio's timers (no caller times out; `wait_timeout` and `close_timeout`
 //! never run out, so `close` never lets go of the connections that carry leases:
@@ -53,8 +52,8 @@ use tokio::time::Instant;
 
 use crate::config::validate;
 use crate::info::ConnInfo;
-use crate::lease::moves::{Ended, Placed};
-use crate::lease::streams::{Key, Mode, SharedConn, conn_ref, unwrap, wrap};
+use crate::lease::moves::Placed;
+use crate::lease::streams::{Key, Mode, conn_ref, unwrap, wrap};
 use crate::shared::line::{Arrival, Ticket, Wake};
 use crate::shared::state::{Grant, Leased, State};
 
@@ -70,13 +69,13 @@ const CONN: u64 = 7;
 /// A second connection, shared beside the first.
 const OTHER: u64 = 8;
 
-/// The connection a caller opens when it is given a slot.
+/// The connection a caller opens when it is given a slot (or finds one free).
 const NEW: u64 = 9;
 
 /// A waker that counts its wakes and passes each on to the waker it wraps (the `loom`
 /// thread's, in `block_on`).
 struct Counting {
-    wakes: AtomicUsize,
+    wakes: std::sync::Arc<AtomicUsize>,
     inner: Waker,
 }
 
@@ -106,40 +105,42 @@ fn open_shared(state: &mut State<u64>, conn: u64, lifetime: Option<Duration>) ->
     first
 }
 
-/// A pool of `max_size` 1 whose one connection is shared and carries `leases` leases (at
-/// most `max_streams`), made by the real moves: `State::share` for the first lease, as the
+/// A pool of `max_size` 1 whose one connection is shared and carries `N` leases (at most
+/// `max_streams`), made by the real moves: `State::share` for the first lease, as the
 /// caller that opened the connection shares it, and `fast_lease` for the others.
 /// `lifetime` is the connection's `max_lifetime`.
-fn pool_with_leases(
+fn pool_with_leases<const N: usize>(
     max_streams: usize,
-    leases: usize,
     lifetime: Option<Duration>,
-) -> (Model, Vec<Leased>) {
+) -> (Model, [Leased; N]) {
     let mut state = State::new(1, 0, max_streams);
-    let mut held = vec![open_shared(&mut state, CONN, lifetime)];
-    for _ in 1..leases {
-        held.push(fast_lease(&mut state, &mut false).expect("room beside the first lease"));
-    }
+    let held = std::array::from_fn(|at| match at {
+        0 => open_shared(&mut state, CONN, lifetime),
+        _ => fast_lease(&mut state, &mut false).expect("room beside the first lease"),
+    });
     state.debug_check();
     (Arc::new(Mutex::new(state)), held)
 }
 
-/// Checks that a lease just placed, in the critical section that placed it, is on a
-/// connection open for leases: none goes to a connection retired (draining) or broken.
-fn assert_open(state: &State<u64>, key: Key) {
-    let mode = state.streams.get(key).map(|r| r.mode);
-    assert_eq!(
-        mode,
-        Some(Mode::Open),
-        "a lease is placed only on an open connection"
-    );
+/// Makes the move `f` under the model's lock and checks the invariants, as
+/// `Shared::locked` does.
+fn locked<R>(model: &Model, f: impl FnOnce(&mut State<u64>) -> R) -> R {
+    let mut state = model.lock().unwrap();
+    let out = f(&mut state);
+    state.debug_check();
+    out
 }
 
-/// What `place_lease` placed, checked: a lease only on an open connection, and never a
-/// check (none falls due here).
+/// What `place_lease` placed, checked in the critical section that placed it: a lease only
+/// on a connection open for leases (none goes to one retired, draining, or broken), and
+/// never a check (none falls due here).
 fn checked(state: &State<u64>, placed: Option<Placed>) -> Option<Placed> {
     match &placed {
-        Some(Placed::Lease(leased)) => assert_open(state, leased.key),
+        Some(Placed::Lease(leased)) => assert_eq!(
+            state.streams.get(leased.key).map(|r| r.mode),
+            Some(Mode::Open),
+            "a lease is placed only on an open connection"
+        ),
         Some(Placed::Check(..)) => panic!("no check falls due here"),
         Some(Placed::Retired(..)) | None => {}
     }
@@ -191,48 +192,36 @@ fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
 
 /// What a caller's lease start left beside its outcome: whether it waited in line, the
 /// connections it closed on the way, and its waker's count of wakes.
+#[derive(Default)]
 struct Caller {
     waited: bool,
     closed: Vec<u64>,
-    counting: std::sync::Arc<Counting>,
+    wakes: std::sync::Arc<AtomicUsize>,
 }
 
 impl Caller {
-    /// How many times the caller was woken: to read once every thread that may wake it is
-    /// done (`loom`'s `block_on` polls again on spurious wake-ups too, so a caller may find
-    /// its outcome before the move that served it has woken it).
-    fn wakes(&self) -> usize {
-        self.counting.wakes.load(Ordering::SeqCst)
-    }
-
     /// Checks that a caller that waited in line was woken exactly once, and one that never
-    /// waited never was (no wake-up lost, none sent twice).
+    /// waited never was (no wake-up lost, none sent twice). To call once every thread that
+    /// may wake it is done (`loom`'s `block_on` polls again on spurious wake-ups too, so a
+    /// caller may find its outcome before the move that served it has woken it).
     fn assert_woken_once_if_waited(&self) {
-        let expected = usize::from(self.waited);
         assert_eq!(
-            self.wakes(),
-            expected,
+            self.wakes.load(Ordering::SeqCst),
+            usize::from(self.waited),
             "woken exactly once if it waited, else never"
         );
     }
 }
 
-/// Blocks the `loom` thread on `lease` (which opens `opens` when it is given a slot) with a
-/// counting waker around its own: how it started, and what else it did.
-fn block_on_lease(model: &Model, opens: u64) -> (Started, Caller) {
+/// Blocks the `loom` thread on `lease` with a counting waker around its own: how it
+/// started, and what else it did.
+fn block_on_lease(model: &Model) -> (Started, Caller) {
     loom::future::block_on(async {
         let inner = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-        let counting = std::sync::Arc::new(Counting {
-            wakes: AtomicUsize::new(0),
-            inner,
-        });
-        let waker = Waker::from(std::sync::Arc::clone(&counting));
-        let (started, waited, closed) = pin!(lease(model, &waker, opens)).await;
-        let caller = Caller {
-            waited,
-            closed,
-            counting,
-        };
+        let mut caller = Caller::default();
+        let wakes = std::sync::Arc::clone(&caller.wakes);
+        let waker = Waker::from(std::sync::Arc::new(Counting { wakes, inner }));
+        let started = pin!(lease(model, &waker, &mut caller)).await;
         (started, caller)
     })
 }
@@ -247,18 +236,11 @@ fn on_thread<T: Send + 'static>(
 }
 
 /// The lease of a caller at a pool kept at `max_size` and open: found (never woken) or
-/// served in line (woken exactly once, read once every thread that may wake it is done).
+/// served in line (woken exactly once).
 fn found_or_served(started: Started, caller: &Caller) -> Leased {
-    let wakes = caller.wakes();
+    caller.assert_woken_once_if_waited();
     match started {
-        Started::Found(leased) => {
-            assert_eq!(wakes, 0, "found room: never waited, never woken");
-            leased
-        }
-        Started::Served(leased) => {
-            assert_eq!(wakes, 1, "served in line: woken exactly once");
-            leased
-        }
+        Started::Found(leased) | Started::Served(leased) => leased,
         Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
         Started::Closed => panic!("the pool never closes here"),
     }
@@ -280,10 +262,7 @@ fn assert_emptied(state: &State<u64>) {
 /// holding its slot, with that count; the pool's total the same; nothing idle or waiting.
 fn assert_leased(state: &State<u64>, key: Key, leases: usize) {
     state.debug_check();
-    let record = state
-        .streams
-        .get(key)
-        .expect("the connection is still shared");
+    let record = state.streams.get(key).expect("still shared");
     assert_eq!(record.leases, leases, "the record's count of leases");
     assert_eq!(state.streams.leases, leases, "the pool's count of leases");
     assert_eq!(state.streams.keys().count(), 1, "one shared connection");

@@ -43,9 +43,7 @@ pub(super) fn decide_lease(model: &Model, waker: &Waker, place: &mut Option<Arri
             state.idle.is_empty(),
             "no `get` here: nothing idle of its own"
         );
-        if state.waiters.leasers() < state.opening_room {
-            Step::Wait(state.waiters.rejoin(arrival, waker.clone()))
-        } else if state.reserve_connects(1) == 1 {
+        if state.waiters.leasers() >= state.opening_room && state.reserve_connects(1) == 1 {
             Step::Connect(state.promise_room())
         } else {
             Step::Wait(state.waiters.rejoin(arrival, waker.clone()))
@@ -85,22 +83,8 @@ pub(super) fn take_slot(model: &Model) -> Option<usize> {
     Some(state.promise_room())
 }
 
-/// `Shared::release_slot`: a slot frees, to the oldest waiter (woken once the lock is
-/// released) or given up.
-pub(super) fn release_slot(model: &Model) {
-    let waker = {
-        let mut state = model.lock().unwrap();
-        let waker = state.release_slot();
-        state.debug_check();
-        waker
-    };
-    if let Some(waker) = waker {
-        waker.wake();
-    }
-}
-
 /// A connect made for a caller (in a slot counted as connecting, with `room` promised)
-/// succeeds with `conn`, and the caller shares it, in their three critical sections: the
+/// succeeds with [`NEW`], and the caller shares it, in their three critical sections: the
 /// connect's end (`shared::connect::connect`), the caller's look at the pool
 /// (`connect_for_caller`) and `Pool::share`, which wakes the callers it served. The caller's
 /// lease; `None` when the pool closed meanwhile (the connection is then closed and pushed to
@@ -109,7 +93,6 @@ pub(super) fn open(
     model: &Model,
     room: usize,
     place: Arrival,
-    conn: u64,
     closed: &mut Vec<u64>,
 ) -> Option<Leased> {
     {
@@ -125,32 +108,28 @@ pub(super) fn open(
         state.closed
     };
     if pool_closed {
-        // `Shared::discard`: the slot frees, then the connection closes.
-        release_slot(model);
-        closed.push(conn);
+        // `Shared::discard`: the slot frees (`Shared::release_slot`), then it is closed.
+        if let Some(waker) = locked(model, State::release_slot) {
+            waker.wake();
+        }
+        closed.push(NEW);
         return None;
     }
-    let conn = wrap(conn);
+    let conn = wrap(NEW);
     let mut wakes = Vec::new();
-    let leased = {
-        let mut state = model.lock().unwrap();
+    let leased = locked(model, |state| {
         state.opening_room -= room;
-        let leased = if state.closed {
+        if state.closed {
             state.free_slots(1);
-            None
-        } else {
-            let info = ConnInfo::new(Instant::now(), None);
-            let leased = state.share(std::sync::Arc::clone(&conn), info, place, &mut wakes);
-            Some(leased.expect("nobody waits ahead of the opener here to take its lease"))
-        };
-        state.debug_check();
-        leased
-    };
-    for waker in wakes.into_iter().flatten() {
-        waker.wake();
-    }
+            return None;
+        }
+        let info = ConnInfo::new(Instant::now(), None);
+        let leased = state.share(std::sync::Arc::clone(&conn), info, place, &mut wakes);
+        Some(leased.expect("nobody waits ahead of the opener here to take its lease"))
+    });
+    wakes.into_iter().flatten().for_each(Waker::wake);
     if leased.is_none() {
-        closed.extend(close_shared(conn));
+        closed.extend(unwrap::<u64>(conn));
     }
     leased
 }
@@ -159,60 +138,49 @@ pub(super) fn open(
 /// (`Pool::checkout_lease`): its first move placed, or decided under the lock; a connection
 /// past its lifetime found with no lease is closed (its slot freed) and the caller decides
 /// again; a wait in line ends with a lease, a slot or the pool's close; a slot, found or
-/// served, is opened with the connection `opens`. The outcome, whether the caller waited in
-/// line, and the connections it closed.
-pub(super) async fn lease(model: &Model, waker: &Waker, opens: u64) -> (Started, bool, Vec<u64>) {
-    let mut closed = Vec::new();
-    let mut waited = false;
-    let mut first = match fast_place(&mut model.lock().unwrap(), &mut false) {
-        Some(Placed::Lease(leased)) => return (Started::Found(leased), waited, closed),
-        other => other,
-    };
+/// served, is opened with the connection [`NEW`]. The outcome; the caller's record says
+/// whether it waited in line, and the connections it closed.
+pub(super) async fn lease(model: &Model, waker: &Waker, caller: &mut Caller) -> Started {
     let mut place = None;
-    loop {
-        let step = match first.take() {
-            Some(placed) => Step::Placed(placed),
-            None => decide_lease(model, waker, &mut place),
-        };
-        let room = match step {
-            Step::Closed => return (Started::Closed, waited, closed),
-            Step::Placed(Placed::Lease(leased)) => {
-                return (Started::Found(leased), waited, closed);
-            }
+    // Its own statement: the lock it takes is released before `decide_lease` takes it again.
+    let first = fast_place(&mut model.lock().unwrap(), &mut false);
+    let mut step = match first {
+        Some(Placed::Lease(leased)) => return Started::Found(leased),
+        Some(placed) => Step::Placed(placed),
+        None => decide_lease(model, waker, &mut place),
+    };
+    let room = loop {
+        match step {
+            Step::Closed => return Started::Closed,
+            Step::Placed(Placed::Lease(leased)) => return Started::Found(leased),
             Step::Placed(Placed::Retired(conn, wake, _broken)) => {
                 if let Some(waker) = wake {
                     waker.wake();
                 }
-                closed.extend(close_shared(conn));
-                continue;
+                caller.closed.extend(unwrap::<u64>(conn));
+                step = decide_lease(model, waker, &mut place);
             }
             Step::Placed(Placed::Check(..)) => unreachable!("`checked` refuses a check"),
-            Step::Connect(room) => room,
+            Step::Connect(room) => break room,
             Step::Wait(ticket) => {
-                waited = true;
+                caller.waited = true;
                 match wait(model, ticket, waker).await {
-                    Wake::Granted(Grant::Lease(leased)) => {
-                        return (Started::Served(leased), waited, closed);
-                    }
+                    Wake::Granted(Grant::Lease(leased)) => return Started::Served(leased),
                     Wake::Granted(Grant::Slot) => match take_slot(model) {
-                        Some(room) => room,
-                        None => return (Started::Closed, waited, closed),
+                        Some(room) => break room,
+                        None => return Started::Closed,
                     },
-                    Wake::Closed => return (Started::Closed, waited, closed),
+                    Wake::Closed => return Started::Closed,
                     Wake::Granted(Grant::Conn(_)) => {
                         panic!("no `get` here gives a connection back")
                     }
                     Wake::TimedOut => panic!("no timer runs out here"),
                 }
             }
-        };
-        let place = place.expect("a caller that connects has its place in line");
-        let started = match open(model, room, place, opens, &mut closed) {
-            Some(leased) => Started::Opened(leased),
-            None => Started::Closed,
-        };
-        return (started, waited, closed);
-    }
+        }
+    };
+    let place = place.expect("a caller that connects has its place in line");
+    open(model, room, place, &mut caller.closed).map_or(Started::Closed, Started::Opened)
 }
 
 /// What one lease's end did.
@@ -241,7 +209,13 @@ pub(super) fn end(model: &Model, leased: Leased, broken: bool) -> Ending {
         let last = ended.is_some() && state.streams.get(key).is_none_or(|r| r.leases == 0);
         (ended, last)
     };
-    let closed = ended.and_then(carry_out);
+    // `Shared::carry_out`: wakes who was served, then closes the connection given up, when
+    // its `Arc` is the last one (`Shared::close_shared`).
+    let mut closed = None;
+    if let Some(ended) = ended {
+        ended.wakes.into_iter().flatten().for_each(Waker::wake);
+        closed = ended.close.and_then(unwrap::<u64>);
+    }
     Ending {
         last,
         asked,
@@ -249,81 +223,45 @@ pub(super) fn end(model: &Model, leased: Leased, broken: bool) -> Ending {
     }
 }
 
-/// `Shared::carry_out`: wakes who was served, then closes the connection given up, when its
-/// `Arc` is the last one (`Shared::close_shared`). The connection closed.
-pub(super) fn carry_out(ended: Ended) -> Option<u64> {
-    for waker in ended.wakes.into_iter().flatten() {
-        waker.wake();
-    }
-    ended.close.and_then(close_shared)
+/// Ends each of `leases` in turn; the connections their ends closed.
+pub(super) fn end_all(model: &Model, leases: impl IntoIterator<Item = Leased>) -> Vec<u64> {
+    let ends = leases.into_iter().map(|leased| end(model, leased, false));
+    ends.filter_map(|ending| ending.closed).collect()
 }
 
-/// `Shared::close_shared`: the connection, when this `Arc` is its last.
-pub(super) fn close_shared(conn: SharedConn) -> Option<u64> {
-    unwrap::<u64>(conn)
-}
-
-/// `Lease::mark_broken`: `mark_shared_broken` under the lock, then the wake of who was given
-/// the freed slot. True when this mark was the first.
-pub(super) fn mark_broken(model: &Model, key: Key) -> bool {
-    let (newly, wake) = {
-        let mut state = model.lock().unwrap();
-        let marked = state.mark_shared_broken(key);
-        state.debug_check();
-        marked
-    };
+/// `Lease::mark_broken`, the connection's first mark (`mark_shared_broken` under the lock,
+/// then the wake of who was given the freed slot), then the lease's end. The connection that
+/// end closed.
+pub(super) fn break_lease(model: &Model, leased: Leased) -> Option<u64> {
+    let (newly, wake) = locked(model, |state| state.mark_shared_broken(leased.key));
+    assert!(newly, "the first mark");
     if let Some(waker) = wake {
         waker.wake();
     }
-    newly
+    end(model, leased, true).closed
 }
 
 /// `Pool::close`'s critical section and what follows it (no timer: the leases it waits for
 /// end in the other threads): closed, idle connections of both forms evicted, leased ones
 /// drained, every waiter failed; then the waiters woken and the evicted connections closed.
 pub(super) fn close(model: &Model) -> Vec<u64> {
-    let (shared_idle, waiters) = {
-        let mut state = model.lock().unwrap();
+    let (shared_idle, waiters) = locked(model, |state| {
         state.closed = true;
         assert!(state.idle.is_empty(), "no `get` here");
         let shared_idle = state.evict_shared(|_, _| true);
         state.drain_shared(false, |_| true);
-        let waiters = state.waiters.close_all();
-        state.debug_check();
-        (shared_idle, waiters)
-    };
-    for waker in waiters {
-        waker.wake();
-    }
-    shared_idle.into_iter().filter_map(close_shared).collect()
+        (shared_idle, state.waiters.close_all())
+    });
+    waiters.into_iter().for_each(Waker::wake);
+    shared_idle.into_iter().filter_map(unwrap::<u64>).collect()
 }
 
 /// The background task's round (`maintain::reap`, with no `idle_timeout`): under the lock,
-/// idle connections past their lifetime evicted, of both forms, and shared ones past it that
-/// carry leases drained (no new lease; each closes after its last); then the evicted ones
-/// closed. The connections it closed.
+/// `State::reap`; then the evicted ones closed. The connections it closed.
 pub(super) fn reap(model: &Model) -> Vec<u64> {
-    let now = Instant::now();
-    let idle_timeout: Option<Duration> = None;
-    let shared_evicted = {
-        let mut state = model.lock().unwrap();
-        let min_idle = state.min_idle;
-        let retire = |info: &ConnInfo, remaining: usize| {
-            let stale =
-                idle_timeout.is_some_and(|t| now.saturating_duration_since(info.last_used) >= t);
-            info.expired(now) || (stale && remaining > min_idle)
-        };
-        let evicted = state.evict(|live, remaining| retire(&live.info, remaining));
-        assert!(evicted.is_empty(), "no `get` here: nothing idle of its own");
-        let shared_evicted = state.evict_shared(retire);
-        state.drain_shared(false, |info| info.expired(now));
-        state.debug_check();
-        shared_evicted
-    };
-    shared_evicted
-        .into_iter()
-        .filter_map(close_shared)
-        .collect()
+    let (own, shared) = locked(model, |state| state.reap(Instant::now(), None));
+    assert!(own.is_empty(), "no `get` here: nothing idle of its own");
+    shared.into_iter().filter_map(unwrap::<u64>).collect()
 }
 
 /// `Pool::resize`'s critical section and what follows it: the new `max_size`; the slots
@@ -332,34 +270,24 @@ pub(super) fn reap(model: &Model) -> Vec<u64> {
 /// slots below it handed to waiters; then the waiters woken and the evicted connections
 /// closed. The connections it closed.
 pub(super) fn resize(model: &Model, max_size: usize) -> Vec<u64> {
-    let (shared_evicted, grants) = {
-        let mut state = model.lock().unwrap();
+    let (evicted, grants) = locked(model, |state| {
         validate(max_size, state.min_idle).expect("a valid size");
         state.max_size = max_size;
-        let excess = state.slots.saturating_sub(max_size);
-        let mut shared_evicted = Vec::new();
-        if excess > 0 {
-            let mut left = excess;
-            let mut pick = || {
-                let pick = left > 0;
-                left = left.saturating_sub(1);
-                pick
-            };
-            let evicted = state.evict(|_, _| pick());
-            assert!(evicted.is_empty(), "no `get` here: nothing idle of its own");
-            shared_evicted = state.evict_shared(|_, _| pick());
-            state.drain_shared(true, |_| pick());
-        }
+        // With no excess, nothing is picked: the moves change nothing.
+        let mut excess = state.slots.saturating_sub(max_size);
+        let mut pick = || {
+            let pick = excess > 0;
+            excess = excess.saturating_sub(1);
+            pick
+        };
+        let evicted = state.evict(|_, _| pick());
+        assert!(evicted.is_empty(), "no `get` here: nothing idle of its own");
+        let shared_evicted = state.evict_shared(|_, _| pick());
+        state.drain_shared(true, |_| pick());
         let mut grants = Vec::new();
         state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
-        state.debug_check();
         (shared_evicted, grants)
-    };
-    for waker in grants.into_iter().flatten() {
-        waker.wake();
-    }
-    shared_evicted
-        .into_iter()
-        .filter_map(close_shared)
-        .collect()
+    });
+    grants.into_iter().flatten().for_each(Waker::wake);
+    evicted.into_iter().filter_map(unwrap::<u64>).collect()
 }
