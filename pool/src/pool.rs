@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::config::{Config, validate};
+use crate::config::Config;
 use crate::shared::Shared;
 use crate::shared::budget::{Account, Budget, Member};
 use crate::status::Metrics;
@@ -157,12 +157,7 @@ impl<M: Manager> Pool<M> {
             Metrics::add(&shared.metrics.closed, count as u64);
         });
         if tokio::time::timeout(limit, self.settled()).await.is_err() {
-            let orphans = {
-                let mut state = self.shared.lock();
-                let orphans = state.orphan_shared();
-                state.debug_check();
-                orphans
-            };
+            let orphans = self.shared.locked(|state| state.orphan_shared());
             tracing::warn!(
                 timeout = ?limit,
                 connections = orphans.len(),
@@ -200,30 +195,10 @@ impl<M: Manager> Pool<M> {
     /// [`BuildError::ZeroMaxSize`], or [`BuildError::MinIdleAboveMax`] when `min_idle` would
     /// exceed the new size.
     pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
-        let (evicted, shared_evicted, grants) = {
-            let mut state = self.shared.lock();
-            validate(max_size, state.min_idle)?;
-            state.max_size = max_size;
-            let mut evicted = Vec::new();
-            let mut shared_evicted = Vec::new();
-            let mut left = state.slots.saturating_sub(max_size);
-            if left > 0 {
-                // The first `left` connections offered go.
-                let mut pick = || {
-                    let pick = left > 0;
-                    left = left.saturating_sub(1);
-                    pick
-                };
-                evicted = state.evict(|_, _| pick());
-                shared_evicted = state.evict_shared(|_, _| pick());
-                // Connections that carry leases drain: no new lease, closed after the last.
-                state.drain_shared(true, |_| pick());
-            }
-            let mut grants = Vec::new();
-            state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
-            state.debug_check();
-            (evicted, shared_evicted, grants)
-        };
+        let mut grants = Vec::new();
+        let (evicted, shared_evicted) = self
+            .shared
+            .locked(|state| state.resize(max_size, &mut grants))?;
         for waker in grants.into_iter().flatten() {
             waker.wake();
         }

@@ -110,12 +110,7 @@ impl<M: Manager> Pool<M> {
         &self,
         live: Live<M::Connection>,
     ) -> Result<Next<T>, PoolError<M::Error>> {
-        let kept = {
-            let mut state = self.shared.lock();
-            let kept = state.keep_slot(false);
-            state.debug_check();
-            kept
-        };
+        let kept = self.shared.locked(|state| state.keep_slot(false));
         self.shared.close_conn(live.conn);
         kept.into_next()
     }

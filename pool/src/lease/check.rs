@@ -102,13 +102,10 @@ impl<M: Manager> Checking<'_, M> {
     fn give_up<R>(&mut self, slot: impl FnOnce(&mut State<M::Connection>) -> R) -> Option<R> {
         let conn = self.conn.take()?;
         let shared = &self.pool.shared;
-        let outcome = {
-            let mut state = shared.lock();
+        let outcome = shared.locked(|state| {
             state.check_failed(self.key);
-            let outcome = slot(&mut state);
-            state.debug_check();
-            outcome
-        };
+            slot(state)
+        });
         shared.close_shared(conn);
         Some(outcome)
     }

@@ -203,9 +203,8 @@ where
     ) -> Next<Lease<M>> {
         let before_end = || {
             if let Some((place, requeued)) = requeue {
-                let mut state = self.shared.lock();
-                back_in_line(&mut state, place, requeued);
-                state.debug_check();
+                self.shared
+                    .locked(|state| back_in_line(state, place, requeued));
             }
         };
         self.hand_out(leased, None, before_end)

@@ -69,12 +69,9 @@ impl<M: Manager> Lease<M> {
         if std::mem::replace(&mut this.broken, true) {
             return;
         }
-        let (newly, wake) = {
-            let mut state = this.shared.lock();
-            let marked = state.mark_shared_broken(this.key);
-            state.debug_check();
-            marked
-        };
+        let (newly, wake) = this
+            .shared
+            .locked(|state| state.mark_shared_broken(this.key));
         if newly {
             Metrics::bump(&this.shared.metrics.broken);
             tracing::debug!("a lease marked its connection broken");

@@ -1,12 +1,40 @@
-//! Shared connections leaving: idle ones evicted, leased ones drained (lifetime, shrink),
-//! every one let go of when the pool closes.
+//! Connections leaving: a shrink (`resize`), and shared ones: idle ones evicted, leased ones
+//! drained (lifetime, shrink), every one let go of when the pool closes.
 
+use std::task::Waker;
+
+use crate::BuildError;
+use crate::config::validate;
 use crate::info::ConnInfo;
 use crate::lease::streams::{Mode, Record, SharedConn};
 use crate::shared::state::{Live, State};
 use tokio::time::Instant;
 
 impl<C: 'static> State<C> {
+    /// Sets `max_size` (checked as the builder checks it): the first connections over it go,
+    /// idle ones returned for closing (own, then shared) and those that carry leases drained
+    /// (no new lease, closed after the last); callers in line are granted the slots that came
+    /// free (their wakers pushed to `wakes`).
+    pub fn resize(
+        &mut self,
+        max_size: usize,
+        wakes: &mut Vec<Option<Waker>>,
+    ) -> Result<(Vec<Live<C>>, Vec<SharedConn>), BuildError> {
+        validate(max_size, self.min_idle)?;
+        self.max_size = max_size;
+        let mut over = self.slots.saturating_sub(max_size);
+        let mut pick = || {
+            let pick = over > 0;
+            over = over.saturating_sub(1);
+            pick
+        };
+        let evicted = self.evict(|_, _| pick());
+        let shared_evicted = self.evict_shared(|_, _| pick());
+        self.drain_shared(true, |_| pick());
+        self.grant_slots(|state| !state.waiters.is_empty(), wakes);
+        Ok((evicted, shared_evicted))
+    }
+
     /// Takes the idle shared connections `pick` chooses (given each one's facts and how many
     /// idle connections, of both forms, are left before it), oldest first, freeing their
     /// slots; returns them for closing.

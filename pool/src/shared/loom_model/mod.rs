@@ -50,7 +50,6 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
-use crate::config::validate;
 use crate::info::ConnInfo;
 use crate::lease::moves::Placed;
 use crate::lease::streams::{Key, Mode, conn_ref, unwrap, wrap};

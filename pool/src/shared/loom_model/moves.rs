@@ -270,24 +270,13 @@ pub(super) fn reap(model: &Model) -> Vec<u64> {
 /// slots below it handed to waiters; then the waiters woken and the evicted connections
 /// closed. The connections it closed.
 pub(super) fn resize(model: &Model, max_size: usize) -> Vec<u64> {
-    let (evicted, grants) = locked(model, |state| {
-        validate(max_size, state.min_idle).expect("a valid size");
-        state.max_size = max_size;
-        // With no excess, nothing is picked: the moves change nothing.
-        let mut excess = state.slots.saturating_sub(max_size);
-        let mut pick = || {
-            let pick = excess > 0;
-            excess = excess.saturating_sub(1);
-            pick
-        };
-        let evicted = state.evict(|_, _| pick());
-        assert!(evicted.is_empty(), "no `get` here: nothing idle of its own");
-        let shared_evicted = state.evict_shared(|_, _| pick());
-        state.drain_shared(true, |_| pick());
-        let mut grants = Vec::new();
-        state.grant_slots(|state| !state.waiters.is_empty(), &mut grants);
-        (shared_evicted, grants)
-    });
+    let mut grants = Vec::new();
+    let (evicted, shared_evicted) =
+        locked(model, |state| state.resize(max_size, &mut grants)).expect("a valid size");
+    assert!(evicted.is_empty(), "no `get` here: nothing idle of its own");
     grants.into_iter().flatten().for_each(Waker::wake);
-    evicted.into_iter().filter_map(unwrap::<u64>).collect()
+    shared_evicted
+        .into_iter()
+        .filter_map(unwrap::<u64>)
+        .collect()
 }
