@@ -102,19 +102,6 @@ async fn run(mode: &str, n: u64, max_size: usize) {
             })
             .await;
         }
-        "bb8_16" => {
-            let pool = bb8::Pool::builder()
-                .max_size(4)
-                .build(Bb8)
-                .await
-                .expect("valid settings");
-            contended(n, async move || {
-                let conn = pool.get().await.expect("a connection");
-                tokio::task::yield_now().await;
-                drop(conn);
-            })
-            .await;
-        }
         "lease" | "lease2" => {
             let pool = ours(max_size, 16);
             let held = if mode == "lease2" {
@@ -148,13 +135,22 @@ async fn run(mode: &str, n: u64, max_size: usize) {
             repeat(n, async || pool.get().await.expect("a connection")).await;
             pool.close();
         }
-        "bb8" => {
+        "bb8" | "bb8_16" => {
             let pool = bb8::Pool::builder()
                 .max_size(4)
                 .build(Bb8)
                 .await
                 .expect("valid settings");
-            repeat(n, async || pool.get().await.expect("a connection")).await;
+            if mode == "bb8" {
+                repeat(n, async || pool.get().await.expect("a connection")).await;
+            } else {
+                contended(n, async move || {
+                    let conn = pool.get().await.expect("a connection");
+                    tokio::task::yield_now().await;
+                    drop(conn);
+                })
+                .await;
+            }
         }
         other => {
             eprintln!("instr: unknown mode {other:?}; modes: {MODES}");
