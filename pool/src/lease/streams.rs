@@ -17,6 +17,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::info::{ConnInfo, Live};
+use crate::shared::slab_insert;
 
 /// A connection in shared form, whatever its type: an `Option<C>`, `Some` until taken back.
 pub(crate) type SharedConn = Arc<dyn Any + Send + Sync>;
@@ -165,18 +166,15 @@ impl Streams {
     pub fn insert(&mut self, conn: SharedConn, info: ConnInfo) -> Key {
         let id = self.next_id;
         self.next_id += 1;
-        let at = self.free.pop().unwrap_or_else(|| {
-            self.slab.push(None);
-            self.slab.len() - 1
-        });
-        self.slab[at] = Some(Record {
+        let record = Record {
             id,
             conn: Some(conn),
             info,
             leases: 0,
             mode: Mode::Open,
             slot: true,
-        });
+        };
+        let at = slab_insert(&mut self.slab, &mut self.free, record);
         Key { at, id }
     }
 
