@@ -160,11 +160,16 @@
 //! - A returned connection goes straight to the oldest waiter; a waiter that gave up is
 //!   skipped and its connection goes to the next one.
 //! - A waiter is a slot in a slab under the pool's lock, not a channel, so waiting allocates
-//!   nothing. Each waiter times itself out with its own timer, armed only when it waits (the
-//!   fast path arms none): a deadline must never depend on a background task, which dies with
-//!   the runtime that started it when a pool outlives its first runtime (a static pool shared
-//!   by several `#[tokio::test]`s). The background task (reaping, `min_idle`) restarts in
-//!   whichever runtime next checks out.
+//!   nothing. One timer serves the whole line: the background task wakes at the earliest
+//!   deadline in line and times out every waiter past its own, so a wait arms no timer (one
+//!   per waiter cost about 450 of the 3,370 instructions of a wait in line, see
+//!   BENCHMARKS.md). A deadline must still never depend on a task that may not run: the
+//!   background task dies with the runtime that started it when a pool outlives its first
+//!   runtime (a static pool shared by several `#[tokio::test]`s), and a runtime nobody
+//!   drives runs none of its tasks. So a waiter on another runtime than the task's arms a
+//!   timer of its own, and when the task ends every waiter in line is woken to arm its own.
+//!   The background task (reaping, `min_idle`, the line's timer) restarts in whichever
+//!   runtime next checks out.
 //! - A caller whose connection turns out bad on checkout (failed check, expired, broken)
 //!   keeps that connection's slot and opens a fresh one, so it never loses its place in line
 //!   to callers that came after it.

@@ -1,6 +1,7 @@
 //! A pool works from any runtime: one after another (a static pool shared by
 //! several `#[tokio::test]`s), several at once, multi-thread and current-thread. Wait timeouts
-//! never depend on a background task that died with the runtime that started it.
+//! never depend on a background task that died with the runtime that started it, or that
+//! lives in a runtime nobody drives.
 
 mod support;
 
@@ -16,6 +17,13 @@ fn paused_current_thread() -> Runtime {
     Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+fn current_thread() -> Runtime {
+    Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("a runtime")
 }
@@ -152,4 +160,80 @@ fn several_runtimes_at_once() {
         ));
         drop(held);
     });
+}
+
+/// A pool whose background task runs in `runtime` and has made its first round there (its
+/// `min_idle` connection is made), which is then left undriven: nothing of it runs until
+/// another `block_on`.
+fn pool_timed_by(runtime: &Runtime, mock: &Mock, max_size: usize) -> Pool<Mock> {
+    runtime.block_on(async {
+        let pool = Pool::builder(mock.clone())
+            .max_size(max_size)
+            .min_idle(1)
+            .wait_timeout(WAIT)
+            .build()
+            .expect("valid settings");
+        drop(pool.get().await.expect("a connection"));
+        mock.until("the background task's first round", || {
+            pool.status().idle == 1
+        })
+        .await;
+        pool
+    })
+}
+
+/// The background task, which times out the callers in line, lives in a runtime that is alive
+/// but not driven: a caller in another runtime times itself out all the same.
+#[test]
+fn a_wait_times_out_while_the_background_tasks_runtime_sits_idle() {
+    let mock = Mock::new();
+    let idle = current_thread();
+    let pool = pool_timed_by(&idle, &mock, 2);
+    multi_thread().block_on(assert_wait_times_out(&pool));
+    current_thread().block_on(assert_wait_times_out(&pool));
+    drop(idle);
+}
+
+/// A caller joins the line in the background task's runtime (the line's timer times it), then
+/// that runtime shuts down with the task, and the caller is polled on in another runtime: it
+/// times itself out there.
+#[test]
+fn a_wait_outlives_the_runtime_of_its_timer() {
+    use std::future::Future;
+    use std::task::Poll;
+
+    let mock = Mock::new();
+    let first = current_thread();
+    let pool = pool_timed_by(&first, &mock, 1);
+    let held = first.block_on(pool.get()).expect("the only connection");
+    let mut waiting = Box::pin(pool.get());
+    first.block_on(std::future::poll_fn(|cx| {
+        assert!(waiting.as_mut().poll(cx).is_pending(), "the pool is full");
+        Poll::Ready(())
+    }));
+    assert_eq!(
+        pool.status().waiting,
+        1,
+        "in line, timed by the first runtime's task"
+    );
+    drop(first);
+    let outcome = multi_thread().block_on(async {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        (
+            outcome.expect("the wait must time out, not hang"),
+            started.elapsed(),
+        )
+    });
+    let (error, waited) = (outcome.0.expect_err("the pool is full"), outcome.1);
+    assert!(
+        matches!(error, PoolError::Timeout(TimeoutKind::Wait { .. })),
+        "{error:?}"
+    );
+    assert!(
+        waited <= WAIT,
+        "its deadline ran from its arrival: {waited:?}"
+    );
+    assert_eq!(pool.status().waiting, 0);
+    drop(held);
 }

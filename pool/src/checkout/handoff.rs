@@ -16,14 +16,15 @@ use crate::shared::state::{Grant, Place, State};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///
-/// The wait holds its own timer: a deadline never depends on a background task, which may
-/// have died with the runtime that started it (a pool shared by several runtimes, one after
-/// another or at once). Only callers that wait arm a timer; the checkout fast path arms none.
+/// The line's timer, in the pool's background task, ends the wait at `deadline` when that
+/// task runs on the caller's runtime; else (the ticket says so, or the task ends meanwhile)
+/// the wait arms a timer of its own, so a deadline never depends on a task that may have died
+/// with its runtime or may no longer be driven (see [`crate::shared::line`]).
 ///
 /// The caller joined the line with its task's waker in the same poll that first polls this
-/// future, so that first poll returns `Pending` without taking the lock (it only arms the
-/// timer): an outcome that arrived in between has already woken the task, and the next poll
-/// finds it.
+/// future, so that first poll returns `Pending` without taking the lock (it only arms a
+/// timer of its own, if it needs one): an outcome that arrived in between has already woken
+/// the task, and the next poll finds it.
 ///
 /// Dropped before its outcome is taken, the wait leaves the line under the lock; a connection
 /// or slot granted to it in that instant goes to the next waiter.
@@ -36,22 +37,33 @@ pub(crate) async fn wait<M: Manager>(
         shared,
         ticket: Some(ticket),
     };
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    if ticket.rearm() {
+        shared.rearm.notify_one();
+    }
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    let mut alone = ticket.alone();
     let mut first_poll = true;
     let mut wakes = Vec::new();
     let outcome = std::future::poll_fn(|cx| {
         // The line first: a woken waiter mostly finds its outcome there, and then never polls
-        // its timer again (the timer leaves the wheel when the wait is dropped).
-        let expired = if std::mem::take(&mut first_poll) {
-            timer.as_mut().poll(cx).is_ready()
-        } else {
+        // a timer of its own again (it leaves the wheel when the wait is dropped).
+        if !std::mem::take(&mut first_poll) {
             let mut state = shared.lock();
             if let Poll::Ready(outcome) = state.waiters.poll(ticket, cx) {
                 return Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes));
             }
-            drop(state);
-            timer.as_mut().poll(cx).is_ready()
-        };
+            alone = alone || state.waiters.is_alone(ticket);
+        }
+        if !alone {
+            return Poll::Pending;
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        let expired = timer
+            .as_mut()
+            .as_pin_mut()
+            .is_some_and(|timer| timer.poll(cx).is_ready());
         if !expired {
             return Poll::Pending;
         }

@@ -269,7 +269,11 @@ impl<M: Manager> Pool<M> {
             } else if !may_wait || deadline <= now {
                 Step::Full
             } else {
-                Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+                Step::Wait(
+                    state
+                        .waiters
+                        .rejoin(arrival, cx.waker().clone(), Some(deadline)),
+                )
             }
         };
         let refill = state.reserve_refill();

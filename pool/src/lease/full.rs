@@ -182,7 +182,8 @@ where
         {
             Step::Connect(state.promise_room())
         } else if may_wait() {
-            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone()))
+            let deadline = Some(times.deadline());
+            Step::Wait(state.waiters.rejoin(arrival, cx.waker().clone(), deadline))
         } else {
             Step::Full
         };
@@ -309,6 +310,6 @@ where
 /// served meanwhile, or leaves the line to look.
 fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
     if !state.closed && state.idle.is_empty() {
-        *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone()));
+        *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone(), None));
     }
 }

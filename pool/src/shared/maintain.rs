@@ -1,7 +1,9 @@
-//! The background task: closes expired connections and keeps `min_idle` filled.
+//! The background task: closes expired connections, keeps `min_idle` filled, and times out
+//! the callers in line (the line's one timer, see [`crate::shared::line`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,16 +16,18 @@ use crate::{ConnInfo, Manager};
 /// Runs until the pool is closed or every handle to it is gone. It holds only a weak
 /// reference between rounds, so it never keeps a dropped pool alive.
 ///
-/// Each round (every reap interval) closes expired connections and refills `min_idle`. The
-/// task lives in the runtime that started it; when that runtime shuts down, the task's
-/// [`Running`] mark is dropped with it and the next checkout, from whatever runtime, starts
-/// the task again ([`Shared::ensure_maintenance`]). Nothing a caller waits for depends on
-/// this task: each waiter times itself out.
+/// Each round (every reap interval) closes expired connections and refills `min_idle`; the
+/// task also wakes at the earliest deadline in line and times out the callers past theirs.
+/// The task lives in the runtime that started it; when that runtime shuts down, the task's
+/// [`Running`] mark is dropped with it: every caller in line then arms a timer of its own, and
+/// the next checkout, from whatever runtime, starts the task again
+/// ([`Shared::ensure_maintenance`]). Callers on other runtimes time themselves out.
 pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
     let mut running = Running {
         pool: pool.clone(),
         armed: true,
     };
+    let runtime = tokio::runtime::Handle::current().id();
     let Some(shared) = pool.upgrade() else { return };
     let every = shared.config.effective_reap_interval();
     let sample = shared.config.metrics_interval.max(Duration::from_millis(1));
@@ -60,8 +64,12 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             // shared form with a lifetime that ends before the planned wake, the caller that
             // shared it wakes this task to plan again (`Shared::rearm`).
             let mut state = shared.lock();
+            let timed_out = state.waiters.time_out_expired(now);
             next_expiry = state.next_expiry();
             let mut wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
+            if let Some(deadline) = state.waiters.earliest_deadline() {
+                wake = wake.min(deadline);
+            }
             if cfg!(feature = "metrics") {
                 wake = wake.min(now + sample);
             }
@@ -70,6 +78,9 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
                 wake = wake.min(now + every);
             }
             state.maintenance_wake = Some(wake);
+            state.waiters.timed_by(runtime, wake);
+            drop(state);
+            timed_out.into_iter().for_each(Waker::wake);
             wake
         };
         // A rearm that came after the plan above left a permit: this returns at once.
@@ -78,7 +89,8 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
 }
 
 /// Marks the maintenance task as running; dropped with the task (its runtime shut down, or
-/// the pool is gone), it clears the mark so that the next checkout starts a new one.
+/// the pool is gone), it tells the callers in line to time themselves out, and clears the
+/// mark so that the next checkout starts a new one.
 struct Running<M: Manager> {
     pool: Weak<Shared<M>>,
     armed: bool,
@@ -89,7 +101,9 @@ impl<M: Manager> Drop for Running<M> {
         if self.armed
             && let Some(shared) = self.pool.upgrade()
         {
+            let wakers = shared.lock().waiters.timer_lost();
             shared.maintenance_started.store(false, Ordering::Release);
+            wakers.into_iter().for_each(Waker::wake);
         }
     }
 }

@@ -46,7 +46,7 @@ pub(super) fn decide_lease(model: &Model, waker: &Waker, place: &mut Option<Arri
         if state.waiters.leasers() >= state.opening_room && state.reserve_connects(1) == 1 {
             Step::Connect(state.promise_room())
         } else {
-            Step::Wait(state.waiters.rejoin(arrival, waker.clone()))
+            Step::Wait(state.waiters.rejoin(arrival, waker.clone(), None))
         }
     };
     assert_eq!(state.reserve_refill(), 0, "no `min_idle` here");
