@@ -198,7 +198,7 @@ impl Account {
     }
 
     /// Takes up to `n` slots (the pool's `max_size` allows them); fewer when the budget is
-    /// spent, and the pool is then starved.
+    /// spent or holds them back (below), and the pool is then starved.
     ///
     /// Cold, as [`give`](Self::give) is: a pool with no budget (every [`Pool`](crate::Pool)
     /// of its own) never calls either, and its fast path keeps its registers as they were
