@@ -334,9 +334,13 @@
 //!   the budget (`shared/budget.rs`).
 //! - While a key starves with every slot taken, a connection that would go idle in a key with
 //!   nobody in line is closed (its slot goes to the starved key) rather than kept until the
-//!   steward evicts it; a connection returned to a key with callers in line goes to them. A
-//!   key's own callers are never passed over, at the price of fairness across keys: a busy
-//!   key keeps its connections while another waits.
+//!   steward evicts it; a connection returned to a key with callers in line goes to them,
+//!   unless a starved key holds nothing and this key holds more than its fair share
+//!   (`max_total` over the keys holding or starved, rounded down): then it is closed, and a
+//!   key that holds a slot takes no more until the starved one has one. The budget spent,
+//!   some key always holds more than that share, so a key with nothing is served at a busy
+//!   key's next return; with nobody starving, or every starved key holding one, nothing is
+//!   closed for fairness (an even split would close and reopen at every return).
 //! - A key's connects in flight count against `max_total`, as they count against
 //!   `max_size`: a key whose connects hang holds at most its `max_size` of the total until
 //!   `connect_timeout`. `max_size` above `max_total` is refused

@@ -14,6 +14,7 @@ use pool::keyed::{KeyedBuilder, KeyedPool};
 use pool::{BuildError, Lease, PoolError, Pooled, Status, TimeoutKind};
 use support::logs::Logs;
 use support::{Lcg, Mock, Plan, Tally};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 type Key = usize;
@@ -218,6 +219,120 @@ async fn a_connection_that_would_go_idle_goes_to_a_starved_key() {
     assert_eq!((status(&pool, 0).size, status(&pool, 1).size), (1, 1));
     assert_eq!(mocks.total.peak(), 2);
     drop(b);
+    pool.close().await;
+}
+
+/// Spawns `tasks` callers of `key`, each `rounds` times getting a connection, holding it
+/// 1 ms and dropping it: more callers than connections keep someone of `key` in line.
+fn busy(pool: &KeyedPool<Key, Mock>, key: Key, tasks: usize, rounds: usize) -> Vec<JoinHandle<()>> {
+    (0..tasks)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    let conn = pool.get(&key).await.expect("every round served");
+                    tokio::time::sleep(ms(1)).await;
+                    drop(conn);
+                }
+            })
+        })
+        .collect()
+}
+
+/// A key that holds all of `max_total` under sustained load (8 callers on 4 connections, one
+/// always in line, for 2 s) gives way to a starved key: a caller of another key, by `get`
+/// and then by `lease`, is served at the busy key's next return (1 ms), not at its
+/// `wait_timeout` (1 s), and every round of the busy key is still served.
+#[tokio::test(start_paused = true)]
+async fn a_busy_key_gives_way_to_a_starved_key() {
+    let mocks = Mocks::new(2, |_, _| {});
+    let pool = mocks
+        .builder()
+        .max_size(4)
+        .max_total(4)
+        .wait_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    let busy = busy(&pool, 0, 8, 1000);
+    let saturated = || {
+        pool.status(&0)
+            .is_some_and(|s| s.size == 4 && s.waiting > 0)
+    };
+    until("key 0 holds max_total, callers in line", saturated).await;
+
+    let start = Instant::now();
+    let conn = pool.get(&1).await.expect("served while key 0 is busy");
+    assert!(start.elapsed() <= ms(1), "waited {:?}", start.elapsed());
+    drop(conn);
+    tokio::time::sleep(ms(10)).await;
+    assert!(saturated(), "key 0 took its slot back");
+
+    let start = Instant::now();
+    let lease = pool.lease(&1).await.expect("served while key 0 is busy");
+    assert!(start.elapsed() <= ms(1), "waited {:?}", start.elapsed());
+    drop(lease);
+
+    assert!(
+        busy.iter().all(|task| !task.is_finished()),
+        "key 0 still busy"
+    );
+    for task in busy {
+        task.await.expect("no panic");
+    }
+    assert_eq!(mocks.total.peak(), 4);
+    pool.close().await;
+}
+
+/// A busy key alone, with nobody of another key starving, keeps its connections: under the
+/// same load, none is closed and no more than `max_size` are opened.
+#[tokio::test(start_paused = true)]
+async fn a_busy_key_alone_keeps_its_connections() {
+    let mocks = Mocks::new(1, |_, _| {});
+    let pool = mocks
+        .builder()
+        .max_size(4)
+        .max_total(4)
+        .wait_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    for task in busy(&pool, 0, 8, 1000) {
+        task.await.expect("no panic");
+    }
+    let mock = mocks.mock(0);
+    assert_eq!((mock.connects(), mock.closes()), (4, 0));
+    pool.close().await;
+}
+
+/// Busy keys share `max_total`, without churn once each has a connection: a second busy key
+/// gets one slot of the first's (one close) and then both keep theirs; six keys, more than
+/// slots, take turns, and every round of every key is served within its `wait_timeout`.
+#[tokio::test(start_paused = true)]
+async fn busy_keys_share_max_total() {
+    let mocks = Mocks::new(6, |_, _| {});
+    let pool = mocks
+        .builder()
+        .max_size(4)
+        .max_total(4)
+        .wait_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    let first = busy(&pool, 0, 8, 1000);
+    until("key 0 holds max_total", || {
+        pool.status(&0).is_some_and(|s| s.size == 4)
+    })
+    .await;
+    let second = busy(&pool, 1, 8, 1000);
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!((status(&pool, 0).size, status(&pool, 1).size), (3, 1));
+    assert_eq!(mocks.mock(0).closes(), 1);
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(mocks.mock(0).closes(), 1, "settled: no churn");
+
+    let rest: Vec<_> = (2..6).flat_map(|key| busy(&pool, key, 4, 100)).collect();
+    for task in first.into_iter().chain(second).chain(rest) {
+        task.await.expect("no panic");
+    }
+    assert_eq!(mocks.total.peak(), 4);
     pool.close().await;
 }
 

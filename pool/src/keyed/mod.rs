@@ -67,9 +67,14 @@ use crate::{Lease, Manager, Pool, PoolError, Pooled, Status};
 ///   waiter does, for a slot under `max_total`: the longest-idle connection of another key is
 ///   closed for it at once, if there is one; else it is served as soon as a connection of
 ///   another key is closed or would go idle (while it waits, a connection that would go idle
-///   with every slot taken is closed for it instead). A connection returned to a key that has
-///   callers of its own in line goes to them first, so a busy key keeps its connections while
-///   another key waits: `max_total` is shared first come, not evenly.
+///   with every slot taken is closed for it instead). A key with callers of its own in line
+///   keeps its connections, but for one that holds more than its fair share (`max_total`
+///   over the keys that hold or wait for a connection, rounded down) while a waiting key
+///   holds none: that one gives way, closing a returning connection rather than handing it
+///   to its own next caller. So a key with nothing is served at the next return of a busy
+///   key, however long that key stays busy, and a busy key alone never loses a connection.
+///   Beyond one connection each, `max_total` is shared first come, not evenly. A key whose
+///   connections are leased gives way only with nobody of its own in line.
 /// - A key whose connects hang or fail holds up no other key: its callers wait and time out
 ///   as a pool's do (in line at `wait_timeout`, or at `connect_timeout`, 10 s, for one whose
 ///   own connect hangs). Its connects in flight count against `max_total`, at most its

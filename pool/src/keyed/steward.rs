@@ -81,9 +81,11 @@ where
 /// Feeds the starved pools in the order they starved. A pool that still wants a slot the
 /// budget refuses gets the longest-idle connection of any other pool closed for it: its
 /// slot comes back to the budget, and goes to the next pool fed (the starved pools take
-/// turns). Stops when no pool starves, or when the budget is spent and no pool has an idle
+/// turns); one that refuses a free slot (`Account::take`) leaves it to the pools behind it.
+/// Stops when no pool starves, or when the budget is spent and no pool has an idle
 /// connection: every slot given back later notifies the steward again, and every connection
-/// that would go idle meanwhile is closed instead (`State::gives_way`).
+/// that would go idle meanwhile, or that a pool above its share would hand to its own
+/// callers while a starved pool holds nothing, is closed instead (`State::gives_way`).
 fn settle(budget: &Budget) {
     for _ in 0..TURNS {
         let Some(member) = budget.next_starved() else {
@@ -92,6 +94,7 @@ fn settle(budget: &Budget) {
         // A pool dropped since it starved gave its mark back as it went.
         if let Some(member) = member.upgrade()
             && Arc::clone(&member).feed()
+            && !budget.has_room()
             && !evict_for(budget, &member)
         {
             return;

@@ -29,11 +29,27 @@
 //!   back, feeds the starved pool with it, and a pool still starved after that has the
 //!   longest-idle connection closed for it, which a look at each pool under its lock finds.
 //! - A connection already idle when a pool starves is closed by the steward for it.
+//! - While a starved pool holds nothing, a pool that holds more than its fair share,
+//!   `max_total` over the pools that hold a slot or starve (rounded down), gives way even
+//!   with callers of its own in line: the connection coming back is closed instead of handed
+//!   to them, and the pool is marked starved too. A pool that holds a slot takes no more
+//!   while a starved pool holds nothing, so the slot given back goes to such a pool (the
+//!   steward passes over the pools in the queue that refuse it). The budget spent,
+//!   `max_total` is held by fewer pools than that count, so some pool holds more than its
+//!   share: a pool with nothing is served at the next return of a busy pool, however long
+//!   that one stays busy, and a starved pool that holds a slot is served by its own line.
 //!
-//! So a starved caller waits only while every slot of the budget is held by a connection in
-//! use (by `get` or by leases), a connect or a reset, or passes between callers of its own
-//! key, or, for as long as the steward takes to run, while a slot is free; each waiter's own
-//! timer bounds the wait.
+//! So a starved caller whose pool holds nothing waits only while every slot of the budget is
+//! held by a connection in use (by `get` or by leases) that does not come back, a connect or
+//! a reset, or, for as long as the steward takes to run, while a slot is free; each waiter's
+//! own timer bounds the wait. (A pool that lends connections as leases gives way only with
+//! nobody of its own in line: see [`Account::gives_way`].)
+//!
+//! Nobody gives way with callers of its own in line when no other pool starves (a busy pool
+//! alone keeps every connection), nor once every starved pool holds a slot: busy pools then
+//! keep what they hold, shared first come beyond one connection each, not evenly (evenly
+//! would close and reopen a connection at each return while the pools' count does not divide
+//! `max_total`).
 //!
 //! Notifying the steward wakes its task under a pool's lock: the one wake-up that happens
 //! under the lock, and only while a pool starves (it keeps the give-back a single move that no
@@ -71,6 +87,10 @@ pub(crate) struct Budget {
     used: AtomicUsize,
     /// Pools marked starved ([`Account::starved`]): queued, or being fed.
     starving: AtomicUsize,
+    /// Pools that hold a slot.
+    holding: AtomicUsize,
+    /// Pools marked starved that hold no slot: their callers have no connection to pass on.
+    starving_empty: AtomicUsize,
     lists: Mutex<Lists>,
     /// Wakes the steward: a slot was given back while a pool starves, or a pool starves.
     pub steward: Notify,
@@ -93,6 +113,8 @@ impl Budget {
             max_total,
             used: AtomicUsize::new(0),
             starving: AtomicUsize::new(0),
+            holding: AtomicUsize::new(0),
+            starving_empty: AtomicUsize::new(0),
             lists: Mutex::default(),
             steward: Notify::new(),
         }
@@ -123,6 +145,19 @@ impl Budget {
         if self.starving.load(SeqCst) > 0 {
             self.steward.notify_one();
         }
+    }
+
+    /// A pool's fair share while a starved pool holds nothing: `max_total` over the pools
+    /// that hold a slot or starve, rounded down. The budget spent, `max_total` is held by
+    /// fewer pools than counted here, so some pool holds more than this.
+    fn fair_share(&self) -> usize {
+        let pools = self.holding.load(SeqCst) + self.starving_empty.load(SeqCst);
+        self.max_total / pools.max(1)
+    }
+
+    /// True when a slot is free.
+    pub fn has_room(&self) -> bool {
+        self.used.load(SeqCst) < self.max_total
     }
 
     /// The starved pool that has waited longest, taken off the queue (its mark stays until
@@ -163,18 +198,31 @@ impl Account {
     }
 
     /// Takes up to `n` slots (the pool's `max_size` allows them); fewer when the budget is
-    /// spent, and the pool is then starved.
+    /// spent or holds them back (below), and the pool is then starved.
     ///
     /// Cold, as [`give`](Self::give) is: a pool with no budget (every [`Pool`](crate::Pool)
     /// of its own) never calls either, and its fast path keeps its registers as they were
     /// (inlined into the checkout, a call here made it spill them on every checkout).
+    ///
+    /// While a starved pool holds nothing, a pool that holds a slot takes no more: a slot
+    /// given up for the starved pool is left for it, not taken back by the next caller of the
+    /// pool that gave it up.
     #[cold]
     pub fn take(&mut self, n: usize) -> usize {
-        let got = self.budget.take(n);
+        let allowed = if self.held > 0 && self.budget.starving_empty.load(SeqCst) > 0 {
+            0
+        } else {
+            n
+        };
+        let got = self.budget.take(allowed);
         if got > 0 && self.held == 0 {
             let me = self.me.clone();
             let lists = &mut *self.budget.lists();
             self.holder = Some(slab_insert(&mut lists.holders, &mut lists.free, me));
+            self.budget.holding.fetch_add(1, SeqCst);
+            if self.starved {
+                self.budget.starving_empty.fetch_sub(1, SeqCst);
+            }
         }
         self.held += got;
         if got < n {
@@ -196,6 +244,10 @@ impl Account {
             let mut lists = self.budget.lists();
             lists.holders[at] = None;
             lists.free.push(at);
+            self.budget.holding.fetch_sub(1, SeqCst);
+            if self.starved {
+                self.budget.starving_empty.fetch_add(1, SeqCst);
+            }
         }
         self.budget.give(n);
     }
@@ -206,6 +258,9 @@ impl Account {
             return;
         }
         self.budget.lists().starved.push_back(self.me.clone());
+        if self.held == 0 {
+            self.budget.starving_empty.fetch_add(1, SeqCst);
+        }
         self.budget.starving.fetch_add(1, SeqCst);
         self.budget.steward.notify_one();
     }
@@ -213,6 +268,9 @@ impl Account {
     /// The steward fed the pool, and it wants no more slots: the mark goes.
     pub fn fed(&mut self) {
         if std::mem::replace(&mut self.starved, false) {
+            if self.held == 0 {
+                self.budget.starving_empty.fetch_sub(1, SeqCst);
+            }
             self.budget.starving.fetch_sub(1, SeqCst);
         }
     }
@@ -223,13 +281,32 @@ impl Account {
         self.budget.lists().starved.push_back(self.me.clone());
     }
 
-    /// Another pool of the budget starves, and every slot of the budget is taken: a
-    /// connection that would go idle here (nobody of this pool's own waits for it) is closed
-    /// instead, so that its slot goes to that pool. (With a slot free, the steward is on its
-    /// way to feed that pool with it: no other connection needs to go.)
-    pub fn others_starve(&self) -> bool {
-        self.budget.starving.load(SeqCst) > usize::from(self.starved)
-            && self.budget.used.load(SeqCst) >= self.budget.max_total
+    /// Whether a connection that comes back to this pool is closed instead of kept, so that
+    /// its slot goes to another pool of the budget. Only while another pool starves and every
+    /// slot of the budget is taken (with a slot free, the steward is on its way to feed that
+    /// pool with it: no other connection needs to go); then:
+    /// - with nobody of this pool's own in line (`waits` false), always: idle, the connection
+    ///   would keep its slot from the starved pool;
+    /// - with callers of its own in line, while a starved pool holds nothing and this one
+    ///   holds more than its fair share ([`Budget::fair_share`]), unless it lends
+    ///   connections as leases (`lends`: a lease's last end hands the slot it frees to the
+    ///   pool's own next waiter, so closing the connection there would only churn it). The
+    ///   pool is then starved itself, and takes no slot back while a starved pool holds
+    ///   nothing ([`take`](Self::take)).
+    #[cold]
+    pub fn gives_way(&mut self, waits: bool, lends: bool) -> bool {
+        let budget = &*self.budget;
+        if budget.starving.load(SeqCst) <= usize::from(self.starved) || budget.has_room() {
+            return false;
+        }
+        if !waits {
+            return true;
+        }
+        if lends || budget.starving_empty.load(SeqCst) == 0 || self.held <= budget.fair_share() {
+            return false;
+        }
+        self.starve();
+        true
     }
 }
 

@@ -147,11 +147,15 @@ impl<C> State<C> {
         n
     }
 
-    /// Whether a connection that would go idle now is closed instead: with a budget, while
-    /// another pool of it starves and nobody of this pool's own waits (its slot then goes to
-    /// that pool's callers). Always false without a budget.
-    pub fn gives_way(&self) -> bool {
-        self.budget.as_ref().is_some_and(Account::others_starve) && self.waiters.is_empty()
+    /// Whether a connection that comes back now is closed instead of going idle or to this
+    /// pool's next waiter, its slot going to another pool of the budget that starves
+    /// ([`Account::gives_way`]; with callers of its own in line, the pool is then marked
+    /// starved). Always false without a budget.
+    pub fn gives_way(&mut self) -> bool {
+        match &mut self.budget {
+            None => false,
+            Some(account) => account.gives_way(!self.waiters.is_empty(), !self.streams.is_empty()),
+        }
     }
 
     /// Gives up `n` slots (to the budget too, when there is one).
