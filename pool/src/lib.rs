@@ -324,7 +324,7 @@
 //!   slots: inlined into the checkout, that call made every get copy its connection once
 //!   more on the stack (10 instructions). Key pools keep no `min_idle`.
 //! - A caller the budget refused waits in its own key's line (first come, first served
-//!   there, with its own timer), and the key's pool joins the budget's queue of starved
+//!   there, with its own deadline), and the key's pool joins the budget's queue of starved
 //!   pools. The work across keys, feeding a starved key a slot and closing another key's
 //!   longest-idle connection for it, is one task's per keyed pool (the steward), which takes
 //!   one pool's lock at a time: no two pools' locks are ever held together, in any order.

@@ -8,7 +8,7 @@
 //! sweep. It holds the keyed pool only weakly between rounds, so it ends when the last handle
 //! is dropped, or when the pool closes. A runtime that shuts down takes it along; the next
 //! call to `get` or `lease`, from any runtime, starts another. A caller's wait never depends
-//! on it: each waiter times itself out.
+//! on it: each waiter's deadline is kept by its own key's pool.
 
 use std::hash::Hash;
 use std::sync::atomic::Ordering;

@@ -42,7 +42,7 @@
 //! So a starved caller whose pool holds nothing waits only while every slot of the budget is
 //! held by a connection in use (by `get` or by leases) that does not come back, a connect or
 //! a reset, or, for as long as the steward takes to run, while a slot is free; each waiter's
-//! own timer bounds the wait. (A pool that lends connections as leases gives way only with
+//! deadline bounds the wait. (A pool that lends connections as leases gives way only with
 //! nobody of its own in line: see [`Account::gives_way`].)
 //!
 //! Nobody gives way with callers of its own in line when no other pool starves (a busy pool
