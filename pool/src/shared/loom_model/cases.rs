@@ -105,6 +105,37 @@ fn loom_model_c_the_last_lease_end_serves_a_caller_joining_the_line() {
     });
 }
 
+/// c, the line's timer. The last lease of a connection full at `max_streams` 1 ends while a
+/// caller finds no room and joins the line, and the background task's round times out the
+/// callers in line past their deadline (`Line::time_out_expired`): the caller ends once,
+/// leasing the connection (found, or served and woken once) or timed out in line (woken
+/// once), never both and never left in line; a lease not given to a caller timed out stays
+/// on the connection, which is idle in the end.
+#[test]
+fn loom_model_c_the_line_timer_races_a_last_lease_end_serving_the_line() {
+    model(2, || {
+        let (pool, [ending]) = pool_with_leases(1, None);
+        let key = ending.key;
+        let ender = on_thread(&pool, move |pool| end(pool, ending, false));
+        let timer = on_thread(&pool, line_timer);
+        let (started, caller) = block_on_lease(&pool);
+        ender.join().unwrap();
+        timer.join().unwrap();
+        caller.assert_woken_once_if_waited();
+        match started {
+            Started::Found(leased) | Started::Served(leased) => {
+                assert_eq!(leased.key, key);
+                assert_leased(&pool.lock().unwrap(), key, 1);
+                end(&pool, leased, false);
+            }
+            Started::TimedOut => assert!(caller.waited, "only a caller in line times out"),
+            Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
+            Started::Closed => panic!("the pool never closes here"),
+        }
+        assert_idle(&mut pool.lock().unwrap(), key);
+    });
+}
+
 /// d, close. `Pool::close` races a lease's start (and its end, right after) and the end of
 /// the lease already there, on a connection full at `max_streams` 1: the slot accounting
 /// holds at every step (`debug_check` in each move), the caller gets a lease (found, or
@@ -124,6 +155,7 @@ fn loom_model_d_close_races_a_lease_start_and_a_lease_end() {
                     closed.extend(end(pool, leased, false).closed);
                 }
                 Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
+                Started::TimedOut => panic!("no timer runs here"),
                 Started::Closed => {}
             }
             closed
@@ -231,7 +263,9 @@ fn loom_model_d_max_lifetime_races_a_lease_start_and_lease_ends() {
                 (leased, Some(key))
             }
             Started::Served(_) => panic!("served a lease on a connection past its lifetime"),
-            Started::Closed => panic!("the pool never closes here"),
+            Started::Closed | Started::TimedOut => {
+                panic!("the pool never closes here, no timer runs")
+            }
         };
         closed.extend(end(&pool, leased, false).closed);
         assert_eq!(closed, [CONN], "closed exactly once; a new one stays");

@@ -15,15 +15,16 @@
 //! for a slot served in line, and, for a caller that opens a connection, the connect's end
 //! in `shared::connect::connect`, the look of `connect_for_caller` and `Pool::share`), of
 //! its end (`Shared::end_lease`), of `Lease::mark_broken`, of `Pool::close`, of
-//! `Pool::resize` and of the background task's round (`maintain::reap`), each a function of
+//! `Pool::resize` and of the background task's round (`maintain::reap`, and the line's timer
+//! of `maintain::run`), each a function of
 //! [`moves`]. Connections are plain `u64`s in the crate's own shared form ([`wrap`]);
 //! wakers count their wakes and wake the `loom` thread waiting in `loom::future::block_on`,
 //! so a wake-up that is lost leaves that thread parked for ever, which `loom` reports as a
 //! deadlock. Every lease placed is checked, in the critical section that placed it, to be
 //! on a connection open for leases.
 //!
-//! What is not: tokio's timers (no caller times out; `wait_timeout` and `close_timeout`
-//! never run out, so `close` never lets go of the connections that carry leases:
+//! What is not: tokio's timers (a caller times out only by the line's timer, in the one
+//! model that runs it; `close_timeout` never runs out, so `close` never lets go of the connections that carry leases:
 //! `orphan_shared`), the manager's async calls (a connect succeeds at once with the
 //! connection the model names; no connection is checked; one is "closed" by taking it out
 //! of its last `Arc` as `Shared::close_shared` does), `get` and its idle connections,
@@ -242,6 +243,7 @@ fn found_or_served(started: Started, caller: &Caller) -> Leased {
         Started::Found(leased) | Started::Served(leased) => leased,
         Started::Opened(_) => panic!("the pool is at max_size: nothing opens"),
         Started::Closed => panic!("the pool never closes here"),
+        Started::TimedOut => panic!("no timer runs here"),
     }
 }
 

@@ -13,6 +13,8 @@ pub(super) enum Started {
     Opened(Leased),
     /// The pool closed.
     Closed,
+    /// Timed out in line by the line's timer ([`line_timer`]).
+    TimedOut,
 }
 
 /// A move of a lease's full path (`lease::Step`, those the models reach).
@@ -46,7 +48,12 @@ pub(super) fn decide_lease(model: &Model, waker: &Waker, place: &mut Option<Arri
         if state.waiters.leasers() >= state.opening_room && state.reserve_connects(1) == 1 {
             Step::Connect(state.promise_room())
         } else {
-            Step::Wait(state.waiters.rejoin(arrival, waker.clone(), None))
+            // Its deadline is already past: only a model that runs the line's timer times it out.
+            Step::Wait(
+                state
+                    .waiters
+                    .rejoin(arrival, waker.clone(), Some(Instant::now())),
+            )
         }
     };
     assert_eq!(state.reserve_refill(), 0, "no `min_idle` here");
@@ -174,13 +181,22 @@ pub(super) async fn lease(model: &Model, waker: &Waker, caller: &mut Caller) -> 
                     Wake::Granted(Grant::Conn(_)) => {
                         panic!("no `get` here gives a connection back")
                     }
-                    Wake::TimedOut => panic!("no timer runs out here"),
+                    Wake::TimedOut => return Started::TimedOut,
                 }
             }
         }
     };
     let place = place.expect("a caller that connects has its place in line");
     open(model, room, place, &mut caller.closed).map_or(Started::Closed, Started::Opened)
+}
+
+/// The line's timer in the background task's round (`maintain::run`): under the lock, times
+/// out every caller in line past its deadline (each caller's is past here), then wakes them.
+pub(super) fn line_timer(model: &Model) {
+    let wakers = locked(model, |state| {
+        state.waiters.time_out_expired(Instant::now())
+    });
+    wakers.into_iter().for_each(Waker::wake);
 }
 
 /// What one lease's end did.
