@@ -102,17 +102,8 @@ impl Config {
     /// The pause before a caller's next connect after `failures` failed ones (1 or more):
     /// exponential from `backoff_first`, capped at `backoff_max`, with equal jitter.
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        let full = self
-            .backoff_first
-            .saturating_mul(1u32 << doublings)
-            .min(self.backoff_max);
-        let half = full / 2;
-        let spread = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
-        if spread == 0 {
-            return full;
-        }
-        half + Duration::from_nanos(crate::info::random() % (spread + 1))
+        let full = crate::info::doubled(self.backoff_first, failures, self.backoff_max);
+        crate::info::less_random(full, full - full / 2)
     }
 
     /// How often the maintenance task looks for expired connections: the configured interval,
