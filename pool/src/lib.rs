@@ -361,7 +361,6 @@ pub mod keyed;
 mod lease;
 mod manager;
 mod pool;
-mod report;
 mod shared;
 mod status;
 mod sync;

@@ -89,7 +89,7 @@ impl Count {
         Count {
             n: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
-            reported: metrics::counter!(_name, crate::report::labels(_pool)),
+            reported: metrics::counter!(_name, labels(_pool)),
         }
     }
 
@@ -98,9 +98,31 @@ impl Count {
     }
 }
 
+/// The labels of every metric of the pool named `name`.
+#[cfg(feature = "metrics")]
+fn labels(name: &str) -> Vec<metrics::Label> {
+    vec![metrics::Label::new("pool", name.to_owned())]
+}
+
+/// A reported gauge: its name, and its value in a [`Status`].
+#[cfg(feature = "metrics")]
+type Gauge = (&'static str, fn(&Status) -> usize);
+
+#[cfg(feature = "metrics")]
+const GAUGES: [Gauge; 8] = [
+    ("pool.connections", |s| s.size),
+    ("pool.connections.idle", |s| s.idle),
+    ("pool.connections.in_use", |s| s.in_use),
+    ("pool.connections.discarded", |s| s.discarded),
+    ("pool.leases", |s| s.leases),
+    ("pool.waiting", |s| s.waiting),
+    ("pool.connecting", |s| s.connecting),
+    ("pool.max_size", |s| s.max_size),
+];
+
 /// The live counters behind [`Counters`]; bumped without the lock. With the `metrics`
-/// feature each bump is reported through the facade too, and so is each wait
-/// ([`crate::report`]).
+/// feature (what is reported, and when: the crate docs, "Metrics") each bump is reported
+/// through the facade too, and so are each wait and hold and the sampled gauges.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub created: Count,
@@ -114,7 +136,13 @@ pub(crate) struct Metrics {
     pub leaks: Count,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
-    report: crate::report::Report,
+    /// In the order of [`GAUGES`].
+    #[cfg(feature = "metrics")]
+    gauges: [metrics::Gauge; 8],
+    #[cfg(feature = "metrics")]
+    wait: metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    hold: metrics::Histogram,
 }
 
 impl Metrics {
@@ -132,7 +160,12 @@ impl Metrics {
             leaks: Count::new("pool.leaks", name),
             waited: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
-            report: crate::report::Report::new(name),
+            #[cfg(feature = "metrics")]
+            gauges: GAUGES.map(|(gauge, _)| metrics::gauge!(gauge, labels(name))),
+            #[cfg(feature = "metrics")]
+            wait: metrics::histogram!("pool.wait", labels(name)),
+            #[cfg(feature = "metrics")]
+            hold: metrics::histogram!("pool.hold", labels(name)),
         }
     }
 
@@ -147,21 +180,26 @@ impl Metrics {
     }
 
     /// A connection or lease was held this long (the `pool.hold` histogram).
-    pub(crate) fn record_hold(&self, held: Duration) {
-        self.report.hold(held);
+    pub(crate) fn record_hold(&self, _held: Duration) {
+        #[cfg(feature = "metrics")]
+        self.hold.record(_held.as_secs_f64());
     }
 
     pub(crate) fn record_wait(&self, waited: Duration) {
         self.waited.fetch_add(1, Relaxed);
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(nanos, Relaxed);
-        self.report.wait(waited);
+        #[cfg(feature = "metrics")]
+        self.wait.record(waited.as_secs_f64());
     }
 
     /// Sets the reported gauges from a snapshot of the pool (nothing without the `metrics`
     /// feature).
-    pub(crate) fn publish(&self, status: &Status) {
-        self.report.gauges(status);
+    pub(crate) fn publish(&self, _status: &Status) {
+        #[cfg(feature = "metrics")]
+        for ((_, value), gauge) in GAUGES.iter().zip(&self.gauges) {
+            gauge.set(value(_status) as f64);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
