@@ -209,6 +209,20 @@ impl<M: Manager> Balanced<M> {
             self.set.failed(&tag.endpoint, Instant::now(), false);
         }
     }
+
+    /// `is_broken` and `is_broken_shared`: true for a connection that takes no new work, or
+    /// that its endpoint's manager finds `broken` (a failure of the endpoint), or that is
+    /// retired to rebalance.
+    fn drains(&self, tag: &Tag<M>, broken: impl FnOnce() -> bool) -> bool {
+        if !tag.takes_work() {
+            return true;
+        }
+        if broken() {
+            self.connection_failed(tag);
+            return true;
+        }
+        self.set.retire_to_rebalance(tag)
+    }
 }
 
 impl<M: Manager> Default for Balanced<M> {
@@ -310,25 +324,14 @@ impl<M: Manager> Manager for Balanced<M> {
     }
 
     fn is_broken(&self, conn: &mut Routed<M>) -> bool {
-        if !conn.tag.takes_work() {
-            return true;
-        }
-        if conn.tag.endpoint.manager.is_broken(&mut conn.conn) {
-            self.connection_failed(&conn.tag);
-            return true;
-        }
-        self.set.retire_to_rebalance(&conn.tag)
+        let Routed { conn, tag } = conn;
+        self.drains(tag, || tag.endpoint.manager.is_broken(conn))
     }
 
     fn is_broken_shared(&self, conn: &Routed<M>) -> bool {
-        if !conn.tag.takes_work() {
-            return true;
-        }
-        if conn.tag.endpoint.manager.is_broken_shared(&conn.conn) {
-            self.connection_failed(&conn.tag);
-            return true;
-        }
-        self.set.retire_to_rebalance(&conn.tag)
+        self.drains(&conn.tag, || {
+            conn.tag.endpoint.manager.is_broken_shared(&conn.conn)
+        })
     }
 
     fn needs_reset(&self, conn: &Routed<M>) -> bool {
