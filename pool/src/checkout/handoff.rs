@@ -138,14 +138,6 @@ pub(crate) struct Handoff<'a, M: Manager> {
     pub room: usize,
 }
 
-impl<M: Manager> Handoff<'_, M> {
-    /// Waits for the outcome; `None` when the connect task died (a panic, or a runtime
-    /// shutdown).
-    pub async fn recv(&mut self) -> Option<Connected<M::Connection, M::Error>> {
-        (&mut self.rx).await.ok()
-    }
-}
-
 impl<M: Manager> Drop for Handoff<'_, M> {
     fn drop(&mut self) {
         self.rx.close();
