@@ -5,20 +5,18 @@
 //!   (open, not draining, plus connects in flight), ties rotating. The connection is a
 //!   [`Routed`]: it derefs to the endpoint's connection and remembers its endpoint.
 //! - Failover: a connect that fails tries the next healthy endpoint within the same
-//!   [`connect`](Manager::connect) call, so a caller never sees one dead endpoint's error
-//!   while another is up.
+//!   [`connect`](Manager::connect) call, so no caller sees a dead endpoint's error while
+//!   another is up.
 //! - Ejection and recovery ([`Ejection`]): an endpoint that fails `after` times in a row gets
-//!   no new connection for a backoff; then one connect (the probe) decides. If every endpoint
-//!   is ejected, a connect tries the one whose backoff ends first rather than failing for
-//!   nothing.
+//!   no new connection for a backoff; then one connect (the probe) decides. With every
+//!   endpoint ejected, a connect tries the one whose backoff ends first.
 //! - Rebalancing: when an endpoint joins or comes back, connections of endpoints that carry
 //!   two or more than it drain one by one (they take no new work and close after their last
 //!   lease), so the pool reconnects onto it even when it is full.
 //! - Changes at run time: [`add`](Balanced::add) and [`remove`](Balanced::remove); a removed
 //!   endpoint's connections drain as retired connections do, never cutting a request.
 //! - Discovery ([`Balanced::discovering`]): the set is read again on a connect, at most once
-//!   per interval, so a host name that resolves to several addresses counts as several
-//!   endpoints, re-resolved on reconnect.
+//!   per interval, so each address of a host name is an endpoint, re-resolved on reconnect.
 //! - [`endpoints`](Balanced::endpoints) shows per endpoint its connections, leases,
 //!   failures and ejection.
 //!
@@ -51,8 +49,8 @@ mod ejection;
 mod endpoint;
 mod set;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -186,7 +184,12 @@ impl<M: Manager> Balanced<M> {
 
     /// A snapshot of every endpoint, in the order they were added.
     pub fn endpoints(&self) -> Vec<EndpointStatus> {
-        self.set.statuses()
+        self.set
+            .table()
+            .endpoints
+            .iter()
+            .map(|e| e.status())
+            .collect()
     }
 
     /// The ejection policy.
@@ -199,7 +202,15 @@ impl<M: Manager> Balanced<M> {
     /// # Errors
     /// [`SetError::ZeroFailures`] when `ejection.after` is 0.
     pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
-        self.set.set_ejection(ejection)
+        if ejection.after == 0 {
+            return Err(SetError::ZeroFailures);
+        }
+        *self
+            .set
+            .ejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = ejection;
+        Ok(())
     }
 
     /// Counts a failure of a connection's endpoint once per connection (a draining connection

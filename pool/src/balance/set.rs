@@ -12,7 +12,7 @@ use super::{Ejection, SetError};
 /// The set, shared by the manager and the timers that end ejections.
 pub(crate) struct Set<M> {
     table: Mutex<Table<M>>,
-    ejection: Mutex<Ejection>,
+    pub ejection: Mutex<Ejection>,
     /// How many more connections may be retired to move load onto an endpoint that has too
     /// little; 0 almost always, so `is_broken` pays one relaxed load for it.
     rebalance: AtomicUsize,
@@ -20,8 +20,8 @@ pub(crate) struct Set<M> {
 
 /// The endpoints, in the order they were added. A removed endpoint stays listed (flagged)
 /// until its last connection closes.
-struct Table<M> {
-    endpoints: Vec<Arc<Endpoint<M>>>,
+pub(crate) struct Table<M> {
+    pub endpoints: Vec<Arc<Endpoint<M>>>,
     /// Where the next placement starts looking, so ties rotate.
     cursor: usize,
 }
@@ -42,16 +42,7 @@ impl<M: Send + Sync + 'static> Set<M> {
         *self.ejection.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refuses a policy that ejects before any failure.
-    pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
-        if ejection.after == 0 {
-            return Err(SetError::ZeroFailures);
-        }
-        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner) = ejection;
-        Ok(())
-    }
-
-    fn table(&self) -> MutexGuard<'_, Table<M>> {
+    pub fn table(&self) -> MutexGuard<'_, Table<M>> {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget removed endpoints whose last connection closed.
         table
@@ -115,10 +106,6 @@ impl<M: Send + Sync + 'static> Set<M> {
                 tracing::info!(endpoint = %name, "endpoint discovered");
             }
         }
-    }
-
-    pub fn statuses(&self) -> Vec<super::EndpointStatus> {
-        self.table().endpoints.iter().map(|e| e.status()).collect()
     }
 
     /// The endpoint for the next connect, counted as connecting: the healthy one (not
@@ -190,11 +177,12 @@ impl<M: Send + Sync + 'static> Set<M> {
         let calm = health
             .recovered_at
             .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
-        if calm {
-            health.ejections = 0;
-        }
-        health.ejections = health.ejections.saturating_add(1);
-        let ejections = health.ejections;
+        let ejections = if calm {
+            1
+        } else {
+            health.ejections.saturating_add(1)
+        };
+        health.ejections = ejections;
         let until = now + policy.jittered(ejections);
         health.ejected_until = Some(until);
         drop(health);
