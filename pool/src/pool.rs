@@ -127,16 +127,13 @@ impl<M: Manager> Pool<M> {
     /// idle connections from being closed (that runs in a task of its own), nor the leased
     /// ones as their leases end.
     pub async fn close(&self) {
-        let (idle, shared_idle, waiters) = {
-            let mut state = self.shared.lock();
+        let (idle, shared_idle, waiters) = self.shared.locked(|state| {
             state.closed = true;
             let idle = state.evict(|_, _| true);
             let shared_idle = state.evict_shared(|_, _| true);
             state.drain_shared(false, |_| true);
-            let waiters = state.waiters.close_all();
-            state.debug_check();
-            (idle, shared_idle, waiters)
-        };
+            (idle, shared_idle, state.waiters.close_all())
+        });
         // Each waiter wakes with `Closed`.
         for waker in waiters {
             waker.wake();
