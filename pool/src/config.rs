@@ -207,10 +207,9 @@ impl<M: Manager> Builder<M> {
         /// Closes a connection idle for longer than this, but only while more than `min_idle`
         /// are idle. `None` keeps idle connections forever. Default 10 min.
         ///
-        /// A shared connection (leases) counts as idle from the first round of the background task
-        /// after its last lease ended (no clock is read as a lease ends), so it closes up to one
-        /// reap interval later than a connection returned by [`Pool::get`](crate::Pool::get)'s
-        /// guard.
+        /// A shared connection (leases) counts as idle from the first round of the background
+        /// task after its last lease ended, so it closes up to one reap interval later than one
+        /// returned by [`Pool::get`]'s guard.
         idle_timeout: Option<Duration>;
 
         /// Closes a connection this long after it was opened (when it is idle or comes back).
@@ -231,10 +230,9 @@ impl<M: Manager> Builder<M> {
         idle_order: IdleOrder;
 
         /// With the `metrics` feature, how often the background task samples the pool's gauges
-        /// (sizes, leases, waiters), between its rounds too (it reaps only every reap interval);
-        /// [`Pool::status`](crate::Pool::status) samples them too.
-        /// Counters and the wait histogram are reported as their events happen. Without the
-        /// feature it is unused. Default 1 s.
+        /// (sizes, leases, waiters), between its reaping rounds too; [`Pool::status`] samples
+        /// them too (counters and histograms are reported as their events happen). Unused
+        /// without the feature. Default 1 s.
         metrics_interval: Duration;
 
         /// How often the background task closes expired connections and refills `min_idle`;
