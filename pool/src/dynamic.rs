@@ -50,8 +50,7 @@
 //!
 //! # Cost
 //! Each `connect`, `check` and `close` allocates its boxed future; the pool's fast path calls
-//! only the synchronous `is_broken`: no allocation, one indirect call per checkout and return.
-//! The crate docs give the measured cost against a native manager.
+//! only `is_broken`, through one indirect call (the crate docs give the measured cost).
 //!
 //! # Method names
 //! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:

@@ -116,11 +116,9 @@ impl<M: Manager> Pool<M> {
 
     /// Closes the pool: later checkouts and leases fail with [`PoolError::Closed`], every
     /// waiter fails with it at once, idle connections are closed through [`Manager::close`],
-    /// connections that carry leases take no new one and close as their last lease ends, and
-    /// connections being reset close as their reset ends (this future waits for both up to
-    /// `close_timeout`, then lets go: each still closes when its last lease or its reset
-    /// ends), and checked-out connections are closed when they come back.
-    /// Calling it again does nothing more.
+    /// connections that carry leases (or are being reset) take no new one and close as their
+    /// last lease (or reset) ends, which this future waits for up to `close_timeout`, and
+    /// checked-out connections are closed when they come back. Calling it again does nothing.
     ///
     /// # Cancel safety
     /// The pool is closed at the first poll. Dropping the future afterwards does not stop the

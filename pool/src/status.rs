@@ -13,10 +13,8 @@ pub struct Status {
     /// The current maximum number of connections.
     pub max_size: usize,
     /// Open connections the pool owns, each holding a slot counted against `max_size`: idle
-    /// plus in use. Never above `max_size` once a shrink has drained ([`resize`]); the
-    /// connections in [`discarded`](Status::discarded) are not counted here.
-    ///
-    /// [`resize`]: crate::Pool::resize
+    /// plus in use, not [`discarded`](Status::discarded). Never above `max_size` once a shrink
+    /// has drained ([`resize`](crate::Pool::resize)).
     pub size: usize,
     /// Open connections waiting in the pool (with no lease).
     pub idle: usize,
@@ -34,11 +32,9 @@ pub struct Status {
     pub discarded: usize,
     /// Connects in flight; each holds a slot counted against `max_size`.
     pub connecting: usize,
-    /// Connections being reset after they came back dirty ([`Manager::needs_reset`]): they
-    /// hold their slot and count in `size` (not in `idle` or `in_use`), and go to no one
-    /// until their reset succeeded.
-    ///
-    /// [`Manager::needs_reset`]: crate::Manager::needs_reset
+    /// Connections being reset after they came back dirty
+    /// ([`Manager::needs_reset`](crate::Manager::needs_reset)): they hold their slot and count
+    /// in `size` (not in `idle` or `in_use`), and go to no one until their reset succeeded.
     pub resetting: usize,
     /// Callers waiting in line for a connection.
     pub waiting: usize,

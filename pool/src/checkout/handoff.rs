@@ -14,11 +14,8 @@ use crate::shared::connect::Connected;
 use crate::shared::line::{Ticket, Wake};
 use crate::shared::state::{Grant, Place, State};
 
-/// Waits for the caller's turn in line, until `deadline`.
-///
-/// The wait holds its own timer: a deadline never depends on a background task, which may
-/// have died with the runtime that started it (a pool shared by several runtimes, one after
-/// another or at once). Only callers that wait arm a timer; the checkout fast path arms none.
+/// Waits for the caller's turn in line, until `deadline`, with a timer of its own (the crate
+/// docs, Decisions, say why).
 ///
 /// The caller joined the line with its task's waker in the same poll that first polls this
 /// future, so that first poll returns `Pending` without taking the lock (it only arms the

@@ -373,12 +373,9 @@ impl Times {
     /// The caller's deadline: its arrival plus `wait_timeout` (its arrival, for a caller
     /// that never waits).
     pub(crate) fn deadline(&mut self) -> Instant {
-        let now = self.now();
-        let arrived = self.arrived.unwrap_or(now);
-        match self.wait {
-            Some(wait) => deadline_after(arrived, wait),
-            None => arrived,
-        }
+        let arrived = self.arrived.unwrap_or_else(|| self.now());
+        self.wait
+            .map_or(arrived, |wait| deadline_after(arrived, wait))
     }
 }
 
