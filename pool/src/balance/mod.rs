@@ -49,8 +49,8 @@ mod ejection;
 mod endpoint;
 mod set;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -184,12 +184,8 @@ impl<M: Manager> Balanced<M> {
 
     /// A snapshot of every endpoint, in the order they were added.
     pub fn endpoints(&self) -> Vec<EndpointStatus> {
-        self.set
-            .table()
-            .endpoints
-            .iter()
-            .map(|e| e.status())
-            .collect()
+        let table = self.set.table();
+        table.endpoints.iter().map(|e| e.status()).collect()
     }
 
     /// The ejection policy.
@@ -202,15 +198,7 @@ impl<M: Manager> Balanced<M> {
     /// # Errors
     /// [`SetError::ZeroFailures`] when `ejection.after` is 0.
     pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
-        if ejection.after == 0 {
-            return Err(SetError::ZeroFailures);
-        }
-        *self
-            .set
-            .ejection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = ejection;
-        Ok(())
+        self.set.set_ejection(ejection)
     }
 
     /// Counts a failure of a connection's endpoint once per connection (a draining connection
@@ -221,9 +209,7 @@ impl<M: Manager> Balanced<M> {
         }
     }
 
-    /// `is_broken` and `is_broken_shared`: true for a connection that takes no new work, or
-    /// that its endpoint's manager finds `broken` (a failure of the endpoint), or that is
-    /// retired to rebalance.
+    /// `is_broken` and `is_broken_shared`, whose test by the endpoint's manager is `broken`.
     fn drains(&self, tag: &Tag<M>, broken: impl FnOnce() -> bool) -> bool {
         if !tag.takes_work() {
             return true;

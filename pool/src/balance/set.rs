@@ -12,7 +12,7 @@ use super::{Ejection, SetError};
 /// The set, shared by the manager and the timers that end ejections.
 pub(crate) struct Set<M> {
     table: Mutex<Table<M>>,
-    pub ejection: Mutex<Ejection>,
+    ejection: Mutex<Ejection>,
     /// How many more connections may be retired to move load onto an endpoint that has too
     /// little; 0 almost always, so `is_broken` pays one relaxed load for it.
     rebalance: AtomicUsize,
@@ -40,6 +40,15 @@ impl<M: Send + Sync + 'static> Set<M> {
 
     pub fn ejection(&self) -> Ejection {
         *self.ejection.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a policy that ejects before any failure.
+    pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
+        if ejection.after == 0 {
+            return Err(SetError::ZeroFailures);
+        }
+        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner) = ejection;
+        Ok(())
     }
 
     pub fn table(&self) -> MutexGuard<'_, Table<M>> {
@@ -177,12 +186,11 @@ impl<M: Send + Sync + 'static> Set<M> {
         let calm = health
             .recovered_at
             .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
-        let ejections = if calm {
-            1
-        } else {
-            health.ejections.saturating_add(1)
-        };
-        health.ejections = ejections;
+        if calm {
+            health.ejections = 0;
+        }
+        health.ejections = health.ejections.saturating_add(1);
+        let ejections = health.ejections;
         let until = now + policy.jittered(ejections);
         health.ejected_until = Some(until);
         drop(health);
