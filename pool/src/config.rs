@@ -212,12 +212,11 @@ impl<M: Manager> Builder<M> {
         /// returned by [`Pool::get`]'s guard.
         idle_timeout: Option<Duration>;
 
-        /// Closes a connection this long after it was opened (when it is idle or comes back).
-        /// A shared connection that carries leases takes no new lease from the end of its
-        /// lifetime (the background task wakes then) and closes after its last lease.
-        /// Each connection's lifetime is shortened by a random jitter of up to 2.5 % so that
-        /// connections opened together do not all expire together. `None` keeps them forever.
-        /// Default 30 min.
+        /// Closes a connection this long after it was opened (when it is idle or comes back),
+        /// less a random jitter of up to 2.5 % so that connections opened together do not all
+        /// expire together. A shared connection takes no new lease from the end of its lifetime
+        /// (the background task wakes then) and closes after its last lease. `None` keeps
+        /// connections forever. Default 30 min.
         max_lifetime: Option<Duration>;
 
         /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
@@ -240,13 +239,11 @@ impl<M: Manager> Builder<M> {
         reap_interval: Duration;
 
         /// Fails [`Pool::get`] with [`PoolError::Connect`](crate::PoolError::Connect) on the first
-        /// failed connect made for it, instead of retrying. Default `false`: a failed connect (or
-        /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
-        /// still without a connection then gets
-        /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
-        /// and HikariCP do, so a server restart does not fail the first caller. An error the
-        /// manager says no retry can fix ([`Manager::is_retryable`]) fails the caller at once
-        /// either way.
+        /// failed connect made for it, instead of retrying. Default `false`: a failed (or timed
+        /// out) connect is retried with backoff until `wait_timeout`, and a caller still without
+        /// a connection then gets [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the
+        /// last connect error, as bb8 and HikariCP do. An error the manager says no retry can
+        /// fix ([`Manager::is_retryable`]) fails the caller at once either way.
         fail_fast: bool;
     }
 
