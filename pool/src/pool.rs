@@ -169,14 +169,12 @@ impl<M: Manager> Pool<M> {
     /// and no reset runs (each reset's connection is closed as its reset ends).
     async fn settled(&self) {
         loop {
-            let drained = self.shared.drained.notified();
-            let mut drained = std::pin::pin!(drained);
+            let mut drained = std::pin::pin!(self.shared.drained.notified());
             drained.as_mut().enable();
-            let settled = {
-                let state = self.shared.lock();
-                state.streams.is_empty() && state.resetting == 0
-            };
-            if settled {
+            if self
+                .shared
+                .locked(|state| state.streams.is_empty() && state.resetting == 0)
+            {
                 return;
             }
             drained.await;
