@@ -73,10 +73,9 @@ pub use async_trait::async_trait;
 /// A [`Manager`] that can be a trait object: the same methods, with boxed futures.
 ///
 /// Implement it with [`#[async_trait]`](macro@async_trait) and plain `async fn`s, exactly as
-/// a [`Manager`]; every guarantee listed on [`Manager`] holds for the matching method here.
-/// A type that implements [`Manager`] implements this trait already (a blanket impl): write
-/// an impl of this trait only for a manager that has no native one, such as a decorator over
-/// a [`BoxManager`].
+/// a [`Manager`], whose every guarantee holds for the matching method here; but only for a
+/// manager with no native impl (a decorator over a [`BoxManager`], say): every [`Manager`]
+/// is a `DynManager` already.
 #[async_trait]
 pub trait DynManager: Send + Sync + 'static {
     /// The connection the pool hands out.

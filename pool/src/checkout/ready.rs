@@ -44,10 +44,8 @@ impl<M: Manager> Pool<M> {
 
     /// The slow path of a connection taken from the pool: retires it if expired or broken,
     /// else checks it (it was idle longer than the check interval). A caller whose connection
-    /// is retired keeps its slot to open a fresh one ([`State::keep_slot`]), so a bad
+    /// is retired keeps its slot to open a fresh one (`State::keep_slot`), so a bad
     /// connection handed to the first waiter never sends it to the back of the line.
-    ///
-    /// [`State::keep_slot`]: crate::shared::state::State::keep_slot
     pub(crate) async fn ready(
         &self,
         mut live: Live<M::Connection>,
