@@ -4,7 +4,8 @@
 //! rest: it caps the number of connections at `max_size`, keeps idle ones (and `min_idle` warm
 //! ones), health-checks on checkout unless a connection was used within the check interval,
 //! takes connections back on drop, discards broken ones, retires old ones, serves waiters in
-//! order, and closes cleanly.
+//! order, reports a [`Pooled`] or [`Lease`] held past [`Builder::leak_threshold`] (naming the
+//! `file:line` that took it), and closes cleanly.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -71,10 +72,6 @@
 //! guarantee, and the repository's `examples/custom_manager.rs` is one to copy. A manager
 //! picked from configuration, or wrapped in a decorator, is a [`dynamic::BoxManager`] over the
 //! dyn-compatible [`DynManager`](dynamic::DynManager), which every `Manager` already is.
-//!
-//! # Leak reports
-//! With [`Builder::leak_threshold`], a [`Pooled`] or [`Lease`] held longer is reported once
-//! while still held, naming the `file:line` that called `get` or `lease`.
 //!
 //! # Leases: one connection, many callers
 //! A connection that carries many requests at once (HTTP/2, the JSON transport's `Conn`, a
