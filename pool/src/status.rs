@@ -1,4 +1,5 @@
-//! [`Status`]: a cheap snapshot of a pool's size and counters.
+//! [`Status`]: a cheap snapshot of a pool's size and counters; and [`Metrics`], the live
+//! counters behind it, which the `metrics` feature reports with the sampled gauges.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
