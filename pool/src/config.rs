@@ -102,17 +102,8 @@ impl Config {
     /// The pause before a caller's next connect after `failures` failed ones (1 or more):
     /// exponential from `backoff_first`, capped at `backoff_max`, with equal jitter.
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        let full = self
-            .backoff_first
-            .saturating_mul(1u32 << doublings)
-            .min(self.backoff_max);
-        let half = full / 2;
-        let spread = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
-        if spread == 0 {
-            return full;
-        }
-        half + Duration::from_nanos(crate::info::random() % (spread + 1))
+        let full = crate::info::doubled(self.backoff_first, failures, self.backoff_max);
+        crate::info::less_random(full, full - full / 2)
     }
 
     /// How often the maintenance task looks for expired connections: the configured interval,
@@ -216,18 +207,16 @@ impl<M: Manager> Builder<M> {
         /// Closes a connection idle for longer than this, but only while more than `min_idle`
         /// are idle. `None` keeps idle connections forever. Default 10 min.
         ///
-        /// A shared connection (leases) counts as idle from the first round of the background task
-        /// after its last lease ended (no clock is read as a lease ends), so it closes up to one
-        /// reap interval later than a connection returned by [`Pool::get`](crate::Pool::get)'s
-        /// guard.
+        /// A shared connection (leases) counts as idle from the first round of the background
+        /// task after its last lease ended, so it closes up to one reap interval later than one
+        /// returned by [`Pool::get`]'s guard.
         idle_timeout: Option<Duration>;
 
-        /// Closes a connection this long after it was opened (when it is idle or comes back).
-        /// A shared connection that carries leases takes no new lease from the end of its
-        /// lifetime (the background task wakes then) and closes after its last lease.
-        /// Each connection's lifetime is shortened by a random jitter of up to 2.5 % so that
-        /// connections opened together do not all expire together. `None` keeps them forever.
-        /// Default 30 min.
+        /// Closes a connection this long after it was opened (when it is idle or comes back),
+        /// less a random jitter of up to 2.5 % so that connections opened together do not all
+        /// expire together. A shared connection takes no new lease from the end of its lifetime
+        /// (the background task wakes then) and closes after its last lease. `None` keeps
+        /// connections forever. Default 30 min.
         max_lifetime: Option<Duration>;
 
         /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
@@ -240,10 +229,9 @@ impl<M: Manager> Builder<M> {
         idle_order: IdleOrder;
 
         /// With the `metrics` feature, how often the background task samples the pool's gauges
-        /// (sizes, leases, waiters), between its rounds too (it reaps only every reap interval);
-        /// [`Pool::status`](crate::Pool::status) samples them too.
-        /// Counters and the wait histogram are reported as their events happen. Without the
-        /// feature it is unused. Default 1 s.
+        /// (sizes, leases, waiters), between its reaping rounds too; [`Pool::status`] samples
+        /// them too (counters and histograms are reported as their events happen). Unused
+        /// without the feature. Default 1 s.
         metrics_interval: Duration;
 
         /// How often the background task closes expired connections and refills `min_idle`;
@@ -251,13 +239,11 @@ impl<M: Manager> Builder<M> {
         reap_interval: Duration;
 
         /// Fails [`Pool::get`] with [`PoolError::Connect`](crate::PoolError::Connect) on the first
-        /// failed connect made for it, instead of retrying. Default `false`: a failed connect (or
-        /// one past `connect_timeout`) is retried with backoff until `wait_timeout`, and a caller
-        /// still without a connection then gets
-        /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error, as bb8
-        /// and HikariCP do, so a server restart does not fail the first caller. An error the
-        /// manager says no retry can fix ([`Manager::is_retryable`]) fails the caller at once
-        /// either way.
+        /// failed connect made for it, instead of retrying. Default `false`: a failed (or timed
+        /// out) connect is retried with backoff until `wait_timeout`, and a caller still without
+        /// a connection then gets [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the
+        /// last connect error, as bb8 and HikariCP do. An error the manager says no retry can
+        /// fix ([`Manager::is_retryable`]) fails the caller at once either way.
         fail_fast: bool;
     }
 

@@ -1,19 +1,15 @@
 //! Managers chosen at run time: [`DynManager`], the dyn-compatible form of [`Manager`].
 //!
-//! [`Manager`]'s async methods return `impl Future`, which is what keeps a checkout free of
-//! allocations, but it also means `dyn Manager` cannot exist: a program cannot pick its
-//! manager from configuration, or wrap any manager in one decorator type (logging, metrics,
-//! fault injection), behind a single type. [`DynManager`] is the same trait written with
-//! [`#[async_trait]`](macro@async_trait) (as deadpool's and bb8's managers were before their
-//! native forms), so its futures are boxed and `dyn DynManager<Connection = C, Error = E>`
-//! is a type. The adapters go both ways:
-//! - every [`Manager`] is a [`DynManager`] (a blanket impl), so a native manager boxes as it
-//!   is: `BoxManager::new(MyManager)`;
+//! [`Manager`]'s async methods return `impl Future`, which keeps a checkout free of
+//! allocations but rules out `dyn Manager`: no manager picked from configuration, or any
+//! manager wrapped in one decorator type (logging, metrics, fault injection). [`DynManager`] is
+//! the same trait written with [`#[async_trait]`](macro@async_trait) (as deadpool's and bb8's
+//! managers were before their native forms), so its futures are boxed and
+//! `dyn DynManager<Connection = C, Error = E>` is a type. The adapters go both ways, and every
+//! method crosses them, the defaulted ones too (what a manager overrides runs behind the box):
+//! - every [`Manager`] is a [`DynManager`] (a blanket impl): `BoxManager::new(MyManager)`;
 //! - [`BoxManager`] and [`ArcManager`] (a boxed or shared `dyn DynManager`) are [`Manager`]s,
 //!   so `Pool<BoxManager<C, E>>` is a pool whose manager was chosen at run time.
-//!
-//! Every method crosses both adapters, the defaulted ones too ([`is_broken`],
-//! [`is_broken_shared`], [`close`]): what a manager overrides still runs behind the box.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -54,20 +50,14 @@
 //!
 //! # Cost
 //! Each `connect`, `check` and `close` allocates its boxed future; the pool's fast path calls
-//! only the synchronous `is_broken`: no allocation, one indirect call per checkout and return.
-//! The crate docs give the measured cost against a native manager.
+//! only `is_broken`, through one indirect call (the crate docs give the measured cost).
 //!
 //! # Method names
 //! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:
-//! in a module that imports both traits, call its methods as `Manager::connect(&m)` (or
-//! import only one). This module is not glob-exported from the crate root for that reason.
-//! A decorator holding a [`BoxManager`] calls through to the boxed manager itself with
-//! `DynManager::connect(&*self.inner)`; `self.inner.connect()` would work too, through the
-//! blanket impl, at the price of a second boxed future.
-//!
-//! [`is_broken`]: DynManager::is_broken
-//! [`is_broken_shared`]: DynManager::is_broken_shared
-//! [`close`]: DynManager::close
+//! where both traits are imported, call `Manager::connect(&m)` (or import one); hence this
+//! module is not glob-exported from the crate root. A decorator holding a [`BoxManager`]
+//! calls the boxed manager with `DynManager::connect(&*self.inner)`; `self.inner.connect()`
+//! works too, through the blanket impl, at the price of a second boxed future.
 
 use std::fmt;
 use std::future::Future;
@@ -83,10 +73,9 @@ pub use async_trait::async_trait;
 /// A [`Manager`] that can be a trait object: the same methods, with boxed futures.
 ///
 /// Implement it with [`#[async_trait]`](macro@async_trait) and plain `async fn`s, exactly as
-/// a [`Manager`]; every guarantee listed on [`Manager`] holds for the matching method here.
-/// A type that implements [`Manager`] implements this trait already (a blanket impl): write
-/// an impl of this trait only for a manager that has no native one, such as a decorator over
-/// a [`BoxManager`].
+/// a [`Manager`], whose every guarantee holds for the matching method here; but only for a
+/// manager with no native impl (a decorator over a [`BoxManager`], say): every [`Manager`]
+/// is a `DynManager` already.
 #[async_trait]
 pub trait DynManager: Send + Sync + 'static {
     /// The connection the pool hands out.
@@ -166,13 +155,11 @@ pub trait DynManager: Send + Sync + 'static {
 }
 
 /// The boxed manager a configuration chose, ready for a [`Pool`](crate::Pool): any
-/// [`DynManager`] (so any [`Manager`]) behind one type. `Pool<BoxManager<C, E>>` is a pool
-/// whose manager was chosen at run time.
+/// [`DynManager`] (so any [`Manager`]) behind one type.
 ///
-/// It is a struct around `Box<dyn DynManager>`, not the bare box, because the compiler cannot
-/// prove a `Pool<Box<dyn DynManager + 'static>>`'s futures `Send` (its check forgets the
-/// `'static`; "implementation of `Manager` is not general enough"), so such a pool could not
-/// be used in `tokio::spawn`. A type with no lifetime in it has no such trouble.
+/// It is a struct, not the bare `Box<dyn DynManager>`, because the compiler cannot prove a
+/// `Pool<Box<dyn DynManager + 'static>>`'s futures `Send` (its check forgets the `'static`:
+/// "not general enough"), which would keep such a pool out of `tokio::spawn`.
 pub struct BoxManager<C, E>(Box<dyn DynManager<Connection = C, Error = E>>);
 
 /// A manager chosen at run time and shared: several pools (or the code that built it) hold

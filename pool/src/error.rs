@@ -21,13 +21,10 @@ pub enum TimeoutKind {
 impl fmt::Display for TimeoutKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TimeoutKind::Wait { last_connect_error } => {
-                f.write_str("waiting for a connection")?;
-                if let Some(e) = last_connect_error {
-                    write!(f, "; the last connect failed: {e}")?;
-                }
-                Ok(())
-            }
+            TimeoutKind::Wait {
+                last_connect_error: Some(e),
+            } => write!(f, "waiting for a connection; the last connect failed: {e}"),
+            TimeoutKind::Wait { .. } => f.write_str("waiting for a connection"),
             TimeoutKind::Connect => f.write_str("connecting"),
             TimeoutKind::Check => f.write_str("checking a connection"),
         }

@@ -85,18 +85,26 @@ impl ConnInfo {
 /// A lifetime shortened by a random jitter of up to 2.5 % (HikariCP's variance), so that
 /// connections opened together do not all expire together.
 pub(crate) fn jittered(lifetime: Duration) -> Duration {
-    let span = u64::try_from((lifetime / 40).as_nanos()).unwrap_or(u64::MAX);
-    if span == 0 {
-        return lifetime;
-    }
-    lifetime - Duration::from_nanos(random() % span)
+    less_random(lifetime, lifetime / 40)
 }
 
-/// A random number for jitter. RandomState is seeded per thread and stepped per instance:
-/// enough randomness for a jitter, without a dependency.
-pub(crate) fn random() -> u64 {
+/// `d` less a random part of `cut` (nothing for a zero `cut`). RandomState is seeded per
+/// thread and stepped per instance: enough randomness for a jitter, without a dependency.
+pub(crate) fn less_random(d: Duration, cut: Duration) -> Duration {
     use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(0u8)
+    let span = u64::try_from(cut.as_nanos()).unwrap_or(u64::MAX);
+    if span == 0 {
+        return d;
+    }
+    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    d - Duration::from_nanos(random % span)
+}
+
+/// `first` doubled with each step after the first (`n` counts from 1), capped at `max`.
+pub(crate) fn doubled(first: Duration, n: u32, max: Duration) -> Duration {
+    first
+        .saturating_mul(1 << n.saturating_sub(1).min(31))
+        .min(max)
 }
 
 #[cfg(test)]

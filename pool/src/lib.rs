@@ -4,7 +4,8 @@
 //! rest: it caps the number of connections at `max_size`, keeps idle ones (and `min_idle` warm
 //! ones), health-checks on checkout unless a connection was used within the check interval,
 //! takes connections back on drop, discards broken ones, retires old ones, serves waiters in
-//! order, and closes cleanly.
+//! order, reports a [`Pooled`] or [`Lease`] held past [`Builder::leak_threshold`] (naming the
+//! `file:line` that took it), and closes cleanly.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -37,10 +38,8 @@
 //!
 //! # Metrics
 //! With the `metrics` feature the pool reports through the [`metrics`](https://docs.rs/metrics)
-//! facade, which exporters (Prometheus and others) plug into; each metric is labelled
-//! `pool = <name>` ([`Builder::name`]), so two pools of one program are told apart. Tested
-//! by `tests/metrics.rs` (run by `cargo test --workspace`, whose build of the pool's tests
-//! turns the feature on).
+//! facade (which Prometheus and other exporters plug into), each metric labelled
+//! `pool = <name>` ([`Builder::name`]) so two pools of one program are told apart.
 //!
 //! | name | kind | what |
 //! |---|---|---|
@@ -64,30 +63,23 @@
 //! | `pool.wait` | histogram | seconds each caller waited in line |
 //! | `pool.hold` | histogram | seconds each `Pooled` or `Lease` was held |
 //!
-//! Counters and the histogram are reported as their events happen. The gauges are sampled:
-//! by the background task every [`Builder::metrics_interval`] and by every
-//! [`Pool::status`](crate::Pool::status) call, so the checkout fast path pays nothing for them.
+//! Counters and histograms are reported as their events happen; the gauges are sampled by the
+//! background task every [`Builder::metrics_interval`] and by every [`Pool::status`] call, so
+//! the checkout fast path pays nothing for them.
 //!
 //! # Writing a manager
 //! Only `connect` and `check` must be written; [`Manager`] says what each method must
-//! guarantee. The repository's `examples/custom_manager.rs` is a complete manager for a small
-//! line-based protocol, with its server, to copy from. A manager picked from configuration, or
-//! wrapped in a decorator, is a [`dynamic::BoxManager`]: the [`dynamic`] module has the
-//! dyn-compatible [`DynManager`](dynamic::DynManager) (`#[async_trait]`), which every
-//! `Manager` already is.
-//!
-//! # Leak reports
-//! With [`Builder::leak_threshold`], a [`Pooled`] or [`Lease`] held longer is reported once
-//! while still held, naming the `file:line` that called `get` or `lease`.
+//! guarantee, and the repository's `examples/custom_manager.rs` is one to copy. A manager
+//! picked from configuration, or wrapped in a decorator, is a [`dynamic::BoxManager`] over the
+//! dyn-compatible [`DynManager`](dynamic::DynManager), which every `Manager` already is.
 //!
 //! # Leases: one connection, many callers
 //! A connection that carries many requests at once (HTTP/2, the JSON transport's `Conn`, a
 //! Redis multiplexed connection) is lent to up to `max_streams` callers at once with
-//! [`Pool::lease`]. The pool still owns it: it never closes a connection while a lease holds
-//! it, a retired one (`max_lifetime`, `retain`, `resize`, `close`) takes no new lease and
-//! closes after its last, and a broken one frees its slot at once and closes after its last.
-//! A new connection opens only when every open or opening one is full, so the pool uses the
-//! fewest connections the load needs, spread evenly.
+//! [`Pool::lease`]. The pool never closes a connection while a lease holds it: a retired
+//! (`max_lifetime`, `retain`, `resize`, `close`) or broken one takes no new lease and closes
+//! after its last, a broken one freeing its slot at once. A new connection opens only when
+//! every open or opening one is full: the fewest connections the load needs, spread evenly.
 //!
 //! ```
 //! # use std::convert::Infallible;
@@ -111,10 +103,8 @@
 //!
 //! # Several endpoints
 //! [`balance::Balanced`] is a [`Manager`] over a set of per-endpoint managers (servers,
-//! replicas): one pool in front of them all, each new connection on the healthy endpoint with
-//! the fewest, failing endpoints ejected and probed back, the set changed at run time, and
-//! [`Balanced::endpoints`](balance::Balanced::endpoints) showing each one's connections,
-//! leases, failures and ejection.
+//! replicas), so one pool spreads its connections over all of them: placement, failover,
+//! ejection, a set changed at run time (the [`balance`] module docs).
 //!
 //! # A pool per key
 //! [`keyed::KeyedPool`] keeps one [`Pool`] per key (a host, a shard, a cluster node) under
@@ -176,19 +166,17 @@
 //! - A failed connect is retried with capped exponential backoff and jitter within the
 //!   caller's `wait_timeout` (as bb8 and HikariCP do), so a server restart does not fail the
 //!   first caller; `fail_fast(true)` reports the first failure instead. Only `max_size`
-//!   connects run at once however many callers retry. The failed connect's slot goes to the
-//!   oldest caller in line at once; its own caller pauses out of line, then waits at the
-//!   place it took when it came (for `get` as for `lease`), ahead of callers that came
-//!   after it.
+//!   connects run at once however many callers retry. The failed connect's slot goes at once
+//!   to the oldest caller in line; its own caller pauses out of line, then waits at the place
+//!   it took on arrival (for `get` as for `lease`), ahead of later callers.
 //! - `is_broken` runs on return and again on checkout (it is a flag read), so a connection
 //!   whose peer went away while it sat idle is never handed out, even inside the check
 //!   interval.
 //! - The fast path reads the clock twice per checkout and return (to honour `check_interval`
 //!   from the last return, and `max_lifetime`): about 25 ns each on a VM's vDSO clock, the
 //!   main cost above a bare semaphore plus a locked `Vec` (see BENCHMARKS.md). A coarse clock
-//!   advanced by the background task would save both, but no such clock follows Tokio's
-//!   paused test clock exactly (a task woken by a timer runs after the task that moved the
-//!   clock), so the check interval and lifetimes would stop being exact under it.
+//!   advanced by the background task would save both, but none follows Tokio's paused test
+//!   clock exactly (a task woken by a timer runs after the task that moved the clock).
 //! - `get` takes an idle connection that needs nothing (no check due, not expired, not
 //!   broken) in a plain function, before the checkout's state machine, and its waits and
 //!   connects run in that state machine, not boxed: a boxed full path allocated on every wait
@@ -214,9 +202,8 @@
 //!   broken or failed, each `close` runs caught on its own, and a panicking `lease_started`
 //!   or `lease_ended` reaches its caller only after the lease ended.
 //! - A lease goes to the connection with the fewest leases, an idle connection of the pool's
-//!   own (returned by `get`, or kept by `min_idle`) counting as one with none: with `min_idle`
-//!   set, leases therefore spread over the spare connections the refill keeps opening, which
-//!   is what `min_idle` asks for.
+//!   own (returned by `get`, or kept by `min_idle`) counting as one with none, so leases
+//!   spread over the spare connections `min_idle` keeps opening, as it asks.
 //! - A connection opened for a lease keeps its room promised to the callers that arrive while
 //!   it opens until its opener shares it, not merely until its connect ends, so a caller
 //!   arriving in between waits for it instead of opening another.
@@ -234,21 +221,19 @@
 //!   leased), as `dyn Any + Send + Sync`, so a pool of connections that are not `Sync`
 //!   (which `get` can lend, `lease` cannot) stays `Send`.
 //! - A lease reads the clock only when it needs the time: a lease on a connection that
-//!   already carries one reads none, and only the last lease's end reads it, to stamp the
-//!   connection's `last_used` (its check interval and idle timeout count from there). So a
-//!   leased connection past `max_lifetime` is drained by the background task, which wakes at
-//!   the earliest end of a lifetime (not only every `reap_interval`), planned again when a
-//!   connection comes into shared form with a lifetime that ends before the planned wake (one
-//!   held by `get` through the rounds before).
-//!   A lease handed to a caller waiting in line is tested against the lifetime as it is
-//!   served (the clock is read there only when someone waits), so a lease that ends just as
-//!   the lifetime runs out never goes to a waiter on the expired connection.
+//!   already carries one reads none, and only the last lease's end reads it, to stamp
+//!   `last_used`. So a leased connection past `max_lifetime` is drained by the background
+//!   task, which wakes at the earliest end of a lifetime (not only every `reap_interval`),
+//!   planned again when a connection whose lifetime ends before that wake comes into shared
+//!   form (one held by `get` through the rounds before). A lease served to a caller in line
+//!   is tested against the lifetime then (the clock is read only when someone waits), so a
+//!   waiter never gets a lease on a connection that expired as the previous lease ended.
 //! - Room on a shared connection goes to the leasers waiting in line wherever it is not kept
 //!   for a waiting `get`: when the kept connection changes (another now has fewer leases),
 //!   the room on the one kept before is handed out at once, so a lease caller that came
 //!   later never takes it first. A waiting caller served a lease on a connection that died
-//!   meanwhile (`is_broken_shared` at hand-out) keeps its place: it is back in line before
-//!   the dead connection's slot is freed, so the slot, or room elsewhere, comes to it first.
+//!   meanwhile (`is_broken_shared` at hand-out) is back in line at its place before the dead
+//!   connection's slot is freed, so the slot, or room elsewhere, comes to it first.
 //! - A lease caller has a place in line from its first look, whether it waits or not, and
 //!   waits at that place whenever it waits. A connection it opens (or readies) serves first
 //!   the lease callers ahead of that place, then it, then those behind it: callers ahead may
@@ -263,7 +248,7 @@
 //! - An endpoint's connections drain (removal, rebalancing) through `is_broken_shared` and
 //!   `is_broken` answering true, not through [`Pool::retain`]: `retain` visits idle
 //!   connections only, and under load every shared connection carries a lease, so nothing
-//!   would drain. The cost is that the pool's `broken` counter includes them;
+//!   would drain. The pool's `broken` counter therefore includes them;
 //!   [`Balanced::endpoints`](balance::Balanced::endpoints) tells failures from drains.
 //! - The pool opens a connection only when a caller needs one, so an endpoint that joins or
 //!   comes back would get nothing from a full pool: when one does (its ejection ends), the
@@ -272,24 +257,22 @@
 //!   restarted answers again 30-200 ms after its restart, its backoff having run out).
 //! - Leases per endpoint come from two defaulted hooks, [`Manager::lease_started`] and
 //!   [`Manager::lease_ended`], called outside the pool's lock and only for managers that set
-//!   [`Manager::WATCHES_LEASES`] (a constant, so every other manager's lease fast path
-//!   compiles to what it was); the manager sees no lease otherwise.
+//!   [`Manager::WATCHES_LEASES`] (a constant: every other manager's lease fast path compiles
+//!   to what it was).
 //! - The pool is model-checked (`tests/model.rs`): a state-machine property test runs random
 //!   sequences of every operation and fault against a ledger of what the test and the mock
 //!   know, and checks sizes, counters, fairness, liveness and closes after every step. It
 //!   found the two defects above; 256 cases run in about 4 s, so CI runs it on every push.
-//!   What threads race on, the lease moves under the lock and the wake-ups they return, is
-//!   model-checked by `loom` (`shared/loom_model/`, `scripts/loom`): every interleaving of
-//!   a lease start, a lease end, a caller joining the line, `close`, `resize`, the retirement
-//!   of a connection past its `max_lifetime`, `mark_broken`, and a new connection taking the
-//!   slot of a broken one that a lease still reads.
+//!   The lease moves under the lock, and the wake-ups they return, are model-checked by
+//!   `loom` (`shared/loom_model/`, `scripts/loom`): every interleaving of a lease start and
+//!   end, a caller joining the line, `close`, `resize`, a retirement past `max_lifetime`,
+//!   `mark_broken`, and a new connection in the slot of a broken one a lease still reads.
 //! - A dirty connection is reset on return, in a task of the pool's, not at the next
 //!   checkout (deadpool-postgres resets there, so the next caller pays for it) and not on
 //!   the dropping caller's path (a drop cannot await). It keeps its slot while it resets, so
-//!   `max_size` still bounds what the server holds, and goes to no one until the reset
-//!   succeeded: a waiter in line gets it after the reset, in its turn. `close` waits for the
-//!   resets in flight, up to `close_timeout`. A reset task dropped with its runtime ends the
-//!   reset as failed, so its slot is never lost.
+//!   `max_size` still bounds what the server holds, and goes to no one (a waiter gets it in
+//!   its turn) until the reset succeeded. `close` waits for resets in flight, up to
+//!   `close_timeout`; a reset task dropped with its runtime fails the reset, so no slot is lost.
 //! - Leak tracking keeps each hold (when, and the `file:line` from `#[track_caller]`) in a
 //!   slab under a lock of its own, only with `leak_threshold` set or the `metrics` feature
 //!   on; the background task looks over the holds at least once a second. `get` and `lease`
@@ -306,8 +289,8 @@
 //!   `dyn_pass`, 11 interleaved rounds, time boxed/native, median of two runs each: 0.99 and
 //!   1.07 at T=1, 1.05 and 1.01 at T=16; with a check on every checkout, one boxed future
 //!   each, 1.04 and 1.07 at T=1, 1.02 and 1.01 at T=16). `BoxManager` is a struct, not a
-//!   bare `Box<dyn DynManager>`, because the compiler cannot prove the bare box's pool futures
-//!   `Send` ("not general enough"), which would keep such a pool out of `tokio::spawn`.
+//!   bare `Box<dyn DynManager>`, whose pool's futures the compiler cannot prove `Send` ("not
+//!   general enough"), which would keep such a pool out of `tokio::spawn`.
 //! - [`keyed::KeyedPool`] is a [`Pool`] per key in a map, not one pool with a list per key:
 //!   each key gets every behaviour of a pool (its FIFO line, leases, retries, resets, leak
 //!   reports) unchanged, and `get(&key)` costs one lookup under the map's lock (a short one:
@@ -327,11 +310,10 @@
 //!   there, with its own deadline), and the key's pool joins the budget's queue of starved
 //!   pools. The work across keys, feeding a starved key a slot and closing another key's
 //!   longest-idle connection for it, is one task's per keyed pool (the steward), which takes
-//!   one pool's lock at a time: no two pools' locks are ever held together, in any order.
-//!   Giving a slot back while a key starves notifies the steward from under the pool's lock
-//!   (the one wake-up under a lock), so the give-back stays one move that no caller can
-//!   forget to pass on. Why a starved waiter is always served or times out is written beside
-//!   the budget (`shared/budget.rs`).
+//!   one pool's lock at a time, so no two pools' locks are ever held together. Giving a slot
+//!   back while a key starves notifies the steward from under the pool's lock (the one
+//!   wake-up under a lock), so no caller can forget to pass the give-back on. Why a starved
+//!   waiter is always served or times out is written beside the budget (`shared/budget.rs`).
 //! - While a key starves with every slot taken, a connection that would go idle in a key with
 //!   nobody in line is closed (its slot goes to the starved key) rather than kept until the
 //!   steward evicts it; a connection returned to a key with callers in line goes to them,
@@ -352,9 +334,9 @@
 //!   its lookup on. 100,000 keys used once each, 1,000 every 10 s with `idle_timeout` 10 s,
 //!   never have more than 3,000 held at once, and none after (`tests/keyed.rs`).
 //! - A `make` that panics panics the caller that needed the key (it runs in that caller's
-//!   task, outside the map's lock): nothing is inserted and no lock poisoned, and the next
-//!   call for the key calls `make` again. Catching it into a typed error would hide a bug in
-//!   code the user wrote, as a panic in any other closure they pass is not hidden.
+//!   task, outside the map's lock): nothing is inserted, no lock is poisoned, and the next
+//!   call for the key calls `make` again. A typed error would hide a bug in the user's code,
+//!   where a panic in any other closure they pass is not hidden.
 //! - A key pool samples its gauges (`metrics` feature) only as it reaps, not every second:
 //!   thousands of keys report under one pool name, and the per-second wake of every key's
 //!   task doubled the time of the 100,000-key test (24 s against 12 s, debug build).
@@ -370,7 +352,6 @@ pub mod keyed;
 mod lease;
 mod manager;
 mod pool;
-mod report;
 mod shared;
 mod status;
 mod sync;

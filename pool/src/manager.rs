@@ -12,27 +12,17 @@ use std::future::Future;
 /// call is bounded by the matching timeout of the [`Builder`](crate::Builder).
 ///
 /// A complete template for a line-based TCP protocol is in the repository's
-/// `examples/custom_manager.rs`.
-///
-/// # What each method must guarantee
-/// - [`connect`](Manager::connect) runs in a task of its own, so a caller that gives up never
-///   aborts it: a connection that arrives late goes to the next waiter. It may be dropped at an
-///   `.await` when the pool's connect timeout fires or the runtime shuts down, and must leave
-///   nothing behind when it is.
-/// - [`check`](Manager::check) runs on checkout, unless the connection was used within the
-///   check interval. It should cost one cheap round trip at most. If its future is dropped (the
-///   caller gave up, or the check timeout fired) the pool discards the connection, since its
-///   state is then unknown.
-/// - [`is_broken`](Manager::is_broken) runs synchronously when a connection comes back and
-///   again when it is checked out: read a flag, never do I/O.
-/// - [`close`](Manager::close) is the graceful goodbye; it runs in a task of its own.
+/// `examples/custom_manager.rs`. Each method's doc says what it must guarantee.
 pub trait Manager: Send + Sync + 'static {
     /// The connection the pool hands out.
     type Connection: Send + 'static;
     /// The error `connect` and `check` report.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Opens a new connection.
+    /// Opens a new connection, in a task of its own, so a caller that gives up never aborts
+    /// it: a connection that arrives late goes to the next waiter. It may be dropped at an
+    /// `.await` when the pool's connect timeout fires or the runtime shuts down, and must leave
+    /// nothing behind when it is.
     ///
     /// # Errors
     /// Whatever stopped the connection from being made; the caller that asked for it receives
@@ -51,7 +41,9 @@ pub trait Manager: Send + Sync + 'static {
         true
     }
 
-    /// Health check run on checkout (skipped within the check interval).
+    /// Health check run on checkout (skipped within the check interval): one cheap round trip
+    /// at most. If its future is dropped (the caller gave up, or the check timeout fired) the
+    /// pool discards the connection, since its state is then unknown.
     ///
     /// # Errors
     /// Any error discards the connection; the caller is then given another one.
@@ -61,11 +53,10 @@ pub trait Manager: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Cheap synchronous test run when a connection comes back (and again on checkout, so a
-    /// connection that broke while idle is never handed out); true = discard it.
-    ///
-    /// For leases it runs when a connection with no lease is leased and when its last lease
-    /// ends, while the pool's lock is held (only the lock proves no lease borrows the
-    /// connection then): read a flag, never block, never call into the pool.
+    /// connection that broke while idle is never handed out); true = discard it. For leases it
+    /// runs when a connection with no lease is leased and when its last lease ends, under the
+    /// pool's lock (only the lock proves no lease borrows the connection then). Read a flag:
+    /// never do I/O, never block, never call into the pool.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         false
@@ -125,7 +116,7 @@ pub trait Manager: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// Graceful close of a connection the pool is discarding.
+    /// Graceful close of a connection the pool is discarding, in a task of its own.
     fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
         async move { drop(conn) }
     }

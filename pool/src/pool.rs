@@ -116,27 +116,22 @@ impl<M: Manager> Pool<M> {
 
     /// Closes the pool: later checkouts and leases fail with [`PoolError::Closed`], every
     /// waiter fails with it at once, idle connections are closed through [`Manager::close`],
-    /// connections that carry leases take no new one and close as their last lease ends, and
-    /// connections being reset close as their reset ends (this future waits for both up to
-    /// `close_timeout`, then lets go: each still closes when its last lease or its reset
-    /// ends), and checked-out connections are closed when they come back.
-    /// Calling it again does nothing more.
+    /// connections that carry leases (or are being reset) take no new one and close as their
+    /// last lease (or reset) ends, which this future waits for up to `close_timeout`, and
+    /// checked-out connections are closed when they come back. Calling it again does nothing.
     ///
     /// # Cancel safety
     /// The pool is closed at the first poll. Dropping the future afterwards does not stop the
     /// idle connections from being closed (that runs in a task of its own), nor the leased
     /// ones as their leases end.
     pub async fn close(&self) {
-        let (idle, shared_idle, waiters) = {
-            let mut state = self.shared.lock();
+        let (idle, shared_idle, waiters) = self.shared.locked(|state| {
             state.closed = true;
             let idle = state.evict(|_, _| true);
             let shared_idle = state.evict_shared(|_, _| true);
             state.drain_shared(false, |_| true);
-            let waiters = state.waiters.close_all();
-            state.debug_check();
-            (idle, shared_idle, waiters)
-        };
+            (idle, shared_idle, state.waiters.close_all())
+        });
         // Each waiter wakes with `Closed`.
         for waker in waiters {
             waker.wake();
@@ -174,14 +169,12 @@ impl<M: Manager> Pool<M> {
     /// and no reset runs (each reset's connection is closed as its reset ends).
     async fn settled(&self) {
         loop {
-            let drained = self.shared.drained.notified();
-            let mut drained = std::pin::pin!(drained);
+            let mut drained = std::pin::pin!(self.shared.drained.notified());
             drained.as_mut().enable();
-            let settled = {
-                let state = self.shared.lock();
-                state.streams.is_empty() && state.resetting == 0
-            };
-            if settled {
+            if self
+                .shared
+                .locked(|state| state.streams.is_empty() && state.resetting == 0)
+            {
                 return;
             }
             drained.await;

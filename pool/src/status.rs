@@ -1,4 +1,5 @@
-//! [`Status`]: a cheap snapshot of a pool's size and counters.
+//! [`Status`]: a cheap snapshot of a pool's size and counters; and [`Metrics`], the live
+//! counters behind it, which the `metrics` feature reports with the sampled gauges.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -13,10 +14,8 @@ pub struct Status {
     /// The current maximum number of connections.
     pub max_size: usize,
     /// Open connections the pool owns, each holding a slot counted against `max_size`: idle
-    /// plus in use. Never above `max_size` once a shrink has drained ([`resize`]); the
-    /// connections in [`discarded`](Status::discarded) are not counted here.
-    ///
-    /// [`resize`]: crate::Pool::resize
+    /// plus in use, not [`discarded`](Status::discarded). Never above `max_size` once a shrink
+    /// has drained ([`resize`](crate::Pool::resize)).
     pub size: usize,
     /// Open connections waiting in the pool (with no lease).
     pub idle: usize,
@@ -34,11 +33,9 @@ pub struct Status {
     pub discarded: usize,
     /// Connects in flight; each holds a slot counted against `max_size`.
     pub connecting: usize,
-    /// Connections being reset after they came back dirty ([`Manager::needs_reset`]): they
-    /// hold their slot and count in `size` (not in `idle` or `in_use`), and go to no one
-    /// until their reset succeeded.
-    ///
-    /// [`Manager::needs_reset`]: crate::Manager::needs_reset
+    /// Connections being reset after they came back dirty
+    /// ([`Manager::needs_reset`](crate::Manager::needs_reset)): they hold their slot and count
+    /// in `size` (not in `idle` or `in_use`), and go to no one until their reset succeeded.
     pub resetting: usize,
     /// Callers waiting in line for a connection.
     pub waiting: usize,
@@ -89,7 +86,7 @@ impl Count {
         Count {
             n: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
-            reported: metrics::counter!(_name, crate::report::labels(_pool)),
+            reported: metrics::counter!(_name, labels(_pool)),
         }
     }
 
@@ -98,9 +95,31 @@ impl Count {
     }
 }
 
+/// The labels of every metric of the pool named `name`.
+#[cfg(feature = "metrics")]
+fn labels(name: &str) -> Vec<metrics::Label> {
+    vec![metrics::Label::new("pool", name.to_owned())]
+}
+
+/// A reported gauge: its name, and its value in a [`Status`].
+#[cfg(feature = "metrics")]
+type Gauge = (&'static str, fn(&Status) -> usize);
+
+#[cfg(feature = "metrics")]
+const GAUGES: [Gauge; 8] = [
+    ("pool.connections", |s| s.size),
+    ("pool.connections.idle", |s| s.idle),
+    ("pool.connections.in_use", |s| s.in_use),
+    ("pool.connections.discarded", |s| s.discarded),
+    ("pool.leases", |s| s.leases),
+    ("pool.waiting", |s| s.waiting),
+    ("pool.connecting", |s| s.connecting),
+    ("pool.max_size", |s| s.max_size),
+];
+
 /// The live counters behind [`Counters`]; bumped without the lock. With the `metrics`
-/// feature each bump is reported through the facade too, and so is each wait
-/// ([`crate::report`]).
+/// feature (what is reported, and when: the crate docs, "Metrics") each bump is reported
+/// through the facade too, and so are each wait and hold and the sampled gauges.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub created: Count,
@@ -114,7 +133,13 @@ pub(crate) struct Metrics {
     pub leaks: Count,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
-    report: crate::report::Report,
+    /// In the order of [`GAUGES`].
+    #[cfg(feature = "metrics")]
+    gauges: [metrics::Gauge; 8],
+    #[cfg(feature = "metrics")]
+    wait: metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    hold: metrics::Histogram,
 }
 
 impl Metrics {
@@ -132,7 +157,12 @@ impl Metrics {
             leaks: Count::new("pool.leaks", name),
             waited: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
-            report: crate::report::Report::new(name),
+            #[cfg(feature = "metrics")]
+            gauges: GAUGES.map(|(gauge, _)| metrics::gauge!(gauge, labels(name))),
+            #[cfg(feature = "metrics")]
+            wait: metrics::histogram!("pool.wait", labels(name)),
+            #[cfg(feature = "metrics")]
+            hold: metrics::histogram!("pool.hold", labels(name)),
         }
     }
 
@@ -147,21 +177,26 @@ impl Metrics {
     }
 
     /// A connection or lease was held this long (the `pool.hold` histogram).
-    pub(crate) fn record_hold(&self, held: Duration) {
-        self.report.hold(held);
+    pub(crate) fn record_hold(&self, _held: Duration) {
+        #[cfg(feature = "metrics")]
+        self.hold.record(_held.as_secs_f64());
     }
 
     pub(crate) fn record_wait(&self, waited: Duration) {
         self.waited.fetch_add(1, Relaxed);
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(nanos, Relaxed);
-        self.report.wait(waited);
+        #[cfg(feature = "metrics")]
+        self.wait.record(waited.as_secs_f64());
     }
 
     /// Sets the reported gauges from a snapshot of the pool (nothing without the `metrics`
     /// feature).
-    pub(crate) fn publish(&self, status: &Status) {
-        self.report.gauges(status);
+    pub(crate) fn publish(&self, _status: &Status) {
+        #[cfg(feature = "metrics")]
+        for ((_, value), gauge) in GAUGES.iter().zip(&self.gauges) {
+            gauge.set(value(_status) as f64);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Counters {

@@ -63,18 +63,13 @@ impl Ejection {
     /// The longest the `n`-th ejection in a row lasts (counting from 1): the bound before its
     /// jitter shortens it.
     pub fn backoff(&self, n: u32) -> Duration {
-        let doublings = n.saturating_sub(1).min(31);
-        self.base.saturating_mul(1 << doublings).min(self.max)
+        crate::info::doubled(self.base, n, self.max)
     }
 
     /// The `n`-th ejection's length, less a random jitter of up to a fifth of it.
     pub(crate) fn jittered(&self, n: u32) -> Duration {
         let bound = self.backoff(n);
-        let span = u64::try_from((bound / 5).as_nanos()).unwrap_or(u64::MAX);
-        if span == 0 {
-            return bound;
-        }
-        bound - Duration::from_nanos(crate::info::random() % span)
+        crate::info::less_random(bound, bound / 5)
     }
 }
 

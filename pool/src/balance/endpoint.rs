@@ -13,34 +13,28 @@ use super::BalanceError;
 use crate::Manager;
 
 /// One endpoint: shared by the set and by every connection made to it, so a removed
-/// endpoint's manager stays alive to close its last connections.
+/// endpoint's manager stays alive to close its last connections. Its counts are those
+/// [`EndpointStatus`] shows, whose fields say what each counts.
 pub(crate) struct Endpoint<M> {
     pub name: String,
     pub manager: M,
-    /// Connections made and not yet closed (dropped), draining ones included.
     pub live: AtomicUsize,
-    /// Of `live`, those that take no new work (broken, or retired to rebalance).
     pub draining: AtomicUsize,
-    /// Connects in flight. Changed under the set's lock, so placement sees every one.
+    /// Changed under the set's lock, so placement sees every connect in flight.
     pub connecting: AtomicUsize,
-    /// Leases held on its connections (counted through `Manager::lease_started`).
     pub leases: AtomicUsize,
-    /// Removed from the set: its connections drain and it gets no new one.
     pub removed: AtomicBool,
     health: Mutex<Health>,
 }
 
-/// Failures and ejection of one endpoint. Lock order: the set's lock, then this one; never
-/// the other way round.
+/// Failures and ejection of one endpoint, as [`EndpointStatus`] shows them (`in_row` is its
+/// `failures_in_row`; `ejections` is the backoff's exponent). Lock order: the set's lock,
+/// then this one; never the other way round.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
-    /// Failures since the last successful connect.
     pub in_row: u32,
-    /// Failures since the endpoint was added.
     pub failures: u64,
-    /// Ejections in a row (the backoff's exponent).
     pub ejections: u32,
-    /// While `Some`, ejected until then; once past, the next connect is its probe.
     pub ejected_until: Option<Instant>,
     /// A probe connect is in flight.
     pub probing: bool,

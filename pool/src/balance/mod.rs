@@ -5,20 +5,18 @@
 //!   (open, not draining, plus connects in flight), ties rotating. The connection is a
 //!   [`Routed`]: it derefs to the endpoint's connection and remembers its endpoint.
 //! - Failover: a connect that fails tries the next healthy endpoint within the same
-//!   [`connect`](Manager::connect) call, so a caller never sees one dead endpoint's error
-//!   while another is up.
+//!   [`connect`](Manager::connect) call, so no caller sees a dead endpoint's error while
+//!   another is up.
 //! - Ejection and recovery ([`Ejection`]): an endpoint that fails `after` times in a row gets
-//!   no new connection for a backoff; then one connect (the probe) decides. If every endpoint
-//!   is ejected, a connect tries the one whose backoff ends first rather than failing for
-//!   nothing.
+//!   no new connection for a backoff; then one connect (the probe) decides. With every
+//!   endpoint ejected, a connect tries the one whose backoff ends first.
 //! - Rebalancing: when an endpoint joins or comes back, connections of endpoints that carry
 //!   two or more than it drain one by one (they take no new work and close after their last
 //!   lease), so the pool reconnects onto it even when it is full.
 //! - Changes at run time: [`add`](Balanced::add) and [`remove`](Balanced::remove); a removed
 //!   endpoint's connections drain as retired connections do, never cutting a request.
 //! - Discovery ([`Balanced::discovering`]): the set is read again on a connect, at most once
-//!   per interval, so a host name that resolves to several addresses counts as several
-//!   endpoints, re-resolved on reconnect.
+//!   per interval, so each address of a host name is an endpoint, re-resolved on reconnect.
 //! - [`endpoints`](Balanced::endpoints) shows per endpoint its connections, leases,
 //!   failures and ejection.
 //!
@@ -186,7 +184,8 @@ impl<M: Manager> Balanced<M> {
 
     /// A snapshot of every endpoint, in the order they were added.
     pub fn endpoints(&self) -> Vec<EndpointStatus> {
-        self.set.statuses()
+        let table = self.set.table();
+        table.endpoints.iter().map(|e| e.status()).collect()
     }
 
     /// The ejection policy.
@@ -208,6 +207,18 @@ impl<M: Manager> Balanced<M> {
         if tag.drain() {
             self.set.failed(&tag.endpoint, Instant::now(), false);
         }
+    }
+
+    /// `is_broken` and `is_broken_shared`, whose test by the endpoint's manager is `broken`.
+    fn drains(&self, tag: &Tag<M>, broken: impl FnOnce() -> bool) -> bool {
+        if !tag.takes_work() {
+            return true;
+        }
+        if broken() {
+            self.connection_failed(tag);
+            return true;
+        }
+        self.set.retire_to_rebalance(tag)
     }
 }
 
@@ -310,25 +321,14 @@ impl<M: Manager> Manager for Balanced<M> {
     }
 
     fn is_broken(&self, conn: &mut Routed<M>) -> bool {
-        if !conn.tag.takes_work() {
-            return true;
-        }
-        if conn.tag.endpoint.manager.is_broken(&mut conn.conn) {
-            self.connection_failed(&conn.tag);
-            return true;
-        }
-        self.set.retire_to_rebalance(&conn.tag)
+        let Routed { conn, tag } = conn;
+        self.drains(tag, || tag.endpoint.manager.is_broken(conn))
     }
 
     fn is_broken_shared(&self, conn: &Routed<M>) -> bool {
-        if !conn.tag.takes_work() {
-            return true;
-        }
-        if conn.tag.endpoint.manager.is_broken_shared(&conn.conn) {
-            self.connection_failed(&conn.tag);
-            return true;
-        }
-        self.set.retire_to_rebalance(&conn.tag)
+        self.drains(&conn.tag, || {
+            conn.tag.endpoint.manager.is_broken_shared(&conn.conn)
+        })
     }
 
     fn needs_reset(&self, conn: &Routed<M>) -> bool {

@@ -20,8 +20,8 @@ pub(crate) struct Set<M> {
 
 /// The endpoints, in the order they were added. A removed endpoint stays listed (flagged)
 /// until its last connection closes.
-struct Table<M> {
-    endpoints: Vec<Arc<Endpoint<M>>>,
+pub(crate) struct Table<M> {
+    pub endpoints: Vec<Arc<Endpoint<M>>>,
     /// Where the next placement starts looking, so ties rotate.
     cursor: usize,
 }
@@ -51,7 +51,7 @@ impl<M: Send + Sync + 'static> Set<M> {
         Ok(())
     }
 
-    fn table(&self) -> MutexGuard<'_, Table<M>> {
+    pub fn table(&self) -> MutexGuard<'_, Table<M>> {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget removed endpoints whose last connection closed.
         table
@@ -115,10 +115,6 @@ impl<M: Send + Sync + 'static> Set<M> {
                 tracing::info!(endpoint = %name, "endpoint discovered");
             }
         }
-    }
-
-    pub fn statuses(&self) -> Vec<super::EndpointStatus> {
-        self.table().endpoints.iter().map(|e| e.status()).collect()
     }
 
     /// The endpoint for the next connect, counted as connecting: the healthy one (not

@@ -108,34 +108,28 @@ impl<M: Manager> Drop for Turn<'_, M> {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let (place, ended) = {
-            let mut state = self.shared.lock();
-            let unclaimed = state.waiters.leave(ticket);
-            let outcome = match unclaimed {
-                Some(Grant::Conn(live)) => (Some(state.place_conn(live)), None),
-                Some(Grant::Slot) => (Some(Place::Wake(state.release_slot())), None),
-                // A lease granted in the instant the caller left: it ends at once.
-                Some(Grant::Lease(leased)) => {
-                    let shared = self.shared;
-                    let ended = state.end_lease(leased.conn, leased.key, false, |conn| {
-                        shared.conn_is_broken(conn)
-                    });
-                    (None, Some(ended))
-                }
-                None => (None, None),
-            };
-            state.debug_check();
-            outcome
-        };
+        let shared = self.shared;
+        let (place, ended) = shared.locked(|state| match state.waiters.leave(ticket) {
+            Some(Grant::Conn(live)) => (Some(state.place_conn(live)), None),
+            Some(Grant::Slot) => (Some(Place::Wake(state.release_slot())), None),
+            // A lease granted in the instant the caller left: it ends at once.
+            Some(Grant::Lease(leased)) => {
+                let ended = state.end_lease(leased.conn, leased.key, false, |conn| {
+                    shared.conn_is_broken(conn)
+                });
+                (None, Some(ended))
+            }
+            None => (None, None),
+        });
         if !ticket.wants_lease() {
             // A connection kept from leases for this caller is free for them again.
-            self.shared.unstick_leasers();
+            shared.unstick_leasers();
         }
         if let Some(place) = place {
-            self.shared.act(place);
+            shared.act(place);
         }
         if let Some(ended) = ended {
-            self.shared.after_lease(ended);
+            shared.after_lease(ended);
         }
     }
 }
@@ -148,14 +142,6 @@ pub(crate) struct Handoff<'a, M: Manager> {
     pub shared: &'a Arc<Shared<M>>,
     pub rx: oneshot::Receiver<Connected<M::Connection, M::Error>>,
     pub room: usize,
-}
-
-impl<M: Manager> Handoff<'_, M> {
-    /// Waits for the outcome; `None` when the connect task died (a panic, or a runtime
-    /// shutdown).
-    pub async fn recv(&mut self) -> Option<Connected<M::Connection, M::Error>> {
-        (&mut self.rx).await.ok()
-    }
 }
 
 impl<M: Manager> Drop for Handoff<'_, M> {

@@ -128,9 +128,15 @@ impl<M: Manager> Pool<M> {
                 Step::Connect => Next::Connect(0),
                 Step::Idle(live) => match self.fresh(live, now) {
                     Ok(pooled) => return Ok(pooled),
-                    Err(live) => self.ready_in_place(live, now, &mut place).await?,
+                    Err(live) => {
+                        self.place(&mut place, false);
+                        self.ready(live, now).await?
+                    }
                 },
-                Step::Stale(live) => self.ready_in_place(live, now, &mut place).await?,
+                Step::Stale(live) => {
+                    self.place(&mut place, false);
+                    self.ready(live, now).await?
+                }
                 Step::Wait(ticket) => {
                     let outcome;
                     (outcome, now) = self.wait_turn(ticket, deadline, now).await;
@@ -293,8 +299,8 @@ impl<M: Manager> Pool<M> {
         let (tx, rx) = oneshot::channel();
         tokio::spawn(connect(Arc::clone(shared), Some(tx), room));
         let mut handoff = Handoff { shared, rx, room };
-        match handoff.recv().await {
-            Some(Connected::Conn(mut live)) => {
+        match (&mut handoff.rx).await {
+            Ok(Connected::Conn(mut live)) => {
                 let closed = {
                     let mut state = shared.lock();
                     if state.closed {
@@ -311,9 +317,10 @@ impl<M: Manager> Pool<M> {
                 live.info.uses += 1;
                 Ok(Pooled::held(Arc::clone(shared), live, None))
             }
-            Some(Connected::Failed(error)) => Err(PoolError::Connect(error)),
-            Some(Connected::TimedOut) => Err(PoolError::Timeout(TimeoutKind::Connect)),
-            None => Err(PoolError::ConnectPanicked),
+            Ok(Connected::Failed(error)) => Err(PoolError::Connect(error)),
+            Ok(Connected::TimedOut) => Err(PoolError::Timeout(TimeoutKind::Connect)),
+            // The connect task died: a panic, or a runtime shutdown.
+            Err(_) => Err(PoolError::ConnectPanicked),
         }
     }
 
@@ -370,12 +377,9 @@ impl Times {
     /// The caller's deadline: its arrival plus `wait_timeout` (its arrival, for a caller
     /// that never waits).
     pub(crate) fn deadline(&mut self) -> Instant {
-        let now = self.now();
-        let arrived = self.arrived.unwrap_or(now);
-        match self.wait {
-            Some(wait) => deadline_after(arrived, wait),
-            None => arrived,
-        }
+        let arrived = self.arrived.unwrap_or_else(|| self.now());
+        self.wait
+            .map_or(arrived, |wait| deadline_after(arrived, wait))
     }
 }
 

@@ -7,23 +7,11 @@ use tokio::time::Instant;
 
 use crate::checkout::Next;
 use crate::shared::holds::Site;
-use crate::shared::line::Arrival;
 use crate::shared::state::{Kept, Live};
 use crate::status::Metrics;
 use crate::{Manager, Pool, PoolError, Pooled, TimeoutKind};
 
 impl<M: Manager> Pool<M> {
-    /// [`ready`](Self::ready), once the caller has taken its [`place`](Self::place) in line.
-    pub(super) async fn ready_in_place(
-        &self,
-        live: Live<M::Connection>,
-        now: Instant,
-        place: &mut Option<Arrival>,
-    ) -> Result<Next<Pooled<M>>, PoolError<M::Error>> {
-        self.place(place, false);
-        self.ready(live, now).await
-    }
-
     /// The fast path: a connection used within the check interval, not expired and not
     /// reporting itself broken goes out as it is, with no `.await`; any other comes back for
     /// [`ready`](Self::ready).
@@ -56,10 +44,8 @@ impl<M: Manager> Pool<M> {
 
     /// The slow path of a connection taken from the pool: retires it if expired or broken,
     /// else checks it (it was idle longer than the check interval). A caller whose connection
-    /// is retired keeps its slot to open a fresh one ([`State::keep_slot`]), so a bad
+    /// is retired keeps its slot to open a fresh one (`State::keep_slot`), so a bad
     /// connection handed to the first waiter never sends it to the back of the line.
-    ///
-    /// [`State::keep_slot`]: crate::shared::state::State::keep_slot
     pub(crate) async fn ready(
         &self,
         mut live: Live<M::Connection>,
