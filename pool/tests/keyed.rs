@@ -73,6 +73,18 @@ impl Mocks {
     }
 }
 
+/// A keyed pool of `max_size` connections per key and `max_total` across keys, whose callers
+/// wait 1 s at most.
+fn capped(mocks: &Arc<Mocks>, max_size: usize, max_total: usize) -> KeyedPool<Key, Mock> {
+    mocks
+        .builder()
+        .max_size(max_size)
+        .max_total(max_total)
+        .wait_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid settings")
+}
+
 fn status(pool: &KeyedPool<Key, Mock>, key: Key) -> Status {
     pool.status(&key).expect("the key is held")
 }
@@ -180,13 +192,7 @@ async fn at_max_total_an_idle_connection_of_another_key_is_closed_for_a_caller()
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_would_go_idle_goes_to_a_starved_key() {
     let mocks = Mocks::new(2, |_, _| {});
-    let pool = mocks
-        .builder()
-        .max_size(2)
-        .max_total(2)
-        .wait_timeout(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let pool = capped(&mocks, 2, 2);
     let (a, b) = (
         pool.get(&0).await.expect("a"),
         pool.get(&0).await.expect("b"),
@@ -246,13 +252,7 @@ fn busy(pool: &KeyedPool<Key, Mock>, key: Key, tasks: usize, rounds: usize) -> V
 #[tokio::test(start_paused = true)]
 async fn a_busy_key_gives_way_to_a_starved_key() {
     let mocks = Mocks::new(2, |_, _| {});
-    let pool = mocks
-        .builder()
-        .max_size(4)
-        .max_total(4)
-        .wait_timeout(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let pool = capped(&mocks, 4, 4);
     let busy = busy(&pool, 0, 8, 1000);
     let saturated = || {
         pool.status(&0)
@@ -288,13 +288,7 @@ async fn a_busy_key_gives_way_to_a_starved_key() {
 #[tokio::test(start_paused = true)]
 async fn a_busy_key_alone_keeps_its_connections() {
     let mocks = Mocks::new(1, |_, _| {});
-    let pool = mocks
-        .builder()
-        .max_size(4)
-        .max_total(4)
-        .wait_timeout(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let pool = capped(&mocks, 4, 4);
     for task in busy(&pool, 0, 8, 1000) {
         task.await.expect("no panic");
     }
@@ -309,13 +303,7 @@ async fn a_busy_key_alone_keeps_its_connections() {
 #[tokio::test(start_paused = true)]
 async fn busy_keys_share_max_total() {
     let mocks = Mocks::new(6, |_, _| {});
-    let pool = mocks
-        .builder()
-        .max_size(4)
-        .max_total(4)
-        .wait_timeout(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let pool = capped(&mocks, 4, 4);
     let first = busy(&pool, 0, 8, 1000);
     until("key 0 holds max_total", || {
         pool.status(&0).is_some_and(|s| s.size == 4)
@@ -351,13 +339,7 @@ async fn a_key_whose_connects_hang_or_fail_holds_up_no_other_key() {
         _ => {}
     });
     // Room for both bad keys' `max_size` and two connections for each of the others.
-    let pool = mocks
-        .builder()
-        .max_size(2)
-        .max_total(10)
-        .wait_timeout(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let pool = capped(&mocks, 2, 10);
     let start = Instant::now();
     let mut bad = Vec::new();
     for key in [HANG, FAIL].into_iter().cycle().take(10) {
@@ -412,13 +394,7 @@ async fn a_hanging_key_takes_at_most_max_size_of_the_total() {
             mock.set_connect(Plan::hang());
         }
     });
-    let pool = mocks
-        .builder()
-        .max_size(2)
-        .max_total(4)
-        .wait_timeout(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let pool = capped(&mocks, 2, 4);
     let hanging: Vec<_> = (0..2)
         .map(|_| {
             let pool = pool.clone();
