@@ -37,9 +37,7 @@ pub(crate) async fn wait<M: Manager>(
         shared,
         ticket: Some(ticket),
     };
-    if ticket.rearm() {
-        shared.rearm.notify_one();
-    }
+    shared.rearm_maintenance(ticket.rearm());
     let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
     let mut alone = ticket.alone();
     let mut first_poll = true;

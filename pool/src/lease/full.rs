@@ -272,7 +272,7 @@ where
         // task's rounds): the task must wake by its lifetime's end, or a lease could join it
         // past that end (one on a connection that carries leases reads no clock). One already
         // shared is in the task's plan.
-        let rearm = leased.is_some() && live.info.expires_before(state.maintenance_wake);
+        let rearm = leased.is_some() && live.info.expires_before(state.waiters.planned());
         drop(state);
         shared.rearm_maintenance(rearm);
         self.after_sharing(conn, wakes, leased)

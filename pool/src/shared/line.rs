@@ -92,6 +92,11 @@ struct Slot<C> {
     alone: bool,
 }
 
+/// When the line's timer times out the waiter of `ticket`, if it does.
+fn deadline<C>(slab: &[Option<Slot<C>>], ticket: &Ticket) -> Option<Instant> {
+    slab.get(ticket.key)?.as_ref()?.deadline
+}
+
 /// The waiting callers.
 ///
 /// Invariants: every ticket in `queue` has a slot whose `outcome` is `None`; a slot with an
@@ -106,7 +111,10 @@ pub(crate) struct Line<C> {
     leasers: usize,
     /// The runtime of the background task that times the line out, while it runs.
     timer: Option<Id>,
-    /// When that task plans to wake next.
+    /// When that task wakes next, as it last planned (`None` before it runs, and once it
+    /// ended): a waiter whose deadline comes sooner, and a connection that comes into shared
+    /// form with a lifetime that ends sooner, wake it to plan again
+    /// ([`Shared::rearm`](crate::shared::Shared)).
     planned: Option<Instant>,
 }
 
@@ -234,6 +242,11 @@ impl<C> Line<C> {
             .is_none_or(|slot| slot.alone)
     }
 
+    /// When the background task wakes next, as it last planned.
+    pub fn planned(&self) -> Option<Instant> {
+        self.planned
+    }
+
     /// The background task of `runtime` times the line out, and next wakes at `planned`.
     pub fn timed_by(&mut self, runtime: Id, planned: Instant) {
         self.timer = Some(runtime);
@@ -244,7 +257,7 @@ impl<C> Line<C> {
     pub fn earliest_deadline(&self) -> Option<Instant> {
         self.queue
             .iter()
-            .filter_map(|t| self.slab.get(t.key)?.as_ref()?.deadline)
+            .filter_map(|t| deadline(&self.slab, t))
             .min()
     }
 
@@ -252,12 +265,7 @@ impl<C> Line<C> {
     /// returns their wakers.
     pub fn time_out_expired(&mut self, now: Instant) -> Vec<Waker> {
         let slab = &self.slab;
-        let expired = |t: &Ticket| {
-            slab.get(t.key)
-                .and_then(Option::as_ref)
-                .and_then(|slot| slot.deadline)
-                .is_some_and(|deadline| deadline <= now)
-        };
+        let expired = |t: &Ticket| deadline(slab, t).is_some_and(|at| at <= now);
         if !self.queue.iter().any(expired) {
             return Vec::new();
         }

@@ -77,7 +77,6 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
                 let every = threshold.clamp(holds::SCAN_MIN, holds::SCAN_EVERY);
                 wake = wake.min(now + every);
             }
-            state.maintenance_wake = Some(wake);
             state.waiters.timed_by(runtime, wake);
             drop(state);
             timed_out.into_iter().for_each(Waker::wake);

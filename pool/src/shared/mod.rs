@@ -73,7 +73,7 @@ pub(crate) struct Shared<M: Manager> {
     /// The holds of `Pooled` and `Lease` guards, when they are tracked
     /// ([`Shared::start_hold`]).
     pub holds: holds::Holds,
-    /// Wakes the background task to plan its next wake again (`State::maintenance_wake`).
+    /// Wakes the background task to plan its next wake again (`Line::planned`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
     pub rearm: Arc<Notify>,
 }
@@ -105,7 +105,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Wakes the background task to plan again, when a move under the lock found it must
-    /// (`State::maintenance_wake`).
+    /// (`Line::planned`).
     #[inline]
     pub fn rearm_maintenance(&self, rearm: bool) {
         if rearm {

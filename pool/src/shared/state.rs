@@ -7,8 +7,6 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
-use tokio::time::Instant;
-
 use crate::IdleOrder;
 pub(crate) use crate::info::Live;
 pub(crate) use crate::lease::streams::Leased;
@@ -69,10 +67,6 @@ pub(crate) struct State<C> {
     /// connection's room stays counted until its caller shares it (or, the caller gone, it
     /// is placed), after its connect has left `connecting`.
     pub opening_room: usize,
-    /// When the background task wakes next, as it last planned (`None` before it runs): a
-    /// connection that comes into shared form with a lifetime that ends sooner wakes it
-    /// ([`Shared::rearm`](crate::shared::Shared)).
-    pub maintenance_wake: Option<Instant>,
     /// The pool's account at a budget shared with other pools (a key pool's, under the keyed
     /// pool's `max_total`); `None` for a pool of its own, which then pays nothing for it.
     pub budget: Option<Account>,
@@ -93,7 +87,6 @@ impl<C> State<C> {
             streams: Streams::new(),
             max_streams,
             opening_room: 0,
-            maintenance_wake: None,
             budget: None,
         }
     }
