@@ -284,13 +284,12 @@ impl<M: Manager> Manager for Balanced<M> {
                     let tag = Tag::new(Arc::clone(&endpoint));
                     attempt.finished = true;
                     drop(attempt);
-                    if endpoint.is_removed() {
-                        // Removed while it connected: closed, and the next endpoint is tried.
-                        self.close(Routed { conn, tag }).await;
-                    } else {
+                    if !endpoint.is_removed() {
                         self.set.connected(&endpoint, Instant::now());
                         return Ok(Routed { conn, tag });
                     }
+                    // Removed while it connected: closed, and the next endpoint is tried.
+                    self.close(Routed { conn, tag }).await;
                 }
                 Err(source) => {
                     drop(attempt); // unfinished: counts the failure
@@ -309,15 +308,11 @@ impl<M: Manager> Manager for Balanced<M> {
     /// # Cancel safety
     /// As the endpoint manager's `check`.
     async fn check(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
-        let endpoint = &conn.tag.endpoint;
-        endpoint
-            .manager
-            .check(&mut conn.conn)
-            .await
-            .map_err(|source| {
-                self.connection_failed(&conn.tag);
-                endpoint.error(source)
-            })
+        let Routed { conn, tag } = conn;
+        tag.endpoint.manager.check(conn).await.map_err(|source| {
+            self.connection_failed(tag);
+            tag.endpoint.error(source)
+        })
     }
 
     fn is_broken(&self, conn: &mut Routed<M>) -> bool {
@@ -341,12 +336,9 @@ impl<M: Manager> Manager for Balanced<M> {
     /// # Cancel safety
     /// As the endpoint manager's `reset`.
     async fn reset(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
-        let endpoint = &conn.tag.endpoint;
-        endpoint
-            .manager
-            .reset(&mut conn.conn)
-            .await
-            .map_err(|source| endpoint.error(source))
+        let Routed { conn, tag } = conn;
+        let result = tag.endpoint.manager.reset(conn).await;
+        result.map_err(|source| tag.endpoint.error(source))
     }
 
     fn lease_started(&self, conn: &Routed<M>) {
