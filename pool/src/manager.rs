@@ -102,12 +102,10 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Cleans a connection [`needs_reset`](Manager::needs_reset) found dirty: roll back,
     /// reset the session. Run by a task of the pool's, never on the dropping caller's path,
-    /// within the pool's reset timeout; an error (or the timeout) discards the connection.
-    /// Leases are never reset. Default: nothing to do.
+    /// within the pool's reset timeout. Leases are never reset. Default: nothing to do.
     ///
     /// # Errors
-    /// Any error discards the connection, which is then closed with
-    /// [`close`](Manager::close).
+    /// Any error (or the timeout) discards the connection, closed with [`close`](Manager::close).
     fn reset(
         &self,
         conn: &mut Self::Connection,

@@ -7,18 +7,13 @@
 //! - Failover: a connect that fails tries the next healthy endpoint within the same
 //!   [`connect`](Manager::connect) call, so no caller sees a dead endpoint's error while
 //!   another is up.
-//! - Ejection and recovery ([`Ejection`]): an endpoint that fails `after` times in a row gets
-//!   no new connection for a backoff; then one connect (the probe) decides. With every
-//!   endpoint ejected, a connect tries the one whose backoff ends first.
+//! - Ejection and recovery ([`Ejection`]): a failing endpoint gets no new connection for a
+//!   backoff; with every endpoint ejected, a connect tries the one whose backoff ends first.
 //! - Rebalancing: when an endpoint joins or comes back, connections of endpoints that carry
-//!   two or more than it drain one by one (they take no new work and close after their last
-//!   lease), so the pool reconnects onto it even when it is full.
-//! - Changes at run time: [`add`](Balanced::add) and [`remove`](Balanced::remove); a removed
-//!   endpoint's connections drain as retired connections do, never cutting a request.
-//! - Discovery ([`Balanced::discovering`]): the set is read again on a connect, at most once
-//!   per interval, so each address of a host name is an endpoint, re-resolved on reconnect.
-//! - [`endpoints`](Balanced::endpoints) shows per endpoint its connections, leases,
-//!   failures and ejection.
+//!   two or more than it drain one by one, so the pool reconnects onto it even when full.
+//! - Changes at run time: [`add`](Balanced::add), [`remove`](Balanced::remove) (never cutting
+//!   a request) and [`discovering`](Balanced::discovering); [`endpoints`](Balanced::endpoints)
+//!   shows per endpoint its connections, leases, failures and ejection.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -126,12 +121,11 @@ impl<M: Manager> Balanced<M> {
     }
 
     /// A set found by `discover`, run on a connect when the last run is `every` old or more
-    /// (and before the first connect): names it returns that are new are added, names it no
-    /// longer returns are removed (they drain), the others keep their connections and health.
-    /// A failed discovery keeps the set as it was. Connects that find discovery due wait for
-    /// the one running, so it runs once at a time. For example, resolve a host name on
-    /// reconnect and make each address an endpoint (`JsonManager::resolving` in the
-    /// `transport-json` crate does).
+    /// (and before the first connect): new names are added, names no longer returned are
+    /// removed (they drain), the others keep their connections and health; a failed run keeps
+    /// the set. Connects that find it due wait for the one running. For example, make each
+    /// address of a host name an endpoint, re-resolved on reconnect (as `JsonManager::resolving`
+    /// in the `transport-json` crate does).
     pub fn discovering(
         every: Duration,
         discover: impl Fn() -> Discovered<M> + Send + Sync + 'static,
@@ -171,10 +165,9 @@ impl<M: Manager> Balanced<M> {
     }
 
     /// Removes an endpoint: it gets no new connection, and its connections drain as retired
-    /// ones do: no new lease or checkout, each closed after its last lease ends (an idle one
-    /// at its next checkout, or at once through [`Pool::retain`](crate::Pool::retain) with
-    /// [`Routed::is_draining`]). It stays listed in [`endpoints`](Balanced::endpoints) until
-    /// its last connection closes.
+    /// ones do, each closed after its last lease ends (an idle one at its next checkout, or at
+    /// once through [`Pool::retain`](crate::Pool::retain) with [`Routed::is_draining`]). It is
+    /// listed in [`endpoints`](Balanced::endpoints) until its last connection closes.
     ///
     /// # Errors
     /// [`SetError::Unknown`] when no endpoint of that name is in the set.
