@@ -154,8 +154,7 @@ impl<M: Manager> Balanced<M> {
         Ok(balanced)
     }
 
-    /// Adds an endpoint. It takes new connections at once; when the pool is full, connections
-    /// of the busiest endpoints drain one by one so the pool reconnects onto it.
+    /// Adds an endpoint. It takes new connections at once, rebalanced onto when the pool is full.
     ///
     /// # Errors
     /// [`SetError::Duplicate`] when an endpoint of that name is in the set (a removed one
