@@ -196,9 +196,8 @@ impl<M: Manager> Builder<M> {
         /// Default 5 s.
         close_timeout: Duration;
 
-        /// How long one [`Manager::reset`] may take. A reset that fails or runs past it discards
-        /// its connection (closed with [`Manager::close`]), whose slot then frees for a new
-        /// connect. Default 5 s.
+        /// How long one [`Manager::reset`] may take; past it, as when a reset fails, the connection
+        /// is discarded and its slot frees for a new connect. Default 5 s.
         reset_timeout: Duration;
 
         /// Closes a connection idle for longer than this, but only while more than `min_idle`
