@@ -110,10 +110,8 @@ impl Config {
     /// but never more than half the idle timeout or the lifetime, so an expiry is noticed
     /// within 1.5 times its setting.
     pub(crate) fn effective_reap_interval(&self) -> Duration {
-        let mut every = self.reap_interval;
-        for limit in [self.idle_timeout, self.max_lifetime].into_iter().flatten() {
-            every = every.min(limit / 2);
-        }
+        let limits = [self.idle_timeout, self.max_lifetime].into_iter().flatten();
+        let every = limits.fold(self.reap_interval, |every, limit| every.min(limit / 2));
         every.max(Duration::from_millis(1))
     }
 }
@@ -176,10 +174,9 @@ impl<M: Manager> Builder<M> {
         /// The most connections that may exist at once, counting those being opened. Default 10.
         max_size: usize;
 
-        /// How many leases ([`Pool::lease`]) one connection carries at once. Default 1: a lease
-        /// then has its connection to itself, as a `get` does. A multiplexed connection (one that
-        /// carries many requests at a time, as HTTP/2 or the JSON transport's `Conn` do) takes
-        /// more: a new connection opens only when every open one carries this many.
+        /// How many leases ([`Pool::lease`]) one connection carries at once: more than 1 for a
+        /// multiplexed connection (HTTP/2, the JSON transport's `Conn`); a new connection opens
+        /// only when every open one carries this many. Default 1: a lease has it to itself.
         max_streams: usize;
 
         /// Idle connections kept ready in the background, within `max_size`. Default 0.
@@ -199,24 +196,20 @@ impl<M: Manager> Builder<M> {
         /// Default 5 s.
         close_timeout: Duration;
 
-        /// How long one [`Manager::reset`] may take. A reset that fails or runs past it discards
-        /// its connection (closed with [`Manager::close`]), whose slot then frees for a new
-        /// connect. Default 5 s.
+        /// How long one [`Manager::reset`] may take; past it, as when a reset fails, the connection
+        /// is discarded and its slot frees for a new connect. Default 5 s.
         reset_timeout: Duration;
 
         /// Closes a connection idle for longer than this, but only while more than `min_idle`
-        /// are idle. `None` keeps idle connections forever. Default 10 min.
-        ///
-        /// A shared connection (leases) counts as idle from the first round of the background
-        /// task after its last lease ended, so it closes up to one reap interval later than one
-        /// returned by [`Pool::get`]'s guard.
+        /// are idle; a shared one (leases) counts as idle from the background task's first round
+        /// after its last lease ended, up to a reap interval late. `None` keeps idle connections
+        /// forever. Default 10 min.
         idle_timeout: Option<Duration>;
 
         /// Closes a connection this long after it was opened (when it is idle or comes back),
         /// less a random jitter of up to 2.5 % so that connections opened together do not all
-        /// expire together. A shared connection takes no new lease from the end of its lifetime
-        /// (the background task wakes then) and closes after its last lease. `None` keeps
-        /// connections forever. Default 30 min.
+        /// expire together; a shared one then takes no new lease and closes after its last.
+        /// `None` keeps connections forever. Default 30 min.
         max_lifetime: Option<Duration>;
 
         /// Skips [`Manager::check`] for a connection returned less than this long ago (HikariCP's
@@ -229,9 +222,7 @@ impl<M: Manager> Builder<M> {
         idle_order: IdleOrder;
 
         /// With the `metrics` feature, how often the background task samples the pool's gauges
-        /// (sizes, leases, waiters), between its reaping rounds too; [`Pool::status`] samples
-        /// them too (counters and histograms are reported as their events happen). Unused
-        /// without the feature. Default 1 s.
+        /// (the crate docs' Metrics section lists them). Unused without it. Default 1 s.
         metrics_interval: Duration;
 
         /// How often the background task closes expired connections and refills `min_idle`;
@@ -239,18 +230,16 @@ impl<M: Manager> Builder<M> {
         reap_interval: Duration;
 
         /// Fails [`Pool::get`] with [`PoolError::Connect`](crate::PoolError::Connect) on the first
-        /// failed connect made for it, instead of retrying. Default `false`: a failed (or timed
-        /// out) connect is retried with backoff until `wait_timeout`, and a caller still without
-        /// a connection then gets [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the
-        /// last connect error, as bb8 and HikariCP do. An error the manager says no retry can
-        /// fix ([`Manager::is_retryable`]) fails the caller at once either way.
+        /// failed connect made for it. Default `false`: a failed (or timed out) connect is retried
+        /// with backoff until `wait_timeout`, then the caller gets
+        /// [`TimeoutKind::Wait`](crate::TimeoutKind::Wait) carrying the last connect error. An
+        /// error no retry can fix ([`Manager::is_retryable`]) fails the caller at once either way.
         fail_fast: bool;
     }
 
     /// Reports a [`Pooled`](crate::Pooled) or [`Lease`](crate::Lease) held longer than
-    /// `threshold`: once per hold, while it is still held (within a second of crossing the
-    /// threshold), as a `tracing` warn event that names where it was taken (`file:line` of
-    /// the call to `get` or `lease`), counted in
+    /// `threshold`, once per hold within a second of crossing it, as a `tracing` warn event
+    /// naming the `file:line` that called `get` or `lease`, counted in
     /// [`Counters::leaks`](crate::Counters::leaks); an info event follows when it comes back.
     /// Nothing is taken from the holder. Off by default, and then it costs nothing.
     pub fn leak_threshold(mut self, threshold: Duration) -> Self {

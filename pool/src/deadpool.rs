@@ -38,7 +38,6 @@
 //! | `create`                       | [`Manager::connect`]                                      |
 //! | `recycle` (on checkout)        | [`Manager::is_broken`], then [`Manager::check`] unless the connection was checked out within the adapter's check interval |
 //! | `detach` (`Object::take`)      | nothing                                                   |
-//! | dropping a discarded object    | nothing: [`Manager::close`] is never called               |
 //!
 //! # Differences to keep in mind
 //! - deadpool has no hook when a connection comes back, so [`Manager::is_broken`] runs at the

@@ -1,12 +1,10 @@
 //! Managers chosen at run time: [`DynManager`], the dyn-compatible form of [`Manager`].
 //!
 //! [`Manager`]'s async methods return `impl Future`, which keeps a checkout free of
-//! allocations but rules out `dyn Manager`: no manager picked from configuration, or any
-//! manager wrapped in one decorator type (logging, metrics, fault injection). [`DynManager`] is
-//! the same trait written with [`#[async_trait]`](macro@async_trait) (as deadpool's and bb8's
-//! managers were before their native forms), so its futures are boxed and
-//! `dyn DynManager<Connection = C, Error = E>` is a type. The adapters go both ways, and every
-//! method crosses them, the defaulted ones too (what a manager overrides runs behind the box):
+//! allocations but rules out `dyn Manager`: no manager picked from configuration, or wrapped
+//! in one decorator type (logging, metrics, fault injection). [`DynManager`] is the same trait
+//! written with [`#[async_trait]`](macro@async_trait), so its futures are boxed and it can be a
+//! trait object. Every method, the defaulted ones too, crosses the adapters both ways:
 //! - every [`Manager`] is a [`DynManager`] (a blanket impl): `BoxManager::new(MyManager)`;
 //! - [`BoxManager`] and [`ArcManager`] (a boxed or shared `dyn DynManager`) are [`Manager`]s,
 //!   so `Pool<BoxManager<C, E>>` is a pool whose manager was chosen at run time.
@@ -54,10 +52,10 @@
 //!
 //! # Method names
 //! A native manager is both a [`Manager`] and a [`DynManager`], with the same method names:
-//! where both traits are imported, call `Manager::connect(&m)` (or import one); hence this
-//! module is not glob-exported from the crate root. A decorator holding a [`BoxManager`]
-//! calls the boxed manager with `DynManager::connect(&*self.inner)`; `self.inner.connect()`
-//! works too, through the blanket impl, at the price of a second boxed future.
+//! where both traits are imported, call `Manager::connect(&m)` (hence no glob export from the
+//! crate root). A decorator holding a [`BoxManager`] calls it with
+//! `DynManager::connect(&*self.inner)`: `self.inner.connect()` works too, through the blanket
+//! impl, at the price of a second boxed future.
 
 use std::fmt;
 use std::future::Future;
@@ -89,8 +87,7 @@ pub trait DynManager: Send + Sync + 'static {
     /// Whatever stopped the connection from being made.
     ///
     /// # Cancel safety
-    /// The pool may drop the future at an `.await` (its connect timeout, a runtime shutting
-    /// down); it must leave nothing behind when it is.
+    /// Dropped at an `.await` (the connect timeout, a runtime shutdown), it leaves nothing.
     async fn connect(&self) -> Result<Self::Connection, Self::Error>;
 
     /// Health check run on checkout; see [`Manager::check`].
@@ -99,8 +96,7 @@ pub trait DynManager: Send + Sync + 'static {
     /// Any error discards the connection.
     ///
     /// # Cancel safety
-    /// A check dropped before it ends (its caller gave up, the check timeout fired) makes the
-    /// pool discard the connection, whose state is then unknown.
+    /// A check dropped before it ends (the caller gave up, a timeout) discards the connection.
     async fn check(&self, conn: &mut Self::Connection) -> Result<(), Self::Error>;
 
     /// Cheap synchronous test run on return and checkout; see [`Manager::is_broken`].
@@ -147,8 +143,7 @@ pub trait DynManager: Send + Sync + 'static {
     /// Default: drop it.
     ///
     /// # Cancel safety
-    /// The pool runs it in a task of its own, bounded by the builder's close timeout; a close
-    /// dropped there drops the connection.
+    /// Run in a task of the pool's within its close timeout; dropped there, drops the connection.
     async fn close(&self, conn: Self::Connection) {
         drop(conn)
     }
@@ -211,9 +206,8 @@ impl<M: Manager> DynManager for M {
     }
 }
 
-/// The impls [`BoxManager`] and [`ArcManager`] share, for a holder of a `$ptr<dyn DynManager>`:
-/// it derefs to the held manager, and is a [`Manager`] whose every method forwards to the held
-/// manager's (whose futures are already boxed: nothing is boxed twice).
+/// The impls [`BoxManager`] and [`ArcManager`] share, for a holder of a `$ptr<dyn DynManager>`
+/// (whose futures are already boxed: the [`Manager`] impl boxes nothing twice).
 macro_rules! holder {
     ($holder:ident, $ptr:ident) => {
         impl<C, E> $holder<C, E> {

@@ -8,11 +8,9 @@ use std::future::Future;
 /// plain `async fn`; the trait spells them `fn .. -> impl Future + Send` so that no checkout
 /// allocates a boxed future.
 ///
-/// The pool calls the methods outside its lock, so they may take as long as they need; each
-/// call is bounded by the matching timeout of the [`Builder`](crate::Builder).
-///
-/// A complete template for a line-based TCP protocol is in the repository's
-/// `examples/custom_manager.rs`. Each method's doc says what it must guarantee.
+/// The async methods run outside the pool's lock, each bounded by the matching timeout of the
+/// [`Builder`](crate::Builder). Each method's doc says what it must guarantee; the repository's
+/// `examples/custom_manager.rs` is a complete template (a line-based TCP protocol).
 pub trait Manager: Send + Sync + 'static {
     /// The connection the pool hands out.
     type Connection: Send + 'static;
@@ -32,10 +30,9 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Whether a connect that failed with `error` may succeed if tried again (a refused or
     /// reset connection, a timeout: the server may be restarting), or never will (a wrong
-    /// password, a missing database, a certificate the client does not trust). A `get` or
-    /// `lease` whose connect failed with an error that is not retryable gets it at once as
-    /// [`PoolError::Connect`](crate::PoolError::Connect), instead of retrying until its wait
-    /// timeout. Default: every error is retryable.
+    /// password, a missing database, a certificate the client does not trust): a `get` or
+    /// `lease` then gets it at once as [`PoolError::Connect`](crate::PoolError::Connect),
+    /// instead of retrying until its wait timeout. Default: every error is retryable.
     fn is_retryable(&self, error: &Self::Error) -> bool {
         let _ = error;
         true
@@ -102,12 +99,10 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Cleans a connection [`needs_reset`](Manager::needs_reset) found dirty: roll back,
     /// reset the session. Run by a task of the pool's, never on the dropping caller's path,
-    /// within the pool's reset timeout; an error (or the timeout) discards the connection.
-    /// Leases are never reset. Default: nothing to do.
+    /// within the pool's reset timeout. Leases are never reset. Default: nothing to do.
     ///
     /// # Errors
-    /// Any error discards the connection, which is then closed with
-    /// [`close`](Manager::close).
+    /// Any error (or the timeout) discards the connection, closed with [`close`](Manager::close).
     fn reset(
         &self,
         conn: &mut Self::Connection,

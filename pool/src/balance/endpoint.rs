@@ -23,7 +23,7 @@ pub(crate) struct Endpoint<M> {
     /// Changed under the set's lock, so placement sees every connect in flight.
     pub connecting: AtomicUsize,
     pub leases: AtomicUsize,
-    pub removed: AtomicBool,
+    removed: AtomicBool,
     health: Mutex<Health>,
 }
 
@@ -70,6 +70,17 @@ impl<M> Endpoint<M> {
 
     pub fn is_removed(&self) -> bool {
         self.removed.load(Relaxed)
+    }
+
+    /// Whether it is the endpoint of the set named `name` (not a removed one still draining).
+    pub fn is_named(&self, name: &str) -> bool {
+        !self.is_removed() && self.name == name
+    }
+
+    /// Takes it out of the set: it gets no new connection, and its connections drain.
+    pub fn remove(&self) {
+        self.removed.store(true, Relaxed);
+        tracing::info!(endpoint = %self.name, "endpoint removed; its connections drain");
     }
 
     /// `source`, an error of this endpoint's manager, named after the endpoint.

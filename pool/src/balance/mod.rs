@@ -7,18 +7,13 @@
 //! - Failover: a connect that fails tries the next healthy endpoint within the same
 //!   [`connect`](Manager::connect) call, so no caller sees a dead endpoint's error while
 //!   another is up.
-//! - Ejection and recovery ([`Ejection`]): an endpoint that fails `after` times in a row gets
-//!   no new connection for a backoff; then one connect (the probe) decides. With every
-//!   endpoint ejected, a connect tries the one whose backoff ends first.
+//! - Ejection and recovery ([`Ejection`]): a failing endpoint gets no new connection for a
+//!   backoff; with every endpoint ejected, a connect tries the one whose backoff ends first.
 //! - Rebalancing: when an endpoint joins or comes back, connections of endpoints that carry
-//!   two or more than it drain one by one (they take no new work and close after their last
-//!   lease), so the pool reconnects onto it even when it is full.
-//! - Changes at run time: [`add`](Balanced::add) and [`remove`](Balanced::remove); a removed
-//!   endpoint's connections drain as retired connections do, never cutting a request.
-//! - Discovery ([`Balanced::discovering`]): the set is read again on a connect, at most once
-//!   per interval, so each address of a host name is an endpoint, re-resolved on reconnect.
-//! - [`endpoints`](Balanced::endpoints) shows per endpoint its connections, leases,
-//!   failures and ejection.
+//!   two or more than it drain one by one, so the pool reconnects onto it even when full.
+//! - Changes at run time: [`add`](Balanced::add), [`remove`](Balanced::remove) (never cutting
+//!   a request) and [`discovering`](Balanced::discovering); [`endpoints`](Balanced::endpoints)
+//!   shows per endpoint its connections, leases, failures and ejection.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -126,12 +121,11 @@ impl<M: Manager> Balanced<M> {
     }
 
     /// A set found by `discover`, run on a connect when the last run is `every` old or more
-    /// (and before the first connect): names it returns that are new are added, names it no
-    /// longer returns are removed (they drain), the others keep their connections and health.
-    /// A failed discovery keeps the set as it was. Connects that find discovery due wait for
-    /// the one running, so it runs once at a time. For example, resolve a host name on
-    /// reconnect and make each address an endpoint (`JsonManager::resolving` in the
-    /// `transport-json` crate does).
+    /// (and before the first connect): new names are added, names no longer returned are
+    /// removed (they drain), the others keep their connections and health; a failed run keeps
+    /// the set. Connects that find it due wait for the one running. For example, make each
+    /// address of a host name an endpoint, re-resolved on reconnect (as `JsonManager::resolving`
+    /// in the `transport-json` crate does).
     pub fn discovering(
         every: Duration,
         discover: impl Fn() -> Discovered<M> + Send + Sync + 'static,
@@ -160,8 +154,7 @@ impl<M: Manager> Balanced<M> {
         Ok(balanced)
     }
 
-    /// Adds an endpoint. It takes new connections at once; when the pool is full, connections
-    /// of the busiest endpoints drain one by one so the pool reconnects onto it.
+    /// Adds an endpoint. It takes new connections at once, rebalanced onto when the pool is full.
     ///
     /// # Errors
     /// [`SetError::Duplicate`] when an endpoint of that name is in the set (a removed one
@@ -171,10 +164,9 @@ impl<M: Manager> Balanced<M> {
     }
 
     /// Removes an endpoint: it gets no new connection, and its connections drain as retired
-    /// ones do: no new lease or checkout, each closed after its last lease ends (an idle one
-    /// at its next checkout, or at once through [`Pool::retain`](crate::Pool::retain) with
-    /// [`Routed::is_draining`]). It stays listed in [`endpoints`](Balanced::endpoints) until
-    /// its last connection closes.
+    /// ones do, each closed after its last lease ends (an idle one at its next checkout, or at
+    /// once through [`Pool::retain`](crate::Pool::retain) with [`Routed::is_draining`]). It is
+    /// listed in [`endpoints`](Balanced::endpoints) until its last connection closes.
     ///
     /// # Errors
     /// [`SetError::Unknown`] when no endpoint of that name is in the set.
@@ -284,13 +276,12 @@ impl<M: Manager> Manager for Balanced<M> {
                     let tag = Tag::new(Arc::clone(&endpoint));
                     attempt.finished = true;
                     drop(attempt);
-                    if endpoint.is_removed() {
-                        // Removed while it connected: closed, and the next endpoint is tried.
-                        self.close(Routed { conn, tag }).await;
-                    } else {
+                    if !endpoint.is_removed() {
                         self.set.connected(&endpoint, Instant::now());
                         return Ok(Routed { conn, tag });
                     }
+                    // Removed while it connected: closed, and the next endpoint is tried.
+                    self.close(Routed { conn, tag }).await;
                 }
                 Err(source) => {
                     drop(attempt); // unfinished: counts the failure
@@ -309,15 +300,11 @@ impl<M: Manager> Manager for Balanced<M> {
     /// # Cancel safety
     /// As the endpoint manager's `check`.
     async fn check(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
-        let endpoint = &conn.tag.endpoint;
-        endpoint
-            .manager
-            .check(&mut conn.conn)
-            .await
-            .map_err(|source| {
-                self.connection_failed(&conn.tag);
-                endpoint.error(source)
-            })
+        let Routed { conn, tag } = conn;
+        tag.endpoint.manager.check(conn).await.map_err(|source| {
+            self.connection_failed(tag);
+            tag.endpoint.error(source)
+        })
     }
 
     fn is_broken(&self, conn: &mut Routed<M>) -> bool {
@@ -341,12 +328,9 @@ impl<M: Manager> Manager for Balanced<M> {
     /// # Cancel safety
     /// As the endpoint manager's `reset`.
     async fn reset(&self, conn: &mut Routed<M>) -> Result<(), Self::Error> {
-        let endpoint = &conn.tag.endpoint;
-        endpoint
-            .manager
-            .reset(&mut conn.conn)
-            .await
-            .map_err(|source| endpoint.error(source))
+        let Routed { conn, tag } = conn;
+        let result = tag.endpoint.manager.reset(conn).await;
+        result.map_err(|source| tag.endpoint.error(source))
     }
 
     fn lease_started(&self, conn: &Routed<M>) {

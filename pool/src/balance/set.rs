@@ -62,11 +62,7 @@ impl<M: Send + Sync + 'static> Set<M> {
 
     pub fn add(&self, name: String, manager: M) -> Result<(), SetError> {
         let mut table = self.table();
-        if table
-            .endpoints
-            .iter()
-            .any(|e| !e.is_removed() && e.name == name)
-        {
+        if table.endpoints.iter().any(|e| e.is_named(&name)) {
             return Err(SetError::Duplicate(name));
         }
         table.endpoints.push(Arc::new(Endpoint::new(name, manager)));
@@ -85,33 +81,22 @@ impl<M: Send + Sync + 'static> Set<M> {
 
     pub fn remove(&self, name: &str) -> Result<(), SetError> {
         let table = self.table();
-        let endpoint = table
-            .endpoints
-            .iter()
-            .find(|e| !e.is_removed() && e.name == name)
-            .ok_or_else(|| SetError::Unknown(name.to_owned()))?;
-        endpoint.removed.store(true, Relaxed);
-        tracing::info!(endpoint = name, "endpoint removed; its connections drain");
+        let endpoint = table.endpoints.iter().find(|e| e.is_named(name));
+        let endpoint = endpoint.ok_or_else(|| SetError::Unknown(name.to_owned()))?;
+        endpoint.remove();
         Ok(())
     }
 
-    /// Makes the set the `(name, manager)` endpoints of `found`: adds the new names, removes
-    /// (drains) those no longer found, keeps the others as they are (with their health).
+    /// Makes the set the `(name, manager)` endpoints of `found`: removes (drains) those no
+    /// longer found, adds the new names (`add` refuses the others, which keep their health).
     pub fn sync(&self, found: Vec<(String, M)>) {
-        let present: Vec<String> = self
-            .table()
-            .endpoints
-            .iter()
-            .filter(|e| !e.is_removed())
-            .map(|e| e.name.clone())
-            .collect();
-        for name in &present {
-            if !found.iter().any(|(n, _)| n == name) {
-                let _ = self.remove(name);
+        for endpoint in &self.table().endpoints {
+            if !endpoint.is_removed() && !found.iter().any(|(name, _)| *name == endpoint.name) {
+                endpoint.remove();
             }
         }
         for (name, manager) in found {
-            if !present.contains(&name) && self.add(name.clone(), manager).is_ok() {
+            if self.add(name.clone(), manager).is_ok() {
                 tracing::info!(endpoint = %name, "endpoint discovered");
             }
         }
@@ -186,11 +171,8 @@ impl<M: Send + Sync + 'static> Set<M> {
         let calm = health
             .recovered_at
             .is_some_and(|at| now.saturating_duration_since(at) >= policy.max);
-        if calm {
-            health.ejections = 0;
-        }
-        health.ejections = health.ejections.saturating_add(1);
-        let ejections = health.ejections;
+        let ejections = if calm { 0 } else { health.ejections }.saturating_add(1);
+        health.ejections = ejections;
         let until = now + policy.jittered(ejections);
         health.ejected_until = Some(until);
         drop(health);
@@ -239,13 +221,10 @@ impl<M: Send + Sync + 'static> Set<M> {
             })
             .map(|e| e.load())
             .min();
-        let Some(least) = least else {
-            self.rebalance.store(0, Relaxed);
-            return false;
-        };
-        if tag.endpoint.load() < least + 2 {
+        let donor = |e: &Endpoint<M>| least.is_some_and(|least| e.load() >= least + 2);
+        if !donor(&tag.endpoint) {
             // Is any endpoint still a donor? If not, the wish is fulfilled.
-            if !open.any(|e| e.load() >= least + 2) {
+            if !open.any(|e| donor(e)) {
                 self.rebalance.store(0, Relaxed);
             }
             return false;
