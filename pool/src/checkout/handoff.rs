@@ -37,9 +37,9 @@ pub(crate) async fn wait<M: Manager>(
         shared,
         ticket: Some(ticket),
     };
-    shared.rearm_maintenance(ticket.rearm());
+    shared.rearm_maintenance(ticket.rearm);
     let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
-    let mut alone = ticket.alone();
+    let mut alone = ticket.alone;
     let mut first_poll = true;
     let mut wakes = Vec::new();
     let outcome = std::future::poll_fn(|cx| {
@@ -65,9 +65,10 @@ pub(crate) async fn wait<M: Manager>(
         if !expired {
             return Poll::Pending;
         }
-        // Takes an outcome that arrived since the line was polled, if one did.
+        // Takes an outcome that arrived since the line was polled, if one did: a connection
+        // granted in the same instant is used, not bounced.
         let mut state = shared.lock();
-        let outcome = state.waiters.time_out(ticket);
+        let outcome = state.waiters.withdraw(ticket).unwrap_or(Wake::TimedOut);
         Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes))
     })
     .await;
@@ -89,7 +90,7 @@ fn out_of_line<C: Send + 'static>(
     outcome: Wake<C>,
     wakes: &mut Vec<Option<std::task::Waker>>,
 ) -> Wake<C> {
-    if !ticket.wants_lease() {
+    if !ticket.lease {
         state.serve_leasers_anywhere(wakes);
     }
     outcome
@@ -107,19 +108,19 @@ impl<M: Manager> Drop for Turn<'_, M> {
             return;
         };
         let shared = self.shared;
-        let (place, ended) = shared.locked(|state| match state.waiters.leave(ticket) {
-            Some(Grant::Conn(live)) => (Some(state.place_conn(live)), None),
-            Some(Grant::Slot) => (Some(Place::Wake(state.release_slot())), None),
+        let (place, ended) = shared.locked(|state| match state.waiters.withdraw(ticket) {
+            Some(Wake::Granted(Grant::Conn(live))) => (Some(state.place_conn(live)), None),
+            Some(Wake::Granted(Grant::Slot)) => (Some(Place::Wake(state.release_slot())), None),
             // A lease granted in the instant the caller left: it ends at once.
-            Some(Grant::Lease(leased)) => {
+            Some(Wake::Granted(Grant::Lease(leased))) => {
                 let ended = state.end_lease(leased.conn, leased.key, false, |conn| {
                     shared.conn_is_broken(conn)
                 });
                 (None, Some(ended))
             }
-            None => (None, None),
+            Some(Wake::Closed | Wake::TimedOut) | None => (None, None),
         });
-        if !ticket.wants_lease() {
+        if !ticket.lease {
             // A connection kept from leases for this caller is free for them again.
             shared.unstick_leasers();
         }
