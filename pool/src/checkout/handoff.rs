@@ -12,7 +12,7 @@ use crate::Manager;
 use crate::shared::Shared;
 use crate::shared::connect::Connected;
 use crate::shared::line::{Ticket, Wake};
-use crate::shared::state::{Grant, Place, State};
+use crate::shared::state::{Grant, Place};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///
@@ -41,14 +41,13 @@ pub(crate) async fn wait<M: Manager>(
     let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
     let mut alone = ticket.alone;
     let mut first_poll = true;
-    let mut wakes = Vec::new();
-    let outcome = std::future::poll_fn(|cx| {
+    let (outcome, mut state) = std::future::poll_fn(|cx| {
         // The line first: a woken waiter mostly finds its outcome there, and then never polls
         // a timer of its own again (it leaves the wheel when the wait is dropped).
         if !std::mem::take(&mut first_poll) {
             let mut state = shared.lock();
             if let Poll::Ready(outcome) = state.waiters.poll(ticket, cx) {
-                return Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes));
+                return Poll::Ready((outcome, state));
             }
             alone = alone || state.waiters.is_alone(ticket);
         }
@@ -69,29 +68,22 @@ pub(crate) async fn wait<M: Manager>(
         // granted in the same instant is used, not bounced.
         let mut state = shared.lock();
         let outcome = state.waiters.withdraw(ticket).unwrap_or(Wake::TimedOut);
-        Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes))
+        Poll::Ready((outcome, state))
     })
     .await;
     // The line has let go of the ticket: nothing to leave.
     turn.ticket = None;
+    // Still under the lock: a connection kept from leases for this caller (one that wants a
+    // connection of its own) is free for them again.
+    let mut wakes = Vec::new();
+    if !ticket.lease {
+        state.serve_leasers_anywhere(&mut wakes);
+    }
+    drop(state);
     if !wakes.is_empty() {
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
-    }
-    outcome
-}
-
-/// A waiter has its outcome, under the lock: a connection kept from leases for it (one that
-/// wants a connection of its own) is free for them again.
-fn out_of_line<C: Send + 'static>(
-    state: &mut State<C>,
-    ticket: Ticket,
-    outcome: Wake<C>,
-    wakes: &mut Vec<Option<std::task::Waker>>,
-) -> Wake<C> {
-    if !ticket.lease {
-        state.serve_leasers_anywhere(wakes);
     }
     outcome
 }

@@ -301,13 +301,12 @@ impl<M: Manager> Pool<M> {
         let mut handoff = Handoff { shared, rx, room };
         match (&mut handoff.rx).await {
             Ok(Connected::Conn(mut live)) => {
-                let closed = {
-                    let mut state = shared.lock();
+                let closed = shared.locked(|state| {
                     if state.closed {
                         state.opening_room -= room;
                     }
                     state.closed
-                };
+                });
                 if closed {
                     // The pool closed while this connect ran: the caller gets what any
                     // caller of a closed pool gets, and the connection is closed.
@@ -355,10 +354,7 @@ impl Times {
 
     /// The time of the current move (read from the clock at its first use).
     pub(crate) fn now(&mut self) -> Instant {
-        if let Some(now) = self.now {
-            return now;
-        }
-        let now = Instant::now();
+        let now = self.now.unwrap_or_else(Instant::now);
         self.set(now);
         now
     }
