@@ -2,6 +2,7 @@
 //! `checkout/`, those of `lease` in `lease/`.
 
 use std::sync::{Arc, Weak};
+use std::task::Waker;
 
 use crate::config::Config;
 use crate::shared::Shared;
@@ -133,9 +134,7 @@ impl<M: Manager> Pool<M> {
             (idle, shared_idle, state.waiters.close_all())
         });
         // Each waiter wakes with `Closed`.
-        for waker in waiters {
-            waker.wake();
-        }
+        waiters.into_iter().for_each(Waker::wake);
         tracing::debug!(idle = idle.len() + shared_idle.len(), "pool closed");
         for conn in shared_idle {
             self.shared.close_shared(conn);
@@ -192,9 +191,7 @@ impl<M: Manager> Pool<M> {
         let (evicted, shared_evicted) = self
             .shared
             .locked(|state| state.resize(max_size, &mut grants))?;
-        for waker in grants.into_iter().flatten() {
-            waker.wake();
-        }
+        grants.into_iter().flatten().for_each(Waker::wake);
         for live in evicted {
             self.shared.close_conn(live.conn);
         }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -81,9 +81,7 @@ pub(crate) async fn wait<M: Manager>(
     }
     drop(state);
     if !wakes.is_empty() {
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
+        wakes.into_iter().flatten().for_each(Waker::wake);
     }
     outcome
 }

@@ -92,8 +92,7 @@ impl<M: Manager> Pool<M> {
             .map_err(|live| Some((live, now)))
     }
 
-    /// The full path of a checkout: `first` is the idle connection the fast path took, with
-    /// the time it took it at (the caller's arrival).
+    /// The full path of a checkout, from what the fast path took (at the caller's arrival).
     async fn full_checkout(
         &self,
         may_wait: bool,
