@@ -16,10 +16,8 @@ use crate::shared::state::{Grant, Place};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///
-/// The line's timer, in the pool's background task, ends the wait at `deadline` when that
-/// task runs on the caller's runtime; else (the ticket says so, or the task ends meanwhile)
-/// the wait arms a timer of its own, so a deadline never depends on a task that may have died
-/// with its runtime or may no longer be driven (see [`crate::shared::line`]).
+/// The line's timer ends the wait at `deadline`; a waiter that times itself out (the ticket
+/// says so, or the timer stops meanwhile) arms a timer of its own ([`crate::shared::line`]).
 ///
 /// The caller joined the line with its task's waker in the same poll that first polls this
 /// future, so that first poll returns `Pending` without taking the lock (it only arms a
@@ -57,11 +55,11 @@ pub(crate) async fn wait<M: Manager>(
         if timer.is_none() {
             timer.set(Some(tokio::time::sleep_until(deadline)));
         }
-        let expired = timer
+        if timer
             .as_mut()
             .as_pin_mut()
-            .is_some_and(|timer| timer.poll(cx).is_ready());
-        if !expired {
+            .is_some_and(|timer| timer.poll(cx).is_pending())
+        {
             return Poll::Pending;
         }
         // Takes an outcome that arrived since the line was polled, if one did: a connection

@@ -245,10 +245,9 @@ impl<M: Manager> Pool<M> {
         *place.get_or_insert_with(|| self.shared.lock().waiters.arrive(lease))
     }
 
-    /// The first move of a checkout, under the lock: an idle connection, else (the caller
-    /// takes its `place` in line now, unless it has one) a slot to connect in, else a wait in
-    /// line at that place (with `cx`'s waker) until `deadline`: a caller that comes back (its
-    /// connect failed) keeps its turn.
+    /// The first move of a checkout, under the lock: an idle connection, else a slot to
+    /// connect in, else a wait in line (with `cx`'s waker) until `deadline`, at the caller's
+    /// `place`, taken now unless it has one (so a caller whose connect failed keeps its turn).
     fn decide(
         &self,
         now: Instant,
