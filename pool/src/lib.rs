@@ -211,9 +211,8 @@
 //!   can use room elsewhere; `get` can use nothing else).
 //! - A broken shared connection, and one a shrink drains, gives its slot up at once (so a
 //!   replacement can open, and a shrink by one retires one connection); while leases still
-//!   use it, it is counted in `Status::discarded`, not in `size` or `in_use`, so `size`
-//!   never reads above `max_size` (the turmoil simulation saw 4-5 of 3 when it was counted
-//!   there).
+//!   use it, it counts in `Status::discarded`, not in `size` or `in_use`, so `size` never
+//!   reads above `max_size` (the turmoil simulation saw 4-5 of 3 when it counted there).
 //! - A shared connection lives in one `Arc` for its time as leases (made when it is first
 //!   leased), as `dyn Any + Send + Sync`, so a pool of connections that are not `Sync`
 //!   (which `get` can lend, `lease` cannot) stays `Send`.
