@@ -63,10 +63,9 @@ impl<M: Manager> Pool<M> {
     /// Checks out a connection: an idle one that passes its check (skipped when it was used
     /// within the check interval), else a new one while below `max_size`, else the first one
     /// returned to the line of waiters, served in order, up to `wait_timeout`. A connection
-    /// that fails its check is closed and the caller opens a fresh one in its slot, keeping
-    /// its place; a connect that fails is retried with backoff until `wait_timeout` (see
-    /// [`Builder::fail_fast`]), and a caller that waits after it waits at the place it came
-    /// at, ahead of callers that came later.
+    /// that fails its check is closed and the caller opens a fresh one in its slot; a connect
+    /// that fails is retried with backoff until `wait_timeout` (see [`Builder::fail_fast`]).
+    /// Either way the caller keeps its place in line, ahead of callers that came later.
     ///
     /// Needs a Tokio runtime (any one: a pool may be used from several, one after another or
     /// at once): connects run in tasks of their own.
