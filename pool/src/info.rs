@@ -116,15 +116,10 @@ mod tests {
 
     use super::ConnInfo;
 
-    /// What `check_due` stands for: the idle time, saturating at zero, is at least the
-    /// interval.
-    fn by_subtraction(info: &ConnInfo, now: Instant, interval: Duration) -> bool {
-        now.saturating_duration_since(info.last_used) >= interval
-    }
-
     proptest! {
-        /// `check_due` agrees with the subtraction it replaces, with `last_used` before or
-        /// after `now`, for intervals from zero to `Duration::MAX`.
+        /// `check_due` agrees with the subtraction it replaces (the idle time, saturating at
+        /// zero, is at least the interval), with `last_used` before or after `now`, for
+        /// intervals from zero to `Duration::MAX`.
         #[test]
         fn check_due_is_the_saturating_subtraction(
             last_ns in 0u64..4_000_000_000,
@@ -143,7 +138,7 @@ mod tests {
             let interval = if huge { Duration::MAX } else { Duration::from_nanos(interval_ns) };
             prop_assert_eq!(
                 info.check_due(now, interval),
-                by_subtraction(&info, now, interval),
+                now.saturating_duration_since(info.last_used) >= interval,
                 "last_used +{}ns, now +{}ns, interval {:?}", last_ns, now_ns, interval
             );
         }

@@ -151,15 +151,13 @@
 //!   skipped and its connection goes to the next one.
 //! - A waiter is a slot in a slab under the pool's lock, not a channel, so waiting allocates
 //!   nothing. One timer serves the whole line: the background task wakes at the earliest
-//!   deadline in line and times out every waiter past its own, so a wait arms no timer (one
-//!   per waiter cost about 450 of the 3,370 instructions of a wait in line, see
-//!   BENCHMARKS.md). A deadline must still never depend on a task that may not run: the
-//!   background task dies with the runtime that started it when a pool outlives its first
-//!   runtime (a static pool shared by several `#[tokio::test]`s), and a runtime nobody
-//!   drives runs none of its tasks. So a waiter on another runtime than the task's arms a
-//!   timer of its own, and when the task ends every waiter in line is woken to arm its own.
-//!   The background task (reaping, `min_idle`, the line's timer) restarts in whichever
-//!   runtime next checks out.
+//!   deadline in line and times out every waiter past its own (a timer per waiter cost about
+//!   450 of the 3,370 instructions of a wait in line, BENCHMARKS.md). No deadline depends on
+//!   a task that may not run: the task dies with the runtime that started it (which a static
+//!   pool shared by several `#[tokio::test]`s outlives), and a runtime nobody drives runs
+//!   none of its tasks, so a waiter on another runtime than the task's arms a timer of its
+//!   own, and every waiter in line does when the task ends. The task (reaping, `min_idle`,
+//!   the line's timer) restarts in whichever runtime next checks out.
 //! - A caller whose connection turns out bad on checkout (failed check, expired, broken)
 //!   keeps that connection's slot and opens a fresh one, so it never loses its place in line
 //!   to callers that came after it.
@@ -178,15 +176,14 @@
 //!   advanced by the background task would save both, but none follows Tokio's paused test
 //!   clock exactly (a task woken by a timer runs after the task that moved the clock).
 //! - `get` takes an idle connection that needs nothing (no check due, not expired, not
-//!   broken) in a plain function, before the checkout's state machine, and its waits and
-//!   connects run in that state machine, not boxed: a boxed full path allocated on every wait
-//!   in line. Measured (BENCHMARKS.md): get+drop went from 0.42-0.50 of the Semaphore+Mutex
+//!   broken) in a plain function that allocates nothing, before the checkout's state machine,
+//!   whose waits and connects are not boxed: a boxed full path allocated on every wait in
+//!   line. Measured (BENCHMARKS.md): get+drop went from 0.42-0.50 of the Semaphore+Mutex
 //!   floor to 0.63-0.81. A guard is built once, its hold (leak tracking) already in it: a
 //!   field written just before the guard is moved out stalls the move (0.59-0.61 of the
 //!   floor, with the same instruction count).
 //! - The lock guards a few field updates only: no `.await`, no manager call (but the one
-//!   below) and no connection drop happens while it is held. The fast path (an idle
-//!   connection used within the check interval) allocates nothing.
+//!   below) and no connection drop happens while it is held.
 //! - Leases take the pool's lock, once to lease and once to end, and allocate nothing on the
 //!   fast path; `is_broken` runs under that lock at the 0 -> 1 and 1 -> 0 lease moves, since
 //!   only the lock proves no lease borrows the connection. A lease beside others, with nobody
@@ -214,9 +211,8 @@
 //!   can use room elsewhere; `get` can use nothing else).
 //! - A broken shared connection, and one a shrink drains, gives its slot up at once (so a
 //!   replacement can open, and a shrink by one retires one connection); while leases still
-//!   use it, it is counted in `Status::discarded`, not in `size` or `in_use`, so `size`
-//!   never reads above `max_size` (the turmoil simulation saw 4-5 of 3 when it was counted
-//!   there).
+//!   use it, it counts in `Status::discarded`, not in `size` or `in_use`, so `size` never
+//!   reads above `max_size` (the turmoil simulation saw 4-5 of 3 when it counted there).
 //! - A shared connection lives in one `Arc` for its time as leases (made when it is first
 //!   leased), as `dyn Any + Send + Sync`, so a pool of connections that are not `Sync`
 //!   (which `get` can lend, `lease` cannot) stays `Send`.

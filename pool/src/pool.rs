@@ -2,6 +2,7 @@
 //! `checkout/`, those of `lease` in `lease/`.
 
 use std::sync::{Arc, Weak};
+use std::task::Waker;
 
 use crate::config::Config;
 use crate::shared::Shared;
@@ -62,10 +63,9 @@ impl<M: Manager> Pool<M> {
     /// Checks out a connection: an idle one that passes its check (skipped when it was used
     /// within the check interval), else a new one while below `max_size`, else the first one
     /// returned to the line of waiters, served in order, up to `wait_timeout`. A connection
-    /// that fails its check is closed and the caller opens a fresh one in its slot, keeping
-    /// its place; a connect that fails is retried with backoff until `wait_timeout` (see
-    /// [`Builder::fail_fast`]), and a caller that waits after it waits at the place it came
-    /// at, ahead of callers that came later.
+    /// that fails its check is closed and the caller opens a fresh one in its slot; a connect
+    /// that fails is retried with backoff until `wait_timeout` (see [`Builder::fail_fast`]).
+    /// Either way the caller keeps its place in line, ahead of callers that came later.
     ///
     /// Needs a Tokio runtime (any one: a pool may be used from several, one after another or
     /// at once): connects run in tasks of their own.
@@ -133,9 +133,7 @@ impl<M: Manager> Pool<M> {
             (idle, shared_idle, state.waiters.close_all())
         });
         // Each waiter wakes with `Closed`.
-        for waker in waiters {
-            waker.wake();
-        }
+        waiters.into_iter().for_each(Waker::wake);
         tracing::debug!(idle = idle.len() + shared_idle.len(), "pool closed");
         for conn in shared_idle {
             self.shared.close_shared(conn);
@@ -192,9 +190,7 @@ impl<M: Manager> Pool<M> {
         let (evicted, shared_evicted) = self
             .shared
             .locked(|state| state.resize(max_size, &mut grants))?;
-        for waker in grants.into_iter().flatten() {
-            waker.wake();
-        }
+        grants.into_iter().flatten().for_each(Waker::wake);
         for live in evicted {
             self.shared.close_conn(live.conn);
         }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -12,14 +12,12 @@ use crate::Manager;
 use crate::shared::Shared;
 use crate::shared::connect::Connected;
 use crate::shared::line::{Ticket, Wake};
-use crate::shared::state::{Grant, Place, State};
+use crate::shared::state::{Grant, Place};
 
 /// Waits for the caller's turn in line, until `deadline`.
 ///
-/// The line's timer, in the pool's background task, ends the wait at `deadline` when that
-/// task runs on the caller's runtime; else (the ticket says so, or the task ends meanwhile)
-/// the wait arms a timer of its own, so a deadline never depends on a task that may have died
-/// with its runtime or may no longer be driven (see [`crate::shared::line`]).
+/// The line's timer ends the wait at `deadline`; a waiter that times itself out (the ticket
+/// says so, or the timer stops meanwhile) arms a timer of its own ([`crate::shared::line`]).
 ///
 /// The caller joined the line with its task's waker in the same poll that first polls this
 /// future, so that first poll returns `Pending` without taking the lock (it only arms a
@@ -37,18 +35,17 @@ pub(crate) async fn wait<M: Manager>(
         shared,
         ticket: Some(ticket),
     };
-    shared.rearm_maintenance(ticket.rearm());
+    shared.rearm_maintenance(ticket.rearm);
     let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
-    let mut alone = ticket.alone();
+    let mut alone = ticket.alone;
     let mut first_poll = true;
-    let mut wakes = Vec::new();
-    let outcome = std::future::poll_fn(|cx| {
+    let (outcome, mut state) = std::future::poll_fn(|cx| {
         // The line first: a woken waiter mostly finds its outcome there, and then never polls
         // a timer of its own again (it leaves the wheel when the wait is dropped).
         if !std::mem::take(&mut first_poll) {
             let mut state = shared.lock();
             if let Poll::Ready(outcome) = state.waiters.poll(ticket, cx) {
-                return Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes));
+                return Poll::Ready((outcome, state));
             }
             alone = alone || state.waiters.is_alone(ticket);
         }
@@ -58,39 +55,31 @@ pub(crate) async fn wait<M: Manager>(
         if timer.is_none() {
             timer.set(Some(tokio::time::sleep_until(deadline)));
         }
-        let expired = timer
+        if timer
             .as_mut()
             .as_pin_mut()
-            .is_some_and(|timer| timer.poll(cx).is_ready());
-        if !expired {
+            .is_some_and(|timer| timer.poll(cx).is_pending())
+        {
             return Poll::Pending;
         }
-        // Takes an outcome that arrived since the line was polled, if one did.
+        // Takes an outcome that arrived since the line was polled, if one did: a connection
+        // granted in the same instant is used, not bounced.
         let mut state = shared.lock();
-        let outcome = state.waiters.time_out(ticket);
-        Poll::Ready(out_of_line(&mut state, ticket, outcome, &mut wakes))
+        let outcome = state.waiters.withdraw(ticket).unwrap_or(Wake::TimedOut);
+        Poll::Ready((outcome, state))
     })
     .await;
     // The line has let go of the ticket: nothing to leave.
     turn.ticket = None;
-    if !wakes.is_empty() {
-        for waker in wakes.into_iter().flatten() {
-            waker.wake();
-        }
+    // Still under the lock: a connection kept from leases for this caller (one that wants a
+    // connection of its own) is free for them again.
+    let mut wakes = Vec::new();
+    if !ticket.lease {
+        state.serve_leasers_anywhere(&mut wakes);
     }
-    outcome
-}
-
-/// A waiter has its outcome, under the lock: a connection kept from leases for it (one that
-/// wants a connection of its own) is free for them again.
-fn out_of_line<C: Send + 'static>(
-    state: &mut State<C>,
-    ticket: Ticket,
-    outcome: Wake<C>,
-    wakes: &mut Vec<Option<std::task::Waker>>,
-) -> Wake<C> {
-    if !ticket.wants_lease() {
-        state.serve_leasers_anywhere(wakes);
+    drop(state);
+    if !wakes.is_empty() {
+        wakes.into_iter().flatten().for_each(Waker::wake);
     }
     outcome
 }
@@ -107,19 +96,19 @@ impl<M: Manager> Drop for Turn<'_, M> {
             return;
         };
         let shared = self.shared;
-        let (place, ended) = shared.locked(|state| match state.waiters.leave(ticket) {
-            Some(Grant::Conn(live)) => (Some(state.place_conn(live)), None),
-            Some(Grant::Slot) => (Some(Place::Wake(state.release_slot())), None),
+        let (place, ended) = shared.locked(|state| match state.waiters.withdraw(ticket) {
+            Some(Wake::Granted(Grant::Conn(live))) => (Some(state.place_conn(live)), None),
+            Some(Wake::Granted(Grant::Slot)) => (Some(Place::Wake(state.release_slot())), None),
             // A lease granted in the instant the caller left: it ends at once.
-            Some(Grant::Lease(leased)) => {
+            Some(Wake::Granted(Grant::Lease(leased))) => {
                 let ended = state.end_lease(leased.conn, leased.key, false, |conn| {
                     shared.conn_is_broken(conn)
                 });
                 (None, Some(ended))
             }
-            None => (None, None),
+            Some(Wake::Closed | Wake::TimedOut) | None => (None, None),
         });
-        if !ticket.wants_lease() {
+        if !ticket.lease {
             // A connection kept from leases for this caller is free for them again.
             shared.unstick_leasers();
         }

@@ -92,8 +92,7 @@ impl<M: Manager> Pool<M> {
             .map_err(|live| Some((live, now)))
     }
 
-    /// The full path of a checkout: `first` is the idle connection the fast path took, with
-    /// the time it took it at (the caller's arrival).
+    /// The full path of a checkout, from what the fast path took (at the caller's arrival).
     async fn full_checkout(
         &self,
         may_wait: bool,
@@ -246,10 +245,9 @@ impl<M: Manager> Pool<M> {
         *place.get_or_insert_with(|| self.shared.lock().waiters.arrive(lease))
     }
 
-    /// The first move of a checkout, under the lock: an idle connection, else (the caller
-    /// takes its `place` in line now, unless it has one) a slot to connect in, else a wait in
-    /// line at that place (with `cx`'s waker) until `deadline`: a caller that comes back (its
-    /// connect failed) keeps its turn.
+    /// The first move of a checkout, under the lock: an idle connection, else a slot to
+    /// connect in, else a wait in line (with `cx`'s waker) until `deadline`, at the caller's
+    /// `place`, taken now unless it has one (so a caller whose connect failed keeps its turn).
     fn decide(
         &self,
         now: Instant,
@@ -301,13 +299,12 @@ impl<M: Manager> Pool<M> {
         let mut handoff = Handoff { shared, rx, room };
         match (&mut handoff.rx).await {
             Ok(Connected::Conn(mut live)) => {
-                let closed = {
-                    let mut state = shared.lock();
+                let closed = shared.locked(|state| {
                     if state.closed {
                         state.opening_room -= room;
                     }
                     state.closed
-                };
+                });
                 if closed {
                     // The pool closed while this connect ran: the caller gets what any
                     // caller of a closed pool gets, and the connection is closed.
@@ -355,10 +352,7 @@ impl Times {
 
     /// The time of the current move (read from the clock at its first use).
     pub(crate) fn now(&mut self) -> Instant {
-        if let Some(now) = self.now {
-            return now;
-        }
-        let now = Instant::now();
+        let now = self.now.unwrap_or_else(Instant::now);
         self.set(now);
         now
     }

@@ -1,5 +1,4 @@
-//! Readying a connection taken from the pool: handed out as it is when used within the
-//! check interval, else retired or checked; a caller whose connection is retired keeps its slot.
+//! Readying a connection taken from the pool: handed out as it is, retired, or checked.
 
 use std::sync::Arc;
 

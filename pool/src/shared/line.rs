@@ -5,13 +5,10 @@
 //! a waiter that leaves (its future dropped) takes itself out of the line under the lock, so
 //! a grant is never sent to a caller that is gone.
 //!
-//! One timer serves the whole line: the pool's background task wakes at the earliest
-//! deadline in line and times out every waiter past its own ([`Line::time_out_expired`]), so
-//! a wait arms no timer of its own (a timer each cost a waiter about 450 of the 3,366
-//! instructions of a wait in line, `scripts/instr`). A waiter arms its own timer ([`Ticket::alone`]) when the background task
-//! does not run on the waiter's runtime (it may be gone with its own runtime, or that
-//! runtime may no longer be driven), and when the task ends while it waits
-//! ([`Line::timer_lost`]): a deadline never depends on a task that is not sure to run.
+//! One timer serves the whole line (the crate's Decisions say why): the background task
+//! times out every waiter past its deadline ([`Line::time_out_expired`]), but a waiter times
+//! itself out ([`Ticket::alone`]) when that task does not run on its runtime or ends while it
+//! waits ([`Line::timer_lost`]).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -49,27 +46,15 @@ pub(crate) enum Wake<C> {
 pub(crate) struct Ticket {
     id: u64,
     key: usize,
-    lease: bool,
-    alone: bool,
-    rearm: bool,
-}
-
-impl Ticket {
-    /// The caller wants a lease, not a connection of its own.
-    pub fn wants_lease(&self) -> bool {
-        self.lease
-    }
-
+    /// When the line's timer times it out; `None` for a caller put back in line only until
+    /// its next look, which takes it out again.
+    deadline: Option<Instant>,
+    pub lease: bool,
     /// The waiter times itself out: the line's timer does not run on its runtime.
-    pub fn alone(&self) -> bool {
-        self.alone
-    }
-
+    pub alone: bool,
     /// The line's timer is planned past this waiter's deadline: the background task is to
     /// plan again ([`Shared::rearm`](crate::shared::Shared)).
-    pub fn rearm(&self) -> bool {
-        self.rearm
-    }
+    pub rearm: bool,
 }
 
 /// A caller's place in line by when it came ([`Line::arrive`]), kept while it is out of line:
@@ -85,23 +70,15 @@ pub(crate) struct Arrival {
 struct Slot<C> {
     waker: Option<Waker>,
     outcome: Option<Wake<C>>,
-    /// When the line's timer times it out; `None` for a caller put back in line only until
-    /// its next look, which takes it out again.
-    deadline: Option<Instant>,
     /// It times itself out.
     alone: bool,
-}
-
-/// When the line's timer times out the waiter of `ticket`, if it does.
-fn deadline<C>(slab: &[Option<Slot<C>>], ticket: &Ticket) -> Option<Instant> {
-    slab.get(ticket.key)?.as_ref()?.deadline
 }
 
 /// The waiting callers.
 ///
 /// Invariants: every ticket in `queue` has a slot whose `outcome` is `None`; a slot with an
 /// outcome is out of the queue and belongs to its ticket until [`poll`](Line::poll) returns
-/// it or [`leave`](Line::leave) frees it; `queue` is sorted by id; `leasers` counts the
+/// it or [`withdraw`](Line::withdraw) frees it; `queue` is sorted by id; `leasers` counts the
 /// tickets in `queue` that want a lease.
 pub(crate) struct Line<C> {
     queue: VecDeque<Ticket>,
@@ -111,10 +88,9 @@ pub(crate) struct Line<C> {
     leasers: usize,
     /// The runtime of the background task that times the line out, while it runs.
     timer: Option<Id>,
-    /// When that task wakes next, as it last planned (`None` before it runs, and once it
-    /// ended): a waiter whose deadline comes sooner, and a connection that comes into shared
-    /// form with a lifetime that ends sooner, wake it to plan again
-    /// ([`Shared::rearm`](crate::shared::Shared)).
+    /// When that task wakes next, as it last planned (`None` before it runs and once it
+    /// ended): a sooner waiter's deadline, or a sooner lifetime's end of a connection coming
+    /// into shared form, wakes it to plan again ([`Shared::rearm`](crate::shared::Shared)).
     planned: Option<Instant>,
 }
 
@@ -163,10 +139,8 @@ impl<C> Line<C> {
         self.queue.is_empty()
     }
 
-    /// Joins the end of the line, for a lease or a connection of its own; `waker` is woken
-    /// when the wait ends. (The pool's callers take their place at their first look and
-    /// join at it, [`arrive`](Self::arrive) then [`rejoin`](Self::rejoin); the tests here
-    /// join at once.)
+    /// Joins the end of the line at once (the pool's callers [`arrive`](Self::arrive) at their
+    /// first look, then [`rejoin`](Self::rejoin)).
     #[cfg(test)]
     pub fn join(&mut self, waker: Waker, lease: bool) -> Ticket {
         let arrival = self.arrive(lease);
@@ -181,26 +155,24 @@ impl<C> Line<C> {
         Arrival { id, lease }
     }
 
-    /// Joins the line at the place `arrival` gives (its end, for a caller that just came): a
-    /// caller that comes back to the line (a connect failed, it was served a lease on a
-    /// connection that died, or the connection it opened went to the callers ahead of it)
-    /// keeps its turn. Returns its ticket, at that place. The line's timer ends the wait at
-    /// `deadline`, unless the waiter is to time itself out ([`Ticket::alone`]).
+    /// Joins the line at the place `arrival` gives: its end for a caller that just came, its
+    /// old turn for one that comes back (a connect failed, a lease it was served died, or
+    /// callers ahead took the connection it opened). The line's timer ends the wait at
+    /// `deadline`, unless the waiter times itself out ([`Ticket::alone`]).
     pub fn rejoin(&mut self, arrival: Arrival, waker: Waker, deadline: Option<Instant>) -> Ticket {
-        let alone = self.timer.is_none()
-            || Handle::try_current().map_or(true, |runtime| Some(runtime.id()) != self.timer);
+        let alone = !Handle::try_current().is_ok_and(|runtime| Some(runtime.id()) == self.timer);
         let rearm =
             !alone && deadline.is_some_and(|deadline| self.planned.is_none_or(|at| deadline < at));
         let slot = Slot {
             waker: Some(waker),
             outcome: None,
-            deadline,
             alone,
         };
         let key = slab_insert(&mut self.slab, &mut self.free, slot);
         let ticket = Ticket {
             id: arrival.id,
             key,
+            deadline,
             lease: arrival.lease,
             alone,
             rearm,
@@ -255,17 +227,13 @@ impl<C> Line<C> {
 
     /// The earliest deadline in line, for the line's timer.
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        self.queue
-            .iter()
-            .filter_map(|t| deadline(&self.slab, t))
-            .min()
+        self.queue.iter().filter_map(|t| t.deadline).min()
     }
 
     /// Times out every waiter whose deadline is `now` or past, with [`Wake::TimedOut`];
     /// returns their wakers.
     pub fn time_out_expired(&mut self, now: Instant) -> Vec<Waker> {
-        let slab = &self.slab;
-        let expired = |t: &Ticket| deadline(slab, t).is_some_and(|at| at <= now);
+        let expired = |t: &Ticket| t.deadline.is_some_and(|at| at <= now);
         if !self.queue.iter().any(expired) {
             return Vec::new();
         }
@@ -289,22 +257,6 @@ impl<C> Line<C> {
             }
         }
         wakers
-    }
-
-    /// Leaves the line for good (the wait was dropped). Returns a grant that had arrived but
-    /// was never taken, for the pool to place again.
-    pub fn leave(&mut self, ticket: Ticket) -> Option<Grant<C>> {
-        match self.withdraw(ticket)? {
-            Wake::Granted(grant) => Some(grant),
-            Wake::Closed | Wake::TimedOut => None,
-        }
-    }
-
-    /// The waiter's deadline passed: it leaves the line with [`Wake::TimedOut`], unless an
-    /// outcome reached it first, which it then takes (a connection granted in the same instant
-    /// is used, not bounced).
-    pub fn time_out(&mut self, ticket: Ticket) -> Wake<C> {
-        self.withdraw(ticket).unwrap_or(Wake::TimedOut)
     }
 
     /// Takes the ticket out of the queue and frees its slot; returns its outcome, if any
@@ -337,14 +289,9 @@ impl<C> Line<C> {
     /// Hands `grant` (a lease) to the oldest caller that waits for a lease, passing over
     /// callers that want a connection of their own; gives it back when no such caller waits.
     pub fn serve_leaser(&mut self, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
-        if self.leasers == 0 {
-            return Err(grant);
-        }
         self.serve_first(true, grant)
     }
 
-    /// Hands `grant` to the oldest caller that waits for a lease if `lease`, else to the
-    /// oldest that waits for a connection of its own.
     fn serve_first(&mut self, lease: bool, grant: Grant<C>) -> Result<Option<Waker>, Grant<C>> {
         let at = self.queue.iter().position(|t| t.lease == lease);
         match at.and_then(|at| self.queue.remove(at)) {
@@ -355,8 +302,7 @@ impl<C> Line<C> {
 
     /// Fails every waiter with [`Wake::Closed`]; returns their wakers.
     pub fn close_all(&mut self) -> Vec<Waker> {
-        let tickets: Vec<_> = self.queue.drain(..).collect();
-        tickets
+        std::mem::take(&mut self.queue)
             .into_iter()
             .filter_map(|t| self.settle(t, Wake::Closed))
             .collect()
