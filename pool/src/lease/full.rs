@@ -167,7 +167,6 @@ where
         }
         let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
         let placed = state.place_lease(
-            None,
             || times.now(),
             shared.config.check_interval,
             |conn| shared.conn_is_broken(conn),
