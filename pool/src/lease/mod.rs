@@ -18,7 +18,6 @@ use std::sync::Arc;
 use crate::checkout::Times;
 use crate::lease::moves::Placed;
 use crate::shared::holds::Site;
-use crate::shared::state::Leased;
 use crate::{Lease, Manager, Pool, PoolError};
 
 impl<M: Manager> Pool<M>
@@ -113,6 +112,7 @@ where
             drop(state);
             let mut lease = Lease::new(Arc::clone(shared), leased, Some(at));
             if shared.is_broken_shared(&*lease) {
+                // Its connection died: the lease ends, marking it, and the full path decides.
                 Lease::mark_broken(&mut lease);
                 return Err(None);
             }
@@ -124,22 +124,5 @@ where
         drop(state);
         shared.spawn_connects(refill);
         Err(placed)
-    }
-
-    /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died: `before_end`
-    /// runs then, before the lease ends and marks the connection broken.
-    fn hand_out(
-        &self,
-        leased: Leased,
-        at: Option<Site>,
-        before_end: impl FnOnce(),
-    ) -> Option<Lease<M>> {
-        let mut lease = Lease::new(Arc::clone(&self.shared), leased, at);
-        if !self.shared.is_broken_shared(&*lease) {
-            return Some(lease);
-        }
-        before_end();
-        Lease::mark_broken(&mut lease);
-        None
     }
 }
