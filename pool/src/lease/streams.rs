@@ -215,6 +215,7 @@ impl Streams {
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
     /// where a new lease goes.
+    #[inline]
     pub fn pick(&self, max_streams: usize, avoid: Option<Key>) -> Option<Key> {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
