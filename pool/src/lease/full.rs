@@ -1,6 +1,7 @@
 //! The full path of a lease: every move after the fast path's first, from a place in line
 //! to a connection opened or readied for the caller and shared.
 
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
@@ -167,7 +168,6 @@ where
         }
         let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
         let placed = state.place_lease(
-            None,
             || times.now(),
             shared.config.check_interval,
             |conn| shared.conn_is_broken(conn),
@@ -202,14 +202,16 @@ where
         leased: Leased,
         requeue: Option<(Arrival, &mut Option<Ticket>)>,
     ) -> Next<Lease<M>> {
-        let before_end = || {
-            if let Some((place, requeued)) = requeue {
-                self.shared
-                    .locked(|state| back_in_line(state, place, requeued));
-            }
-        };
-        self.hand_out(leased, None, before_end)
-            .map_or(Next::Again, Next::Out)
+        let mut lease = Lease::new(Arc::clone(&self.shared), leased, None);
+        if !self.shared.is_broken_shared(&*lease) {
+            return Next::Out(lease);
+        }
+        if let Some((place, requeued)) = requeue {
+            self.shared
+                .locked(|state| back_in_line(state, place, requeued));
+        }
+        Lease::mark_broken(&mut lease);
+        Next::Again
     }
 
     /// What a caller at its `place` in line was served: a lease, a slot to open a

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use crate::checkout::Times;
 use crate::lease::moves::Placed;
 use crate::shared::holds::Site;
-use crate::shared::state::Leased;
 use crate::{Lease, Manager, Pool, PoolError};
 
 impl<M: Manager> Pool<M>
@@ -92,11 +91,11 @@ where
     }
 
     /// The first move of a lease, outside the checkout's state machine (which it would
-    /// otherwise carry in every lease's future): the connection with the fewest leases that
-    /// has room is placed as the full path places it (`State::place_lease`). A plain lease
-    /// is handed out here; any other move placed (a check to run, a connection to retire)
-    /// goes to the full path as its first step, and so does no move at all (no room, a
-    /// closed pool), for the full path to decide with the same `times`.
+    /// otherwise carry in every lease's future), placed as the full path places it
+    /// (`State::place_lease`). A plain lease is handed out here; any other move placed (a
+    /// check to run, a connection to retire) goes to the full path as its first step, and so
+    /// does no move at all (no room, a closed pool), for the full path to decide with the
+    /// same `times`.
     fn fast_lease(&self, times: &mut Times, at: Site) -> Result<Lease<M>, Option<Placed>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
@@ -104,53 +103,26 @@ where
         if state.closed {
             return Err(None);
         }
-        // Nobody in line to come first and no connection idle outside shared form to come
-        // before one that carries leases: the fewest leases win, found once.
-        let mut picked = None;
-        if state.waiters.is_empty() && state.idle.is_empty() {
-            let max_streams = state.max_streams;
-            match state.streams.lease_beside(max_streams) {
-                Ok(leased) => {
-                    drop(state);
-                    return self.hand_out(leased, Some(at), || {}).ok_or(None);
-                }
-                Err(key) => picked = Some(key),
+        let placed = state.place_lease(
+            || times.now(),
+            shared.config.check_interval,
+            |conn| shared.conn_is_broken(conn),
+        );
+        if let Some(Placed::Lease(leased)) = placed {
+            drop(state);
+            let mut lease = Lease::new(Arc::clone(shared), leased, Some(at));
+            if shared.is_broken_shared(&*lease) {
+                // Its connection died: the lease ends, marking it, and the full path decides.
+                Lease::mark_broken(&mut lease);
+                return Err(None);
             }
+            return Ok(lease);
         }
-        let placed = match picked {
-            // No connection has room.
-            Some(None) => None,
-            picked => state.place_lease(
-                picked.flatten(),
-                || times.now(),
-                shared.config.check_interval,
-                |conn| shared.conn_is_broken(conn),
-            ),
-        };
+        // A lease changes no count of idle or opening connections; a retirement frees a slot.
         let refill = state.reserve_refill();
         state.debug_check();
         drop(state);
         shared.spawn_connects(refill);
-        match placed {
-            Some(Placed::Lease(leased)) => self.hand_out(leased, Some(at), || {}).ok_or(None),
-            other => Err(other),
-        }
-    }
-
-    /// [`confirm`](Self::confirm)'s lease, or `None` when its connection died: `before_end`
-    /// runs then, before the lease ends and marks the connection broken.
-    fn hand_out(
-        &self,
-        leased: Leased,
-        at: Option<Site>,
-        before_end: impl FnOnce(),
-    ) -> Option<Lease<M>> {
-        let mut lease = Lease::new(Arc::clone(&self.shared), leased, at);
-        if !self.shared.is_broken_shared(&*lease) {
-            return Some(lease);
-        }
-        before_end();
-        Lease::mark_broken(&mut lease);
-        None
+        Err(placed)
     }
 }

@@ -78,18 +78,15 @@ impl<C: 'static> State<C> {
     /// `last_used` becomes `now`. A connection that carries leases takes one more without a
     /// look at the clock (`now` is not called): the background task drains it when its
     /// lifetime ends ([`crate::shared::maintain`]).
-    /// `picked`: the connection found already by the caller, which looked with nobody in line.
     pub fn place_lease(
         &mut self,
-        picked: Option<Key>,
         mut now: impl FnMut() -> Instant,
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Placed> {
-        let key =
-            picked.or_else(|| self.streams.pick(self.max_streams, self.reserved_for_get()))?;
+        let avoid = self.reserved_for_get();
         let idle_elsewhere = !self.idle.is_empty();
-        let record = self.streams.get_mut(key)?;
+        let (key, record) = self.streams.pick_mut(self.max_streams, avoid)?;
         if record.leases > 0 && idle_elsewhere {
             return None;
         }
@@ -152,7 +149,7 @@ impl<C: 'static> State<C> {
     /// When `key` is now the connection kept for a caller waiting for a connection of its
     /// own (it has the fewest leases), the one kept before it may have room that nobody was
     /// given: callers waiting for a lease are served there, never passed over by newcomers.
-    #[inline]
+    #[inline(always)]
     pub fn serve_leasers(&mut self, key: Key, wakes: &mut Vec<Option<Waker>>) {
         if self.waiters.leasers() == 0 {
             return;
@@ -279,7 +276,13 @@ impl<C: 'static> State<C> {
         broken: bool,
         is_broken: impl FnOnce(&mut C) -> bool,
     ) -> Option<Ended> {
-        if !broken && self.waiters.is_empty() && self.streams.end_beside(key) {
+        if !broken
+            && self.waiters.is_empty()
+            && let Some(record) = self.streams.get_mut(key)
+            && record.leases > 1
+        {
+            record.leases -= 1;
+            self.streams.leases -= 1;
             // Dropped under the lock: a record with no lease holds the only `Arc`.
             drop(lease);
             return None;

@@ -215,6 +215,7 @@ impl Streams {
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
     /// where a new lease goes.
+    #[inline]
     pub fn pick(&self, max_streams: usize, avoid: Option<Key>) -> Option<Key> {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
@@ -232,33 +233,15 @@ impl Streams {
         best.map(|(_, key)| key)
     }
 
-    /// One more lease on the open connection with the fewest leases, when that one already
-    /// carries a lease and has room: the common lease, which needs no clock and no test of
-    /// the connection. Else the connection with the fewest, which has no lease (for the full
-    /// placement), or `None` when none has room.
-    pub fn lease_beside(&mut self, max_streams: usize) -> Result<Leased, Option<Key>> {
-        let key = self.pick(max_streams, None).ok_or(None)?;
-        let record = record_mut(&mut self.slab, key).ok_or(None)?;
-        if record.leases == 0 {
-            return Err(Some(key));
-        }
-        let leased = record.lend(key).ok_or(None)?;
-        self.leases += 1;
-        Ok(leased)
-    }
-
-    /// Ends a lease beside others on its connection (the common end, which leaves the
-    /// connection leased): true when it did, false when it was the last (or its record is
-    /// gone), which the full end handles.
-    pub fn end_beside(&mut self, key: Key) -> bool {
-        match record_mut(&mut self.slab, key) {
-            Some(record) if record.leases > 1 => {
-                record.leases -= 1;
-                self.leases -= 1;
-                true
-            }
-            _ => false,
-        }
+    /// [`pick`](Self::pick)'s connection, with its record to lend from.
+    #[inline]
+    pub fn pick_mut(
+        &mut self,
+        max_streams: usize,
+        avoid: Option<Key>,
+    ) -> Option<(Key, &mut Record)> {
+        let key = self.pick(max_streams, avoid)?;
+        Some((key, self.slab[key.at].as_mut()?))
     }
 
     /// An idle shared connection (open, no lease), for a caller that wants one of its own.

@@ -147,29 +147,18 @@ fn checked(state: &State<u64>, placed: Option<Placed>) -> Option<Placed> {
     placed
 }
 
-/// `Pool::fast_lease`'s critical section: a lease beside others when nobody waits, else the
-/// full placement (`place_lease`): a lease, or a connection with no lease to retire (past
-/// its lifetime). `None` when no connection has room or the pool closed. `asked` is set
-/// when `is_broken` was asked (it is when a connection with no lease is leased).
+/// `Pool::fast_lease`'s critical section (`place_lease`): a lease, or a connection with no
+/// lease to retire (past its lifetime). `None` when no connection has room or the pool
+/// closed. `asked` is set when `is_broken` was asked (it is when a connection with no lease
+/// is leased).
 fn fast_place(state: &mut State<u64>, asked: &mut bool) -> Option<Placed> {
     if state.closed {
         return None;
     }
-    let mut picked = None;
-    if state.waiters.is_empty() && state.idle.is_empty() {
-        let max_streams = state.max_streams;
-        match state.streams.lease_beside(max_streams) {
-            Ok(leased) => return checked(state, Some(Placed::Lease(leased))),
-            Err(key) => picked = Some(key),
-        }
-    }
-    let placed = match picked {
-        Some(None) => None,
-        picked => state.place_lease(picked.flatten(), Instant::now, CHECK_INTERVAL, |_| {
-            *asked = true;
-            false
-        }),
-    };
+    let placed = state.place_lease(Instant::now, CHECK_INTERVAL, |_| {
+        *asked = true;
+        false
+    });
     assert_eq!(state.reserve_refill(), 0, "no `min_idle` here");
     state.debug_check();
     checked(state, placed)

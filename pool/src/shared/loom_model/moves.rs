@@ -37,7 +37,7 @@ pub(super) fn decide_lease(model: &Model, waker: &Waker, place: &mut Option<Arri
         return Step::Closed;
     }
     let arrival = *place.get_or_insert_with(|| state.waiters.arrive(true));
-    let placed = state.place_lease(None, Instant::now, CHECK_INTERVAL, |_| false);
+    let placed = state.place_lease(Instant::now, CHECK_INTERVAL, |_| false);
     let step = if let Some(placed) = checked(&state, placed) {
         Step::Placed(placed)
     } else {
