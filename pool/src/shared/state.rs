@@ -92,13 +92,11 @@ impl<C> State<C> {
     }
 
     pub fn debug_check(&self) {
-        if cfg!(debug_assertions) {
-            let shared = self.streams.counts().slotted;
-            debug_assert!(
-                self.idle.len() + self.connecting + self.resetting + shared <= self.slots,
-                "slot accounting"
-            );
-        }
+        debug_assert!(
+            self.idle.len() + self.connecting + self.resetting + self.streams.counts().slotted
+                <= self.slots,
+            "slot accounting"
+        );
         debug_assert!(
             self.waiters.is_empty() || self.idle.is_empty(),
             "a waiter waits while a connection is idle"
@@ -125,12 +123,9 @@ impl<C> State<C> {
         }
     }
 
-    /// Takes up to `n` more slots, as many as fit under `max_size`; returns how many. Every
-    /// slot the pool takes is taken here, and every slot it gives up is given up in
-    /// [`free_slots`](Self::free_slots): the two moves that change `slots`.
-    ///
-    /// With a budget, each slot is taken from it too: fewer may come, and the pool is then
-    /// starved ([`Account::take`]).
+    /// Takes up to `n` more slots, as many as fit under `max_size` (and the budget's
+    /// [`Account::take`], which may starve the pool); returns how many. With
+    /// [`free_slots`](Self::free_slots), the only move that changes `slots`.
     pub fn take_slots(&mut self, n: usize) -> usize {
         let mut n = n.min(self.max_size.saturating_sub(self.slots));
         if let Some(account) = &mut self.budget {
@@ -182,11 +177,10 @@ impl<C> State<C> {
 
     /// How many connects would bring idle (plus connecting) up to `min_idle`; reserves them.
     ///
-    /// None for a pool with a budget, which keeps no `min_idle` (a key pool's: idle
-    /// connections kept for one key would hold slots every other key may need). The test
-    /// comes first so that here `take_slots` is known to take from no budget: its call into
-    /// the budget, inlined into the checkout's fast path, made every checkout copy its
-    /// connection once more on the stack (10 instructions of 490, `scripts/instr`).
+    /// None for a pool with a budget (a key pool's), which keeps no `min_idle`: idle
+    /// connections kept for one key would hold slots every other key may need. The test
+    /// comes before `take_slots` to keep the budget's call off the checkout (lib.rs's
+    /// Decisions).
     pub fn reserve_refill(&mut self) -> usize {
         if self.min_idle == 0 || self.closed || self.budget.is_some() {
             return 0;
@@ -211,12 +205,7 @@ impl<C> State<C> {
         }
         match self.waiters.serve(Grant::Conn(live)) {
             Ok(waker) => Place::Wake(waker),
-            Err(grant) => {
-                if let Grant::Conn(live) = grant {
-                    self.idle.push_back(live);
-                }
-                Place::Done
-            }
+            Err(_) => unreachable!("the line is not empty"),
         }
     }
 
@@ -233,11 +222,10 @@ impl<C> State<C> {
         None
     }
 
-    /// A caller dropped the connection it was handed (it failed its check, expired, or
-    /// reported itself broken) and keeps that connection's slot to open a fresh one, so it
-    /// keeps its place ahead of later callers. When an idle connection is there (nobody waits
-    /// then) or the pool shrank below its slot count, the slot is given up instead and the
-    /// caller decides again.
+    /// A caller dropped the connection it was handed (failed check, expired, broken) and
+    /// keeps its slot to open a fresh one, keeping its place in line. When an idle connection
+    /// is there (nobody waits then) or the pool shrank below its slot count, the slot is given
+    /// up instead and the caller decides again.
     pub fn keep_slot(&mut self, for_lease: bool) -> Kept {
         if self.closed {
             self.free_slots(1);
