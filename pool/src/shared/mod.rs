@@ -47,16 +47,12 @@ pub(crate) struct Padded<T>(T);
 /// Inlined: called, it copied a waiter's slot once more on every join (`scripts/instr`).
 #[inline(always)]
 pub(crate) fn slab_insert<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<usize>, value: T) -> usize {
-    match free.pop() {
-        Some(at) => {
-            slab[at] = Some(value);
-            at
-        }
-        None => {
-            slab.push(Some(value));
-            slab.len() - 1
-        }
-    }
+    let Some(at) = free.pop() else {
+        slab.push(Some(value));
+        return slab.len() - 1;
+    };
+    slab[at] = Some(value);
+    at
 }
 
 /// Everything the handles of one pool share.
@@ -70,8 +66,7 @@ pub(crate) struct Shared<M: Manager> {
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
-    /// The holds of `Pooled` and `Lease` guards, when they are tracked
-    /// ([`Shared::start_hold`]).
+    /// The holds of `Pooled` and `Lease` guards, when tracked ([`Shared::start_hold`]).
     pub holds: holds::Holds,
     /// Wakes the background task to plan its next wake again (`Line::planned`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
@@ -82,13 +77,12 @@ impl<M: Manager> Shared<M> {
     /// A pool's shared core; `budget` is its account at a cap it shares with other pools
     /// (a key pool's), if any.
     pub fn new(manager: M, config: Config, budget: Option<Account>) -> Self {
-        let mut state = State::new(config.max_size, config.min_idle, config.max_streams);
-        state.budget = budget;
+        let state = State::new(config.max_size, config.min_idle, config.max_streams);
         Shared {
             manager,
             metrics: Metrics::new(&config.name),
             config,
-            state: Padded(Mutex::new(state)),
+            state: Padded(Mutex::new(State { budget, ..state })),
             maintenance_started: AtomicBool::new(false),
             drained: Notify::new(),
             holds: holds::Holds::default(),
@@ -104,8 +98,7 @@ impl<M: Manager> Shared<M> {
         if tracked { self.holds.start(at) } else { None }
     }
 
-    /// Wakes the background task to plan again, when a move under the lock found it must
-    /// (`Line::planned`).
+    /// Wakes the background task to plan again, if a move under the lock found it must.
     #[inline]
     pub fn rearm_maintenance(&self, rearm: bool) {
         if rearm {
@@ -137,8 +130,6 @@ impl<M: Manager> Shared<M> {
     pub fn status(&self) -> Status {
         let state = self.lock();
         let shared = state.streams.counts();
-        // Broken (or shrunk-away) shared connections gave their slot up: they are counted
-        // apart, until their last lease ends.
         let size = state.slots - state.connecting;
         let idle = state.idle.len() + shared.idle;
         let status = Status {
@@ -197,9 +188,8 @@ impl<M: Manager> Shared<M> {
         self.close_conn(live.conn);
     }
 
-    /// Asks [`Manager::is_broken`]. A panicking `is_broken` counts as broken: the connection
-    /// is discarded and its slot freed rather than leaked (and the panic is not re-raised,
-    /// since this runs in `Drop`).
+    /// [`Manager::is_broken`]; a panic counts as broken (the connection is discarded, its slot
+    /// freed, and the panic not re-raised, since this runs in `Drop`).
     pub fn is_broken(&self, live: &mut Live<M::Connection>) -> bool {
         self.conn_is_broken(&mut live.conn)
     }
@@ -273,12 +263,8 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Closes a shared connection once its `Arc` is the last one (a later holder closes it
-    /// otherwise), and tells `close` a shared connection is gone.
-    ///
-    /// The look at the count and the drop of this `Arc` happen under the lock, where every
-    /// other `Arc` of a shared connection is dropped too: two holders letting go at once (the
-    /// last lease of an orphaned connection and `close`) cannot both see the other's `Arc`
-    /// and both drop theirs, which would drop the connection without closing it.
+    /// otherwise), and tells `close` a shared connection is gone. The `Arc` is let go under
+    /// the lock, as every other one is (lib.rs's Decisions say why).
     pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
         let conn = {
             let _state = self.lock();
@@ -312,26 +298,21 @@ impl<M: Manager> Shared<M> {
                 return self.discard(live);
             }
         }
-        let place = self.locked(|state| state.place_conn(live));
-        self.act(place);
+        self.place(live);
     }
 
     /// Closes a connection through the manager, in a task of its own when a runtime is at
     /// hand (the caller may be a `Drop`), else by dropping it.
     pub fn close_conn(self: &Arc<Self>, conn: M::Connection) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let shared = Arc::clone(self);
-                runtime.spawn(async move {
-                    shared.close_within_timeout(conn).await;
-                    Metrics::bump(&shared.metrics.closed);
-                });
-            }
-            Err(_) => {
-                drop(conn);
-                Metrics::bump(&self.metrics.closed);
-            }
-        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(conn);
+            return Metrics::bump(&self.metrics.closed);
+        };
+        let shared = Arc::clone(self);
+        runtime.spawn(async move {
+            shared.close_within_timeout(conn).await;
+            Metrics::bump(&shared.metrics.closed);
+        });
     }
 
     /// [`Manager::close`] within the close timeout. A close that times out is dropped, and one
