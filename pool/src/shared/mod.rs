@@ -36,10 +36,9 @@ thread_local! {
     pub(crate) static LOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Starts its value on a cache line (a pair of lines, for CPUs that fetch two at a time) of
-/// its own: the pool's lock, away from the `Arc`'s counts that every lease changes outside
-/// the lock, so a lease taken on one core does not pull the lock's line from under another
-/// core's critical section.
+/// Starts its value (the pool's lock) on a pair of cache lines of its own, away from the
+/// `Arc`'s counts that every lease changes outside the lock, so a lease taken on one core does
+/// not pull the lock's line from under another core's critical section.
 #[repr(align(128))]
 pub(crate) struct Padded<T>(T);
 
@@ -123,10 +122,8 @@ impl<M: Manager> Shared<M> {
         out
     }
 
-    /// A consistent snapshot of sizes and counters ([`Pool::status`]); with the `metrics`
-    /// feature it sets the reported gauges too.
-    ///
-    /// [`Pool::status`]: crate::Pool::status
+    /// A consistent snapshot of sizes and counters ([`Pool::status`](crate::Pool::status));
+    /// with the `metrics` feature it sets the reported gauges too.
     pub fn status(&self) -> Status {
         let state = self.lock();
         let shared = state.streams.counts();
@@ -153,7 +150,7 @@ impl<M: Manager> Shared<M> {
     /// discarded connection.
     pub fn act(self: &Arc<Self>, place: Place<M::Connection>) {
         match place {
-            Place::Done | Place::Wake(None) => {}
+            Place::Wake(None) => {}
             Place::Discard(live) => self.close_conn(live.conn),
             Place::Wake(Some(waker)) => waker.wake(),
         }
@@ -168,18 +165,15 @@ impl<M: Manager> Shared<M> {
     /// promised to callers waiting for it (`opening_room`): the caller it was opened for is
     /// gone, so the oldest waiter takes it (and shares it, if it wants a lease).
     pub fn place_opened(self: &Arc<Self>, live: Live<M::Connection>, room: usize) {
-        let place = self.locked(|state| {
+        self.act(self.locked(|state| {
             state.opening_room -= room;
             state.place_conn(live)
-        });
-        self.act(place);
+        }));
     }
 
     /// Frees one slot (to the oldest waiter, or given up).
     pub fn release_slot(self: &Arc<Self>) {
-        if let Some(waker) = self.locked(State::release_slot) {
-            waker.wake();
-        }
+        self.act(Place::Wake(self.locked(State::release_slot)));
     }
 
     /// Drops a connection from the pool: its slot frees at once, then it is closed.
@@ -291,14 +285,13 @@ impl<M: Manager> Shared<M> {
         live.info.last_used = now;
         // A panicking `needs_reset` leaves the connection's state unknown: it is discarded.
         match self.ask(None, |manager| Some(manager.needs_reset(&live.conn))) {
-            Some(false) => {}
-            Some(true) => return self.start_reset(live),
+            Some(false) => self.act(self.locked(|state| state.place_conn(live))),
+            Some(true) => self.start_reset(live),
             None => {
                 tracing::debug!("needs_reset panicked; discarding the connection");
-                return self.discard(live);
+                self.discard(live);
             }
         }
-        self.place(live);
     }
 
     /// Closes a connection through the manager, in a task of its own when a runtime is at
@@ -323,9 +316,7 @@ impl<M: Manager> Shared<M> {
         let close = std::panic::AssertUnwindSafe(self.manager.close(conn)).catch_unwind();
         match tokio::time::timeout(limit, close).await {
             Ok(Ok(())) => {}
-            Ok(Err(_panic)) => {
-                tracing::warn!("Manager::close panicked; the connection was dropped")
-            }
+            Ok(Err(_)) => tracing::warn!("Manager::close panicked; the connection was dropped"),
             Err(_elapsed) => {
                 tracing::warn!(timeout = ?limit, "close timed out; the connection was dropped");
             }

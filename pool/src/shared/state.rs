@@ -1,8 +1,7 @@
 //! The state behind the pool's one lock, its invariants, and the moves that keep them.
 //!
-//! Everything here runs with the lock held, so nothing here awaits, calls the manager, drops a
-//! connection or wakes a task: each move returns a [`Place`] saying what to do once the lock is
-//! released.
+//! Every move here runs under the lock, so none awaits, calls the manager, drops a connection
+//! or wakes a task: each returns what to do once the lock is released (a [`Place`]).
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -17,9 +16,7 @@ use crate::shared::line::Line;
 
 /// What to do, outside the lock, after a move.
 pub(crate) enum Place<C> {
-    /// Nothing more: the connection went idle or the slot was freed.
-    Done,
-    /// A waiter was served: wake it.
+    /// Wake the waiter served, if one was.
     Wake(Option<Waker>),
     /// Close this connection; its slot is already freed.
     Discard(Live<C>),
@@ -135,10 +132,8 @@ impl<C> State<C> {
         n
     }
 
-    /// Whether a connection that comes back now is closed instead of going idle or to this
-    /// pool's next waiter, its slot going to another pool of the budget that starves
-    /// ([`Account::gives_way`]; with callers of its own in line, the pool is then marked
-    /// starved). Always false without a budget.
+    /// Whether a connection that comes back now is closed, its slot going to another pool of
+    /// the budget that starves ([`Account::gives_way`]); false without a budget.
     pub fn gives_way(&mut self) -> bool {
         match &mut self.budget {
             None => false,
@@ -158,13 +153,10 @@ impl<C> State<C> {
     /// one and a slot is there to take; pushes their wakers.
     pub fn grant_slots(&mut self, wanted: impl Fn(&Self) -> bool, wakes: &mut Vec<Option<Waker>>) {
         while wanted(self) && self.take_slots(1) == 1 {
-            match self.waiters.serve(Grant::Slot) {
-                Ok(waker) => wakes.push(waker),
-                Err(_) => {
-                    self.free_slots(1);
-                    return;
-                }
-            }
+            let Ok(waker) = self.waiters.serve(Grant::Slot) else {
+                return self.free_slots(1);
+            };
+            wakes.push(waker);
         }
     }
 
@@ -201,7 +193,7 @@ impl<C> State<C> {
         }
         if self.waiters.is_empty() {
             self.idle.push_back(live);
-            return Place::Done;
+            return Place::Wake(None);
         }
         match self.waiters.serve(Grant::Conn(live)) {
             Ok(waker) => Place::Wake(waker),
