@@ -1,7 +1,6 @@
-//! The pool's lock, swappable for a model checker: `std::sync`'s mutex in every build but the
-//! crate's own tests built with `--cfg loom` (`scripts/loom`), where it is `loom`'s, whose
-//! every lock and unlock is a point where the checker may switch threads. (Only the tests:
-//! `loom` is a dev-dependency, and its mutex works only inside `loom::model`.)
+//! The pool's lock, swappable for a model checker: `std::sync`'s mutex, but `loom`'s (every
+//! lock and unlock a point where the checker may switch threads) in the crate's own tests built
+//! with `--cfg loom` (`scripts/loom`): `loom` is a dev-dependency, working only in its model.
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Mutex, MutexGuard};

@@ -33,9 +33,8 @@ impl<M: Manager> Shared<M> {
     }
 }
 
-/// Frees a reserved connect slot unless forgotten (the connect succeeded): runs when the
-/// connect fails, and also when `Manager::connect` panics or its task is aborted, so neither
-/// leaks a slot.
+/// Frees the reserved slot when dropped: on a failed connect, a panicking `Manager::connect` or
+/// an aborted task (a connect that succeeds forgets it).
 struct ConnectSlot<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     /// The leases this connect promised to callers waiting for it (`opening_room`).
@@ -53,13 +52,11 @@ impl<M: Manager> Drop for ConnectSlot<'_, M> {
     }
 }
 
-/// Opens one connection for a slot already reserved and counted in `connecting`, within the
-/// connect timeout. Runs as a task of its own: a caller that gives up never aborts it. The
-/// outcome goes to `reply`; when nobody is there to take a new connection, it goes into the
-/// pool. `room` is what the connect added to `opening_room`: a failed connect takes it off;
-/// a new connection keeps it promised until its caller shares it, so callers arriving in
-/// between still wait for it rather than open another ([`Shared::place_opened`] takes it off
-/// when the caller is gone).
+/// Opens one connection for a slot already reserved and counted in `connecting`, as a task of
+/// its own: a caller that gives up never aborts it. The outcome goes to `reply`, a new
+/// connection nobody takes into the pool. `room` is what the connect added to `opening_room`:
+/// a failed connect takes it off, a new one keeps it until its caller shares it (or
+/// [`Shared::place_opened`] places it).
 pub(crate) async fn connect<M: Manager>(
     shared: Arc<Shared<M>>,
     reply: Option<oneshot::Sender<Connected<M::Connection, M::Error>>>,
@@ -69,12 +66,10 @@ pub(crate) async fn connect<M: Manager>(
         shared: &shared,
         room,
     };
-    let result =
-        tokio::time::timeout(shared.config.connect_timeout, shared.manager.connect()).await;
-    let outcome = match result {
+    let timeout = shared.config.connect_timeout;
+    let outcome = match tokio::time::timeout(timeout, shared.manager.connect()).await {
         Ok(Ok(conn)) => {
-            let now = Instant::now();
-            let lifetime = shared.config.max_lifetime.map(jittered);
+            let info = ConnInfo::new(Instant::now(), shared.config.max_lifetime.map(jittered));
             Metrics::bump(&shared.metrics.created);
             {
                 let mut state = shared.lock();
@@ -82,10 +77,7 @@ pub(crate) async fn connect<M: Manager>(
                 state.last_connect_error = None;
             }
             std::mem::forget(slot);
-            Connected::Conn(Live {
-                conn,
-                info: ConnInfo::new(now, lifetime),
-            })
+            Connected::Conn(Live { conn, info })
         }
         Ok(Err(error)) => {
             tracing::warn!(%error, "pool connect failed");
@@ -95,7 +87,6 @@ pub(crate) async fn connect<M: Manager>(
             Connected::Failed(error)
         }
         Err(_) => {
-            let timeout = shared.config.connect_timeout;
             tracing::warn!(?timeout, "pool connect timed out");
             Metrics::bump(&shared.metrics.connect_failures);
             shared.lock().last_connect_error = Some(format!("connect timed out after {timeout:?}"));

@@ -13,15 +13,9 @@ use crate::shared::state::{Live, State};
 use crate::shared::{Shared, holds};
 use crate::{ConnInfo, Manager};
 
-/// Runs until the pool is closed or every handle to it is gone. It holds only a weak
-/// reference between rounds, so it never keeps a dropped pool alive.
-///
-/// Each round (every reap interval) closes expired connections and refills `min_idle`; the
-/// task also wakes at the earliest deadline in line and times out the callers past theirs.
-/// The task lives in the runtime that started it; when that runtime shuts down, the task's
-/// [`Running`] mark is dropped with it: every caller in line then arms a timer of its own, and
-/// the next checkout, from whatever runtime, starts the task again
-/// ([`Shared::ensure_maintenance`]). Callers on other runtimes time themselves out.
+/// Runs until the pool is closed or every handle to it is gone, holding only a weak reference
+/// between rounds, so it never keeps a dropped pool alive. It dies with the runtime that
+/// started it ([`Running`] says what follows).
 pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
     let mut running = Running {
         pool: pool.clone(),
@@ -66,17 +60,14 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             let mut state = shared.lock();
             let timed_out = state.waiters.time_out_expired(now);
             next_expiry = state.next_expiry();
-            let mut wake = next_expiry.map_or(next_round, |expiry| expiry.min(next_round));
-            if let Some(deadline) = state.waiters.earliest_deadline() {
-                wake = wake.min(deadline);
-            }
-            if cfg!(feature = "metrics") {
-                wake = wake.min(now + sample);
-            }
-            if let Some(threshold) = shared.config.leak_threshold {
-                let every = threshold.clamp(holds::SCAN_MIN, holds::SCAN_EVERY);
-                wake = wake.min(now + every);
-            }
+            let scan = shared.config.leak_threshold;
+            let wakes = [
+                next_expiry,
+                state.waiters.earliest_deadline(),
+                cfg!(feature = "metrics").then(|| now + sample),
+                scan.map(|every| now + every.clamp(holds::SCAN_MIN, holds::SCAN_EVERY)),
+            ];
+            let wake = wakes.into_iter().flatten().fold(next_round, Instant::min);
             state.waiters.timed_by(runtime, wake);
             drop(state);
             timed_out.into_iter().for_each(Waker::wake);
@@ -114,11 +105,9 @@ impl<M: Manager> Drop for Running<M> {
 fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let idle_timeout = shared.config.idle_timeout;
     let (evicted, shared_evicted) = shared.locked(|state| state.reap(now, idle_timeout));
-    if !evicted.is_empty() || !shared_evicted.is_empty() {
-        tracing::debug!(
-            count = evicted.len() + shared_evicted.len(),
-            "closing expired idle connections"
-        );
+    let count = evicted.len() + shared_evicted.len();
+    if count > 0 {
+        tracing::debug!(count, "closing expired idle connections");
     }
     for live in evicted {
         shared.close_conn(live.conn);
@@ -130,7 +119,7 @@ fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
 
 impl<C: 'static> State<C> {
     /// [`reap`]'s move under the lock: takes out the idle connections it closes, of both
-    /// forms, and drains the shared ones past their lifetime that carry leases.
+    /// forms.
     pub fn reap(
         &mut self,
         now: Instant,
@@ -145,8 +134,8 @@ impl<C: 'static> State<C> {
         // `remaining` is the idle count before this eviction, the kept ones included.
         let evicted = self.evict(|live, remaining| retire(&live.info, remaining));
         let shared_evicted = self.evict_shared(retire);
-        // A lease on a connection that carries leases reads no clock (`State::place_lease`):
-        // one past its lifetime drains here, and closes after its last lease.
+        // A lease on a connection that carries leases reads no clock (`State::place_lease`),
+        // so one past its lifetime drains here.
         self.drain_shared(false, |info| info.expired(now));
         (evicted, shared_evicted)
     }
@@ -156,10 +145,8 @@ impl<M: Manager> Shared<M> {
     /// Starts the background task when none runs and a runtime is at hand: on the first
     /// checkout, and again after the runtime that ran it shut down.
     pub fn ensure_maintenance(self: &Arc<Self>) {
-        if self.maintenance_started.load(Ordering::Acquire) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+        if !self.maintenance_started.load(Ordering::Acquire)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.maintenance_started.swap(true, Ordering::AcqRel)
         {
             runtime.spawn(run(Arc::downgrade(self)));

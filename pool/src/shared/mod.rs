@@ -36,10 +36,9 @@ thread_local! {
     pub(crate) static LOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Starts its value on a cache line (a pair of lines, for CPUs that fetch two at a time) of
-/// its own: the pool's lock, away from the `Arc`'s counts that every lease changes outside
-/// the lock, so a lease taken on one core does not pull the lock's line from under another
-/// core's critical section.
+/// Starts its value (the pool's lock) on a pair of cache lines of its own, away from the
+/// `Arc`'s counts that every lease changes outside the lock, so a lease taken on one core does
+/// not pull the lock's line from under another core's critical section.
 #[repr(align(128))]
 pub(crate) struct Padded<T>(T);
 
@@ -47,16 +46,12 @@ pub(crate) struct Padded<T>(T);
 /// Inlined: called, it copied a waiter's slot once more on every join (`scripts/instr`).
 #[inline(always)]
 pub(crate) fn slab_insert<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<usize>, value: T) -> usize {
-    match free.pop() {
-        Some(at) => {
-            slab[at] = Some(value);
-            at
-        }
-        None => {
-            slab.push(Some(value));
-            slab.len() - 1
-        }
-    }
+    let Some(at) = free.pop() else {
+        slab.push(Some(value));
+        return slab.len() - 1;
+    };
+    slab[at] = Some(value);
+    at
 }
 
 /// Everything the handles of one pool share.
@@ -70,8 +65,7 @@ pub(crate) struct Shared<M: Manager> {
     /// Told when a shared connection closes after the pool closed: `close` waits on it for
     /// the last leases to end.
     pub drained: Notify,
-    /// The holds of `Pooled` and `Lease` guards, when they are tracked
-    /// ([`Shared::start_hold`]).
+    /// The holds of `Pooled` and `Lease` guards, when tracked ([`Shared::start_hold`]).
     pub holds: holds::Holds,
     /// Wakes the background task to plan its next wake again (`Line::planned`).
     /// Its own `Arc`, so the task can wait on it without keeping the pool alive.
@@ -82,13 +76,12 @@ impl<M: Manager> Shared<M> {
     /// A pool's shared core; `budget` is its account at a cap it shares with other pools
     /// (a key pool's), if any.
     pub fn new(manager: M, config: Config, budget: Option<Account>) -> Self {
-        let mut state = State::new(config.max_size, config.min_idle, config.max_streams);
-        state.budget = budget;
+        let state = State::new(config.max_size, config.min_idle, config.max_streams);
         Shared {
             manager,
             metrics: Metrics::new(&config.name),
             config,
-            state: Padded(Mutex::new(state)),
+            state: Padded(Mutex::new(State { budget, ..state })),
             maintenance_started: AtomicBool::new(false),
             drained: Notify::new(),
             holds: holds::Holds::default(),
@@ -104,8 +97,7 @@ impl<M: Manager> Shared<M> {
         if tracked { self.holds.start(at) } else { None }
     }
 
-    /// Wakes the background task to plan again, when a move under the lock found it must
-    /// (`Line::planned`).
+    /// Wakes the background task to plan again, if a move under the lock found it must.
     #[inline]
     pub fn rearm_maintenance(&self, rearm: bool) {
         if rearm {
@@ -130,15 +122,11 @@ impl<M: Manager> Shared<M> {
         out
     }
 
-    /// A consistent snapshot of sizes and counters ([`Pool::status`]); with the `metrics`
-    /// feature it sets the reported gauges too.
-    ///
-    /// [`Pool::status`]: crate::Pool::status
+    /// A consistent snapshot of sizes and counters ([`Pool::status`](crate::Pool::status));
+    /// with the `metrics` feature it sets the reported gauges too.
     pub fn status(&self) -> Status {
         let state = self.lock();
         let shared = state.streams.counts();
-        // Broken (or shrunk-away) shared connections gave their slot up: they are counted
-        // apart, until their last lease ends.
         let size = state.slots - state.connecting;
         let idle = state.idle.len() + shared.idle;
         let status = Status {
@@ -162,7 +150,7 @@ impl<M: Manager> Shared<M> {
     /// discarded connection.
     pub fn act(self: &Arc<Self>, place: Place<M::Connection>) {
         match place {
-            Place::Done | Place::Wake(None) => {}
+            Place::Wake(None) => {}
             Place::Discard(live) => self.close_conn(live.conn),
             Place::Wake(Some(waker)) => waker.wake(),
         }
@@ -177,18 +165,15 @@ impl<M: Manager> Shared<M> {
     /// promised to callers waiting for it (`opening_room`): the caller it was opened for is
     /// gone, so the oldest waiter takes it (and shares it, if it wants a lease).
     pub fn place_opened(self: &Arc<Self>, live: Live<M::Connection>, room: usize) {
-        let place = self.locked(|state| {
+        self.act(self.locked(|state| {
             state.opening_room -= room;
             state.place_conn(live)
-        });
-        self.act(place);
+        }));
     }
 
     /// Frees one slot (to the oldest waiter, or given up).
     pub fn release_slot(self: &Arc<Self>) {
-        if let Some(waker) = self.locked(State::release_slot) {
-            waker.wake();
-        }
+        self.act(Place::Wake(self.locked(State::release_slot)));
     }
 
     /// Drops a connection from the pool: its slot frees at once, then it is closed.
@@ -197,9 +182,8 @@ impl<M: Manager> Shared<M> {
         self.close_conn(live.conn);
     }
 
-    /// Asks [`Manager::is_broken`]. A panicking `is_broken` counts as broken: the connection
-    /// is discarded and its slot freed rather than leaked (and the panic is not re-raised,
-    /// since this runs in `Drop`).
+    /// [`Manager::is_broken`]; a panic counts as broken (the connection is discarded, its slot
+    /// freed, and the panic not re-raised, since this runs in `Drop`).
     pub fn is_broken(&self, live: &mut Live<M::Connection>) -> bool {
         self.conn_is_broken(&mut live.conn)
     }
@@ -273,12 +257,8 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Closes a shared connection once its `Arc` is the last one (a later holder closes it
-    /// otherwise), and tells `close` a shared connection is gone.
-    ///
-    /// The look at the count and the drop of this `Arc` happen under the lock, where every
-    /// other `Arc` of a shared connection is dropped too: two holders letting go at once (the
-    /// last lease of an orphaned connection and `close`) cannot both see the other's `Arc`
-    /// and both drop theirs, which would drop the connection without closing it.
+    /// otherwise), and tells `close` a shared connection is gone. The `Arc` is let go under
+    /// the lock, as every other one is (lib.rs's Decisions say why).
     pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
         let conn = {
             let _state = self.lock();
@@ -305,33 +285,27 @@ impl<M: Manager> Shared<M> {
         live.info.last_used = now;
         // A panicking `needs_reset` leaves the connection's state unknown: it is discarded.
         match self.ask(None, |manager| Some(manager.needs_reset(&live.conn))) {
-            Some(false) => {}
-            Some(true) => return self.start_reset(live),
+            Some(false) => self.act(self.locked(|state| state.place_conn(live))),
+            Some(true) => self.start_reset(live),
             None => {
                 tracing::debug!("needs_reset panicked; discarding the connection");
-                return self.discard(live);
+                self.discard(live);
             }
         }
-        let place = self.locked(|state| state.place_conn(live));
-        self.act(place);
     }
 
     /// Closes a connection through the manager, in a task of its own when a runtime is at
     /// hand (the caller may be a `Drop`), else by dropping it.
     pub fn close_conn(self: &Arc<Self>, conn: M::Connection) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let shared = Arc::clone(self);
-                runtime.spawn(async move {
-                    shared.close_within_timeout(conn).await;
-                    Metrics::bump(&shared.metrics.closed);
-                });
-            }
-            Err(_) => {
-                drop(conn);
-                Metrics::bump(&self.metrics.closed);
-            }
-        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(conn);
+            return Metrics::bump(&self.metrics.closed);
+        };
+        let shared = Arc::clone(self);
+        runtime.spawn(async move {
+            shared.close_within_timeout(conn).await;
+            Metrics::bump(&shared.metrics.closed);
+        });
     }
 
     /// [`Manager::close`] within the close timeout. A close that times out is dropped, and one
@@ -342,9 +316,7 @@ impl<M: Manager> Shared<M> {
         let close = std::panic::AssertUnwindSafe(self.manager.close(conn)).catch_unwind();
         match tokio::time::timeout(limit, close).await {
             Ok(Ok(())) => {}
-            Ok(Err(_panic)) => {
-                tracing::warn!("Manager::close panicked; the connection was dropped")
-            }
+            Ok(Err(_)) => tracing::warn!("Manager::close panicked; the connection was dropped"),
             Err(_elapsed) => {
                 tracing::warn!(timeout = ?limit, "close timed out; the connection was dropped");
             }

@@ -1,8 +1,7 @@
 //! The state behind the pool's one lock, its invariants, and the moves that keep them.
 //!
-//! Everything here runs with the lock held, so nothing here awaits, calls the manager, drops a
-//! connection or wakes a task: each move returns a [`Place`] saying what to do once the lock is
-//! released.
+//! Every move here runs under the lock, so none awaits, calls the manager, drops a connection
+//! or wakes a task: each returns what to do once the lock is released (a [`Place`]).
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -17,9 +16,7 @@ use crate::shared::line::Line;
 
 /// What to do, outside the lock, after a move.
 pub(crate) enum Place<C> {
-    /// Nothing more: the connection went idle or the slot was freed.
-    Done,
-    /// A waiter was served: wake it.
+    /// Wake the waiter served, if one was.
     Wake(Option<Waker>),
     /// Close this connection; its slot is already freed.
     Discard(Live<C>),
@@ -92,13 +89,11 @@ impl<C> State<C> {
     }
 
     pub fn debug_check(&self) {
-        if cfg!(debug_assertions) {
-            let shared = self.streams.counts().slotted;
-            debug_assert!(
-                self.idle.len() + self.connecting + self.resetting + shared <= self.slots,
-                "slot accounting"
-            );
-        }
+        debug_assert!(
+            self.idle.len() + self.connecting + self.resetting + self.streams.counts().slotted
+                <= self.slots,
+            "slot accounting"
+        );
         debug_assert!(
             self.waiters.is_empty() || self.idle.is_empty(),
             "a waiter waits while a connection is idle"
@@ -125,12 +120,9 @@ impl<C> State<C> {
         }
     }
 
-    /// Takes up to `n` more slots, as many as fit under `max_size`; returns how many. Every
-    /// slot the pool takes is taken here, and every slot it gives up is given up in
-    /// [`free_slots`](Self::free_slots): the two moves that change `slots`.
-    ///
-    /// With a budget, each slot is taken from it too: fewer may come, and the pool is then
-    /// starved ([`Account::take`]).
+    /// Takes up to `n` more slots, as many as fit under `max_size` (and the budget's
+    /// [`Account::take`], which may starve the pool); returns how many. With
+    /// [`free_slots`](Self::free_slots), the only move that changes `slots`.
     pub fn take_slots(&mut self, n: usize) -> usize {
         let mut n = n.min(self.max_size.saturating_sub(self.slots));
         if let Some(account) = &mut self.budget {
@@ -140,10 +132,8 @@ impl<C> State<C> {
         n
     }
 
-    /// Whether a connection that comes back now is closed instead of going idle or to this
-    /// pool's next waiter, its slot going to another pool of the budget that starves
-    /// ([`Account::gives_way`]; with callers of its own in line, the pool is then marked
-    /// starved). Always false without a budget.
+    /// Whether a connection that comes back now is closed, its slot going to another pool of
+    /// the budget that starves ([`Account::gives_way`]); false without a budget.
     pub fn gives_way(&mut self) -> bool {
         match &mut self.budget {
             None => false,
@@ -163,13 +153,10 @@ impl<C> State<C> {
     /// one and a slot is there to take; pushes their wakers.
     pub fn grant_slots(&mut self, wanted: impl Fn(&Self) -> bool, wakes: &mut Vec<Option<Waker>>) {
         while wanted(self) && self.take_slots(1) == 1 {
-            match self.waiters.serve(Grant::Slot) {
-                Ok(waker) => wakes.push(waker),
-                Err(_) => {
-                    self.free_slots(1);
-                    return;
-                }
-            }
+            let Ok(waker) = self.waiters.serve(Grant::Slot) else {
+                return self.free_slots(1);
+            };
+            wakes.push(waker);
         }
     }
 
@@ -182,11 +169,10 @@ impl<C> State<C> {
 
     /// How many connects would bring idle (plus connecting) up to `min_idle`; reserves them.
     ///
-    /// None for a pool with a budget, which keeps no `min_idle` (a key pool's: idle
-    /// connections kept for one key would hold slots every other key may need). The test
-    /// comes first so that here `take_slots` is known to take from no budget: its call into
-    /// the budget, inlined into the checkout's fast path, made every checkout copy its
-    /// connection once more on the stack (10 instructions of 490, `scripts/instr`).
+    /// None for a pool with a budget (a key pool's), which keeps no `min_idle`: idle
+    /// connections kept for one key would hold slots every other key may need. The test
+    /// comes before `take_slots` to keep the budget's call off the checkout (lib.rs's
+    /// Decisions).
     pub fn reserve_refill(&mut self) -> usize {
         if self.min_idle == 0 || self.closed || self.budget.is_some() {
             return 0;
@@ -207,16 +193,11 @@ impl<C> State<C> {
         }
         if self.waiters.is_empty() {
             self.idle.push_back(live);
-            return Place::Done;
+            return Place::Wake(None);
         }
         match self.waiters.serve(Grant::Conn(live)) {
             Ok(waker) => Place::Wake(waker),
-            Err(grant) => {
-                if let Grant::Conn(live) = grant {
-                    self.idle.push_back(live);
-                }
-                Place::Done
-            }
+            Err(_) => unreachable!("the line is not empty"),
         }
     }
 
@@ -233,11 +214,10 @@ impl<C> State<C> {
         None
     }
 
-    /// A caller dropped the connection it was handed (it failed its check, expired, or
-    /// reported itself broken) and keeps that connection's slot to open a fresh one, so it
-    /// keeps its place ahead of later callers. When an idle connection is there (nobody waits
-    /// then) or the pool shrank below its slot count, the slot is given up instead and the
-    /// caller decides again.
+    /// A caller dropped the connection it was handed (failed check, expired, broken) and
+    /// keeps its slot to open a fresh one, keeping its place in line. When an idle connection
+    /// is there (nobody waits then) or the pool shrank below its slot count, the slot is given
+    /// up instead and the caller decides again.
     pub fn keep_slot(&mut self, for_lease: bool) -> Kept {
         if self.closed {
             self.free_slots(1);
