@@ -197,7 +197,13 @@ impl<C> State<C> {
         }
         match self.waiters.serve(Grant::Conn(live)) {
             Ok(waker) => Place::Wake(waker),
-            Err(_) => unreachable!("the line is not empty"),
+            // Never (the line is not empty), but a connection is never dropped unaccounted.
+            Err(grant) => {
+                if let Grant::Conn(live) = grant {
+                    self.idle.push_back(live);
+                }
+                Place::Wake(None)
+            }
         }
     }
 
