@@ -67,24 +67,12 @@ where
     M::Connection: Sync,
 {
     fn passed(mut self, now: Instant) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let shared = &self.pool.shared;
         let Some(conn) = self.conn.take() else {
             return Ok(Next::Again);
         };
         let mut wakes = Vec::new();
-        let leased = {
-            let mut state = shared.lock();
-            let leased = (!state.closed)
-                .then(|| state.checked(self.key, conn.clone(), now, &mut wakes))
-                .flatten();
-            if leased.is_none() {
-                // The pool closed during the check: the connection goes, with its slot.
-                state.check_failed(self.key);
-                state.free_slots(1);
-            }
-            state.debug_check();
-            leased
-        };
+        let shared = &self.pool.shared;
+        let leased = shared.locked(|state| state.checked(self.key, conn.clone(), now, &mut wakes));
         self.pool.after_sharing(conn, wakes, leased.map(Some))
     }
 }

@@ -57,17 +57,6 @@ impl<C: 'static> State<C> {
         Some(leased)
     }
 
-    /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
-    fn uncount_lease(&mut self, lease: Leased) {
-        if let Some(record) = self.streams.get_mut(lease.key) {
-            record.leases -= 1;
-            record.info.uses -= 1;
-            self.streams.leases -= 1;
-        }
-        // The record still holds its own `Arc`: dropping this one closes nothing.
-        drop(lease.conn);
-    }
-
     /// The first move of a lease on the connection with the fewest leases that has room:
     /// a lease, or the connection alone for its check, or the connection to retire. `None`
     /// when no shared connection has room, or when the fewest leases are more than an idle
@@ -86,7 +75,7 @@ impl<C: 'static> State<C> {
     ) -> Option<Placed> {
         let avoid = self.reserved_for_get();
         let idle_elsewhere = !self.idle.is_empty();
-        let (key, record) = self.streams.pick_mut(self.max_streams, avoid)?;
+        let (key, record) = self.streams.pick(self.max_streams, avoid)?;
         if record.leases > 0 && idle_elsewhere {
             return None;
         }
@@ -122,11 +111,11 @@ impl<C: 'static> State<C> {
     /// ahead of that caller in line), so its count falls, and when its last lease ends that
     /// caller takes it. Without it, leases that overlap would keep every connection leased
     /// and starve `get`.
-    pub fn reserved_for_get(&self) -> Option<Key> {
+    pub fn reserved_for_get(&mut self) -> Option<Key> {
         if self.waiters.exclusive() == 0 {
             return None;
         }
-        self.streams.pick(usize::MAX, None)
+        self.streams.pick(usize::MAX, None).map(|(key, _)| key)
     }
 
     /// Serves callers waiting for a lease on every connection with room (after a caller
@@ -155,8 +144,7 @@ impl<C: 'static> State<C> {
             return;
         }
         if self.reserved_for_get() == Some(key) {
-            self.serve_leasers_anywhere(wakes);
-            return;
+            return self.serve_leasers_anywhere(wakes);
         }
         self.serve_leasers_on(key, |_| true, wakes);
     }
@@ -188,11 +176,10 @@ impl<C: 'static> State<C> {
             let Some(lease) = self.count_lease(key) else {
                 return;
             };
-            match self.waiters.serve_leaser(Grant::Lease(lease)) {
-                Ok(waker) => wakes.push(waker),
-                Err(Grant::Lease(lease)) => return self.uncount_lease(lease),
-                Err(_) => return,
-            }
+            let Ok(waker) = self.waiters.serve_leaser(Grant::Lease(lease)) else {
+                unreachable!("`leasers` counts the callers waiting for a lease in line");
+            };
+            wakes.push(waker);
         }
     }
 
@@ -220,7 +207,8 @@ impl<C: 'static> State<C> {
     }
 
     /// The check of a `Checking` connection passed: it opens for leases, its checker's lease
-    /// counted; callers waiting for a lease are served on it.
+    /// counted; callers waiting for a lease are served on it. `None` when the pool closed
+    /// during the check: the connection goes, with its slot.
     pub fn checked(
         &mut self,
         key: Key,
@@ -228,8 +216,11 @@ impl<C: 'static> State<C> {
         now: Instant,
         wakes: &mut Vec<Option<Waker>>,
     ) -> Option<Leased> {
-        self.opening_room -= self.max_streams - 1;
-        let record = self.streams.get_mut(key)?;
+        let Some(record) = self.streams.get_mut(key).filter(|_| !self.closed) else {
+            self.check_failed(key);
+            self.free_slots(1);
+            return None;
+        };
         record.mode = Mode::Open;
         record.info.last_used = now;
         let leased = Leased {
@@ -238,6 +229,7 @@ impl<C: 'static> State<C> {
             info: record.info,
         };
         record.conn = Some(conn);
+        self.opening_room -= self.max_streams - 1;
         self.serve_leasers(key, wakes);
         Some(leased)
     }

@@ -214,9 +214,9 @@ impl Streams {
     }
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
-    /// where a new lease goes.
+    /// where a new lease goes. With its record, to lend from.
     #[inline]
-    pub fn pick(&self, max_streams: usize, avoid: Option<Key>) -> Option<Key> {
+    pub fn pick(&mut self, max_streams: usize, avoid: Option<Key>) -> Option<(Key, &mut Record)> {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
             let Some(record) = record else { continue };
@@ -230,17 +230,7 @@ impl Streams {
                 }
             }
         }
-        best.map(|(_, key)| key)
-    }
-
-    /// [`pick`](Self::pick)'s connection, with its record to lend from.
-    #[inline]
-    pub fn pick_mut(
-        &mut self,
-        max_streams: usize,
-        avoid: Option<Key>,
-    ) -> Option<(Key, &mut Record)> {
-        let key = self.pick(max_streams, avoid)?;
+        let (_, key) = best?;
         Some((key, self.slab[key.at].as_mut()?))
     }
 
