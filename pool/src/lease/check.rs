@@ -36,7 +36,15 @@ where
         let checked =
             tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn)).await;
         match checked {
-            Ok(Ok(())) => checking.passed(now),
+            Ok(Ok(())) => {
+                let Some(conn) = checking.conn.take() else {
+                    return Ok(Next::Again);
+                };
+                let mut wakes = Vec::new();
+                let leased =
+                    shared.locked(|state| state.checked(key, conn.clone(), now, &mut wakes));
+                self.after_sharing(conn, wakes, leased.map(Some))
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "discarding a connection that failed its check");
                 Metrics::bump(&shared.metrics.check_failures);
@@ -60,21 +68,6 @@ struct Checking<'a, M: Manager> {
     pool: &'a Pool<M>,
     key: Key,
     conn: Option<SharedConn>,
-}
-
-impl<M: Manager> Checking<'_, M>
-where
-    M::Connection: Sync,
-{
-    fn passed(mut self, now: Instant) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let Some(conn) = self.conn.take() else {
-            return Ok(Next::Again);
-        };
-        let mut wakes = Vec::new();
-        let shared = &self.pool.shared;
-        let leased = shared.locked(|state| state.checked(self.key, conn.clone(), now, &mut wakes));
-        self.pool.after_sharing(conn, wakes, leased.map(Some))
-    }
 }
 
 impl<M: Manager> Checking<'_, M> {

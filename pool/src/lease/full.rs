@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use tokio::time::Instant;
-
 use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
 use crate::lease::streams::{SharedConn, wrap};
@@ -104,10 +102,26 @@ where
                         }
                     }
                 }
-                Step::Granted(grant) => {
+                Step::Granted(Grant::Lease(leased)) => {
                     let place = self.place(&mut place, true);
-                    self.granted(grant, times.now(), place, &mut requeued)
-                        .await?
+                    self.confirm(leased, Some((place, &mut requeued)))
+                }
+                Step::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
+                Step::Granted(Grant::Conn(live)) => {
+                    // Readied as `get` readies one (checked if due), then shared.
+                    let now = times.now();
+                    let ready = match self.fresh(live, now) {
+                        Ok(pooled) => Next::Out(pooled),
+                        Err(live) => self.ready(live, now).await?,
+                    };
+                    match ready {
+                        Next::Out(pooled) => {
+                            let place = self.place(&mut place, true);
+                            self.share(Pooled::into_live(pooled), 0, place, &mut requeued)?
+                        }
+                        Next::Connect(room) => Next::Connect(room),
+                        Next::Again => Next::Again,
+                    }
                 }
             };
             match next {
@@ -137,14 +151,12 @@ where
     /// A move of a lease's full path, under the lock: a lease on the connection with the
     /// fewest leases that has room, else an idle connection to share, else a place in line
     /// behind a connection being opened with room, else a slot to open one, else a place in
-    /// line.
-    /// The clock is read only when a move needs it (`Times`): a lease on a connection that
-    /// already carries one reads none.
+    /// line. The clock is read only when a move needs it (`Times`): a lease on a connection
+    /// that already carries one reads none.
     ///
     /// The caller's `place` in line is taken at its first look, and it waits at that place
-    /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed,
-    /// or after its connection went to the callers ahead of it, keeps its turn. A caller
-    /// `requeued` ([`back_in_line`]) takes what it was served meanwhile, or leaves the line.
+    /// whenever it waits ([`Line::rejoin`]): it keeps its turn after a connect failed, or
+    /// after its connection went to the callers ahead of it ([`back_in_line`]).
     ///
     /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
     fn decide_lease(
@@ -214,39 +226,10 @@ where
         Next::Again
     }
 
-    /// What a caller at its `place` in line was served: a lease, a slot to open a
-    /// connection in, or a connection it has alone (idle, or handed over), readied as `get`
-    /// readies one (checked if due), then shared as the caller at `place` shares it.
-    async fn granted(
-        &self,
-        grant: Grant<M::Connection>,
-        now: Instant,
-        place: Arrival,
-        requeued: &mut Option<Ticket>,
-    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let live = match grant {
-            Grant::Lease(leased) => return Ok(self.confirm(leased, Some((place, requeued)))),
-            Grant::Slot => return Ok(Next::Connect(self.take_slot(true)?)),
-            Grant::Conn(live) => live,
-        };
-        let pooled = match self.fresh(live, now) {
-            Ok(pooled) => pooled,
-            Err(live) => match self.ready(live, now).await? {
-                Next::Out(pooled) => pooled,
-                Next::Connect(room) => return Ok(Next::Connect(room)),
-                Next::Again => return Ok(Next::Again),
-            },
-        };
-        self.share(Pooled::into_live(pooled), 0, place, requeued)
-    }
-
-    /// Puts a connection this caller has alone into shared form; its leases go to the
-    /// callers waiting for one that came before this caller (at `place` in line), then to
-    /// this caller, then to those behind it (`State::share`). `room` is what the connect made
-    /// for this caller promised them (`opening_room`): the connection now gives it.
-    ///
-    /// When the callers ahead of it took every lease, the caller is [`back_in_line`]: first
-    /// come, first served holds for the callers it opened the connection beside.
+    /// Puts a connection this caller has alone into shared form, first come, first served
+    /// from its `place` in line (`State::share`); `room` is what the connect made for this
+    /// caller promised (`opening_room`): the connection now gives it. When the callers ahead
+    /// of it took every lease, the caller is [`back_in_line`].
     fn share(
         &self,
         live: Live<M::Connection>,

@@ -62,11 +62,9 @@ impl<C: 'static> State<C> {
     /// when no shared connection has room, or when the fewest leases are more than an idle
     /// connection of the pool's own has (none): the caller then takes that one.
     ///
-    /// A connection with no lease is tested as it is taken: past its lifetime it retires,
-    /// `is_broken` is asked, it is checked when idle past `check_interval`, and its
-    /// `last_used` becomes `now`. A connection that carries leases takes one more without a
-    /// look at the clock (`now` is not called): the background task drains it when its
-    /// lifetime ends ([`crate::shared::maintain`]).
+    /// Only a connection with no lease is tested (lifetime, `is_broken`, a due check): one
+    /// that carries leases takes one more without a look at the clock (`now` is not called),
+    /// and the background task drains it when its lifetime ends ([`crate::shared::maintain`]).
     pub fn place_lease(
         &mut self,
         mut now: impl FnMut() -> Instant,
@@ -149,12 +147,10 @@ impl<C: 'static> State<C> {
         self.serve_leasers_on(key, |_| true, wakes);
     }
 
-    /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` says
-    /// the line allows it (the connection kept for a caller waiting for a connection of its
-    /// own, and one a caller just opened, serve only callers ahead of that caller). A
-    /// connection past its lifetime takes no new lease, as in
-    /// [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is read
-    /// only when callers wait).
+    /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` lets the
+    /// line be served; pushes their wakers. A connection past its lifetime takes no new lease,
+    /// as in [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is
+    /// read only when callers wait).
     fn serve_leasers_on(
         &mut self,
         key: Key,
@@ -248,11 +244,9 @@ impl<C: 'static> State<C> {
             return (false, None);
         };
         record.mode = Mode::Broken;
-        if !std::mem::replace(&mut record.slot, false) {
-            // Drained by a shrink: its slot is already given up.
-            return (true, None);
-        }
-        (true, self.release_slot())
+        // One drained by a shrink gave its slot up already.
+        let slot = std::mem::replace(&mut record.slot, false);
+        (true, slot.then(|| self.release_slot()).flatten())
     }
 
     /// A lease ends, under the lock ([`Shared::end_lease`]): one beside others, with nobody
@@ -302,7 +296,6 @@ impl<C: 'static> State<C> {
             ended.broke = newly;
             ended.wakes.extend(wake.map(Some));
         }
-        let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
         // Left idle, it would keep a slot from another pool's callers (see `State::gives_way`).
         let gives_way = self.gives_way();
@@ -313,9 +306,7 @@ impl<C: 'static> State<C> {
         };
         drop(lease);
         if record.leases > 0 {
-            if record.has_room(max_streams) {
-                self.serve_leasers(key, &mut ended.wakes);
-            }
+            self.serve_leasers(key, &mut ended.wakes);
             return ended;
         }
         // The last lease: nothing else borrows the connection now. A lifetime that ended

@@ -119,9 +119,7 @@ impl Record {
 
 /// The record of `key` in `slab`, if it is still there ([`Streams::get_mut`]).
 fn record_mut(slab: &mut [Option<Record>], key: Key) -> Option<&mut Record> {
-    slab.get_mut(key.at)
-        .and_then(Option::as_mut)
-        .filter(|r| r.id == key.id)
+    slab.get_mut(key.at)?.as_mut().filter(|r| r.id == key.id)
 }
 
 /// What [`Streams::counts`] found.
@@ -256,10 +254,7 @@ impl Streams {
 
     /// The record of `key`, if it is still there.
     pub fn get(&self, key: Key) -> Option<&Record> {
-        self.slab
-            .get(key.at)
-            .and_then(Option::as_ref)
-            .filter(|r| r.id == key.id)
+        self.slab.get(key.at)?.as_ref().filter(|r| r.id == key.id)
     }
 
     /// Counts for [`Status`](crate::Status): idle shared connections, records that hold a
