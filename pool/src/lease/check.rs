@@ -12,10 +12,9 @@ impl<M: Manager> Pool<M>
 where
     M::Connection: Sync,
 {
-    /// Checks a connection that had no lease and was idle past `check_interval`; the caller
-    /// has it alone meanwhile (its record is `Checking`, its room promised to callers that
-    /// arrive). Passed, it opens for leases with the caller's; failed, it is closed and the
-    /// caller opens a fresh one in its slot.
+    /// Checks the connection the caller has alone (its record is `Checking`, its room
+    /// promised to callers that arrive): passed, it opens for leases with the caller's;
+    /// failed, it is closed and the caller opens a fresh one in its slot.
     pub(super) async fn check_shared(
         &self,
         key: Key,
@@ -71,8 +70,7 @@ struct Checking<'a, M: Manager> {
 }
 
 impl<M: Manager> Checking<'_, M> {
-    /// The check failed: the connection is closed, and the caller opens a fresh one in its
-    /// slot.
+    /// The check failed: the connection is closed, its slot kept for a fresh one.
     fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let kept = self.give_up(|state| state.keep_slot(true));
         kept.map_or(Ok(Next::Again), Kept::into_next)

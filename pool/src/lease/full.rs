@@ -8,7 +8,7 @@ use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
 use crate::lease::streams::{SharedConn, wrap};
 use crate::shared::line::{Arrival, Ticket, Wake};
-use crate::shared::state::{Grant, Leased, Live, State};
+use crate::shared::state::{Grant, Leased, State};
 use crate::status::Metrics;
 use crate::{Lease, Manager, Pool, PoolError, Pooled};
 
@@ -44,8 +44,7 @@ where
         let mut failed_connects = 0;
         // The caller's place in line, from its first look (`decide_lease`) on.
         let mut place = None;
-        // A caller served in line whose lease could not be used, or whose connection went to
-        // the callers ahead of it, back at its place.
+        // Its ticket when it is `back_in_line`, at its place.
         let mut requeued = None;
         let mut ahead = first.map(Step::Placed);
         loop {
@@ -117,7 +116,7 @@ where
                     match ready {
                         Next::Out(pooled) => {
                             let place = self.place(&mut place, true);
-                            self.share(Pooled::into_live(pooled), 0, place, &mut requeued)?
+                            self.share(pooled, 0, place, &mut requeued)?
                         }
                         Next::Connect(room) => Next::Connect(room),
                         Next::Again => Next::Again,
@@ -129,9 +128,8 @@ where
                 Next::Again => times.moved(),
                 Next::Connect(room) => match self.connect_for_caller(room).await {
                     Ok(pooled) => {
-                        let live = Pooled::into_live(pooled);
                         let place = self.place(&mut place, true);
-                        if let Next::Out(lease) = self.share(live, room, place, &mut requeued)? {
+                        if let Next::Out(lease) = self.share(pooled, room, place, &mut requeued)? {
                             return Ok(lease);
                         }
                         times.moved();
@@ -155,10 +153,8 @@ where
     /// that already carries one reads none.
     ///
     /// The caller's `place` in line is taken at its first look, and it waits at that place
-    /// whenever it waits ([`Line::rejoin`]): it keeps its turn after a connect failed, or
-    /// after its connection went to the callers ahead of it ([`back_in_line`]).
-    ///
-    /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
+    /// whenever it waits (`Line::rejoin`): it keeps its turn after a connect failed, or after
+    /// its connection went to the callers ahead of it ([`back_in_line`]).
     fn decide_lease(
         &self,
         times: &mut Times,
@@ -232,26 +228,24 @@ where
     /// of it took every lease, the caller is [`back_in_line`].
     fn share(
         &self,
-        live: Live<M::Connection>,
+        pooled: Pooled<M>,
         room: usize,
         place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
+        let live = Pooled::into_live(pooled);
         let conn = wrap(live.conn);
         let mut wakes = Vec::new();
         let mut state = shared.lock();
         state.opening_room -= room;
-        let leased = if state.closed {
-            state.free_slots(1);
-            None
-        } else {
-            let leased = state.share(conn.clone(), live.info, place, &mut wakes);
-            if leased.is_none() {
-                back_in_line(&mut state, place, requeued);
-            }
-            Some(leased)
-        };
+        let leased =
+            (!state.closed).then(|| state.share(conn.clone(), live.info, place, &mut wakes));
+        match leased {
+            None => state.free_slots(1),
+            Some(None) => back_in_line(&mut state, place, requeued),
+            Some(Some(_)) => {}
+        }
         state.debug_check();
         // New to the shared connections (opened, or held by `get` through the background
         // task's rounds): the task must wake by its lifetime's end, or a lease could join it
@@ -275,16 +269,12 @@ where
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
-        match leased {
-            Some(leased) => {
-                drop(conn);
-                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased, None)))
-            }
-            None => {
-                self.shared.close_shared(conn);
-                Err(PoolError::Closed)
-            }
-        }
+        let Some(leased) = leased else {
+            self.shared.close_shared(conn);
+            return Err(PoolError::Closed);
+        };
+        drop(conn);
+        Ok(leased.map_or(Next::Again, |leased| self.confirm(leased, None)))
     }
 }
 

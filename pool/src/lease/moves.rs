@@ -47,11 +47,10 @@ pub(crate) enum Placed {
 impl<C: 'static> State<C> {
     /// Counts one more lease on `key`, when it is open with room.
     fn count_lease(&mut self, key: Key) -> Option<Leased> {
-        let max_streams = self.max_streams;
-        let record = self.streams.get_mut(key)?;
-        if !record.has_room(max_streams) {
-            return None;
-        }
+        let record = self
+            .streams
+            .get_mut(key)
+            .filter(|r| r.has_room(self.max_streams))?;
         let leased = record.lend(key)?;
         self.streams.leases += 1;
         Some(leased)
@@ -184,8 +183,7 @@ impl<C: 'static> State<C> {
     /// caller (`arrival`: they may wait for room promised by a connect whose own caller left,
     /// which reaches them only when that connect ends), then to the caller, then to the
     /// callers behind it: first come, first served. Returns the caller's lease, or `None`
-    /// when the callers ahead of it took every one; its use, which its checkout counted, is
-    /// then not counted.
+    /// when the callers ahead of it took every one.
     pub fn share(
         &mut self,
         conn: SharedConn,
@@ -193,7 +191,7 @@ impl<C: 'static> State<C> {
         arrival: Arrival,
         wakes: &mut Vec<Option<Waker>>,
     ) -> Option<Leased> {
-        // Counted again with its lease, as any other lease on the connection.
+        // Its checkout counted its use: counted again with its lease, as any other lease.
         info.uses = info.uses.saturating_sub(1);
         let key = self.streams.insert(conn, info);
         self.serve_leasers_on(key, |line| line.leaser_before(arrival), wakes);
@@ -249,11 +247,9 @@ impl<C: 'static> State<C> {
         (true, slot.then(|| self.release_slot()).flatten())
     }
 
-    /// A lease ends, under the lock ([`Shared::end_lease`]): one beside others, with nobody
-    /// in line, only counts itself off (`None`: nothing is left to do); any other goes through
+    /// A lease ends, under the lock (`Shared::end_lease`): one beside others, with nobody in
+    /// line, only counts itself off (`None`: nothing is left to do); any other goes through
     /// [`end_lease`](Self::end_lease). Either way its `Arc` is dropped here, under the lock.
-    ///
-    /// [`Shared::end_lease`]: crate::shared::Shared::end_lease
     #[inline(always)]
     pub fn lease_ended(
         &mut self,
