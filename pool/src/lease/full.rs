@@ -108,16 +108,14 @@ where
                 Step::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
                 Step::Granted(Grant::Conn(live)) => {
                     // Readied as `get` readies one (checked if due), then shared.
+                    let place = self.place(&mut place, true);
                     let now = times.now();
                     let ready = match self.fresh(live, now) {
                         Ok(pooled) => Next::Out(pooled),
                         Err(live) => self.ready(live, now).await?,
                     };
                     match ready {
-                        Next::Out(pooled) => {
-                            let place = self.place(&mut place, true);
-                            self.share(pooled, 0, place, &mut requeued)?
-                        }
+                        Next::Out(pooled) => self.share(pooled, 0, place, &mut requeued)?,
                         Next::Connect(room) => Next::Connect(room),
                         Next::Again => Next::Again,
                     }
