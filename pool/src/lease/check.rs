@@ -12,10 +12,9 @@ impl<M: Manager> Pool<M>
 where
     M::Connection: Sync,
 {
-    /// Checks a connection that had no lease and was idle past `check_interval`; the caller
-    /// has it alone meanwhile (its record is `Checking`, its room promised to callers that
-    /// arrive). Passed, it opens for leases with the caller's; failed, it is closed and the
-    /// caller opens a fresh one in its slot.
+    /// Checks the connection the caller has alone (its record is `Checking`, its room
+    /// promised to callers that arrive): passed, it opens for leases with the caller's;
+    /// failed, it is closed and the caller opens a fresh one in its slot.
     pub(super) async fn check_shared(
         &self,
         key: Key,
@@ -36,7 +35,15 @@ where
         let checked =
             tokio::time::timeout(shared.config.check_timeout, shared.manager.check(conn)).await;
         match checked {
-            Ok(Ok(())) => checking.passed(now),
+            Ok(Ok(())) => {
+                let Some(conn) = checking.conn.take() else {
+                    return Ok(Next::Again);
+                };
+                let mut wakes = Vec::new();
+                let leased =
+                    shared.locked(|state| state.checked(key, conn.clone(), now, &mut wakes));
+                self.after_sharing(conn, wakes, leased.map(Some))
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "discarding a connection that failed its check");
                 Metrics::bump(&shared.metrics.check_failures);
@@ -62,36 +69,8 @@ struct Checking<'a, M: Manager> {
     conn: Option<SharedConn>,
 }
 
-impl<M: Manager> Checking<'_, M>
-where
-    M::Connection: Sync,
-{
-    fn passed(mut self, now: Instant) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let shared = &self.pool.shared;
-        let Some(conn) = self.conn.take() else {
-            return Ok(Next::Again);
-        };
-        let mut wakes = Vec::new();
-        let leased = {
-            let mut state = shared.lock();
-            let leased = (!state.closed)
-                .then(|| state.checked(self.key, conn.clone(), now, &mut wakes))
-                .flatten();
-            if leased.is_none() {
-                // The pool closed during the check: the connection goes, with its slot.
-                state.check_failed(self.key);
-                state.free_slots(1);
-            }
-            state.debug_check();
-            leased
-        };
-        self.pool.after_sharing(conn, wakes, leased.map(Some))
-    }
-}
-
 impl<M: Manager> Checking<'_, M> {
-    /// The check failed: the connection is closed, and the caller opens a fresh one in its
-    /// slot.
+    /// The check failed: the connection is closed, its slot kept for a fresh one.
     fn failed(mut self) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let kept = self.give_up(|state| state.keep_slot(true));
         kept.map_or(Ok(Next::Again), Kept::into_next)

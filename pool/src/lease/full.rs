@@ -4,13 +4,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use tokio::time::Instant;
-
 use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
 use crate::lease::streams::{SharedConn, wrap};
 use crate::shared::line::{Arrival, Ticket, Wake};
-use crate::shared::state::{Grant, Leased, Live, State};
+use crate::shared::state::{Grant, Leased, State};
 use crate::status::Metrics;
 use crate::{Lease, Manager, Pool, PoolError, Pooled};
 
@@ -46,8 +44,7 @@ where
         let mut failed_connects = 0;
         // The caller's place in line, from its first look (`decide_lease`) on.
         let mut place = None;
-        // A caller served in line whose lease could not be used, or whose connection went to
-        // the callers ahead of it, back at its place.
+        // Its ticket when it is `back_in_line`, at its place.
         let mut requeued = None;
         let mut ahead = first.map(Step::Placed);
         loop {
@@ -104,10 +101,24 @@ where
                         }
                     }
                 }
-                Step::Granted(grant) => {
+                Step::Granted(Grant::Lease(leased)) => {
                     let place = self.place(&mut place, true);
-                    self.granted(grant, times.now(), place, &mut requeued)
-                        .await?
+                    self.confirm(leased, Some((place, &mut requeued)))
+                }
+                Step::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
+                Step::Granted(Grant::Conn(live)) => {
+                    // Readied as `get` readies one (checked if due), then shared.
+                    let place = self.place(&mut place, true);
+                    let now = times.now();
+                    let ready = match self.fresh(live, now) {
+                        Ok(pooled) => Next::Out(pooled),
+                        Err(live) => self.ready(live, now).await?,
+                    };
+                    match ready {
+                        Next::Out(pooled) => self.share(pooled, 0, place, &mut requeued)?,
+                        Next::Connect(room) => Next::Connect(room),
+                        Next::Again => Next::Again,
+                    }
                 }
             };
             match next {
@@ -115,9 +126,8 @@ where
                 Next::Again => times.moved(),
                 Next::Connect(room) => match self.connect_for_caller(room).await {
                     Ok(pooled) => {
-                        let live = Pooled::into_live(pooled);
                         let place = self.place(&mut place, true);
-                        if let Next::Out(lease) = self.share(live, room, place, &mut requeued)? {
+                        if let Next::Out(lease) = self.share(pooled, room, place, &mut requeued)? {
                             return Ok(lease);
                         }
                         times.moved();
@@ -137,16 +147,12 @@ where
     /// A move of a lease's full path, under the lock: a lease on the connection with the
     /// fewest leases that has room, else an idle connection to share, else a place in line
     /// behind a connection being opened with room, else a slot to open one, else a place in
-    /// line.
-    /// The clock is read only when a move needs it (`Times`): a lease on a connection that
-    /// already carries one reads none.
+    /// line. The clock is read only when a move needs it (`Times`): a lease on a connection
+    /// that already carries one reads none.
     ///
     /// The caller's `place` in line is taken at its first look, and it waits at that place
-    /// whenever it waits ([`Line::rejoin`]): a caller that waits again after a connect failed,
-    /// or after its connection went to the callers ahead of it, keeps its turn. A caller
-    /// `requeued` ([`back_in_line`]) takes what it was served meanwhile, or leaves the line.
-    ///
-    /// [`Line::rejoin`]: crate::shared::line::Line::rejoin
+    /// whenever it waits (`Line::rejoin`): it keeps its turn after a connect failed, or after
+    /// its connection went to the callers ahead of it ([`back_in_line`]).
     fn decide_lease(
         &self,
         times: &mut Times,
@@ -214,61 +220,30 @@ where
         Next::Again
     }
 
-    /// What a caller at its `place` in line was served: a lease, a slot to open a
-    /// connection in, or a connection it has alone (idle, or handed over), readied as `get`
-    /// readies one (checked if due), then shared as the caller at `place` shares it.
-    async fn granted(
-        &self,
-        grant: Grant<M::Connection>,
-        now: Instant,
-        place: Arrival,
-        requeued: &mut Option<Ticket>,
-    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
-        let live = match grant {
-            Grant::Lease(leased) => return Ok(self.confirm(leased, Some((place, requeued)))),
-            Grant::Slot => return Ok(Next::Connect(self.take_slot(true)?)),
-            Grant::Conn(live) => live,
-        };
-        let pooled = match self.fresh(live, now) {
-            Ok(pooled) => pooled,
-            Err(live) => match self.ready(live, now).await? {
-                Next::Out(pooled) => pooled,
-                Next::Connect(room) => return Ok(Next::Connect(room)),
-                Next::Again => return Ok(Next::Again),
-            },
-        };
-        self.share(Pooled::into_live(pooled), 0, place, requeued)
-    }
-
-    /// Puts a connection this caller has alone into shared form; its leases go to the
-    /// callers waiting for one that came before this caller (at `place` in line), then to
-    /// this caller, then to those behind it (`State::share`). `room` is what the connect made
-    /// for this caller promised them (`opening_room`): the connection now gives it.
-    ///
-    /// When the callers ahead of it took every lease, the caller is [`back_in_line`]: first
-    /// come, first served holds for the callers it opened the connection beside.
+    /// Puts a connection this caller has alone into shared form, first come, first served
+    /// from its `place` in line (`State::share`); `room` is what the connect made for this
+    /// caller promised (`opening_room`): the connection now gives it. When the callers ahead
+    /// of it took every lease, the caller is [`back_in_line`].
     fn share(
         &self,
-        live: Live<M::Connection>,
+        pooled: Pooled<M>,
         room: usize,
         place: Arrival,
         requeued: &mut Option<Ticket>,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let shared = &self.shared;
+        let live = Pooled::into_live(pooled);
         let conn = wrap(live.conn);
         let mut wakes = Vec::new();
         let mut state = shared.lock();
         state.opening_room -= room;
-        let leased = if state.closed {
-            state.free_slots(1);
-            None
-        } else {
-            let leased = state.share(conn.clone(), live.info, place, &mut wakes);
-            if leased.is_none() {
-                back_in_line(&mut state, place, requeued);
-            }
-            Some(leased)
-        };
+        let leased =
+            (!state.closed).then(|| state.share(conn.clone(), live.info, place, &mut wakes));
+        match leased {
+            None => state.free_slots(1),
+            Some(None) => back_in_line(&mut state, place, requeued),
+            Some(Some(_)) => {}
+        }
         state.debug_check();
         // New to the shared connections (opened, or held by `get` through the background
         // task's rounds): the task must wake by its lifetime's end, or a lease could join it
@@ -292,16 +267,12 @@ where
         for waker in wakes.into_iter().flatten() {
             waker.wake();
         }
-        match leased {
-            Some(leased) => {
-                drop(conn);
-                Ok(leased.map_or(Next::Again, |leased| self.confirm(leased, None)))
-            }
-            None => {
-                self.shared.close_shared(conn);
-                Err(PoolError::Closed)
-            }
-        }
+        let Some(leased) = leased else {
+            self.shared.close_shared(conn);
+            return Err(PoolError::Closed);
+        };
+        drop(conn);
+        Ok(leased.map_or(Next::Again, |leased| self.confirm(leased, None)))
     }
 }
 

@@ -90,12 +90,10 @@ where
         }
     }
 
-    /// The first move of a lease, outside the checkout's state machine (which it would
-    /// otherwise carry in every lease's future), placed as the full path places it
-    /// (`State::place_lease`). A plain lease is handed out here; any other move placed (a
-    /// check to run, a connection to retire) goes to the full path as its first step, and so
-    /// does no move at all (no room, a closed pool), for the full path to decide with the
-    /// same `times`.
+    /// The first move of a lease, outside the checkout's state machine (which every lease's
+    /// future would otherwise carry), placed as the full path places it (`State::place_lease`).
+    /// A plain lease is handed out here; any other move (a check to run, a connection to
+    /// retire), or none (no room, a closed pool), goes to the full path as its first step.
     fn fast_lease(&self, times: &mut Times, at: Site) -> Result<Lease<M>, Option<Placed>> {
         let shared = &self.shared;
         shared.ensure_maintenance();

@@ -47,25 +47,13 @@ pub(crate) enum Placed {
 impl<C: 'static> State<C> {
     /// Counts one more lease on `key`, when it is open with room.
     fn count_lease(&mut self, key: Key) -> Option<Leased> {
-        let max_streams = self.max_streams;
-        let record = self.streams.get_mut(key)?;
-        if !record.has_room(max_streams) {
-            return None;
-        }
+        let record = self
+            .streams
+            .get_mut(key)
+            .filter(|r| r.has_room(self.max_streams))?;
         let leased = record.lend(key)?;
         self.streams.leases += 1;
         Some(leased)
-    }
-
-    /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
-    fn uncount_lease(&mut self, lease: Leased) {
-        if let Some(record) = self.streams.get_mut(lease.key) {
-            record.leases -= 1;
-            record.info.uses -= 1;
-            self.streams.leases -= 1;
-        }
-        // The record still holds its own `Arc`: dropping this one closes nothing.
-        drop(lease.conn);
     }
 
     /// The first move of a lease on the connection with the fewest leases that has room:
@@ -73,11 +61,9 @@ impl<C: 'static> State<C> {
     /// when no shared connection has room, or when the fewest leases are more than an idle
     /// connection of the pool's own has (none): the caller then takes that one.
     ///
-    /// A connection with no lease is tested as it is taken: past its lifetime it retires,
-    /// `is_broken` is asked, it is checked when idle past `check_interval`, and its
-    /// `last_used` becomes `now`. A connection that carries leases takes one more without a
-    /// look at the clock (`now` is not called): the background task drains it when its
-    /// lifetime ends ([`crate::shared::maintain`]).
+    /// Only a connection with no lease is tested (lifetime, `is_broken`, a due check): one
+    /// that carries leases takes one more without a look at the clock (`now` is not called),
+    /// and the background task drains it when its lifetime ends ([`crate::shared::maintain`]).
     pub fn place_lease(
         &mut self,
         mut now: impl FnMut() -> Instant,
@@ -86,7 +72,7 @@ impl<C: 'static> State<C> {
     ) -> Option<Placed> {
         let avoid = self.reserved_for_get();
         let idle_elsewhere = !self.idle.is_empty();
-        let (key, record) = self.streams.pick_mut(self.max_streams, avoid)?;
+        let (key, record) = self.streams.pick(self.max_streams, avoid)?;
         if record.leases > 0 && idle_elsewhere {
             return None;
         }
@@ -122,11 +108,11 @@ impl<C: 'static> State<C> {
     /// ahead of that caller in line), so its count falls, and when its last lease ends that
     /// caller takes it. Without it, leases that overlap would keep every connection leased
     /// and starve `get`.
-    pub fn reserved_for_get(&self) -> Option<Key> {
+    pub fn reserved_for_get(&mut self) -> Option<Key> {
         if self.waiters.exclusive() == 0 {
             return None;
         }
-        self.streams.pick(usize::MAX, None)
+        self.streams.pick(usize::MAX, None).map(|(key, _)| key)
     }
 
     /// Serves callers waiting for a lease on every connection with room (after a caller
@@ -155,18 +141,15 @@ impl<C: 'static> State<C> {
             return;
         }
         if self.reserved_for_get() == Some(key) {
-            self.serve_leasers_anywhere(wakes);
-            return;
+            return self.serve_leasers_anywhere(wakes);
         }
         self.serve_leasers_on(key, |_| true, wakes);
     }
 
-    /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` says
-    /// the line allows it (the connection kept for a caller waiting for a connection of its
-    /// own, and one a caller just opened, serve only callers ahead of that caller). A
-    /// connection past its lifetime takes no new lease, as in
-    /// [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is read
-    /// only when callers wait).
+    /// Serves callers waiting for a lease on `key`, while it has room and `may_serve` lets the
+    /// line be served; pushes their wakers. A connection past its lifetime takes no new lease,
+    /// as in [`place_lease`](Self::place_lease): leased, it drains from now on (the clock is
+    /// read only when callers wait).
     fn serve_leasers_on(
         &mut self,
         key: Key,
@@ -188,11 +171,10 @@ impl<C: 'static> State<C> {
             let Some(lease) = self.count_lease(key) else {
                 return;
             };
-            match self.waiters.serve_leaser(Grant::Lease(lease)) {
-                Ok(waker) => wakes.push(waker),
-                Err(Grant::Lease(lease)) => return self.uncount_lease(lease),
-                Err(_) => return,
-            }
+            let Ok(waker) = self.waiters.serve_leaser(Grant::Lease(lease)) else {
+                unreachable!("`leasers` counts the callers waiting for a lease in line");
+            };
+            wakes.push(waker);
         }
     }
 
@@ -201,8 +183,7 @@ impl<C: 'static> State<C> {
     /// caller (`arrival`: they may wait for room promised by a connect whose own caller left,
     /// which reaches them only when that connect ends), then to the caller, then to the
     /// callers behind it: first come, first served. Returns the caller's lease, or `None`
-    /// when the callers ahead of it took every one; its use, which its checkout counted, is
-    /// then not counted.
+    /// when the callers ahead of it took every one.
     pub fn share(
         &mut self,
         conn: SharedConn,
@@ -210,7 +191,7 @@ impl<C: 'static> State<C> {
         arrival: Arrival,
         wakes: &mut Vec<Option<Waker>>,
     ) -> Option<Leased> {
-        // Counted again with its lease, as any other lease on the connection.
+        // Its checkout counted its use: counted again with its lease, as any other lease.
         info.uses = info.uses.saturating_sub(1);
         let key = self.streams.insert(conn, info);
         self.serve_leasers_on(key, |line| line.leaser_before(arrival), wakes);
@@ -220,7 +201,8 @@ impl<C: 'static> State<C> {
     }
 
     /// The check of a `Checking` connection passed: it opens for leases, its checker's lease
-    /// counted; callers waiting for a lease are served on it.
+    /// counted; callers waiting for a lease are served on it. `None` when the pool closed
+    /// during the check: the connection goes, with its slot.
     pub fn checked(
         &mut self,
         key: Key,
@@ -228,8 +210,11 @@ impl<C: 'static> State<C> {
         now: Instant,
         wakes: &mut Vec<Option<Waker>>,
     ) -> Option<Leased> {
-        self.opening_room -= self.max_streams - 1;
-        let record = self.streams.get_mut(key)?;
+        let Some(record) = self.streams.get_mut(key).filter(|_| !self.closed) else {
+            self.check_failed(key);
+            self.free_slots(1);
+            return None;
+        };
         record.mode = Mode::Open;
         record.info.last_used = now;
         let leased = Leased {
@@ -238,6 +223,7 @@ impl<C: 'static> State<C> {
             info: record.info,
         };
         record.conn = Some(conn);
+        self.opening_room -= self.max_streams - 1;
         self.serve_leasers(key, wakes);
         Some(leased)
     }
@@ -256,18 +242,14 @@ impl<C: 'static> State<C> {
             return (false, None);
         };
         record.mode = Mode::Broken;
-        if !std::mem::replace(&mut record.slot, false) {
-            // Drained by a shrink: its slot is already given up.
-            return (true, None);
-        }
-        (true, self.release_slot())
+        // One drained by a shrink gave its slot up already.
+        let slot = std::mem::replace(&mut record.slot, false);
+        (true, slot.then(|| self.release_slot()).flatten())
     }
 
-    /// A lease ends, under the lock ([`Shared::end_lease`]): one beside others, with nobody
-    /// in line, only counts itself off (`None`: nothing is left to do); any other goes through
+    /// A lease ends, under the lock (`Shared::end_lease`): one beside others, with nobody in
+    /// line, only counts itself off (`None`: nothing is left to do); any other goes through
     /// [`end_lease`](Self::end_lease). Either way its `Arc` is dropped here, under the lock.
-    ///
-    /// [`Shared::end_lease`]: crate::shared::Shared::end_lease
     #[inline(always)]
     pub fn lease_ended(
         &mut self,
@@ -310,7 +292,6 @@ impl<C: 'static> State<C> {
             ended.broke = newly;
             ended.wakes.extend(wake.map(Some));
         }
-        let max_streams = self.max_streams;
         let over_size = self.slots > self.max_size;
         // Left idle, it would keep a slot from another pool's callers (see `State::gives_way`).
         let gives_way = self.gives_way();
@@ -321,9 +302,7 @@ impl<C: 'static> State<C> {
         };
         drop(lease);
         if record.leases > 0 {
-            if record.has_room(max_streams) {
-                self.serve_leasers(key, &mut ended.wakes);
-            }
+            self.serve_leasers(key, &mut ended.wakes);
             return ended;
         }
         // The last lease: nothing else borrows the connection now. A lifetime that ended

@@ -23,11 +23,7 @@ impl<C: 'static> State<C> {
         validate(max_size, self.min_idle)?;
         self.max_size = max_size;
         let mut over = self.slots.saturating_sub(max_size);
-        let mut pick = || {
-            let pick = over > 0;
-            over = over.saturating_sub(1);
-            pick
-        };
+        let mut pick = || over.checked_sub(1).inspect(|&left| over = left).is_some();
         let evicted = self.evict(|_, _| pick());
         let shared_evicted = self.evict_shared(|_, _| pick());
         self.drain_shared(true, |_| pick());
@@ -42,7 +38,6 @@ impl<C: 'static> State<C> {
         &mut self,
         mut pick: impl FnMut(&ConnInfo, usize) -> bool,
     ) -> Vec<SharedConn> {
-        let mut remaining = self.idle.len() + self.streams.counts().idle;
         let mut idle: Vec<_> = self
             .streams
             .records()
@@ -50,6 +45,7 @@ impl<C: 'static> State<C> {
             .map(|(key, record)| (key, record.info))
             .collect();
         idle.sort_by_key(|(_, info)| info.last_used);
+        let mut remaining = self.idle.len() + idle.len();
         let mut evicted = Vec::new();
         for (key, info) in idle {
             if pick(&info, remaining)

@@ -119,9 +119,7 @@ impl Record {
 
 /// The record of `key` in `slab`, if it is still there ([`Streams::get_mut`]).
 fn record_mut(slab: &mut [Option<Record>], key: Key) -> Option<&mut Record> {
-    slab.get_mut(key.at)
-        .and_then(Option::as_mut)
-        .filter(|r| r.id == key.id)
+    slab.get_mut(key.at)?.as_mut().filter(|r| r.id == key.id)
 }
 
 /// What [`Streams::counts`] found.
@@ -214,9 +212,9 @@ impl Streams {
     }
 
     /// The open connection with the fewest leases below `max_streams`, other than `avoid`:
-    /// where a new lease goes.
+    /// where a new lease goes. With its record, to lend from.
     #[inline]
-    pub fn pick(&self, max_streams: usize, avoid: Option<Key>) -> Option<Key> {
+    pub fn pick(&mut self, max_streams: usize, avoid: Option<Key>) -> Option<(Key, &mut Record)> {
         let mut best: Option<(usize, Key)> = None;
         for (at, record) in self.slab.iter().enumerate() {
             let Some(record) = record else { continue };
@@ -230,17 +228,7 @@ impl Streams {
                 }
             }
         }
-        best.map(|(_, key)| key)
-    }
-
-    /// [`pick`](Self::pick)'s connection, with its record to lend from.
-    #[inline]
-    pub fn pick_mut(
-        &mut self,
-        max_streams: usize,
-        avoid: Option<Key>,
-    ) -> Option<(Key, &mut Record)> {
-        let key = self.pick(max_streams, avoid)?;
+        let (_, key) = best?;
         Some((key, self.slab[key.at].as_mut()?))
     }
 
@@ -266,10 +254,7 @@ impl Streams {
 
     /// The record of `key`, if it is still there.
     pub fn get(&self, key: Key) -> Option<&Record> {
-        self.slab
-            .get(key.at)
-            .and_then(Option::as_ref)
-            .filter(|r| r.id == key.id)
+        self.slab.get(key.at)?.as_ref().filter(|r| r.id == key.id)
     }
 
     /// Counts for [`Status`](crate::Status): idle shared connections, records that hold a
