@@ -56,6 +56,17 @@ impl<C: 'static> State<C> {
         Some(leased)
     }
 
+    /// Takes back a lease counted by [`count_lease`](Self::count_lease) that found nobody.
+    fn uncount_lease(&mut self, lease: Leased) {
+        if let Some(record) = self.streams.get_mut(lease.key) {
+            record.leases -= 1;
+            record.info.uses -= 1;
+            self.streams.leases -= 1;
+        }
+        // The record still holds its own `Arc`: dropping this one closes nothing.
+        drop(lease.conn);
+    }
+
     /// The first move of a lease on the connection with the fewest leases that has room:
     /// a lease, or the connection alone for its check, or the connection to retire. `None`
     /// when no shared connection has room, or when the fewest leases are more than an idle
@@ -171,10 +182,13 @@ impl<C: 'static> State<C> {
             let Some(lease) = self.count_lease(key) else {
                 return;
             };
-            let Ok(waker) = self.waiters.serve_leaser(Grant::Lease(lease)) else {
-                unreachable!("`leasers` counts the callers waiting for a lease in line");
-            };
-            wakes.push(waker);
+            match self.waiters.serve_leaser(Grant::Lease(lease)) {
+                Ok(waker) => wakes.push(waker),
+                // Never (`leasers` counts the lease callers in line), but never a lost count:
+                // the lease is taken back off its record.
+                Err(Grant::Lease(lease)) => return self.uncount_lease(lease),
+                Err(_) => return,
+            }
         }
     }
 
