@@ -33,6 +33,7 @@ pub(crate) fn conn_ref<C: 'static>(conn: &SharedConn) -> Option<&C> {
 }
 
 /// The connection inside, borrowed alone: only when this `Arc` is the only one.
+#[inline]
 pub(crate) fn conn_mut<C: 'static>(conn: &mut SharedConn) -> Option<&mut C> {
     Arc::get_mut(conn)?.downcast_mut::<Option<C>>()?.as_mut()
 }
