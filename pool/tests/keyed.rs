@@ -283,6 +283,81 @@ async fn a_busy_key_gives_way_to_a_starved_key() {
     pool.close().await;
 }
 
+/// Spawns `tasks` callers of `key`, each `rounds` times taking a lease, holding it 1 ms and
+/// dropping it: with more callers than room, leases overlap and someone of `key` waits.
+fn busy_leasing(
+    pool: &KeyedPool<Key, Mock>,
+    key: Key,
+    tasks: usize,
+    rounds: usize,
+) -> Vec<JoinHandle<()>> {
+    (0..tasks)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    let lease = pool.lease(&key).await.expect("every round served");
+                    tokio::time::sleep(ms(1)).await;
+                    drop(lease);
+                }
+            })
+        })
+        .collect()
+}
+
+/// A key that holds all of `max_total` through leases (16 callers on 4 connections of 2
+/// leases: the leases of each connection overlap, so none is ever left without one) gives
+/// way to a starved key too: one of its connections takes no new lease, and the slot it
+/// frees at its last end goes to the other key, whose caller is served within 2 ms (the two
+/// leases it still carried), not at its `wait_timeout` (1 s). Alone, the same busy key keeps
+/// its connections.
+#[tokio::test(start_paused = true)]
+async fn a_busy_leasing_key_gives_way_to_a_starved_key() {
+    let mocks = Mocks::new(2, |_, _| {});
+    let build = || {
+        mocks
+            .builder()
+            .max_size(4)
+            .max_total(4)
+            .max_streams(2)
+            .wait_timeout(Duration::from_secs(1))
+            .build()
+            .expect("valid settings")
+    };
+    let alone = build();
+    for task in busy_leasing(&alone, 0, 16, 200) {
+        task.await.expect("no panic");
+    }
+    let mock = mocks.mock(0);
+    assert_eq!(
+        (mock.connects(), mock.closes()),
+        (4, 0),
+        "alone, it keeps them"
+    );
+    alone.close().await;
+
+    let pool = build();
+    let busy = busy_leasing(&pool, 0, 16, 1000);
+    until("key 0 holds max_total, callers in line", || {
+        pool.status(&0)
+            .is_some_and(|s| s.size == 4 && s.waiting > 0)
+    })
+    .await;
+    let start = Instant::now();
+    let lease = pool.lease(&1).await.expect("served while key 0 is busy");
+    assert!(start.elapsed() <= ms(2), "waited {:?}", start.elapsed());
+    drop(lease);
+    assert!(
+        busy.iter().all(|task| !task.is_finished()),
+        "key 0 still busy"
+    );
+    for task in busy {
+        task.await.expect("no panic");
+    }
+    assert!(mocks.total.peak() <= 4, "max_total held");
+    pool.close().await;
+}
+
 /// A busy key alone, with nobody of another key starving, keeps its connections: under the
 /// same load, none is closed and no more than `max_size` are opened.
 #[tokio::test(start_paused = true)]

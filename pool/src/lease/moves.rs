@@ -316,6 +316,9 @@ impl<C: 'static> State<C> {
         };
         drop(lease);
         if record.leases > 0 {
+            if gives_way {
+                self.drain_to_give_way(key);
+            }
             self.serve_leasers(key, &mut ended.wakes);
             return ended;
         }
@@ -340,7 +343,10 @@ impl<C: 'static> State<C> {
         };
         if let Some(frees_slot) = retire {
             ended.close = self.streams.remove(key).and_then(|r| r.conn);
-            if frees_slot {
+            if frees_slot && gives_way {
+                // To the budget, for the pool that starves, not to this pool's own line.
+                self.free_slots(1);
+            } else if frees_slot {
                 ended.wakes.extend(self.release_slot().map(Some));
             }
             return ended;
@@ -359,6 +365,23 @@ impl<C: 'static> State<C> {
             self.serve_leasers(key, &mut ended.wakes);
         }
         ended
+    }
+
+    /// The pool gives way to another of its budget while its connection of `key` is still
+    /// leased: one connection at a time drains for it (the pool's own callers take no new
+    /// lease on it), and its slot goes to the budget at its last end.
+    #[cold]
+    fn drain_to_give_way(&mut self, key: Key) {
+        if self
+            .streams
+            .records()
+            .any(|(_, r)| r.mode == Mode::Draining)
+        {
+            return;
+        }
+        if let Some(record) = self.streams.get_mut(key).filter(|r| r.mode == Mode::Open) {
+            record.mode = Mode::Draining;
+        }
     }
 
     /// Takes an idle shared connection back into a connection of its own (for `get`); its

@@ -288,13 +288,12 @@ impl Account {
     /// - with nobody of this pool's own in line (`waits` false), always: idle, the connection
     ///   would keep its slot from the starved pool;
     /// - with callers of its own in line, while a starved pool holds nothing and this one
-    ///   holds more than its fair share ([`Budget::fair_share`]), unless it lends
-    ///   connections as leases (`lends`: a lease's last end hands the slot it frees to the
-    ///   pool's own next waiter, so closing the connection there would only churn it). The
-    ///   pool is then starved itself, and takes no slot back while a starved pool holds
-    ///   nothing ([`take`](Self::take)).
+    ///   holds more than its fair share ([`Budget::fair_share`]). The pool is then starved
+    ///   itself, and takes no slot back while a starved pool holds nothing
+    ///   ([`take`](Self::take)); a connection that carries leases drains for it
+    ///   (`State::end_lease`).
     #[cold]
-    pub fn gives_way(&mut self, waits: bool, lends: bool) -> bool {
+    pub fn gives_way(&mut self, waits: bool) -> bool {
         let budget = &*self.budget;
         if budget.starving.load(SeqCst) <= usize::from(self.starved) || budget.has_room() {
             return false;
@@ -302,7 +301,7 @@ impl Account {
         if !waits {
             return true;
         }
-        if lends || budget.starving_empty.load(SeqCst) == 0 || self.held <= budget.fair_share() {
+        if budget.starving_empty.load(SeqCst) == 0 || self.held <= budget.fair_share() {
             return false;
         }
         self.starve();

@@ -137,7 +137,7 @@ impl<C> State<C> {
     pub fn gives_way(&mut self) -> bool {
         match &mut self.budget {
             None => false,
-            Some(account) => account.gives_way(!self.waiters.is_empty(), !self.streams.is_empty()),
+            Some(account) => account.gives_way(!self.waiters.is_empty()),
         }
     }
 
