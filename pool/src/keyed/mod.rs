@@ -74,7 +74,8 @@ use crate::{Lease, Manager, Pool, PoolError, Pooled, Status};
 ///   to its own next caller. So a key with nothing is served at the next return of a busy
 ///   key, however long that key stays busy, and a busy key alone never loses a connection.
 ///   Beyond one connection each, `max_total` is shared first come, not evenly. A key whose
-///   connections are leased gives way only with nobody of its own in line.
+///   connections are leased gives way the same way: one of its connections takes no new
+///   lease, and its slot goes to the waiting key once its last lease ends.
 /// - A key whose connects hang or fail holds up no other key: its callers wait and time out
 ///   as a pool's do (in line at `wait_timeout`, or at `connect_timeout`, 10 s, for one whose
 ///   own connect hangs). Its connects in flight count against `max_total`, at most its
