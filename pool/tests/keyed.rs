@@ -228,21 +228,62 @@ async fn a_connection_that_would_go_idle_goes_to_a_starved_key() {
     pool.close().await;
 }
 
-/// Spawns `tasks` callers of `key`, each `rounds` times getting a connection, holding it
-/// 1 ms and dropping it: more callers than connections keep someone of `key` in line.
-fn busy(pool: &KeyedPool<Key, Mock>, key: Key, tasks: usize, rounds: usize) -> Vec<JoinHandle<()>> {
+/// Spawns `tasks` callers of `key`, each `rounds` times getting a connection (a lease, when
+/// `lease`), holding it 1 ms and dropping it: more callers than room keep someone of `key` in
+/// line.
+fn spawn_busy(
+    pool: &KeyedPool<Key, Mock>,
+    key: Key,
+    tasks: usize,
+    rounds: usize,
+    lease: bool,
+) -> Vec<JoinHandle<()>> {
     (0..tasks)
         .map(|_| {
             let pool = pool.clone();
             tokio::spawn(async move {
                 for _ in 0..rounds {
-                    let conn = pool.get(&key).await.expect("every round served");
+                    let held = match lease {
+                        true => (
+                            None,
+                            Some(pool.lease(&key).await.expect("every round served")),
+                        ),
+                        false => (
+                            Some(pool.get(&key).await.expect("every round served")),
+                            None,
+                        ),
+                    };
                     tokio::time::sleep(ms(1)).await;
-                    drop(conn);
+                    drop(held);
                 }
             })
         })
         .collect()
+}
+
+/// A lease of key 1 is served within `within` while the `busy` callers of key 0 run on; then
+/// every round of theirs is served.
+async fn lease_served_beside(
+    pool: &KeyedPool<Key, Mock>,
+    within: Duration,
+    busy: Vec<JoinHandle<()>>,
+) {
+    let start = Instant::now();
+    let lease = pool.lease(&1).await.expect("served while key 0 is busy");
+    assert!(start.elapsed() <= within, "waited {:?}", start.elapsed());
+    drop(lease);
+    assert!(
+        busy.iter().all(|task| !task.is_finished()),
+        "key 0 still busy"
+    );
+    for task in busy {
+        task.await.expect("no panic");
+    }
+}
+
+/// [`spawn_busy`] with `get`.
+fn busy(pool: &KeyedPool<Key, Mock>, key: Key, tasks: usize, rounds: usize) -> Vec<JoinHandle<()>> {
+    spawn_busy(pool, key, tasks, rounds, false)
 }
 
 /// A key that holds all of `max_total` under sustained load (8 callers on 4 connections, one
@@ -267,42 +308,9 @@ async fn a_busy_key_gives_way_to_a_starved_key() {
     tokio::time::sleep(ms(10)).await;
     assert!(saturated(), "key 0 took its slot back");
 
-    let start = Instant::now();
-    let lease = pool.lease(&1).await.expect("served while key 0 is busy");
-    assert!(start.elapsed() <= ms(1), "waited {:?}", start.elapsed());
-    drop(lease);
-
-    assert!(
-        busy.iter().all(|task| !task.is_finished()),
-        "key 0 still busy"
-    );
-    for task in busy {
-        task.await.expect("no panic");
-    }
+    lease_served_beside(&pool, ms(1), busy).await;
     assert_eq!(mocks.total.peak(), 4);
     pool.close().await;
-}
-
-/// Spawns `tasks` callers of `key`, each `rounds` times taking a lease, holding it 1 ms and
-/// dropping it: with more callers than room, leases overlap and someone of `key` waits.
-fn busy_leasing(
-    pool: &KeyedPool<Key, Mock>,
-    key: Key,
-    tasks: usize,
-    rounds: usize,
-) -> Vec<JoinHandle<()>> {
-    (0..tasks)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                for _ in 0..rounds {
-                    let lease = pool.lease(&key).await.expect("every round served");
-                    tokio::time::sleep(ms(1)).await;
-                    drop(lease);
-                }
-            })
-        })
-        .collect()
 }
 
 /// A key that holds all of `max_total` through leases (16 callers on 4 connections of 2
@@ -325,7 +333,7 @@ async fn a_busy_leasing_key_gives_way_to_a_starved_key() {
             .expect("valid settings")
     };
     let alone = build();
-    for task in busy_leasing(&alone, 0, 16, 200) {
+    for task in spawn_busy(&alone, 0, 16, 200, true) {
         task.await.expect("no panic");
     }
     let mock = mocks.mock(0);
@@ -337,23 +345,13 @@ async fn a_busy_leasing_key_gives_way_to_a_starved_key() {
     alone.close().await;
 
     let pool = build();
-    let busy = busy_leasing(&pool, 0, 16, 1000);
+    let busy = spawn_busy(&pool, 0, 16, 1000, true);
     until("key 0 holds max_total, callers in line", || {
         pool.status(&0)
             .is_some_and(|s| s.size == 4 && s.waiting > 0)
     })
     .await;
-    let start = Instant::now();
-    let lease = pool.lease(&1).await.expect("served while key 0 is busy");
-    assert!(start.elapsed() <= ms(2), "waited {:?}", start.elapsed());
-    drop(lease);
-    assert!(
-        busy.iter().all(|task| !task.is_finished()),
-        "key 0 still busy"
-    );
-    for task in busy {
-        task.await.expect("no panic");
-    }
+    lease_served_beside(&pool, ms(2), busy).await;
     assert!(mocks.total.peak() <= 4, "max_total held");
     pool.close().await;
 }
