@@ -163,15 +163,15 @@ impl<M: Manager> Pool<M> {
         let _ = closing.await;
     }
 
-    /// Resolves once no shared connection is left (every lease ended after the pool closed)
-    /// and no reset runs (each reset's connection is closed as its reset ends).
+    /// Resolves once no shared connection is left (every lease ended after the pool closed),
+    /// none is out for its check, and no reset runs (each reset's connection is closed as its reset ends).
     async fn settled(&self) {
         loop {
             let mut drained = std::pin::pin!(self.shared.drained.notified());
             drained.as_mut().enable();
             if self
                 .shared
-                .locked(|state| state.streams.is_empty() && state.resetting == 0)
+                .locked(|state| state.streams.is_empty() && state.resetting + state.checking == 0)
             {
                 return;
             }

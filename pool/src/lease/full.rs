@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use tokio::time::Instant;
+
 use crate::checkout::{Next, Times};
 use crate::lease::moves::Placed;
 use crate::lease::streams::{SharedConn, wrap};
+use crate::shared::Shared;
 use crate::shared::line::{Arrival, Ticket, Wake};
-use crate::shared::state::{Grant, Leased, State};
+use crate::shared::state::{Grant, Leased, Live, State};
 use crate::status::Metrics;
 use crate::{Lease, Manager, Pool, PoolError, Pooled};
 
@@ -17,8 +20,8 @@ use crate::{Lease, Manager, Pool, PoolError, Pooled};
 enum Step<C> {
     Closed,
     Full,
-    /// On a shared connection: a lease, a check to run, or a connection to retire.
-    Placed(Placed),
+    /// On a shared connection: a lease, a connection to ready, or one to retire.
+    Placed(Placed<C>),
     /// A slot to open a connection in (its room for others is counted).
     Connect(usize),
     /// In line.
@@ -38,7 +41,7 @@ where
         &self,
         mut times: Times,
         may_wait: bool,
-        first: Option<Placed>,
+        first: Option<Placed<M::Connection>>,
     ) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut failed_connects = 0;
@@ -80,11 +83,11 @@ where
                     shared.close_shared(conn);
                     Next::Again
                 }
-                Step::Placed(Placed::Check(key, conn)) => {
-                    // Should the check fail, the caller opens a connection: its place is
-                    // taken before the check, as a look would have taken it.
-                    self.place(&mut place, true);
-                    self.check_shared(key, conn, times.now()).await?
+                Step::Placed(Placed::Check(live, room)) => {
+                    let _checking = Checking(shared);
+                    let now = times.now();
+                    self.ready_shared(live, room, &mut place, &mut requeued, now)
+                        .await?
                 }
                 Step::Connect(room) => Next::Connect(room),
                 Step::Wait(ticket) => {
@@ -107,18 +110,9 @@ where
                 }
                 Step::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
                 Step::Granted(Grant::Conn(live)) => {
-                    // Readied as `get` readies one (checked if due), then shared.
-                    let place = self.place(&mut place, true);
                     let now = times.now();
-                    let ready = match self.fresh(live, now) {
-                        Ok(pooled) => Next::Out(pooled),
-                        Err(live) => self.ready(live, now).await?,
-                    };
-                    match ready {
-                        Next::Out(pooled) => self.share(pooled, 0, place, &mut requeued)?,
-                        Next::Connect(room) => Next::Connect(room),
-                        Next::Again => Next::Again,
-                    }
+                    self.ready_shared(live, 0, &mut place, &mut requeued, now)
+                        .await?
                 }
             };
             match next {
@@ -220,6 +214,39 @@ where
         Next::Again
     }
 
+    /// Readies a connection this caller has alone as `get` readies one (retired if expired
+    /// or broken, else checked if due), then shares it. `room`, promised to callers arriving
+    /// meanwhile (`opening_room`), goes with it, or with the connect that replaces it in its
+    /// slot; else (it was retired and its slot went, or this future was dropped) it is taken
+    /// back. The caller's place in line is taken first, as a look would have taken it.
+    async fn ready_shared(
+        &self,
+        live: Live<M::Connection>,
+        room: usize,
+        place: &mut Option<Arrival>,
+        requeued: &mut Option<Ticket>,
+        now: Instant,
+    ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
+        let place = self.place(place, true);
+        let mut promised = Promised {
+            shared: &self.shared,
+            room,
+        };
+        let ready = match self.fresh(live, now) {
+            Ok(pooled) => Next::Out(pooled),
+            Err(live) => self.ready(live, now).await?,
+        };
+        let room = std::mem::take(&mut promised.room);
+        match ready {
+            Next::Out(pooled) => self.share(pooled, room, place, requeued),
+            Next::Connect(more) => Ok(Next::Connect(more + room)),
+            Next::Again => {
+                promised.room = room;
+                Ok(Next::Again)
+            }
+        }
+    }
+
     /// Puts a connection this caller has alone into shared form, first come, first served
     /// from its `place` in line (`State::share`); `room` is what the connect made for this
     /// caller promised (`opening_room`): the connection now gives it. When the callers ahead
@@ -284,5 +311,30 @@ where
 fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<Ticket>) {
     if !state.closed && state.idle.is_empty() {
         *requeued = Some(state.waiters.rejoin(place, Waker::noop().clone(), None));
+    }
+}
+
+/// A shared connection's check (`State::checking`), counted until this is dropped.
+struct Checking<'a, M: Manager>(&'a Arc<Shared<M>>);
+
+impl<M: Manager> Drop for Checking<'_, M> {
+    fn drop(&mut self) {
+        self.0.lock().checking -= 1;
+        self.0.drained.notify_waiters();
+    }
+}
+
+/// Room promised to callers arriving while a connection is readied (`opening_room`), taken
+/// back when dropped unless it went on with the connection.
+struct Promised<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    room: usize,
+}
+
+impl<M: Manager> Drop for Promised<'_, M> {
+    fn drop(&mut self) {
+        if self.room > 0 {
+            self.shared.lock().opening_room -= self.room;
+        }
     }
 }

@@ -2,11 +2,9 @@
 //!
 //! A lease's life, file by file: its entry and fast path (here), the moves under the lock
 //! that place it (`moves.rs`, on the per-connection counts of `streams.rs`), the full path
-//! when the fast one cannot serve it (`full.rs`), a due check of its connection
-//! (`check.rs`), its guard and end (`guard.rs`), and its connection's retirement
-//! (`retire.rs`).
+//! when the fast one cannot serve it, a due check of its connection included (`full.rs`),
+//! its guard and end (`guard.rs`), and its connection's retirement (`retire.rs`).
 
-mod check;
 mod full;
 pub(crate) mod guard;
 pub(crate) mod moves;
@@ -94,7 +92,11 @@ where
     /// future would otherwise carry), placed as the full path places it (`State::place_lease`).
     /// A plain lease is handed out here; any other move (a check to run, a connection to
     /// retire), or none (no room, a closed pool), goes to the full path as its first step.
-    fn fast_lease(&self, times: &mut Times, at: Site) -> Result<Lease<M>, Option<Placed>> {
+    fn fast_lease(
+        &self,
+        times: &mut Times,
+        at: Site,
+    ) -> Result<Lease<M>, Option<Placed<M::Connection>>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
         let mut state = shared.lock();

@@ -10,7 +10,6 @@
 //!
 //! [`Manager::is_broken`]: crate::Manager::is_broken
 
-use std::sync::Arc;
 use std::task::Waker;
 
 use tokio::time::Instant;
@@ -34,12 +33,13 @@ pub(crate) struct Ended {
 }
 
 /// Where the first move of a lease landed.
-pub(crate) enum Placed {
+pub(crate) enum Placed<C> {
     /// A lease on a connection that had room.
     Lease(Leased),
-    /// The connection had no lease and its check is due: the caller has it alone (its
-    /// record is `Checking`) and checks it.
-    Check(Key, SharedConn),
+    /// The connection had no lease and its check is due: the caller has it alone, with its
+    /// slot, to ready as `get` readies an idle connection; the room it promised to callers
+    /// arriving meanwhile (`opening_room`) goes with it.
+    Check(Live<C>, usize),
     /// The connection had no lease and is retired or broken: close it (its slot is freed).
     Retired(SharedConn, Option<Waker>, bool),
 }
@@ -51,7 +51,7 @@ impl<C: 'static> State<C> {
             .streams
             .get_mut(key)
             .filter(|r| r.has_room(self.max_streams))?;
-        let leased = record.lend(key)?;
+        let leased = record.lend(key);
         self.streams.leases += 1;
         Some(leased)
     }
@@ -72,7 +72,7 @@ impl<C: 'static> State<C> {
     /// when no shared connection has room, or when the fewest leases are more than an idle
     /// connection of the pool's own has (none): the caller then takes that one.
     ///
-    /// Only a connection with no lease is tested (lifetime, `is_broken`, a due check): one
+    /// Only a connection with no lease is tested (a due check, lifetime, `is_broken`): one
     /// that carries leases takes one more without a look at the clock (`now` is not called),
     /// and the background task drains it when its lifetime ends ([`crate::shared::maintain`]).
     pub fn place_lease(
@@ -80,7 +80,7 @@ impl<C: 'static> State<C> {
         mut now: impl FnMut() -> Instant,
         check_interval: std::time::Duration,
         is_broken: impl FnOnce(&mut C) -> bool,
-    ) -> Option<Placed> {
+    ) -> Option<Placed<C>> {
         let avoid = self.reserved_for_get();
         let idle_elsewhere = !self.idle.is_empty();
         let (key, record) = self.streams.pick(self.max_streams, avoid)?;
@@ -89,27 +89,23 @@ impl<C: 'static> State<C> {
         }
         if record.leases == 0 {
             let now = now();
+            if record.info.check_due(now, check_interval) {
+                // Its readying tests lifetime and `is_broken` too, once.
+                let live = self.unshare(key)?;
+                self.checking += 1;
+                return Some(Placed::Check(live, self.promise_room()));
+            }
             let expired = record.info.expired(now);
             let broken = !expired && record.conn_mut::<C>().is_some_and(is_broken);
             if expired || broken {
                 let record = self.streams.remove(key)?;
                 let wake = self.release_slot();
-                return Some(Placed::Retired(record.conn?, wake, broken));
+                return Some(Placed::Retired(record.conn, wake, broken));
             }
-            let due = record.info.check_due(now, check_interval);
             record.info.last_used = now;
-            if due {
-                record.mode = Mode::Checking;
-                record.leases = 1;
-                record.info.uses += 1;
-                let conn = record.conn.take()?;
-                self.streams.leases += 1;
-                self.promise_room();
-                return Some(Placed::Check(key, conn));
-            }
         }
         // Counted on the record already found (`count_lease` would look it up again).
-        let leased = record.lend(key)?;
+        let leased = record.lend(key);
         self.streams.leases += 1;
         Some(Placed::Lease(leased))
     }
@@ -214,41 +210,6 @@ impl<C: 'static> State<C> {
         leased
     }
 
-    /// The check of a `Checking` connection passed: it opens for leases, its checker's lease
-    /// counted; callers waiting for a lease are served on it. `None` when the pool closed
-    /// during the check: the connection goes, with its slot.
-    pub fn checked(
-        &mut self,
-        key: Key,
-        conn: SharedConn,
-        now: Instant,
-        wakes: &mut Vec<Option<Waker>>,
-    ) -> Option<Leased> {
-        let Some(record) = self.streams.get_mut(key).filter(|_| !self.closed) else {
-            self.check_failed(key);
-            self.free_slots(1);
-            return None;
-        };
-        record.mode = Mode::Open;
-        record.info.last_used = now;
-        let leased = Leased {
-            conn: Arc::clone(&conn),
-            key,
-            info: record.info,
-        };
-        record.conn = Some(conn);
-        self.opening_room -= self.max_streams - 1;
-        self.serve_leasers(key, wakes);
-        Some(leased)
-    }
-
-    /// The check of a `Checking` connection failed or was dropped: its record goes; its slot
-    /// is the checker's to keep or free.
-    pub fn check_failed(&mut self, key: Key) {
-        self.opening_room -= self.max_streams - 1;
-        let _ = self.streams.remove(key);
-    }
-
     /// Marks the connection of `key` broken: no new lease; its slot frees at once (to the
     /// oldest waiter). True when it was not marked before.
     pub fn mark_shared_broken(&mut self, key: Key) -> (bool, Option<Waker>) {
@@ -326,7 +287,6 @@ impl<C: 'static> State<C> {
         // under the leases drained the connection already (the background task's timer).
         let retire = match record.mode {
             Mode::Broken | Mode::Draining => Some(record.slot),
-            Mode::Checking => None,
             Mode::Open => {
                 if self.closed || over_size || gives_way {
                     Some(true)
@@ -342,7 +302,7 @@ impl<C: 'static> State<C> {
             }
         };
         if let Some(frees_slot) = retire {
-            ended.close = self.streams.remove(key).and_then(|r| r.conn);
+            ended.close = self.streams.remove(key).map(|r| r.conn);
             if frees_slot && gives_way {
                 // To the budget, for the pool that starves, not to this pool's own line.
                 self.free_slots(1);

@@ -49,7 +49,7 @@ impl<C: 'static> State<C> {
         let mut evicted = Vec::new();
         for (key, info) in idle {
             if pick(&info, remaining)
-                && let Some(conn) = self.streams.remove(key).and_then(|r| r.conn)
+                && let Some(conn) = self.streams.remove(key).map(|r| r.conn)
             {
                 self.free_slots(1);
                 evicted.push(conn);
@@ -103,12 +103,10 @@ impl<C: 'static> State<C> {
     }
 
     /// Lets go of every shared connection (the pool closed and its wait for the last leases
-    /// ran out): their slots are freed, and each closes when its last lease ends. A
-    /// connection out for its check stays its checker's, who finds the pool closed when the
-    /// check ends and frees the slot then (once).
+    /// ran out): their slots are freed, and each closes when its last lease ends.
     pub fn orphan_shared(&mut self) -> Vec<SharedConn> {
-        let records = self.streams.remove_where(|r| r.mode != Mode::Checking);
+        let records = self.streams.remove_where(|_| true);
         self.free_slots(records.iter().filter(|r| r.slot).count());
-        records.into_iter().filter_map(|r| r.conn).collect()
+        records.into_iter().map(|r| r.conn).collect()
     }
 }

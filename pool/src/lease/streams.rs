@@ -55,8 +55,6 @@ pub(crate) struct Leased {
 pub(crate) enum Mode {
     /// Takes new leases.
     Open,
-    /// Taken out for its check by the caller that leases it first; `conn` is `None`.
-    Checking,
     /// Retired (lifetime, idle, resize, close): no new lease; closed after its last one. It
     /// still holds its slot.
     Draining,
@@ -68,8 +66,7 @@ pub(crate) enum Mode {
 pub(crate) struct Record {
     /// Tells this record from a later one in the same place of the slab.
     pub id: u64,
-    /// `None` only while `Checking`.
-    pub conn: Option<SharedConn>,
+    pub conn: SharedConn,
     pub info: ConnInfo,
     pub leases: usize,
     pub mode: Mode,
@@ -92,21 +89,20 @@ impl Record {
 
     /// One more lease on this connection (open, with room), the record of `key`. The pool's
     /// total is the caller's to count.
-    pub fn lend(&mut self, key: Key) -> Option<Leased> {
-        let conn = Arc::clone(self.conn.as_ref()?);
+    pub fn lend(&mut self, key: Key) -> Leased {
         self.leases += 1;
         self.info.uses += 1;
-        Some(Leased {
-            conn,
+        Leased {
+            conn: Arc::clone(&self.conn),
             key,
             info: self.info,
-        })
+        }
     }
 
     /// The connection taken back, with its facts, when its `Arc` is the last one.
     pub fn into_live<C: 'static>(self) -> Option<Live<C>> {
         Some(Live {
-            conn: unwrap(self.conn?)?,
+            conn: unwrap(self.conn)?,
             info: self.info,
         })
     }
@@ -114,7 +110,7 @@ impl Record {
     /// The connection, to borrow mutably: only while no lease holds it (else its `Arc` is
     /// not the only one).
     pub fn conn_mut<C: 'static>(&mut self) -> Option<&mut C> {
-        self.conn.as_mut().and_then(conn_mut)
+        conn_mut(&mut self.conn)
     }
 }
 
@@ -140,8 +136,7 @@ pub(crate) struct Key {
 
 /// The shared connections, in a slab whose places are reused.
 ///
-/// Invariants: `leases` is the sum of every record's `leases`; a record with leases holds its
-/// `conn`; a `Checking` record has exactly one lease, its checker's.
+/// Invariant: `leases` is the sum of every record's `leases`.
 #[derive(Default)]
 pub(crate) struct Streams {
     slab: Vec<Option<Record>>,
@@ -167,7 +162,7 @@ impl Streams {
         self.next_id += 1;
         let record = Record {
             id,
-            conn: Some(conn),
+            conn,
             info,
             leases: 0,
             mode: Mode::Open,

@@ -51,6 +51,9 @@ pub(crate) struct State<C> {
     pub connecting: usize,
     /// Connections being reset ([`crate::shared::reset`]): each holds its slot.
     pub resetting: usize,
+    /// Shared connections out for their check, each with the lease caller that took it
+    /// (`Placed::Check`): `close` waits for them as for leases.
+    pub checking: usize,
     pub max_size: usize,
     pub min_idle: usize,
     pub closed: bool,
@@ -77,6 +80,7 @@ impl<C> State<C> {
             slots: 0,
             connecting: 0,
             resetting: 0,
+            checking: 0,
             max_size,
             min_idle,
             closed: false,

@@ -219,8 +219,8 @@ fn loom_model_d_resize_races_a_lease_start_and_lease_ends() {
         let mut state = pool.lock().unwrap();
         assert_eq!(state.max_size, 1);
         let kept = state.streams.keys().next().expect("one connection stays");
-        let conn = state.streams.get(kept).and_then(|r| r.conn.as_ref());
-        let conn = conn.and_then(conn_ref::<u64>).copied();
+        let conn = state.streams.get(kept);
+        let conn = conn.and_then(|r| conn_ref::<u64>(&r.conn)).copied();
         assert!(
             conn.is_some_and(|conn| !closed.contains(&conn)),
             "the other one stays"

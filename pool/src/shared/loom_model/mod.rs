@@ -134,7 +134,7 @@ fn locked<R>(model: &Model, f: impl FnOnce(&mut State<u64>) -> R) -> R {
 /// What `place_lease` placed, checked in the critical section that placed it: a lease only
 /// on a connection open for leases (none goes to one retired, draining, or broken), and
 /// never a check (none falls due here).
-fn checked(state: &State<u64>, placed: Option<Placed>) -> Option<Placed> {
+fn checked(state: &State<u64>, placed: Option<Placed<u64>>) -> Option<Placed<u64>> {
     match &placed {
         Some(Placed::Lease(leased)) => assert_eq!(
             state.streams.get(leased.key).map(|r| r.mode),
@@ -151,7 +151,7 @@ fn checked(state: &State<u64>, placed: Option<Placed>) -> Option<Placed> {
 /// lease to retire (past its lifetime). `None` when no connection has room or the pool
 /// closed. `asked` is set when `is_broken` was asked (it is when a connection with no lease
 /// is leased).
-fn fast_place(state: &mut State<u64>, asked: &mut bool) -> Option<Placed> {
+fn fast_place(state: &mut State<u64>, asked: &mut bool) -> Option<Placed<u64>> {
     if state.closed {
         return None;
     }

@@ -20,7 +20,7 @@ pub(super) enum Started {
 /// A move of a lease's full path (`lease::Step`, those the models reach).
 pub(super) enum Step {
     Closed,
-    Placed(Placed),
+    Placed(Placed<u64>),
     /// A slot to open a connection in, with the room promised to callers arriving meanwhile.
     Connect(usize),
     Wait(Ticket),
