@@ -152,6 +152,30 @@ async fn a_lease_dropped_during_its_check_closes_the_connection_and_frees_its_sl
     );
 }
 
+/// The room a lease dropped during its check promised to callers arriving meanwhile is taken
+/// back: once the fresh connection is full, the next caller opens another rather than wait
+/// for leases that will never come.
+#[tokio::test(start_paused = true)]
+async fn a_lease_dropped_during_its_check_takes_back_the_room_it_promised() {
+    let mock = Mock::new();
+    let pool = pool_of(&mock, 2, 4);
+    drop(pool.lease().await.expect("a lease"));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    mock.push_check(Plan::hang());
+    let mut checking = Box::pin(pool.lease());
+    assert!(poll!(checking.as_mut()).is_pending());
+    let mut waiting = Box::pin(pool.lease());
+    assert!(poll!(waiting.as_mut()).is_pending());
+    drop(checking);
+    let mut leases = vec![waiting.await.expect("a lease on a fresh connection")];
+    for _ in 0..3 {
+        leases.push(pool.lease().await.expect("a lease beside"));
+    }
+    assert!(leases.iter().all(|lease| lease.id == 1));
+    let next = pool.lease().await.expect("a lease on another connection");
+    assert_eq!(next.id, 2);
+}
+
 /// A lease dropped while its connect runs: the connect goes on, and its connection goes to the
 /// caller that waited for it. The room it promised is not leaked: once that connection is
 /// full, the next caller opens another rather than wait for a connection that is not coming.
