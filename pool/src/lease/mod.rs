@@ -92,6 +92,7 @@ where
     /// future would otherwise carry), placed as the full path places it (`State::place_lease`).
     /// A plain lease is handed out here; any other move (a check to run, a connection to
     /// retire), or none (no room, a closed pool), goes to the full path as its first step.
+    #[inline(always)]
     fn fast_lease(
         &self,
         times: &mut Times,

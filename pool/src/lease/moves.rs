@@ -75,6 +75,7 @@ impl<C: 'static> State<C> {
     /// Only a connection with no lease is tested (a due check, lifetime, `is_broken`): one
     /// that carries leases takes one more without a look at the clock (`now` is not called),
     /// and the background task drains it when its lifetime ends ([`crate::shared::maintain`]).
+    #[inline(always)]
     pub fn place_lease(
         &mut self,
         mut now: impl FnMut() -> Instant,
