@@ -58,7 +58,6 @@
 //! impl, at the price of a second boxed future.
 
 use std::fmt;
-use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 

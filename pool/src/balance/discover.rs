@@ -2,7 +2,6 @@
 //! name that resolves to several addresses is several endpoints, re-resolved on reconnect.
 
 use std::error::Error;
-use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
