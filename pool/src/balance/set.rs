@@ -120,7 +120,7 @@ impl<M: Send + Sync + 'static> Set<M> {
     /// is back (connections may then move onto it).
     pub fn connected(&self, endpoint: &Endpoint<M>, now: Instant) {
         let mut health = endpoint.health();
-        health.in_row = 0;
+        health.failures_in_row = 0;
         health.probing = false;
         if health.ejected_until.take().is_none() {
             return;
@@ -137,11 +137,11 @@ impl<M: Send + Sync + 'static> Set<M> {
         let policy = self.table().ejection;
         let mut health = endpoint.health();
         health.failures += 1;
-        health.in_row = health.in_row.saturating_add(1);
+        health.failures_in_row = health.failures_in_row.saturating_add(1);
         let probe_failed = connect && std::mem::take(&mut health.probing);
         let eject = match health.ejected_until {
             Some(_) => probe_failed,
-            None => health.in_row >= policy.after,
+            None => health.failures_in_row >= policy.after,
         };
         if !eject {
             return;
