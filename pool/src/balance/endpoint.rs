@@ -20,7 +20,7 @@ pub(crate) struct Endpoint<M> {
     pub manager: M,
     pub live: AtomicUsize,
     pub draining: AtomicUsize,
-    /// Changed under the set's lock, so placement sees every connect in flight.
+    /// Raised under the set's lock (by `pick`), so placement sees every connect in flight.
     pub connecting: AtomicUsize,
     pub leases: AtomicUsize,
     removed: AtomicBool,
