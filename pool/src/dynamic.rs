@@ -58,7 +58,6 @@
 //! impl, at the price of a second boxed future.
 
 use std::fmt;
-use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -242,8 +241,7 @@ macro_rules! holder {
             }
         }
 
-        /// A manager chosen at run time is a [`Manager`]: each method forwards to the held
-        /// [`DynManager`].
+        /// Each method forwards to the held [`DynManager`].
         impl<C, E> Manager for $holder<C, E>
         where
             C: Send + 'static,

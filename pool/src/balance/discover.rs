@@ -2,7 +2,6 @@
 //! name that resolves to several addresses is several endpoints, re-resolved on reconnect.
 
 use std::error::Error;
-use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -24,9 +23,8 @@ pub(crate) struct Discovery<M> {
 }
 
 impl<M: Send + Sync + 'static> Discovery<M> {
-    /// Runs discovery when due (not when another connect just ran it) and makes `set` what it
-    /// found; a failed discovery leaves the set as it was. Cancel safe: a dropped run leaves
-    /// the set as it was and is due again.
+    /// Runs discovery when due and makes `set` what it found (a failed run changes nothing).
+    /// Cancel safe: a dropped run leaves the set as it was and is due again.
     pub async fn run_if_due(&self, set: &Set<M>) {
         let mut last = self.last.lock().await;
         if last.is_some_and(|at| Instant::now().saturating_duration_since(at) < self.every) {

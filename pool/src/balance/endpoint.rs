@@ -20,19 +20,18 @@ pub(crate) struct Endpoint<M> {
     pub manager: M,
     pub live: AtomicUsize,
     pub draining: AtomicUsize,
-    /// Changed under the set's lock, so placement sees every connect in flight.
+    /// Raised under the set's lock (by `pick`), so placement sees every connect in flight.
     pub connecting: AtomicUsize,
     pub leases: AtomicUsize,
     removed: AtomicBool,
     health: Mutex<Health>,
 }
 
-/// Failures and ejection of one endpoint, as [`EndpointStatus`] shows them (`in_row` is its
-/// `failures_in_row`; `ejections` is the backoff's exponent). Lock order: the set's lock,
-/// then this one; never the other way round.
+/// Failures and ejection of one endpoint, as [`EndpointStatus`] shows them (`ejections` is the
+/// backoff's exponent). Lock order: the set's lock, then this one; never the other way round.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
-    pub in_row: u32,
+    pub failures_in_row: u32,
     pub failures: u64,
     pub ejections: u32,
     pub ejected_until: Option<Instant>,
@@ -101,7 +100,7 @@ impl<M> Endpoint<M> {
             connecting: self.connecting.load(Relaxed),
             leases: self.leases.load(Relaxed),
             failures: health.failures,
-            failures_in_row: health.in_row,
+            failures_in_row: health.failures_in_row,
             ejections: health.ejections,
             ejected_until: health.ejected_until,
             removed: self.is_removed(),

@@ -171,7 +171,11 @@ impl<M: Manager> Balanced<M> {
     /// # Errors
     /// [`SetError::Unknown`] when no endpoint of that name is in the set.
     pub fn remove(&self, name: &str) -> Result<(), SetError> {
-        self.set.remove(name)
+        let table = self.set.table();
+        let endpoint = table.endpoints.iter().find(|e| e.is_named(name));
+        let endpoint = endpoint.ok_or_else(|| SetError::Unknown(name.to_owned()))?;
+        endpoint.remove();
+        Ok(())
     }
 
     /// A snapshot of every endpoint, in the order they were added.
@@ -182,7 +186,7 @@ impl<M: Manager> Balanced<M> {
 
     /// The ejection policy.
     pub fn ejection(&self) -> Ejection {
-        self.set.ejection()
+        self.set.table().ejection
     }
 
     /// Changes the ejection policy; it applies from the next failure on.
@@ -190,7 +194,11 @@ impl<M: Manager> Balanced<M> {
     /// # Errors
     /// [`SetError::ZeroFailures`] when `ejection.after` is 0.
     pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
-        self.set.set_ejection(ejection)
+        if ejection.after == 0 {
+            return Err(SetError::ZeroFailures);
+        }
+        self.set.table().ejection = ejection;
+        Ok(())
     }
 
     /// Counts a failure of a connection's endpoint once per connection (a draining connection
@@ -313,9 +321,8 @@ impl<M: Manager> Manager for Balanced<M> {
     }
 
     fn is_broken_shared(&self, conn: &Routed<M>) -> bool {
-        self.drains(&conn.tag, || {
-            conn.tag.endpoint.manager.is_broken_shared(&conn.conn)
-        })
+        let Routed { conn, tag } = conn;
+        self.drains(tag, || tag.endpoint.manager.is_broken_shared(conn))
     }
 
     fn needs_reset(&self, conn: &Routed<M>) -> bool {

@@ -12,18 +12,18 @@ use super::{Ejection, SetError};
 /// The set, shared by the manager and the timers that end ejections.
 pub(crate) struct Set<M> {
     table: Mutex<Table<M>>,
-    ejection: Mutex<Ejection>,
     /// How many more connections may be retired to move load onto an endpoint that has too
     /// little; 0 almost always, so `is_broken` pays one relaxed load for it.
     rebalance: AtomicUsize,
 }
 
-/// The endpoints, in the order they were added. A removed endpoint stays listed (flagged)
-/// until its last connection closes.
+/// The endpoints, in the order they were added, and the ejection policy. A removed endpoint
+/// stays listed (flagged) until its last connection closes.
 pub(crate) struct Table<M> {
     pub endpoints: Vec<Arc<Endpoint<M>>>,
     /// Where the next placement starts looking, so ties rotate.
     cursor: usize,
+    pub ejection: Ejection,
 }
 
 impl<M: Send + Sync + 'static> Set<M> {
@@ -32,23 +32,10 @@ impl<M: Send + Sync + 'static> Set<M> {
             table: Mutex::new(Table {
                 endpoints: Vec::new(),
                 cursor: 0,
+                ejection: Ejection::default(),
             }),
-            ejection: Mutex::new(Ejection::default()),
             rebalance: AtomicUsize::new(0),
         }
-    }
-
-    pub fn ejection(&self) -> Ejection {
-        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Refuses a policy that ejects before any failure.
-    pub fn set_ejection(&self, ejection: Ejection) -> Result<(), SetError> {
-        if ejection.after == 0 {
-            return Err(SetError::ZeroFailures);
-        }
-        *self.ejection.lock().unwrap_or_else(PoisonError::into_inner) = ejection;
-        Ok(())
     }
 
     pub fn table(&self) -> MutexGuard<'_, Table<M>> {
@@ -77,14 +64,6 @@ impl<M: Send + Sync + 'static> Set<M> {
     fn want_rebalance(&self) {
         let live = self.table().endpoints.iter().map(|e| e.load()).sum();
         self.rebalance.fetch_max(live, Relaxed);
-    }
-
-    pub fn remove(&self, name: &str) -> Result<(), SetError> {
-        let table = self.table();
-        let endpoint = table.endpoints.iter().find(|e| e.is_named(name));
-        let endpoint = endpoint.ok_or_else(|| SetError::Unknown(name.to_owned()))?;
-        endpoint.remove();
-        Ok(())
     }
 
     /// Makes the set the `(name, manager)` endpoints of `found`: removes (drains) those no
@@ -141,7 +120,7 @@ impl<M: Send + Sync + 'static> Set<M> {
     /// is back (connections may then move onto it).
     pub fn connected(&self, endpoint: &Endpoint<M>, now: Instant) {
         let mut health = endpoint.health();
-        health.in_row = 0;
+        health.failures_in_row = 0;
         health.probing = false;
         if health.ejected_until.take().is_none() {
             return;
@@ -155,14 +134,14 @@ impl<M: Send + Sync + 'static> Set<M> {
     /// A failure of `endpoint` (a connect failed or was dropped, a connection broke, a check
     /// failed): ejects it after `ejection.after` in a row, or again when its probe failed.
     pub fn failed(self: &Arc<Self>, endpoint: &Endpoint<M>, now: Instant, connect: bool) {
-        let policy = self.ejection();
+        let policy = self.table().ejection;
         let mut health = endpoint.health();
         health.failures += 1;
-        health.in_row = health.in_row.saturating_add(1);
+        health.failures_in_row = health.failures_in_row.saturating_add(1);
         let probe_failed = connect && std::mem::take(&mut health.probing);
         let eject = match health.ejected_until {
             Some(_) => probe_failed,
-            None => health.in_row >= policy.after,
+            None => health.failures_in_row >= policy.after,
         };
         if !eject {
             return;
