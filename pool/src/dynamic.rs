@@ -112,6 +112,18 @@ pub trait DynManager: Send + Sync + 'static {
         false
     }
 
+    /// Called as a lease on `conn` is handed out; see [`Manager::lease_started`] (a native
+    /// manager's is forwarded only when its [`Manager::WATCHES_LEASES`] is true). Default:
+    /// nothing.
+    fn lease_started(&self, conn: &Self::Connection) {
+        let _ = conn;
+    }
+
+    /// Called as a lease on `conn` ends; see [`Manager::lease_ended`]. Default: nothing.
+    fn lease_ended(&self, conn: &Self::Connection) {
+        let _ = conn;
+    }
+
     /// Whether a failed connect may succeed if tried again; see [`Manager::is_retryable`].
     /// Default: every error is retryable.
     fn is_retryable(&self, error: &Self::Error) -> bool {
@@ -188,6 +200,18 @@ impl<M: Manager> DynManager for M {
         Manager::is_broken_shared(self, conn)
     }
 
+    fn lease_started(&self, conn: &M::Connection) {
+        if M::WATCHES_LEASES {
+            Manager::lease_started(self, conn);
+        }
+    }
+
+    fn lease_ended(&self, conn: &M::Connection) {
+        if M::WATCHES_LEASES {
+            Manager::lease_ended(self, conn);
+        }
+    }
+
     fn is_retryable(&self, error: &M::Error) -> bool {
         Manager::is_retryable(self, error)
     }
@@ -241,7 +265,8 @@ macro_rules! holder {
             }
         }
 
-        /// Each method forwards to the held [`DynManager`].
+        /// Each method forwards to the held [`DynManager`]. Whether it watches leases is
+        /// known only at run time, so every lease calls through (two indirect calls).
         impl<C, E> Manager for $holder<C, E>
         where
             C: Send + 'static,
@@ -249,6 +274,7 @@ macro_rules! holder {
         {
             type Connection = C;
             type Error = E;
+            const WATCHES_LEASES: bool = true;
 
             fn connect(&self) -> impl Future<Output = Result<C, E>> + Send {
                 DynManager::connect(&**self)
@@ -267,6 +293,14 @@ macro_rules! holder {
 
             fn is_broken_shared(&self, conn: &C) -> bool {
                 DynManager::is_broken_shared(&**self, conn)
+            }
+
+            fn lease_started(&self, conn: &C) {
+                DynManager::lease_started(&**self, conn)
+            }
+
+            fn lease_ended(&self, conn: &C) {
+                DynManager::lease_ended(&**self, conn)
             }
 
             fn is_retryable(&self, error: &E) -> bool {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
+use pool::balance::{BalanceError, Balanced, Routed};
 use pool::dynamic::{ArcManager, BoxManager, DynManager, async_trait};
 use pool::{Manager, Pool, PoolError};
 use support::{Mock, MockConn, MockError, Plan};
@@ -269,4 +270,25 @@ async fn a_pool_over_a_chosen_manager_works_in_spawned_tasks() {
     }
     assert_eq!(calls.connect.load(SeqCst), mock.connects());
     assert!(mock.connects() >= 1);
+}
+
+/// A manager that watches leases (`Balanced`, counting leases per endpoint) still sees each
+/// lease start and end behind the adapters, as every other method crosses them.
+#[tokio::test(start_paused = true)]
+async fn a_balanced_manager_behind_the_adapters_counts_its_leases() {
+    let mock = Mock::new();
+    let balanced = Balanced::from_endpoints([("a", mock.clone())]).expect("one endpoint");
+    let balanced = Arc::new(balanced);
+    type Held = dyn DynManager<Connection = Routed<Mock>, Error = BalanceError<MockError>>;
+    let pool = pool_of(ArcManager::from(Arc::clone(&balanced) as Arc<Held>));
+    let leases = |balanced: &Balanced<Mock>| balanced.endpoints()[0].leases;
+    let (a, b) = (
+        pool.lease().await.expect("a"),
+        pool.lease().await.expect("b"),
+    );
+    assert_eq!(leases(&balanced), 2);
+    drop(a);
+    assert_eq!(leases(&balanced), 1);
+    drop(b);
+    assert_eq!(leases(&balanced), 0);
 }
