@@ -117,9 +117,8 @@ const GAUGES: [Gauge; 8] = [
     ("pool.max_size", |s| s.max_size),
 ];
 
-/// The live counters behind [`Counters`]; bumped without the lock. With the `metrics`
-/// feature (what is reported, and when: the crate docs, "Metrics") each bump is reported
-/// through the facade too, and so are each wait and hold and the sampled gauges.
+/// The live counters behind [`Counters`], bumped without the lock. With the `metrics` feature
+/// each bump, wait and hold is reported through the facade too (the crate docs, "Metrics").
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub created: Count,
