@@ -233,11 +233,8 @@ impl<C> Line<C> {
     /// returns their wakers.
     pub fn time_out_expired(&mut self, now: Instant) -> Vec<Waker> {
         let expired = |t: &Ticket| t.deadline.is_some_and(|at| at <= now);
-        if !self.queue.iter().any(expired) {
-            return Vec::new();
-        }
-        let (gone, kept): (VecDeque<_>, VecDeque<_>) = self.queue.drain(..).partition(expired);
-        self.queue = kept;
+        let gone: Vec<_> = self.queue.iter().copied().filter(expired).collect();
+        self.queue.retain(|t| !expired(t));
         gone.into_iter()
             .filter_map(|t| self.settle(t, Wake::TimedOut))
             .collect()
