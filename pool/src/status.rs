@@ -74,7 +74,6 @@ pub struct Counters {
 }
 
 /// One live counter: an atomic, and with the `metrics` feature the facade's counter beside it.
-#[derive(Debug)]
 pub(crate) struct Count {
     n: AtomicU64,
     #[cfg(feature = "metrics")]
@@ -119,7 +118,6 @@ const GAUGES: [Gauge; 8] = [
 
 /// The live counters behind [`Counters`], bumped without the lock. With the `metrics` feature
 /// each bump, wait and hold is reported through the facade too (the crate docs, "Metrics").
-#[derive(Debug)]
 pub(crate) struct Metrics {
     pub created: Count,
     pub closed: Count,
