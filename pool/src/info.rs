@@ -93,11 +93,8 @@ pub(crate) fn jittered(lifetime: Duration) -> Duration {
 pub(crate) fn less_random(d: Duration, cut: Duration) -> Duration {
     use std::hash::BuildHasher;
     let span = u64::try_from(cut.as_nanos()).unwrap_or(u64::MAX);
-    if span == 0 {
-        return d;
-    }
     let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
-    d - Duration::from_nanos(random % span)
+    d - Duration::from_nanos(random.checked_rem(span).unwrap_or(0))
 }
 
 /// `first` doubled with each step after the first (`n` counts from 1), capped at `max`.

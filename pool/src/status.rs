@@ -74,7 +74,6 @@ pub struct Counters {
 }
 
 /// One live counter: an atomic, and with the `metrics` feature the facade's counter beside it.
-#[derive(Debug)]
 pub(crate) struct Count {
     n: AtomicU64,
     #[cfg(feature = "metrics")]
@@ -117,10 +116,8 @@ const GAUGES: [Gauge; 8] = [
     ("pool.max_size", |s| s.max_size),
 ];
 
-/// The live counters behind [`Counters`]; bumped without the lock. With the `metrics`
-/// feature (what is reported, and when: the crate docs, "Metrics") each bump is reported
-/// through the facade too, and so are each wait and hold and the sampled gauges.
-#[derive(Debug)]
+/// The live counters behind [`Counters`], bumped without the lock. With the `metrics` feature
+/// each bump, wait and hold is reported through the facade too (the crate docs, "Metrics").
 pub(crate) struct Metrics {
     pub created: Count,
     pub closed: Count,

@@ -4,7 +4,7 @@
 use crate::Manager;
 use crate::info::{ConnInfo, jittered};
 use crate::shared::Shared;
-use crate::shared::state::Live;
+use crate::shared::state::{Live, Place};
 use crate::status::Metrics;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -43,12 +43,12 @@ struct ConnectSlot<'a, M: Manager> {
 
 impl<M: Manager> Drop for ConnectSlot<'_, M> {
     fn drop(&mut self) {
-        {
-            let mut state = self.shared.lock();
+        let freed = self.shared.locked(|state| {
             state.connecting -= 1;
             state.opening_room -= self.room;
-        }
-        self.shared.release_slot();
+            state.release_slot()
+        });
+        self.shared.act(Place::Wake(freed));
     }
 }
 

@@ -17,14 +17,12 @@ use crate::{ConnInfo, Manager};
 /// between rounds, so it never keeps a dropped pool alive. It dies with the runtime that
 /// started it ([`Running`] says what follows).
 pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
-    let mut running = Running {
-        pool: pool.clone(),
-        armed: true,
-    };
+    let mut running = Running(pool.clone());
     let runtime = tokio::runtime::Handle::current().id();
     let Some(shared) = pool.upgrade() else { return };
     let every = shared.config.effective_reap_interval();
     let sample = shared.config.metrics_interval.max(Duration::from_millis(1));
+    let scan = shared.config.leak_threshold;
     let rearm = Arc::clone(&shared.rearm);
     drop(shared);
     let mut next_round = Instant::now();
@@ -34,7 +32,7 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
             let Some(shared) = pool.upgrade() else { return };
             if shared.lock().closed {
                 // Ended for good: a closed pool needs no maintenance, so the mark stays set.
-                running.armed = false;
+                running.0 = Weak::new();
                 return;
             }
             let now = Instant::now();
@@ -49,18 +47,15 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
                 // Samples the gauges, between rounds too (without reaping there).
                 let _ = shared.status();
             }
-            if let Some(threshold) = shared.config.leak_threshold {
+            if let Some(threshold) = scan {
                 shared.holds.scan(now, threshold, &shared.metrics);
             }
             // A connection created after this round expires after the next one (the round
-            // comes at most half a lifetime apart), so that round sees it. One held by `get`
-            // in the rounds before its lifetime ends is not seen by them: when it comes into
-            // shared form with a lifetime that ends before the planned wake, the caller that
-            // shared it wakes this task to plan again (`Shared::rearm`).
+            // comes at most half a lifetime apart), so that round sees it; one held by `get`
+            // meanwhile wakes this task to plan again when it is shared (`Shared::rearm`).
             let mut state = shared.lock();
             let timed_out = state.waiters.time_out_expired(now);
             next_expiry = state.next_expiry();
-            let scan = shared.config.leak_threshold;
             let wakes = [
                 next_expiry,
                 state.waiters.earliest_deadline(),
@@ -80,17 +75,12 @@ pub(crate) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
 
 /// Marks the maintenance task as running; dropped with the task (its runtime shut down, or
 /// the pool is gone), it tells the callers in line to time themselves out, and clears the
-/// mark so that the next checkout starts a new one.
-struct Running<M: Manager> {
-    pool: Weak<Shared<M>>,
-    armed: bool,
-}
+/// mark so that the next checkout starts a new one. Emptied when the pool closed.
+struct Running<M: Manager>(Weak<Shared<M>>);
 
 impl<M: Manager> Drop for Running<M> {
     fn drop(&mut self) {
-        if self.armed
-            && let Some(shared) = self.pool.upgrade()
-        {
+        if let Some(shared) = self.0.upgrade() {
             let wakers = shared.lock().waiters.timer_lost();
             shared.maintenance_started.store(false, Ordering::Release);
             wakers.into_iter().for_each(Waker::wake);
@@ -127,8 +117,7 @@ impl<C: 'static> State<C> {
     ) -> (Vec<Live<C>>, Vec<SharedConn>) {
         let min_idle = self.min_idle;
         let retire = |info: &ConnInfo, remaining: usize| {
-            let stale =
-                idle_timeout.is_some_and(|t| now.saturating_duration_since(info.last_used) >= t);
+            let stale = idle_timeout.is_some_and(|t| info.check_due(now, t));
             info.expired(now) || (stale && remaining > min_idle)
         };
         // `remaining` is the idle count before this eviction, the kept ones included.

@@ -150,9 +150,8 @@ impl<M: Manager> Shared<M> {
     /// discarded connection.
     pub fn act(self: &Arc<Self>, place: Place<M::Connection>) {
         match place {
-            Place::Wake(None) => {}
+            Place::Wake(waker) => waker.into_iter().for_each(Waker::wake),
             Place::Discard(live) => self.close_conn(live.conn),
-            Place::Wake(Some(waker)) => waker.wake(),
         }
     }
 
@@ -260,11 +259,7 @@ impl<M: Manager> Shared<M> {
     /// otherwise), and tells `close` a shared connection is gone. The `Arc` is let go under
     /// the lock, as every other one is (lib.rs's Decisions say why).
     pub fn close_shared(self: &Arc<Self>, conn: SharedConn) {
-        let conn = {
-            let _state = self.lock();
-            unwrap::<M::Connection>(conn)
-        };
-        if let Some(conn) = conn {
+        if let Some(conn) = self.locked(|_| unwrap::<M::Connection>(conn)) {
             self.close_conn(conn);
         }
         self.drained.notify_waiters();
