@@ -100,11 +100,8 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut now = first.as_ref().map_or_else(Instant::now, |(_, at)| *at);
-        let deadline = if may_wait {
-            deadline_after(now, shared.config.wait_timeout)
-        } else {
-            now
-        };
+        let wait = may_wait.then_some(shared.config.wait_timeout);
+        let deadline = deadline_after(now, wait.unwrap_or_default());
         let mut failed_connects = 0;
         // The caller's place in line, taken once (`decide`, or `Pool::place`).
         let mut place = None;
@@ -372,8 +369,7 @@ impl Times {
     /// that never waits).
     pub(crate) fn deadline(&mut self) -> Instant {
         let arrived = self.arrived.unwrap_or_else(|| self.now());
-        self.wait
-            .map_or(arrived, |wait| deadline_after(arrived, wait))
+        deadline_after(arrived, self.wait.unwrap_or_default())
     }
 }
 
