@@ -78,9 +78,7 @@ pub(crate) async fn wait<M: Manager>(
         state.serve_leasers_anywhere(&mut wakes);
     }
     drop(state);
-    if !wakes.is_empty() {
-        wakes.into_iter().flatten().for_each(Waker::wake);
-    }
+    wakes.into_iter().flatten().for_each(Waker::wake);
     outcome
 }
 
