@@ -30,7 +30,6 @@ pub(crate) enum Step<C> {
     Stale(Live<C>),
     Connect,
     Full,
-    /// In line.
     Wait(Ticket),
 }
 
@@ -67,10 +66,10 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// The fast path, before anything is awaited: an idle connection, used within the check
-    /// interval, not expired and not broken, goes out with one lock and one clock read. An
-    /// idle connection that needs more (a check, a retirement) goes to the full path with the
-    /// time it was taken at; so does no idle connection at all (`None`).
+    /// The fast path, before anything is awaited: an idle connection that is
+    /// [`fresh`](Self::fresh) goes out with one lock and one clock read; one that needs more
+    /// (a check, a retirement) goes to the full path with the time it was taken at, as does no
+    /// idle connection (`None`).
     fn fast_checkout(&self, at: Site) -> Result<Pooled<M>, Option<Taken<M::Connection>>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
@@ -112,7 +111,7 @@ impl<M: Manager> Pool<M> {
                 Some((live, _)) => (Step::Stale(live), 0),
                 None => {
                     std::future::poll_fn(|cx| {
-                        Poll::Ready(self.decide(now, may_wait, deadline, cx, &mut place))
+                        Poll::Ready(self.decide(now, deadline, cx, &mut place))
                     })
                     .await
                 }
@@ -243,12 +242,11 @@ impl<M: Manager> Pool<M> {
     }
 
     /// The first move of a checkout, under the lock: an idle connection, else a slot to
-    /// connect in, else a wait in line (with `cx`'s waker) until `deadline`, at the caller's
-    /// `place`, taken now unless it has one (so a caller whose connect failed keeps its turn).
+    /// connect in, else a wait in line with `cx`'s waker at the caller's [`place`](Self::place),
+    /// unless `deadline` is past (it is for a caller that never waits: its arrival).
     fn decide(
         &self,
         now: Instant,
-        may_wait: bool,
         deadline: Instant,
         cx: &mut Context<'_>,
         place: &mut Option<Arrival>,
@@ -267,7 +265,7 @@ impl<M: Manager> Pool<M> {
             let arrival = *place.get_or_insert_with(|| state.waiters.arrive(false));
             if state.reserve_connects(1) == 1 {
                 Step::Connect
-            } else if !may_wait || deadline <= now {
+            } else if deadline <= now {
                 Step::Full
             } else {
                 Step::Wait(

@@ -8,7 +8,7 @@ use crate::shared::holds::{HoldKey, Site};
 use crate::shared::state::Live;
 use crate::{ConnInfo, Manager};
 
-/// `live` is emptied only by `detach` and `drop`, which consume the guard.
+/// `live` is emptied only by `detach`, `into_live` and `drop`, which consume the guard.
 const LEFT: &str = "a Pooled guard is used after its connection left";
 
 /// A checked-out connection. Derefs (mutably) to it and returns it to the pool on drop.
