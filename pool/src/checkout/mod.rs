@@ -177,9 +177,7 @@ impl<M: Manager> Pool<M> {
     ) -> (Wake<M::Connection>, Instant) {
         let outcome = handoff::wait(&self.shared, ticket, deadline).await;
         let served = Instant::now();
-        self.shared
-            .metrics
-            .record_wait(served.saturating_duration_since(since));
+        self.shared.metrics.record_wait(served - since);
         (outcome, served)
     }
 

@@ -56,7 +56,6 @@ impl<M: Manager> Pool<M> {
             return self.replace(live);
         }
         if shared.is_broken(&mut live) {
-            // It broke while idle (its peer went away, say): never handed out.
             Metrics::bump(&shared.metrics.broken);
             tracing::debug!("discarding an idle connection that reports itself broken");
             return self.replace(live);
