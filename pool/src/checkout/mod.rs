@@ -291,7 +291,7 @@ impl<M: Manager> Pool<M> {
         tokio::spawn(connect(Arc::clone(shared), Some(tx), room));
         let mut handoff = Handoff { shared, rx, room };
         match (&mut handoff.rx).await {
-            Ok(Connected::Conn(live)) => {
+            Ok(Connected::Conn(mut live)) => {
                 let closed = shared.locked(|state| {
                     if state.closed {
                         state.opening_room -= room;
@@ -304,6 +304,7 @@ impl<M: Manager> Pool<M> {
                     shared.discard(live);
                     return Err(PoolError::Closed);
                 }
+                live.info.uses += 1;
                 Ok(Pooled::held(Arc::clone(shared), live, None))
             }
             Ok(Connected::Failed(error)) => Err(PoolError::Connect(error)),

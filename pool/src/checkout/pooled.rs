@@ -24,14 +24,13 @@ pub struct Pooled<M: Manager> {
 }
 
 impl<M: Manager> Pooled<M> {
-    /// A guard for a connection going out (one use more), its hold registered (`hold`, or
-    /// `None`) before the guard is built: the fast path writes its guard once, not twice.
+    /// A guard whose hold is already registered (`hold`, or `None`): the fast path registers
+    /// it before building the guard, so the guard is written once, not again as it goes out.
     pub(crate) fn held(
         shared: Arc<Shared<M>>,
-        mut live: Live<M::Connection>,
+        live: Live<M::Connection>,
         hold: Option<HoldKey>,
     ) -> Self {
-        live.info.uses += 1;
         Pooled {
             shared,
             live: Some(live),

@@ -36,6 +36,7 @@ impl<M: Manager> Pool<M> {
         {
             return Err(live);
         }
+        live.info.uses += 1;
         let hold = at.and_then(|at| self.shared.start_hold(at));
         Ok(Pooled::held(Arc::clone(&self.shared), live, hold))
     }
@@ -59,9 +60,10 @@ impl<M: Manager> Pool<M> {
             tracing::debug!("discarding an idle connection that reports itself broken");
             return self.replace(live);
         }
-        // Out of the pool for its check, used now should it pass: if this future is dropped
-        // meanwhile, the guard closes the connection, whose state is then unknown.
+        // Out of the pool for its check, counted as used now should it pass: if this future is
+        // dropped meanwhile, the guard closes the connection, whose state is then unknown.
         live.info.last_used = now;
+        live.info.uses += 1;
         let mut guard = Pooled::held(Arc::clone(shared), live, None);
         Pooled::mark_broken(&mut guard);
         let checked = tokio::time::timeout(
