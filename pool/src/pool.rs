@@ -205,12 +205,10 @@ impl<M: Manager> Pool<M> {
     /// and connections that carry leases are not visited (they are borrowed). Returns how
     /// many were removed.
     pub fn retain(&self, mut keep: impl FnMut(&mut M::Connection, &ConnInfo) -> bool) -> usize {
-        let idle: Vec<_> = {
-            let mut state = self.shared.lock();
-            let mut idle: Vec<_> = state.idle.drain(..).collect();
-            idle.extend(state.unshare_idle());
-            idle
-        };
+        let idle: Vec<_> = self.shared.locked(|state| {
+            let shared_idle = state.unshare_idle();
+            state.idle.drain(..).chain(shared_idle).collect()
+        });
         let mut removed = 0;
         for mut live in idle {
             if keep(&mut live.conn, &live.info) {

@@ -30,7 +30,6 @@ pub(crate) enum Step<C> {
     Stale(Live<C>),
     Connect,
     Full,
-    /// In line.
     Wait(Ticket),
 }
 
@@ -67,10 +66,10 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// The fast path, before anything is awaited: an idle connection, used within the check
-    /// interval, not expired and not broken, goes out with one lock and one clock read. An
-    /// idle connection that needs more (a check, a retirement) goes to the full path with the
-    /// time it was taken at; so does no idle connection at all (`None`).
+    /// The fast path, before anything is awaited: an idle connection that is
+    /// [`fresh`](Self::fresh) goes out with one lock and one clock read; one that needs more
+    /// (a check, a retirement) goes to the full path with the time it was taken at, as does no
+    /// idle connection (`None`).
     fn fast_checkout(&self, at: Site) -> Result<Pooled<M>, Option<Taken<M::Connection>>> {
         let shared = &self.shared;
         shared.ensure_maintenance();
@@ -100,11 +99,8 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let mut now = first.as_ref().map_or_else(Instant::now, |(_, at)| *at);
-        let deadline = if may_wait {
-            deadline_after(now, shared.config.wait_timeout)
-        } else {
-            now
-        };
+        let wait = may_wait.then_some(shared.config.wait_timeout);
+        let deadline = deadline_after(now, wait.unwrap_or_default());
         let mut failed_connects = 0;
         // The caller's place in line, taken once (`decide`, or `Pool::place`).
         let mut place = None;
@@ -115,7 +111,7 @@ impl<M: Manager> Pool<M> {
                 Some((live, _)) => (Step::Stale(live), 0),
                 None => {
                     std::future::poll_fn(|cx| {
-                        Poll::Ready(self.decide(now, may_wait, deadline, cx, &mut place))
+                        Poll::Ready(self.decide(now, deadline, cx, &mut place))
                     })
                     .await
                 }
@@ -181,9 +177,7 @@ impl<M: Manager> Pool<M> {
     ) -> (Wake<M::Connection>, Instant) {
         let outcome = handoff::wait(&self.shared, ticket, deadline).await;
         let served = Instant::now();
-        self.shared
-            .metrics
-            .record_wait(served.saturating_duration_since(since));
+        self.shared.metrics.record_wait(served - since);
         (outcome, served)
     }
 
@@ -246,12 +240,11 @@ impl<M: Manager> Pool<M> {
     }
 
     /// The first move of a checkout, under the lock: an idle connection, else a slot to
-    /// connect in, else a wait in line (with `cx`'s waker) until `deadline`, at the caller's
-    /// `place`, taken now unless it has one (so a caller whose connect failed keeps its turn).
+    /// connect in, else a wait in line with `cx`'s waker at the caller's [`place`](Self::place),
+    /// unless `deadline` is past (it is for a caller that never waits: its arrival).
     fn decide(
         &self,
         now: Instant,
-        may_wait: bool,
         deadline: Instant,
         cx: &mut Context<'_>,
         place: &mut Option<Arrival>,
@@ -270,7 +263,7 @@ impl<M: Manager> Pool<M> {
             let arrival = *place.get_or_insert_with(|| state.waiters.arrive(false));
             if state.reserve_connects(1) == 1 {
                 Step::Connect
-            } else if !may_wait || deadline <= now {
+            } else if deadline <= now {
                 Step::Full
             } else {
                 Step::Wait(
@@ -372,8 +365,7 @@ impl Times {
     /// that never waits).
     pub(crate) fn deadline(&mut self) -> Instant {
         let arrived = self.arrived.unwrap_or_else(|| self.now());
-        self.wait
-            .map_or(arrived, |wait| deadline_after(arrived, wait))
+        deadline_after(arrived, self.wait.unwrap_or_default())
     }
 }
 

@@ -3,14 +3,12 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use crate::shared::Shared;
 use crate::shared::holds::{HoldKey, Site};
 use crate::shared::state::Live;
 use crate::{ConnInfo, Manager};
 
-/// `live` is emptied only by `detach` and `drop`, which consume the guard.
+/// `live` is emptied only by `detach`, `into_live` and `drop`, which consume the guard.
 const LEFT: &str = "a Pooled guard is used after its connection left";
 
 /// A checked-out connection. Derefs (mutably) to it and returns it to the pool on drop.
@@ -54,26 +52,21 @@ impl<M: Manager> Pooled<M> {
     }
 
     /// A connection that passed its check on checkout goes out healthy.
-    pub(crate) fn unmark_broken(&mut self, now: Instant) {
+    pub(crate) fn unmark_broken(&mut self) {
         self.broken = false;
-        if let Some(live) = self.live.as_mut() {
-            live.info.last_used = now;
-            live.info.uses += 1;
-        }
     }
 
     /// Takes the connection out of the pool for good. Its slot frees at once; the pool will
     /// neither check nor close it.
-    pub fn detach(mut this: Self) -> M::Connection {
-        let live = this.take();
+    pub fn detach(this: Self) -> M::Connection {
         this.shared.release_slot();
-        live.conn
+        Self::into_live(this).conn
     }
 
     /// Takes the connection back for the pool to discard, bypassing the return on drop (and
     /// its `broken` count).
     pub(crate) fn into_live(mut this: Self) -> Live<M::Connection> {
-        this.take()
+        this.live.take().expect(LEFT)
     }
 
     /// What the pool knows about this connection.
@@ -83,10 +76,6 @@ impl<M: Manager> Pooled<M> {
 
     fn live(&self) -> &Live<M::Connection> {
         self.live.as_ref().expect(LEFT)
-    }
-
-    fn take(&mut self) -> Live<M::Connection> {
-        self.live.take().expect(LEFT)
     }
 }
 

@@ -56,13 +56,14 @@ impl<M: Manager> Pool<M> {
             return self.replace(live);
         }
         if shared.is_broken(&mut live) {
-            // It broke while idle (its peer went away, say): never handed out.
             Metrics::bump(&shared.metrics.broken);
             tracing::debug!("discarding an idle connection that reports itself broken");
             return self.replace(live);
         }
-        // Out of the pool for its check: if this future is dropped meanwhile, the guard
-        // closes the connection, whose state is then unknown.
+        // Out of the pool for its check, counted as used now should it pass: if this future is
+        // dropped meanwhile, the guard closes the connection, whose state is then unknown.
+        live.info.last_used = now;
+        live.info.uses += 1;
         let mut guard = Pooled::held(Arc::clone(shared), live, None);
         Pooled::mark_broken(&mut guard);
         let checked = tokio::time::timeout(
@@ -72,7 +73,7 @@ impl<M: Manager> Pool<M> {
         .await;
         match checked {
             Ok(Ok(())) => {
-                guard.unmark_broken(now);
+                guard.unmark_broken();
                 Ok(Next::Out(guard))
             }
             Ok(Err(error)) => {
