@@ -84,9 +84,8 @@ where
                     Next::Again
                 }
                 Step::Placed(Placed::Check(live, room)) => {
-                    let _checking = Checking(shared);
                     let now = times.now();
-                    self.ready_shared(live, room, &mut place, &mut requeued, now)
+                    self.ready_shared(live, Some(room), &mut place, &mut requeued, now)
                         .await?
                 }
                 Step::Connect(room) => Next::Connect(room),
@@ -111,7 +110,7 @@ where
                 Step::Granted(Grant::Slot) => Next::Connect(self.take_slot(true)?),
                 Step::Granted(Grant::Conn(live)) => {
                     let now = times.now();
-                    self.ready_shared(live, 0, &mut place, &mut requeued, now)
+                    self.ready_shared(live, None, &mut place, &mut requeued, now)
                         .await?
                 }
             };
@@ -215,33 +214,35 @@ where
     }
 
     /// Readies a connection this caller has alone as `get` readies one (retired if expired
-    /// or broken, else checked if due), then shares it. `room`, promised to callers arriving
-    /// meanwhile (`opening_room`), goes with it, or with the connect that replaces it in its
-    /// slot; else (it was retired and its slot went, or this future was dropped) it is taken
-    /// back. The caller's place in line is taken first, as a look would have taken it.
+    /// or broken, else checked if due), then shares it. `checked`: it came from the shared
+    /// connections for its check (`Placed::Check`), with room promised to callers arriving
+    /// meanwhile (`opening_room`), which goes with it, or with the connect that replaces it in
+    /// its slot; else (it was retired and its slot went, or this future was dropped) it is
+    /// taken back. The caller's place in line is taken first, as a look would have taken it.
     async fn ready_shared(
         &self,
         live: Live<M::Connection>,
-        room: usize,
+        checked: Option<usize>,
         place: &mut Option<Arrival>,
         requeued: &mut Option<Ticket>,
         now: Instant,
     ) -> Result<Next<Lease<M>>, PoolError<M::Error>> {
         let place = self.place(place, true);
-        let mut promised = Promised {
+        let mut readying = Readying {
             shared: &self.shared,
-            room,
+            room: checked.unwrap_or(0),
+            checking: checked.is_some(),
         };
         let ready = match self.fresh(live, now) {
             Ok(pooled) => Next::Out(pooled),
             Err(live) => self.ready(live, now).await?,
         };
-        let room = std::mem::take(&mut promised.room);
+        let room = std::mem::take(&mut readying.room);
         match ready {
             Next::Out(pooled) => self.share(pooled, room, place, requeued),
             Next::Connect(more) => Ok(Next::Connect(more + room)),
             Next::Again => {
-                promised.room = room;
+                readying.room = room;
                 Ok(Next::Again)
             }
         }
@@ -314,27 +315,24 @@ fn back_in_line<C>(state: &mut State<C>, place: Arrival, requeued: &mut Option<T
     }
 }
 
-/// A shared connection's check (`State::checking`), counted until this is dropped.
-struct Checking<'a, M: Manager>(&'a Arc<Shared<M>>);
-
-impl<M: Manager> Drop for Checking<'_, M> {
-    fn drop(&mut self) {
-        self.0.lock().checking -= 1;
-        self.0.drained.notify_waiters();
-    }
-}
-
-/// Room promised to callers arriving while a connection is readied (`opening_room`), taken
-/// back when dropped unless it went on with the connection.
-struct Promised<'a, M: Manager> {
+/// A connection being readied for a lease caller: the room promised to callers arriving
+/// meanwhile (`opening_room`), taken back when dropped unless it went on with the connection,
+/// and, for a shared connection out for its check, its count in `State::checking`.
+struct Readying<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     room: usize,
+    checking: bool,
 }
 
-impl<M: Manager> Drop for Promised<'_, M> {
+impl<M: Manager> Drop for Readying<'_, M> {
     fn drop(&mut self) {
-        if self.room > 0 {
-            self.shared.lock().opening_room -= self.room;
+        if self.room > 0 || self.checking {
+            let mut state = self.shared.lock();
+            state.opening_room -= self.room;
+            state.checking -= usize::from(self.checking);
+        }
+        if self.checking {
+            self.shared.drained.notify_waiters();
         }
     }
 }
