@@ -147,10 +147,6 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// No shared connection at all.
     pub fn is_empty(&self) -> bool {
         self.slab.len() == self.free.len()

@@ -85,7 +85,7 @@ impl<C> State<C> {
             min_idle,
             closed: false,
             last_connect_error: None,
-            streams: Streams::new(),
+            streams: Streams::default(),
             max_streams,
             opening_room: 0,
             budget: None,
