@@ -164,7 +164,8 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Resolves once no shared connection is left (every lease ended after the pool closed),
-    /// none is out for its check, and no reset runs (each reset's connection is closed as its reset ends).
+    /// none is out for its check, and no reset runs (each reset's connection is closed as its
+    /// reset ends).
     async fn settled(&self) {
         loop {
             let mut drained = std::pin::pin!(self.shared.drained.notified());

@@ -109,7 +109,7 @@ fn reap<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
 
 impl<C: 'static> State<C> {
     /// [`reap`]'s move under the lock: takes out the idle connections it closes, of both
-    /// forms.
+    /// forms, and drains the shared ones past their lifetime that carry leases.
     pub fn reap(
         &mut self,
         now: Instant,
